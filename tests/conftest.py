@@ -1,0 +1,18 @@
+import os
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in the suite may wait on a model hub
+
+from xaibench.plugins import Components, PluginManager, collect_components, get_plugin_manager
+
+
+@pytest.fixture
+def pm() -> PluginManager:
+    """A fresh plugin manager with the built-ins only."""
+    return get_plugin_manager(entry_points=False)
+
+
+@pytest.fixture
+def components(pm: PluginManager) -> Components:
+    return collect_components(pm)

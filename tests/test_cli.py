@@ -1,0 +1,214 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+TINY = {
+    "dataset": {
+        "name": "phantom",
+        "options": {"n_images": 100, "image_size": 48, "class_shares": [0.4, 0.3, 0.3]},
+    },
+    "backbones": [
+        {"name": "test_vit.random", "options": {"img_size": 48}},
+        {"name": "test_resnet.random", "options": {"img_size": 48}},
+    ],
+    "strategies": ["linear_probe", "full"],
+    "saliency": ["gradcam", "saliency"],
+    "train": {"epochs": 1, "batch_size": 16},
+    "max_explain_images": 12,
+}
+
+
+def xaibench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "xaibench", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    proc = xaibench(
+        "run",
+        "osteoporosis",
+        "--config",
+        str(tiny_config),
+        "--saliency",
+        "gradcam",
+        "--saliency",
+        "example_method",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_run_writes_the_run_directory(tiny_run):
+    out, _ = tiny_run
+    for name in (
+        "config.yaml",
+        "environment.json",
+        "results.json",
+        "predictions.csv",
+        "explanations.csv",
+        "leaderboard_performance.md",
+        "leaderboard_performance.csv",
+        "leaderboard_explainability.md",
+        "leaderboard_explainability.csv",
+    ):
+        assert (out / name).is_file(), name
+
+
+def test_results_document_has_schema_provenance_and_flat_records(tiny_run):
+    doc = json.loads((tiny_run[0] / "results.json").read_text())
+    assert doc["schema_version"] == "1.0"
+    assert doc["config"]["seeds"] == [0]
+    assert doc["environment"]["libraries"]["torch"]
+    assert doc["components"]["saliency"]["example_method"]["distribution"] == "xaibench-example"
+    assert doc["components"]["backbones"]["test_vit.random"]["distribution"] == "xaibench"
+    assert len(doc["cells"]) == 4
+    assert all(c["status"] == "ok" for c in doc["cells"])
+    records = doc["records"]
+    required = {"task", "dataset", "backbone", "strategy", "seed", "metric", "value", "n", "status"}
+    assert all(required <= set(r) for r in records)
+    assert all(r["random_init"] is True for r in records)
+    # 4 cells x (5 performance + 2 perturbations x delta + 2 methods x 4 regions x iou)
+    assert len(records) == 4 * (5 + 2 + 8)
+    ious = [r for r in records if r["metric"] == "iou_region" and r["status"] == "ok"]
+    assert {r["saliency"] for r in ious} == {"gradcam", "example_method"}
+    assert {r["region"] for r in ious} == {"bone", "spine", "ribs", "clavicles"}
+    assert all(0 <= r["value"] <= 1 and r["n"] == 12 for r in ious)
+    deltas = [r for r in records if r["metric"] == "delta_region"]
+    assert {(r["perturbation"], r["region"]) for r in deltas} == {
+        ("mean", "bone"),
+        ("zero", "bone"),
+    }
+
+
+def test_per_sample_tables_match_the_records(tiny_run):
+    out = tiny_run[0]
+    doc = json.loads((out / "results.json").read_text())
+    expl = pd.read_csv(out / "explanations.csv")
+    rec = next(
+        r
+        for r in doc["records"]
+        if r["metric"] == "iou_region"
+        and r["region"] == "bone"
+        and r["saliency"] == "gradcam"
+        and r["backbone"] == "test_resnet.random"
+        and r["strategy"] == "full"
+    )
+    rows = expl[
+        (expl.metric == "iou_region")
+        & (expl.region == "bone")
+        & (expl.saliency == "gradcam")
+        & (expl.backbone == "test_resnet.random")
+        & (expl.strategy == "full")
+    ]
+    assert len(rows) == 12
+    assert rows["value"].mean() == pytest.approx(rec["value"])
+    preds = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    intact = preds[
+        (preds.perturbation == "")
+        & (preds.backbone == "test_resnet.random")
+        & (preds.strategy == "full")
+    ]
+    assert "patient_id" not in preds.columns  # never copied into outputs
+    from sklearn.metrics import roc_auc_score
+
+    auc = next(
+        r["value"]
+        for r in doc["records"]
+        if r["metric"] == "auc"
+        and r["backbone"] == "test_resnet.random"
+        and r["strategy"] == "full"
+    )
+    assert roc_auc_score(intact.label == 2, intact.prob_osteoporosis) == pytest.approx(auc)
+
+
+def test_leaderboards_are_printed_and_written(tiny_run):
+    out, proc = tiny_run
+    assert "Performance leaderboard" in proc.stdout
+    assert "Explainability leaderboard" in proc.stdout
+    perf = pd.read_csv(out / "leaderboard_performance.csv")
+    assert len(perf) == 4
+    assert list(perf["AUC"]) == sorted(perf["AUC"], reverse=True)
+    assert set(perf["weights"]) == {"random init"}
+    md = (out / "leaderboard_explainability.md").read_text()
+    assert "Δ_bone (mean)" in md
+    assert "IoU_spine (example_method)" in md
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run", "nosuchtask"], "unknown task 'nosuchtask'"),
+        (["run", "osteoporsis"], "did you mean 'osteoporosis'"),
+        (["run", "osteoporosis", "--backbone", "test_vit.randm"], "did you mean 'test_vit.random'"),
+        (["run", "osteoporosis", "--saliency", "gradcm"], "did you mean 'gradcam'"),
+        (["run", "osteoporosis", "--epochs", "zero"], "'zero' is not a valid integer"),
+        (["run", "osteoporosis", "--epochs", "0"], "--epochs"),
+        (["run", "osteoporosis", "--frobnicate"], "No such option"),
+        (
+            ["run", "osteoporosis", "--config", "missing.yaml"],
+            "cannot read config file 'missing.yaml'",
+        ),
+        (["ls", "backbonez"], "did you mean 'backbones'"),
+    ],
+)
+def test_user_errors_are_one_line_with_status_2(args, expected, tmp_path):
+    proc = xaibench(*args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("xaibench: error: ")
+    assert expected in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "xaibench-runs").exists()
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trian:\n  epochs: 3\n")
+    proc = xaibench("run", "osteoporosis", "--config", str(bad))
+    assert proc.returncode == 2
+    assert "trian: unknown key" in proc.stderr
+
+
+def test_bad_component_option_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("perturbations:\n  - name: mean\n    options: {over: everywhere}\n")
+    proc = xaibench("run", "osteoporosis", "--config", str(bad))
+    assert proc.returncode == 2
+    assert "perturbation 'mean'" in proc.stderr
+    assert "over" in proc.stderr
+
+
+def test_ls_filters_with_wildcards():
+    proc = xaibench("ls", "backbones", "*vit*")
+    assert proc.returncode == 0
+    assert proc.stdout.split()[0] == "test_vit.random"
+    assert "test_resnet" not in proc.stdout
+
+
+def test_version_and_help():
+    assert xaibench("--version").stdout.strip().endswith("0.1.0")
+    help_text = xaibench("--help").stdout
+    for command in ("run", "plugins", "ls"):
+        assert command in help_text

@@ -1,0 +1,133 @@
+import importlib.metadata
+import inspect
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pluggy
+import pytest
+
+from xaibench import hookspecs
+from xaibench.errors import RegistryCollisionError
+from xaibench.hookspecs import hookimpl
+from xaibench.kinds import KINDS
+from xaibench.plugins import (
+    DEFAULT_PLUGINS,
+    collect_components,
+    describe_plugins,
+    get_plugin_manager,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_kind_has_a_hookspec_and_builtins(components):
+    for kind in KINDS:
+        assert hasattr(hookspecs, kind.hook), kind.hook
+        assert len(components[kind.key]) > 0, f"no built-in {kind.key}"
+
+
+def test_builtins_are_registered_through_the_hooks(pm):
+    names = [name for name, _ in pm.list_name_plugin()]
+    assert names == list(DEFAULT_PLUGINS)
+    assert all(pm.providers[n].builtin for n in names)
+
+
+def test_each_call_returns_a_fresh_manager():
+    a = get_plugin_manager(entry_points=False)
+    b = get_plugin_manager(entry_points=False)
+    assert a is not b
+    a.register(object(), name="extra")
+    assert not b.has_plugin("extra")
+
+
+def test_misspelled_hook_fails_loudly(monkeypatch):
+    class Typo:
+        @hookimpl
+        def register_backbone(self, register):  # missing "s"
+            pass
+
+    pm = get_plugin_manager(entry_points=False)
+    pm.register(Typo(), name="typo")
+    with pytest.raises(pluggy.PluginValidationError, match="register_backbone"):
+        pm.check_pending()
+
+
+def test_third_party_collision_is_an_error_naming_both(pm):
+    class Clash:
+        @hookimpl
+        def register_saliency_methods(self, register):
+            register("gradcam", "xaibench.saliency.gradcam:GradCAM")
+
+    pm.register(Clash(), name="clash")
+    with pytest.raises(RegistryCollisionError, match=r"xaibench.default_plugins.saliency.*clash"):
+        collect_components(pm)
+
+
+def test_entry_point_plugin_is_discovered_with_its_version():
+    dist = importlib.metadata.distribution("xaibench-example")  # installed by the test setup
+    pm = get_plugin_manager()
+    info = {p["name"]: p for p in describe_plugins(pm, collect_components(pm))}
+    example = info["example"]
+    assert example["distribution"] == "xaibench-example"
+    assert example["version"] == dist.version
+    assert example["hooks"] == ["register_saliency_methods"]
+    assert example["components"] == {"saliency": ["example_method"]}
+    assert example["builtin"] is False
+
+
+@pytest.mark.parametrize(
+    ("value", "loaded"),
+    [("", False), ("example", True), ("xaibench-example", True), ("other", False)],
+)
+def test_load_plugins_restricts_entry_points(value, loaded):
+    pm = get_plugin_manager(load_plugins=value)
+    assert pm.has_plugin("example") is loaded
+
+
+def test_load_plugins_env_var(monkeypatch):
+    monkeypatch.setenv("XAIBENCH_LOAD_PLUGINS", "")
+    assert not get_plugin_manager().has_plugin("example")
+    monkeypatch.delenv("XAIBENCH_LOAD_PLUGINS")
+    assert get_plugin_manager().has_plugin("example")
+
+
+def test_importing_xaibench_loads_no_plugins_and_no_torch():
+    code = (
+        "import sys, xaibench, xaibench.plugins, xaibench.hookspecs; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_listing_components_imports_no_torch():
+    code = (
+        "import sys; from xaibench.plugins import *; "
+        "c = collect_components(get_plugin_manager()); c.backbones.names(); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_every_hook_is_documented_with_its_exact_signature():
+    doc = (ROOT / "docs" / "plugins.md").read_text()
+    headings = set(re.findall(r"^### `(.+)`$", doc, flags=re.M))
+    for name, fn in inspect.getmembers(hookspecs, inspect.isfunction):
+        if not hasattr(fn, "xaibench_spec"):
+            continue
+        signature = f"{name}{inspect.signature(fn)}".replace("'", "")
+        assert signature in headings, f"docs/plugins.md has no heading `{signature}`"
+
+
+def test_plugins_command_prints_json():
+    out = subprocess.run(
+        [sys.executable, "-m", "xaibench", "plugins"], capture_output=True, text=True, check=True
+    )
+    data = json.loads(out.stdout)
+    names = {p["name"] for p in data}
+    assert set(DEFAULT_PLUGINS) <= names
+    assert "example" in names
+    assert all({"name", "version", "hooks", "components"} <= set(p) for p in data)

@@ -1,0 +1,271 @@
+"""The ``xaibench`` command line.
+
+Errors a user can cause print one line (``xaibench: error: ...``) and exit with status 2, without a
+traceback; a run in which some cells failed exits with status 1 after writing every result.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import pluggy
+
+from xaibench import __version__
+from xaibench.errors import XaibenchError
+from xaibench.kinds import KIND_ALIASES, KIND_BY_KEY
+from xaibench.plugins import (
+    Components,
+    PluginManager,
+    collect_components,
+    describe_plugins,
+    get_plugin_manager,
+)
+
+
+@dataclass
+class State:
+    """Per-invocation state: the plugin manager and, when first needed, the registries."""
+
+    pm: PluginManager
+    _components: Components | None = field(default=None, repr=False)
+
+    @property
+    def components(self) -> Components:
+        """Registries, built on first use."""
+        if self._components is None:
+            self._components = collect_components(self.pm)
+        return self._components
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="xaibench")
+def cli() -> None:
+    """Benchmark vision models on medical images: prediction and explanation, together."""
+
+
+def _state() -> State:
+    return click.get_current_context().find_object(State)  # type: ignore[return-value]
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, default=True, hidden=True)
+def plugins(as_json: bool) -> None:
+    """List installed plugins (built-ins too) as JSON: name, version, hooks, components."""
+    state = _state()
+    click.echo(json.dumps(describe_plugins(state.pm, state.components), indent=2))
+
+
+@cli.command(name="ls")
+@click.argument("kind")
+@click.argument("pattern", required=False)
+@click.option("--exclude", help="Wildcard pattern of names to leave out.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def ls_command(kind: str, pattern: str | None, exclude: str | None, as_json: bool) -> None:
+    """List registered components of KIND, optionally filtered by a wildcard PATTERN.
+
+    KIND is one of: backbones, strategies, saliency, perturbations, metrics, tasks, datasets,
+    executors. Example: ``xaibench ls backbones 'test_*'``.
+    """
+    key = KIND_ALIASES.get(kind, kind)
+    if key not in KIND_BY_KEY:
+        import difflib
+
+        options = sorted(KIND_BY_KEY)
+        close = difflib.get_close_matches(kind, [*options, *KIND_ALIASES], n=1, cutoff=0.5)
+        hint = f"; did you mean {KIND_ALIASES.get(close[0], close[0])!r}?" if close else ""
+        raise XaibenchError(f"unknown kind {kind!r}{hint} (kinds: {', '.join(options)})")
+    registry = _state().components[key]
+    rows = [
+        {
+            "name": e.name,
+            "provider": e.provider.distribution,
+            "version": e.provider.version,
+            "summary": e.summary,
+        }
+        for e in registry.entries()
+        if e.name in set(registry.names(pattern, exclude))
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no {KIND_BY_KEY[key].key} match {pattern!r}", err=True)
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        click.echo(f"{r['name']:<{width}}  {r['summary']}  [{r['provider']} {r['version']}]")
+
+
+@cli.command()
+@click.argument("task")
+@click.option(
+    "--config", "config_file", type=click.Path(path_type=Path), help="YAML run configuration."
+)
+@click.option("-b", "--backbone", "backbones", multiple=True, help="Backbone (repeatable).")
+@click.option("-s", "--strategy", "strategies", multiple=True, help="Strategy (repeatable).")
+@click.option("--saliency", multiple=True, help="Saliency method (repeatable).")
+@click.option("--perturbation", "perturbations", multiple=True, help="Perturbation (repeatable).")
+@click.option("--metric", "metrics", multiple=True, help="Metric (repeatable).")
+@click.option("--seed", "seeds", multiple=True, type=int, help="Seed (repeatable).")
+@click.option(
+    "--epochs", type=click.IntRange(min=1), help="Training epochs for gradient strategies."
+)
+@click.option(
+    "--max-explain-images", type=click.IntRange(min=1), help="Explain at most N test images."
+)
+@click.option("--executor", help="Executor (default: local).")
+@click.option(
+    "-o", "--out", "out_dir", type=click.Path(path_type=Path), help="Run directory to create."
+)
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def run(
+    task: str,
+    config_file: Path | None,
+    backbones: tuple[str, ...],
+    strategies: tuple[str, ...],
+    saliency: tuple[str, ...],
+    perturbations: tuple[str, ...],
+    metrics: tuple[str, ...],
+    seeds: tuple[int, ...],
+    epochs: int | None,
+    max_explain_images: int | None,
+    executor: str | None,
+    out_dir: Path | None,
+    quiet: bool,
+) -> int:
+    """Run TASK's benchmark grid and print its leaderboards.
+
+    Defaults come from the task (``xaibench run osteoporosis`` needs nothing else); a --config
+    file overrides them, and command-line options override both.
+    """
+    from xaibench.config import load_config_file, resolve_config
+
+    state = _state()
+    components = state.components
+    task_obj = components.tasks.create(task)
+    file_layer = load_config_file(config_file) if config_file else {}
+    if "task" in file_layer and file_layer["task"] != task:
+        raise XaibenchError(f"config file is for task {file_layer['task']!r}, not {task!r}")
+    cli_layer: dict[str, Any] = {"task": task}
+    for key, values in (
+        ("backbones", backbones),
+        ("strategies", strategies),
+        ("saliency", saliency),
+        ("perturbations", perturbations),
+        ("metrics", metrics),
+        ("seeds", seeds),
+    ):
+        if values:
+            cli_layer[key] = list(values)
+    if epochs is not None:
+        cli_layer["train"] = {"epochs": epochs}
+    if max_explain_images is not None:
+        cli_layer["max_explain_images"] = max_explain_images
+    if executor:
+        cli_layer["executor"] = executor
+    config = resolve_config(task_obj.defaults(), file_layer, cli_layer)
+    return _execute(config, components, out_dir, quiet)
+
+
+def _execute(config: Any, components: Components, out_dir: Path | None, quiet: bool) -> int:
+    from xaibench.leaderboard import write_leaderboards
+    from xaibench.progress import NullProgress, RichProgress
+    from xaibench.results import build_document, default_run_dir, environment, write_run
+    from xaibench.runner import CellRunner, build_cells, check_components, prepare_data
+
+    check_components(config, components)
+    run_dir = out_dir or default_run_dir(config.task)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise XaibenchError(
+            f"run directory {str(run_dir)!r} exists and is not empty; choose another --out"
+        )
+    started = datetime.now(UTC)
+    cells = build_cells(config)
+    executor = components.executors.create(config.executor.name, config.executor.options)
+    progress = NullProgress() if quiet else RichProgress()
+    with progress if isinstance(progress, RichProgress) else _NullContext():
+        progress.log(f"xaibench {__version__}: task {config.task}, {len(cells)} cells -> {run_dir}")
+        data = prepare_data(config, components, progress)
+        runner = CellRunner(config, components, data, progress)
+        results = list(
+            progress.track(executor.run(cells, runner), total=len(cells), description="cells")
+        )
+    env = environment(config)
+    document = build_document(config, components, data, results, env, started)
+    write_run(run_dir, document, results)
+    tables = write_leaderboards(document["records"], run_dir)
+    _print_tables(tables, document)
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        click.echo(f"xaibench: cell {r.cell.label()} failed: {r.error}", err=True)
+    click.echo(f"results written to {run_dir}")
+    return 1 if failed else 0
+
+
+class _NullContext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _print_tables(tables: dict[str, Any], document: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from xaibench.leaderboard import format_value
+
+    console = Console(width=200)
+    positive = document["task"]["positive_class"]
+    titles = {
+        "performance": f"Performance leaderboard ({positive} vs rest, test split)",
+        "explainability": "Explainability leaderboard (Δ: AUC lost when the region is perturbed; "
+        "IoU: Otsu-binarised map vs region)",
+    }
+    for name, frame in tables.items():
+        table = Table(title=titles[name], title_justify="left")
+        for col in frame.columns:
+            table.add_column(
+                str(col), justify="left" if col in ("backbone", "strategy", "weights") else "right"
+            )
+        for row in frame.itertuples(index=False):
+            table.add_row(*(format_value(v) for v in row))
+        console.print(table)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``xaibench`` console script and ``python -m xaibench``."""
+    try:
+        pm = get_plugin_manager()
+        pm.hook.register_commands(cli=cli)
+        code = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="xaibench",
+            standalone_mode=False,
+            obj=State(pm),
+        )
+    except click.UsageError as exc:
+        click.echo(f"xaibench: error: {_one_line(exc.format_message())}", err=True)
+        sys.exit(2)
+    except (XaibenchError, pluggy.PluginValidationError) as exc:
+        click.echo(f"xaibench: error: {_one_line(str(exc))}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"xaibench: error: {_one_line(exc.format_message())}", err=True)
+        sys.exit(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("xaibench: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,57 @@
+"""The base class every registered component derives from.
+
+Components are small pydantic models: their fields are their options, validated on construction
+(unknown options are errors, values are frozen), and class variables carry metadata the runner and
+the leaderboards use (display name, citation, a version that changes whenever scores would).
+This replaces ``**kwargs`` sinks, whose typos silently change nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from xaibench.errors import InvalidOptionsError
+
+
+class Component(BaseModel):
+    """Base of all pluggable components: validated, immutable options plus metadata.
+
+    Attributes:
+        display_name: Human-readable name for tables; defaults to the registry name.
+        citation: Where the method comes from, for the docs and the report.
+        version: Bump whenever a change alters the numbers this component produces, so cached
+            results and leaderboards never mix versions silently.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    display_name: ClassVar[str] = ""
+    citation: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+
+    def options(self) -> dict[str, Any]:
+        """Return the validated options as plain JSON-able data (for results files)."""
+        return self.model_dump(mode="json")
+
+
+def build_component(cls: type[Component], options: dict[str, Any], *, label: str) -> Component:
+    """Construct ``cls`` from ``options``, turning validation errors into one-line user errors.
+
+    Args:
+        cls: The component class.
+        options: Keyword options.
+        label: How to name the component in the message, e.g. ``"perturbation 'mean'"``.
+
+    Raises:
+        InvalidOptionsError: The options do not validate; the message names each bad option.
+    """
+    try:
+        return cls(**options)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(options)"
+            problems.append(f"{where}: {err['msg']}")
+        raise InvalidOptionsError(f"bad options for {label}: {'; '.join(problems)}") from None

@@ -1,0 +1,159 @@
+"""The run configuration, validated and frozen.
+
+It is resolved from task defaults, an optional YAML file and command-line options, in that order
+of precedence (later wins).
+
+Unknown keys are errors that name the key, so a typo in a config never silently runs the default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from xaibench.errors import InvalidOptionsError, XaibenchError
+from xaibench.strategies.base import TrainSettings
+
+
+class ComponentRef(BaseModel):
+    """A registered component by name, with options. A bare string means no options."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    def label(self) -> str:
+        """The name, used in results and tables (options are recorded in the config)."""
+        return self.name
+
+
+class SplitSettings(BaseModel):
+    """Patient-level split of the dataset."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    seed: int = 0
+
+    @field_validator("fractions")
+    @classmethod
+    def _sum_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if (
+            any(f < 0 for f in value)
+            or abs(sum(value) - 1) > 1e-6
+            or value[0] == 0
+            or value[2] == 0
+        ):
+            raise ValueError(
+                "train/val/test fractions must be non-negative, sum to 1, with train and test > 0"
+            )
+        return value
+
+
+class RunConfig(BaseModel):
+    """Everything that determines a run's numbers (recorded, hashed, in every results file)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: str
+    dataset: ComponentRef
+    backbones: list[ComponentRef] = Field(min_length=1)
+    strategies: list[ComponentRef] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    saliency: list[ComponentRef] = Field(default_factory=list)
+    perturbations: list[ComponentRef] = Field(default_factory=list)
+    metrics: list[ComponentRef] = Field(min_length=1)
+    explain_regions: list[str] = Field(default_factory=list)
+    perturb_regions: list[str] = Field(default_factory=list)
+    saliency_target: Literal["positive"] = Field(
+        "positive", description="Which class the maps explain: the task's positive class."
+    )
+    max_explain_images: int | None = Field(
+        None, ge=1, description="Explain at most this many test images (all by default)."
+    )
+    split: SplitSettings = Field(default_factory=SplitSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    executor: ComponentRef = Field(default_factory=lambda: ComponentRef(name="local"))
+    device: Literal["cpu", "cuda"] = "cpu"
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"seeds must be unique, got {value}")
+        return value
+
+    def config_hash(self) -> str:
+        """SHA-256 of the canonical JSON form: equal configs, equal hashes."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``override`` into ``base``: mappings merge recursively, anything else replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML run configuration with ``yaml.safe_load``.
+
+    Raises:
+        XaibenchError: Missing or unreadable file, invalid YAML, or not a mapping.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise XaibenchError(
+            f"cannot read config file {str(path)!r}: {exc.strerror or exc}"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise XaibenchError(
+            f"config file {str(path)!r} is not valid YAML: {exc}".replace("\n", " ")
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise XaibenchError(
+            f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}"
+        )
+    return data
+
+
+def resolve_config(*layers: Mapping[str, Any]) -> RunConfig:
+    """Merge configuration layers (later wins) and validate.
+
+    Raises:
+        InvalidOptionsError: A key is unknown or a value is invalid; the message names each.
+    """
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = deep_merge(merged, layer)
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(config)"
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{where}: {msg}")
+        raise InvalidOptionsError(f"invalid run configuration: {'; '.join(problems)}") from None

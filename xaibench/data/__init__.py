@@ -1,0 +1,1 @@
+"""Datasets: the sample contract, patient-level splits and the built-in sources."""

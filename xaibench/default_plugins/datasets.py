@@ -1,0 +1,16 @@
+"""Built-in dataset sources."""
+
+from __future__ import annotations
+
+from xaibench.hookspecs import hookimpl
+from xaibench.registry import Register
+
+
+@hookimpl
+def register_datasets(register: Register) -> None:
+    """Register ``phantom``."""
+    register(
+        "phantom",
+        "xaibench.data.phantom:PhantomDataset",
+        summary="embedded synthetic chest radiographs with bone, lung and heart masks",
+    )

@@ -1,0 +1,47 @@
+"""Exceptions with messages meant for users.
+
+Every error a user can cause (an unknown name, a bad option value, a missing file) is an
+:class:`XaibenchError`. The CLI prints its message on one line and exits with status 2, without a
+traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class XaibenchError(Exception):
+    """An error caused by the user's input, reported as one line."""
+
+
+class UnknownComponentError(XaibenchError, KeyError):
+    """A component name that no plugin registered."""
+
+    def __init__(self, kind: str, name: str, suggestions: list[str], available: list[str]) -> None:
+        self.kind = kind
+        self.name = name
+        self.suggestions = suggestions
+        self.available = available
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        message = f"unknown {self.kind} {self.name!r}"
+        if self.suggestions:
+            message += f"; did you mean {', '.join(repr(s) for s in self.suggestions)}?"
+        shown = self.available[:12]
+        more = "" if len(self.available) <= 12 else f", ... ({len(self.available)} in all)"
+        if shown:
+            message += f" (available: {', '.join(shown)}{more}; see `xaibench ls {self.kind}`)"
+        else:
+            message += f" (no {self.kind} is registered; see `xaibench plugins`)"
+        return message
+
+
+class RegistryCollisionError(XaibenchError):
+    """Two plugins registered the same name for the same kind of component."""
+
+
+class InvalidOptionsError(XaibenchError):
+    """Options given to a component (or the run) failed validation."""
+
+
+class InputRangeError(XaibenchError, ValueError):
+    """Images reached a model outside the raw intensity range its adapter expects."""

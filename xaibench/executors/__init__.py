@@ -1,0 +1,1 @@
+"""Executors: where independent cells run."""

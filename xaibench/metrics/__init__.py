@@ -1,0 +1,1 @@
+"""Metrics: performance (from predictions) and explanation (from maps, masks, perturbations)."""

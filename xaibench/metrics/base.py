@@ -1,0 +1,114 @@
+"""The metric contract.
+
+A metric declares its direction and what it consumes, so the runner can feed it and skip
+combinations it cannot score with a recorded reason:
+
+* :class:`PerformanceMetric` — test-set :class:`Predictions` (with the operating threshold chosen on
+  the validation split);
+* :class:`SaliencyRegionMetric` — saliency maps and a region mask, one value per image, averaged
+  over the images where the value is defined;
+* :class:`PerturbationMetric` — predictions on intact and on region-perturbed images.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+
+from xaibench.component import Component
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Class probabilities on one split.
+
+    Attributes:
+        labels: ``[N]`` true class indices.
+        probs: ``[N, C]`` softmax probabilities.
+        positive_class: Index of the class scored one-vs-rest (osteoporosis).
+        threshold: Operating threshold on the positive-class probability, chosen on validation;
+            a sample is called positive when its probability is ``>= threshold``.
+    """
+
+    labels: np.ndarray
+    probs: np.ndarray
+    positive_class: int
+    threshold: float = 0.5
+
+    @property
+    def scores(self) -> np.ndarray:
+        """Positive-class probability per sample."""
+        return self.probs[:, self.positive_class]
+
+    @property
+    def is_positive(self) -> np.ndarray:
+        """Whether each sample truly belongs to the positive class."""
+        return self.labels == self.positive_class
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """An aggregate value with its sample count and, where they exist, per-sample values."""
+
+    value: float
+    n: int
+    per_sample: np.ndarray | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Metric(Component):
+    """Base class of metrics.
+
+    Attributes:
+        higher_is_better: Direction, used for ranking.
+        category: ``performance`` or ``explanation`` (which leaderboard).
+        needs: Which inputs the metric consumes.
+    """
+
+    higher_is_better: ClassVar[bool] = True
+    category: ClassVar[Literal["performance", "explanation"]] = "performance"
+    needs: ClassVar[Literal["predictions", "saliency", "perturbation"]] = "predictions"
+
+
+class PerformanceMetric(Metric):
+    """A metric of test-set predictions."""
+
+    @abstractmethod
+    def compute(self, predictions: Predictions) -> MetricValue:
+        """Score ``predictions``."""
+
+
+class SaliencyRegionMetric(Metric):
+    """A per-image score of a saliency map against a region mask."""
+
+    category = "explanation"
+    needs = "saliency"
+
+    @abstractmethod
+    def per_sample(self, maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Return ``[B]`` float64 scores for maps ``[B, H, W]`` and masks ``[B, H, W]``.
+
+        NaN marks an image where the score is undefined (e.g. an empty region); it is excluded
+        from the aggregate and from ``n``.
+        """
+
+    def aggregate(self, values: np.ndarray) -> MetricValue:
+        """Mean over the images where the score is defined."""
+        defined = values[~np.isnan(values)]
+        value = float(defined.mean()) if defined.size else float("nan")
+        return MetricValue(value, int(defined.size), values)
+
+
+class PerturbationMetric(Metric):
+    """A metric comparing predictions before and after a region is perturbed."""
+
+    category = "explanation"
+    needs = "perturbation"
+
+    @abstractmethod
+    def compute(self, intact: Predictions, perturbed: Predictions) -> MetricValue:
+        """Score the change from ``intact`` to ``perturbed``."""

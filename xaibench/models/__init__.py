@@ -1,0 +1,1 @@
+"""Backbones: the adapter contract, the classifier wrapper and the built-in families."""

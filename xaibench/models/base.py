@@ -1,0 +1,160 @@
+"""The backbone adapter contract and the classifier every strategy produces.
+
+One adapter API for every architecture, so nothing downstream special-cases ViTs or CNNs:
+
+* the adapter owns preprocessing (resize, grayscale-to-3-channel, mean/std) and checks on every
+  batch that raw images arrive in the expected range — an error, never a warning, because a model
+  fed 0-255 images still returns confident, wrong numbers;
+* it returns pooled features for heads, and the spatial feature grid for CAM-style saliency
+  (ViT tokens reshaped with the class and register tokens removed), so saliency methods never see a
+  ``reshape_transform``;
+* it names the modules that last-block tuning and LoRA touch.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xaibench.component import Component
+from xaibench.errors import InputRangeError
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a backbone expects, and what raw images must look like on arrival.
+
+    Attributes:
+        size: Square input side in pixels after resizing.
+        mean: Per-channel normalisation mean (after scaling raw to [0, 1]).
+        std: Per-channel normalisation standard deviation.
+        channels: Channels the network takes; grayscale input is repeated to match.
+        raw_range: Allowed raw intensity range of incoming images.
+    """
+
+    size: int
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    channels: int = 3
+    raw_range: tuple[float, float] = (0.0, 1.0)
+
+
+class BackboneAdapter(nn.Module):
+    """Uniform wrapper around a feature extractor.
+
+    Subclasses implement :meth:`forward_features`, :meth:`cam_layer`, :meth:`activation_to_grid`
+    and :meth:`last_block_modules`. ``forward`` takes *raw* images ``[B, 1, H, W]`` in
+    ``input_spec.raw_range`` and returns pooled features ``[B, feature_dim]``.
+    """
+
+    #: Range tolerance for float rounding in raw images.
+    RANGE_TOLERANCE: ClassVar[float] = 1e-4
+
+    def __init__(
+        self,
+        input_spec: InputSpec,
+        feature_dim: int,
+        architecture: Literal["cnn", "vit"],
+        *,
+        random_init: bool,
+    ) -> None:
+        super().__init__()
+        self.input_spec = input_spec
+        self.feature_dim = feature_dim
+        self.architecture = architecture
+        self.random_init = random_init
+        self.register_buffer(
+            "_mean",
+            torch.tensor(input_spec.mean, dtype=torch.float32).view(1, -1, 1, 1),
+            persistent=False,
+        )
+        self.register_buffer(
+            "_std",
+            torch.tensor(input_spec.std, dtype=torch.float32).view(1, -1, 1, 1),
+            persistent=False,
+        )
+
+    def check_raw(self, images: torch.Tensor) -> None:
+        """Raise :class:`InputRangeError` unless ``images`` is ``[B, 1|C, H, W]`` in raw range."""
+        if images.ndim != 4 or images.shape[1] not in (1, self.input_spec.channels):
+            raise InputRangeError(f"expected images shaped [B, 1, H, W], got {tuple(images.shape)}")
+        lo, hi = self.input_spec.raw_range
+        with torch.no_grad():
+            mn, mx = float(images.min()), float(images.max())
+        if not (mn >= lo - self.RANGE_TOLERANCE and mx <= hi + self.RANGE_TOLERANCE):
+            if mn != mn or mx != mx:  # NaN
+                raise InputRangeError("images contain NaN")
+            raise InputRangeError(
+                f"images must be raw intensities in [{lo}, {hi}], "
+                f"got values in [{mn:.4g}, {mx:.4g}] (are they already normalised, or 0-255?)"
+            )
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """Check the raw range, resize, repeat channels and normalise (differentiable)."""
+        self.check_raw(images)
+        size = self.input_spec.size
+        x = images
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        if x.shape[1] == 1 and self.input_spec.channels != 1:
+            x = x.expand(-1, self.input_spec.channels, -1, -1)
+        return (x - self._mean) / self._std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled features of raw images."""
+        return self.forward_features(self.preprocess(images))
+
+    @abstractmethod
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``[B, feature_dim]`` of *preprocessed* input."""
+
+    @abstractmethod
+    def cam_layer(self) -> nn.Module:
+        """The module whose output CAM-style methods weight by gradients.
+
+        For ViTs this is the input to the last block (normalised), because the class token's
+        output after the last block receives no gradient from patch tokens.
+        """
+
+    @abstractmethod
+    def activation_to_grid(self, activation: torch.Tensor) -> torch.Tensor:
+        """Turn the output of :meth:`cam_layer` into a grid ``[B, C, h, w]``."""
+
+    @abstractmethod
+    def last_block_modules(self) -> list[nn.Module]:
+        """Modules trained by last-block tuning (final block and norm; last stage for CNNs)."""
+
+
+class Classifier(nn.Module):
+    """A backbone adapter plus a linear head: raw images in, class logits out."""
+
+    def __init__(self, backbone: BackboneAdapter, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.feature_dim, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, num_classes]`` for raw images ``[B, 1, H, W]``."""
+        return self.head(self.backbone(images))
+
+
+class BackboneFactory(Component):
+    """A registered backbone: validated options plus :meth:`build`.
+
+    Registry names follow timm's ``arch.weights_tag``. ``random_init`` is part of the contract
+    because results from untrained weights must be marked in every output.
+    """
+
+    @property
+    @abstractmethod
+    def random_init(self) -> bool:
+        """Whether :meth:`build` returns randomly initialised weights."""
+
+    @abstractmethod
+    def build(self) -> BackboneAdapter:
+        """Create the adapter (weights loaded, in eval mode)."""

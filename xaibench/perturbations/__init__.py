@@ -1,0 +1,1 @@
+"""Region perturbations: remove the information inside a region mask."""

@@ -1,0 +1,222 @@
+"""The results directory and its versioned schema.
+
+A run directory holds::
+
+    config.yaml              the resolved configuration (replayable with --config)
+    environment.json         versions, hardware, seeds, git commit
+    results.json             schema_version + provenance + flat records (docs/results-schema.md)
+    predictions.csv          per test image: class probabilities, intact and perturbed
+    explanations.csv         per test image: explanation scores (IoU per region and method)
+    leaderboard_performance.{md,csv}
+    leaderboard_explainability.{md,csv}
+
+Patient ids never leave the dataset: outputs carry only sample ids.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from xaibench import __version__
+from xaibench.config import RunConfig
+from xaibench.plugins import Components
+from xaibench.runner import CellResult, RunData
+
+SCHEMA_VERSION = "1.0"
+
+_LIBRARIES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "captum",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "scikit-image",
+    "pandas",
+    "pydantic",
+    "pluggy",
+    "open_clip_torch",
+    "peft",
+    "quantus",
+)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit() -> str | None:
+    """The commit of the xaibench source tree, when it is a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(config: RunConfig) -> dict[str, Any]:
+    """Versions, hardware and seeds, for reproducing a run."""
+    import torch
+
+    return {
+        "xaibench_version": __version__,
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": config.device,
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_version": torch.version.cuda,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "libraries": {name: _version(name) for name in _LIBRARIES},
+        "seeds": {"cells": config.seeds, "split": config.split.seed},
+    }
+
+
+def component_provenance(config: RunConfig, components: Components) -> dict[str, dict[str, Any]]:
+    """Which distribution (and version) provided each component the run used."""
+    used: dict[str, list[str]] = {
+        "tasks": [config.task],
+        "datasets": [config.dataset.name],
+        "backbones": [r.name for r in config.backbones],
+        "strategies": [r.name for r in config.strategies],
+        "saliency": [r.name for r in config.saliency],
+        "perturbations": [r.name for r in config.perturbations],
+        "metrics": [r.name for r in config.metrics],
+        "executors": [config.executor.name],
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for kind, names in used.items():
+        out[kind] = {}
+        for name in names:
+            entry = components[kind].get(name)
+            cls = entry.load()
+            out[kind][name] = {
+                "plugin": entry.provider.plugin,
+                "distribution": entry.provider.distribution,
+                "version": entry.provider.version,
+                "component_version": getattr(cls, "version", None),
+            }
+    return out
+
+
+def _clean(value: Any) -> Any:
+    """Make ``value`` strict JSON: NaN/inf become null, numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def build_document(
+    config: RunConfig,
+    components: Components,
+    data: RunData,
+    results: list[CellResult],
+    env: dict[str, Any],
+    started: datetime,
+) -> dict[str, Any]:
+    """The ``results.json`` document."""
+    return _clean(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "created": started.isoformat(timespec="seconds"),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "config": config.model_dump(mode="json"),
+            "config_hash": config.config_hash(),
+            "task": {
+                "name": config.task,
+                "class_names": list(data.task.class_names),
+                "positive_class": data.task.positive_class,
+                "regions_of_interest": list(data.task.regions_of_interest),
+            },
+            "dataset": {
+                "name": config.dataset.name,
+                "options": data.dataset.options(),
+                "fingerprint": data.dataset.fingerprint(),
+                "splits": data.split_sizes,
+            },
+            "environment": env,
+            "components": component_provenance(config, components),
+            "cells": [
+                {
+                    "backbone": r.cell.backbone.name,
+                    "strategy": r.cell.strategy.name,
+                    "seed": r.cell.seed,
+                    "random_init": r.random_init,
+                    "status": r.status,
+                    "error": r.error,
+                    "traceback": r.traceback,
+                    "seconds": r.seconds,
+                    "fit": r.fit,
+                }
+                for r in results
+            ],
+            "records": [rec for r in results for rec in r.records],
+        }
+    )
+
+
+def write_run(run_dir: Path, document: dict[str, Any], results: list[CellResult]) -> None:
+    """Write config, environment, results and per-sample tables into ``run_dir``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(document["config"], sort_keys=False))
+    (run_dir / "environment.json").write_text(json.dumps(document["environment"], indent=2) + "\n")
+    tmp = run_dir / "results.json.tmp"
+    tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    tmp.replace(run_dir / "results.json")
+    preds = [f for r in results for f in r.predictions]
+    expl = [f for r in results for f in r.explanations]
+    if preds:
+        pd.concat(preds, ignore_index=True).to_csv(run_dir / "predictions.csv", index=False)
+    if expl:
+        pd.concat(expl, ignore_index=True).to_csv(run_dir / "explanations.csv", index=False)
+
+
+def load_records(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Read a results document (file or run directory) and return it with its records."""
+    file = path / "results.json" if path.is_dir() else path
+    document = json.loads(file.read_text())
+    return document, document["records"]
+
+
+def default_run_dir(task: str, root: Path | None = None) -> Path:
+    """``./xaibench-runs/<task>-<UTC timestamp>``, made unique if it exists."""
+    root = root or Path("xaibench-runs")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    candidate = root / f"{task}-{stamp}"
+    i = 1
+    while candidate.exists():
+        candidate = root / f"{task}-{stamp}-{i}"
+        i += 1
+    return candidate

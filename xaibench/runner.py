@@ -1,0 +1,444 @@
+"""The run: data once, then one cell per (backbone, strategy, seed), each through every stage.
+
+Flow, one direction only::
+
+    task + dataset -> patient-level split -> tensors (shared by all cells)
+    cell: build backbone -> strategy prepares & fits -> predictions (val threshold, test metrics)
+          -> region perturbations -> Delta metrics
+          -> saliency maps (batched) -> region metrics per image
+    -> records (one per cell x metric x method x region) -> results files -> leaderboards
+
+A cell that raises is recorded as ``failed`` with its error; the other cells still run.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from xaibench.config import ComponentRef, RunConfig
+from xaibench.data.arrays import SplitArrays, materialize
+from xaibench.data.base import Dataset
+from xaibench.data.splits import SPLITS, patient_split
+from xaibench.errors import XaibenchError
+from xaibench.metrics.base import (
+    Metric,
+    PerformanceMetric,
+    PerturbationMetric,
+    Predictions,
+    SaliencyRegionMetric,
+)
+from xaibench.metrics.functional import youden_threshold
+from xaibench.models.base import Classifier
+from xaibench.perturbations.base import Perturbation
+from xaibench.plugins import Components
+from xaibench.progress import NullProgress, Progress
+from xaibench.saliency.base import SaliencyMethod
+from xaibench.tasks.base import Task
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One model to train and score."""
+
+    backbone: ComponentRef
+    strategy: ComponentRef
+    seed: int
+
+    def label(self) -> str:
+        """Short description for progress lines."""
+        return f"{self.backbone.name} x {self.strategy.name} (seed {self.seed})"
+
+
+@dataclass
+class CellResult:
+    """Everything one cell produced."""
+
+    cell: Cell
+    status: str = "ok"
+    error: str | None = None
+    traceback: str | None = None
+    random_init: bool | None = None
+    seconds: float = 0.0
+    fit: dict[str, Any] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    predictions: list[pd.DataFrame] = field(default_factory=list)
+    explanations: list[pd.DataFrame] = field(default_factory=list)
+
+
+@dataclass
+class RunData:
+    """The task, dataset and split tensors, shared by every cell."""
+
+    task: Task
+    dataset: Dataset
+    splits: dict[str, SplitArrays]
+    split_sizes: dict[str, dict[str, int]]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch, and ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def prepare_data(config: RunConfig, components: Components, progress: Progress) -> RunData:
+    """Build the task and dataset, split by patient and load the splits into tensors.
+
+    Raises:
+        XaibenchError: Unknown regions, a class missing from a split, bad dataset options.
+    """
+    task: Task = components.tasks.create(config.task)
+    dataset: Dataset = components.datasets.create(config.dataset.name, config.dataset.options)
+    for region in [*config.explain_regions, *config.perturb_regions]:
+        if region not in dataset.region_names:
+            raise XaibenchError(
+                f"region {region!r} is not provided by dataset {config.dataset.name!r} "
+                f"(it has: {', '.join(dataset.region_names) or 'none'})"
+            )
+    table = dataset.table()
+    labels = task.labels(table)
+    assignment = patient_split(
+        table["patient_id"].to_numpy(), labels, config.split.fractions, config.split.seed
+    )
+    splits: dict[str, SplitArrays] = {}
+    sizes: dict[str, dict[str, int]] = {}
+    for split in SPLITS:
+        idx = np.flatnonzero(assignment == split)
+        counts = {name: int((labels[idx] == i).sum()) for i, name in enumerate(task.class_names)}
+        sizes[split] = {"images": len(idx), **counts}
+        if counts[task.positive_class] == 0 or counts[task.positive_class] == len(idx):
+            raise XaibenchError(
+                f"the {split} split has {counts[task.positive_class]} {task.positive_class} images "
+                f"out of {len(idx)}; AUC needs both kinds (use more images or other class shares)"
+            )
+        splits[split] = materialize(dataset, split, idx, labels[idx], progress)
+    return RunData(task, dataset, splits, sizes)
+
+
+def _batches(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+@torch.inference_mode()
+def predict(model: Classifier, images: torch.Tensor, batch_size: int) -> np.ndarray:
+    """Softmax probabilities ``[N, C]`` for raw images."""
+    model.eval()
+    out = [torch.softmax(model(images[s]), dim=1) for s in _batches(len(images), batch_size)]
+    return torch.cat(out).double().numpy()
+
+
+class CellRunner:
+    """Runs cells of one run against shared data; picklable state only (for remote executors)."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        components: Components,
+        data: RunData,
+        progress: Progress | None = None,
+    ) -> None:
+        self.config = config
+        self.components = components
+        self.data = data
+        self.progress = progress or NullProgress()
+        self.metrics: dict[str, Metric] = {
+            ref.name: components.metrics.create(ref.name, ref.options) for ref in config.metrics
+        }
+        self.perturbations: dict[str, Perturbation] = {
+            ref.name: components.perturbations.create(ref.name, ref.options)
+            for ref in config.perturbations
+        }
+        self.saliency: dict[str, SaliencyMethod] = {
+            ref.name: components.saliency.create(ref.name, ref.options) for ref in config.saliency
+        }
+
+    def __call__(self, cell: Cell) -> CellResult:
+        """Run one cell; failures become a ``failed`` result instead of an exception."""
+        result = CellResult(cell)
+        start = time.perf_counter()
+        self.progress.log(f"[bold]cell[/bold] {cell.label()}")
+        try:
+            self._run(cell, result)
+        except Exception as exc:
+            result.status = "failed"
+            result.error = f"{type(exc).__name__}: {exc}"
+            result.traceback = traceback.format_exc()
+            self.progress.log(f"  [red]failed[/red]: {result.error}")
+        result.seconds = round(time.perf_counter() - start, 3)
+        return result
+
+    # --- stages -------------------------------------------------------------------------------
+
+    def _base(self, cell: Cell, random_init: bool) -> dict[str, Any]:
+        return {
+            "task": self.config.task,
+            "dataset": self.config.dataset.name,
+            "backbone": cell.backbone.name,
+            "strategy": cell.strategy.name,
+            "seed": cell.seed,
+            "random_init": random_init,
+        }
+
+    def _record(
+        self,
+        base: dict[str, Any],
+        name: str,
+        metric: Metric,
+        *,
+        value: float | None,
+        n: int | None,
+        status: str = "ok",
+        reason: str | None = None,
+        saliency: str | None = None,
+        perturbation: str | None = None,
+        region: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        finite = value is not None and np.isfinite(value)
+        if status == "ok" and not finite:
+            status, reason = "skipped", reason or "value undefined (no image had the region)"
+        return {
+            **base,
+            "metric": name,
+            "category": metric.category,
+            "higher_is_better": metric.higher_is_better,
+            "saliency": saliency,
+            "perturbation": perturbation,
+            "region": region,
+            "value": float(value) if finite else None,  # type: ignore[arg-type]
+            "ci_low": None,
+            "ci_high": None,
+            "n": n,
+            "status": status,
+            "reason": reason,
+            "details": details or {},
+        }
+
+    def _run(self, cell: Cell, result: CellResult) -> None:
+        cfg, data, task = self.config, self.data, self.data.task
+        seed_everything(cell.seed)
+        factory = self.components.backbones.create(cell.backbone.name, cell.backbone.options)
+        result.random_init = bool(factory.random_init)
+        strategy = self.components.strategies.create(cell.strategy.name, cell.strategy.options)
+        model = strategy.prepare(factory.build(), len(task.class_names))
+        generator = torch.Generator().manual_seed(cell.seed)
+        report = strategy.fit(
+            model, data.splits["train"], data.splits["val"], cfg.train, generator, self.progress
+        )
+        result.fit = {**report.__dict__}
+        model.eval()
+
+        base = self._base(cell, result.random_init)
+        pos = task.positive_index
+        bs = cfg.train.eval_batch_size
+        val, test = data.splits["val"], data.splits["test"]
+        val_probs = predict(model, val.images, bs)
+        threshold = youden_threshold(val.labels.numpy() == pos, val_probs[:, pos])
+        intact = Predictions(test.labels.numpy(), predict(model, test.images, bs), pos, threshold)
+        result.fit["threshold"] = threshold
+        result.predictions.append(self._prediction_frame(base, test, intact, None, None))
+
+        for name, metric in self.metrics.items():
+            if isinstance(metric, PerformanceMetric):
+                result.records.append(
+                    self._score(base, name, metric, lambda m=metric: m.compute(intact))
+                )
+
+        self._perturb(model, base, intact, result)
+        self._explain(model, base, result)
+        auc = next((r["value"] for r in result.records if r["metric"] == "auc"), None)
+        self.progress.log(f"  done: auc={auc if auc is None else round(auc, 3)}")
+
+    def _score(
+        self, base: dict[str, Any], name: str, metric: Metric, compute: Any, **where: Any
+    ) -> dict[str, Any]:
+        try:
+            mv = compute()
+        except XaibenchError as exc:  # e.g. no positives: recorded, not fatal
+            return self._record(
+                base, name, metric, value=None, n=None, status="skipped", reason=str(exc), **where
+            )
+        return self._record(base, name, metric, value=mv.value, n=mv.n, details=mv.details, **where)
+
+    def _prediction_frame(
+        self,
+        base: dict[str, Any],
+        split: SplitArrays,
+        preds: Predictions,
+        perturbation: str | None,
+        region: str | None,
+    ) -> pd.DataFrame:
+        frame = pd.DataFrame(
+            {
+                "backbone": base["backbone"],
+                "strategy": base["strategy"],
+                "seed": base["seed"],
+                "split": split.name,
+                "sample_id": list(split.sample_ids),
+                "label": preds.labels,
+                "perturbation": perturbation or "",
+                "region": region or "",
+            }
+        )
+        for i, name in enumerate(self.data.task.class_names):
+            frame[f"prob_{name}"] = preds.probs[:, i]
+        frame["called_positive"] = preds.scores >= preds.threshold
+        return frame
+
+    def _perturb(
+        self, model: Classifier, base: dict[str, Any], intact: Predictions, result: CellResult
+    ) -> None:
+        cfg, test = self.config, self.data.splits["test"]
+        metrics = {n: m for n, m in self.metrics.items() if isinstance(m, PerturbationMetric)}
+        if not metrics:
+            return
+        for pname, perturbation in self.perturbations.items():
+            for region in cfg.perturb_regions:
+                # A fresh generator per (perturbation, region): results do not depend on order.
+                gen = torch.Generator().manual_seed(base["seed"])
+                images = torch.cat(
+                    [
+                        perturbation.apply(test.images[s], test.regions[region][s], gen)
+                        for s in _batches(len(test), cfg.train.eval_batch_size)
+                    ]
+                )
+                probs = predict(model, images, cfg.train.eval_batch_size)
+                perturbed = Predictions(
+                    intact.labels, probs, intact.positive_class, intact.threshold
+                )
+                result.predictions.append(
+                    self._prediction_frame(base, test, perturbed, pname, region)
+                )
+                for mname, metric in metrics.items():
+                    result.records.append(
+                        self._score(
+                            base,
+                            mname,
+                            metric,
+                            lambda m=metric, p=perturbed: m.compute(intact, p),
+                            perturbation=pname,
+                            region=region,
+                        )
+                    )
+
+    def _explain(self, model: Classifier, base: dict[str, Any], result: CellResult) -> None:
+        cfg, test, task = self.config, self.data.splits["test"], self.data.task
+        metrics = {n: m for n, m in self.metrics.items() if isinstance(m, SaliencyRegionMetric)}
+        if not metrics:
+            return
+        n = len(test) if cfg.max_explain_images is None else min(len(test), cfg.max_explain_images)
+        for sname, method in self.saliency.items():
+            reason = method.supports(model)
+            if reason is not None:
+                for mname, metric in metrics.items():
+                    for region in cfg.explain_regions:
+                        result.records.append(
+                            self._record(
+                                base,
+                                mname,
+                                metric,
+                                value=None,
+                                n=None,
+                                status="skipped",
+                                reason=reason,
+                                saliency=sname,
+                                region=region,
+                            )
+                        )
+                continue
+            values: dict[tuple[str, str], list[torch.Tensor]] = {}
+            batches = list(_batches(n, cfg.train.eval_batch_size))
+            for s in self.progress.track(
+                batches, total=len(batches), description=f"saliency {sname}"
+            ):
+                images = test.images[s]
+                targets = torch.full((len(images),), task.positive_index, dtype=torch.long)
+                maps = method.explain(model, images, targets)
+                for mname, metric in metrics.items():
+                    for region in cfg.explain_regions:
+                        values.setdefault((mname, region), []).append(
+                            metric.per_sample(maps, test.regions[region][s]).double()
+                        )
+            for (mname, region), chunks in values.items():
+                per_sample = torch.cat(chunks).numpy()
+                mv = metrics[mname].aggregate(per_sample)
+                result.records.append(
+                    self._record(
+                        base,
+                        mname,
+                        metrics[mname],
+                        value=mv.value,
+                        n=mv.n,
+                        saliency=sname,
+                        region=region,
+                    )
+                )
+                result.explanations.append(
+                    pd.DataFrame(
+                        {
+                            "backbone": base["backbone"],
+                            "strategy": base["strategy"],
+                            "seed": base["seed"],
+                            "sample_id": list(test.sample_ids[:n]),
+                            "label": test.labels[:n].numpy(),
+                            "metric": mname,
+                            "saliency": sname,
+                            "region": region,
+                            "value": per_sample,
+                        }
+                    )
+                )
+
+
+def build_cells(config: RunConfig) -> list[Cell]:
+    """The grid: every backbone x strategy x seed, in config order."""
+    return [
+        Cell(backbone, strategy, seed)
+        for backbone in config.backbones
+        for strategy in config.strategies
+        for seed in config.seeds
+    ]
+
+
+def check_components(config: RunConfig, components: Components) -> None:
+    """Resolve every name in ``config`` before any work starts, so typos fail in a second.
+
+    Raises:
+        UnknownComponentError: With did-you-mean suggestions.
+        InvalidOptionsError: Options that do not validate.
+    """
+    components.tasks.get(config.task)
+    components.datasets.get(config.dataset.name)
+    components.executors.get(config.executor.name)
+    for registry, refs in (
+        (components.backbones, config.backbones),
+        (components.strategies, config.strategies),
+        (components.saliency, config.saliency),
+        (components.perturbations, config.perturbations),
+        (components.metrics, config.metrics),
+    ):
+        for ref in refs:
+            registry.get(ref.name)
+    for ref in config.backbones:
+        components.backbones.create(ref.name, ref.options)
+    for registry, refs in (
+        (components.strategies, config.strategies),
+        (components.saliency, config.saliency),
+        (components.perturbations, config.perturbations),
+        (components.metrics, config.metrics),
+        (components.executors, [config.executor]),
+    ):
+        for ref in refs:
+            registry.create(ref.name, ref.options)

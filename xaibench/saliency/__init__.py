@@ -1,0 +1,1 @@
+"""Saliency methods: maps of where a model looks, in the raw image grid."""

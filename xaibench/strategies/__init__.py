@@ -1,0 +1,1 @@
+"""Adaptation strategies: which parameters of a backbone train, and how."""

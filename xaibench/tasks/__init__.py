@@ -1,0 +1,1 @@
+"""Tasks: a dataset, a label rule, regions of interest and a default grid."""
