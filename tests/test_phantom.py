@@ -9,7 +9,8 @@ from scipy import ndimage
 
 from xaibench.component import build_component
 from xaibench.data.base import Sample
-from xaibench.data.phantom import PhantomDataset, class_of_t_score
+from xaibench.data.phantom import PhantomDataset
+from xaibench.data.who import who_class
 from xaibench.errors import InvalidOptionsError
 
 SIZE = 64
@@ -136,7 +137,7 @@ def test_repeat_patients() -> None:
     for _, rows in table.groupby("patient_id"):
         assert list(rows["visit"]) == list(range(len(rows)))
         assert float(rows["t_score"].max() - rows["t_score"].min()) < 0.2
-        assert len(set(class_of_t_score(rows["t_score"].to_numpy()))) == 1
+        assert len(set(who_class(rows["t_score"].to_numpy()))) == 1
 
 
 def test_table_matches_samples(small: PhantomDataset) -> None:
@@ -168,7 +169,7 @@ def test_copy_with_new_options_does_not_reuse_cache(small: PhantomDataset) -> No
 def test_class_shares_follow_option() -> None:
     for shares in [(0.572, 0.377, 0.051), (0.2, 0.3, 0.5)]:
         table = PhantomDataset(n_images=3000, class_shares=shares).table()
-        labels = class_of_t_score(table["t_score"].to_numpy())
+        labels = who_class(table["t_score"].to_numpy())
         observed = np.bincount(labels, minlength=3) / len(labels)
         np.testing.assert_allclose(observed, shares, atol=0.03)
         t = table["t_score"]

@@ -10,7 +10,6 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -175,46 +174,21 @@ def run(
 
 
 def _execute(config: Any, components: Components, out_dir: Path | None, quiet: bool) -> int:
-    from xaibench.leaderboard import write_leaderboards
+    from xaibench.benchmark import run_benchmark
     from xaibench.progress import NullProgress, RichProgress
-    from xaibench.results import build_document, default_run_dir, environment, write_run
-    from xaibench.runner import CellRunner, build_cells, check_components, prepare_data
+    from xaibench.results import default_run_dir
 
-    check_components(config, components)
     run_dir = out_dir or default_run_dir(config.task)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise XaibenchError(
-            f"run directory {str(run_dir)!r} exists and is not empty; choose another --out"
-        )
-    started = datetime.now(UTC)
-    cells = build_cells(config)
-    executor = components.executors.create(config.executor.name, config.executor.options)
-    progress = NullProgress() if quiet else RichProgress()
-    with progress if isinstance(progress, RichProgress) else _NullContext():
-        progress.log(f"xaibench {__version__}: task {config.task}, {len(cells)} cells -> {run_dir}")
-        data = prepare_data(config, components, progress)
-        runner = CellRunner(config, components, data, progress)
-        results = list(
-            progress.track(executor.run(cells, runner), total=len(cells), description="cells")
-        )
-    env = environment(config)
-    document = build_document(config, components, data, results, env, started)
-    write_run(run_dir, document, results)
-    tables = write_leaderboards(document["records"], run_dir)
-    _print_tables(tables, document)
-    failed = [r for r in results if r.status == "failed"]
-    for r in failed:
+    if quiet:
+        outcome = run_benchmark(config, components, run_dir, NullProgress())
+    else:
+        with RichProgress() as progress:
+            outcome = run_benchmark(config, components, run_dir, progress)
+    _print_tables(outcome.leaderboards, outcome.document)
+    for r in outcome.failed:
         click.echo(f"xaibench: cell {r.cell.label()} failed: {r.error}", err=True)
     click.echo(f"results written to {run_dir}")
-    return 1 if failed else 0
-
-
-class _NullContext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    return 1 if outcome.failed else 0
 
 
 def _print_tables(tables: dict[str, Any], document: dict[str, Any]) -> None:
@@ -223,7 +197,9 @@ def _print_tables(tables: dict[str, Any], document: dict[str, Any]) -> None:
 
     from xaibench.leaderboard import format_value
 
-    console = Console(width=200)
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: wide enough that no column is cut
+        console = Console(width=240)
     positive = document["task"]["positive_class"]
     titles = {
         "performance": f"Performance leaderboard ({positive} vs rest, test split)",
@@ -233,8 +209,11 @@ def _print_tables(tables: dict[str, Any], document: dict[str, Any]) -> None:
     for name, frame in tables.items():
         table = Table(title=titles[name], title_justify="left")
         for col in frame.columns:
+            fixed = col in ("backbone", "strategy", "weights")
             table.add_column(
-                str(col), justify="left" if col in ("backbone", "strategy", "weights") else "right"
+                str(col).replace(" (", "\n("),  # "IoU_ribs\n(gradcam)": narrow columns
+                justify="left" if fixed else "right",
+                no_wrap=fixed,
             )
         for row in frame.itertuples(index=False):
             table.add_row(*(format_value(v) for v in row))

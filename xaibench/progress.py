@@ -6,7 +6,7 @@ epochs, batches) shows as one coherent display, and tests can pass :class:`NullP
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, TypeVar
 
 T = TypeVar("T")
@@ -23,6 +23,10 @@ class Progress(Protocol):
         """Show one line of status."""
         ...
 
+    def start(self, description: str, total: int) -> Callable[[], None]:
+        """Show a bar that stays until the end; return the function that advances it by one."""
+        ...
+
 
 class NullProgress:
     """Shows nothing (tests, library use)."""
@@ -33,6 +37,10 @@ class NullProgress:
 
     def log(self, message: str) -> None:
         """Discard ``message``."""
+
+    def start(self, description: str, total: int) -> Callable[[], None]:
+        """Return a function that does nothing."""
+        return lambda: None
 
 
 class RichProgress:
@@ -81,3 +89,8 @@ class RichProgress:
     def log(self, message: str) -> None:
         """Print ``message`` above the bars."""
         self._progress.console.print(message, highlight=False)
+
+    def start(self, description: str, total: int) -> Callable[[], None]:
+        """Add a persistent bar; the returned function advances it."""
+        task = self._progress.add_task(description, total=total)
+        return lambda: self._progress.advance(task)

@@ -359,6 +359,7 @@ class CellRunner:
                         )
                 continue
             values: dict[tuple[str, str], list[torch.Tensor]] = {}
+            constant = 0  # maps with no variation: no foreground, reported with the scores
             batches = list(_batches(n, cfg.train.eval_batch_size))
             for s in self.progress.track(
                 batches, total=len(batches), description=f"saliency {sname}"
@@ -366,6 +367,8 @@ class CellRunner:
                 images = test.images[s]
                 targets = torch.full((len(images),), task.positive_index, dtype=torch.long)
                 maps = method.explain(model, images, targets)
+                flat = maps.flatten(1)
+                constant += int((flat.amax(1) == flat.amin(1)).sum())
                 for mname, metric in metrics.items():
                     for region in cfg.explain_regions:
                         values.setdefault((mname, region), []).append(
@@ -383,6 +386,7 @@ class CellRunner:
                         n=mv.n,
                         saliency=sname,
                         region=region,
+                        details={"explained_images": n, "constant_maps": constant},
                     )
                 )
                 result.explanations.append(

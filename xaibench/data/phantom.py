@@ -58,6 +58,11 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 from scipy import ndimage, special
 
 from xaibench.data.base import Dataset, Sample
+from xaibench.data.who import (
+    NORMAL_AT_OR_ABOVE,
+    OSTEOPOROSIS_AT_OR_BELOW,
+    WHO_CLASSES,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -80,11 +85,14 @@ T_SCORE_SD: float = 1.02
 
 #: WHO classes in label order, with the T-score interval each covers. Osteopenia is the open
 #: interval (-2.5, -1); the outer limits (3 and -5) only bound the truncated normal.
-CLASS_NAMES: tuple[str, str, str] = ("normal", "osteopenia", "osteoporosis")
+CLASS_NAMES: tuple[str, str, str] = WHO_CLASSES
 CLASS_T_RANGES: tuple[tuple[float, float], ...] = (
-    (-1.0, 3.0),
-    (float(np.nextafter(-2.5, 0.0)), float(np.nextafter(-1.0, -np.inf))),
-    (-5.0, -2.5),
+    (NORMAL_AT_OR_ABOVE, 3.0),
+    (
+        float(np.nextafter(OSTEOPOROSIS_AT_OR_BELOW, 0.0)),
+        float(np.nextafter(NORMAL_AT_OR_ABOVE, -np.inf)),
+    ),
+    (-5.0, OSTEOPOROSIS_AT_OR_BELOW),
 )
 
 #: Standard deviation of the T-score jitter of a patient's repeat images (measurement noise).
@@ -99,19 +107,6 @@ BONE_DENSITY_SLOPE: float = 0.2
 _STREAM_COHORT = 0
 _STREAM_ANATOMY = 1
 _STREAM_IMAGE = 2
-
-
-def class_of_t_score(t_score: float | np.ndarray) -> np.ndarray:
-    """Return the WHO class (0 normal, 1 osteopenia, 2 osteoporosis) of T-scores.
-
-    Args:
-        t_score: One T-score or an array of them.
-
-    Returns:
-        Integer class labels with the shape of ``t_score``.
-    """
-    t = np.asarray(t_score, dtype=float)
-    return np.where(t >= -1.0, 0, np.where(t > -2.5, 1, 2))
 
 
 def bmd_of_t_score(t_score: float | np.ndarray) -> np.ndarray:

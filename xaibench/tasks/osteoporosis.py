@@ -6,28 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xaibench.data.who import WHO_CLASSES, who_class
 from xaibench.errors import XaibenchError
 from xaibench.tasks.base import Task
 
 if TYPE_CHECKING:
     import pandas as pd
-
-#: WHO diagnostic thresholds on the T-score (WHO Technical Report Series 843, 1994).
-OSTEOPENIA_BELOW = -1.0
-OSTEOPOROSIS_AT_OR_BELOW = -2.5
-
-
-def who_class(t_score: np.ndarray) -> np.ndarray:
-    """WHO class per T-score.
-
-    0 normal (T >= -1), 1 osteopenia (-2.5 < T < -1), 2 osteoporosis (T <= -2.5).
-    """
-    t = np.asarray(t_score, dtype=float)
-    if np.isnan(t).any():
-        raise XaibenchError(f"{int(np.isnan(t).sum())} T-scores are missing (NaN)")
-    return np.where(t <= OSTEOPOROSIS_AT_OR_BELOW, 2, np.where(t < OSTEOPENIA_BELOW, 1, 0)).astype(
-        np.int64
-    )
 
 
 class Osteoporosis(Task):
@@ -42,7 +26,7 @@ class Osteoporosis(Task):
     display_name = "Osteoporosis screening"
     citation = "Kim et al., Osteoporosis International 2025, doi:10.1007/s00198-025-07727-3"
 
-    class_names = ("normal", "osteopenia", "osteoporosis")
+    class_names = WHO_CLASSES
     positive_class = "osteoporosis"
     regions_of_interest = ("bone", "spine", "ribs", "clavicles")
 

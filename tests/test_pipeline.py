@@ -1,0 +1,178 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xaibench.benchmark import run_benchmark
+from xaibench.config import resolve_config
+from xaibench.data.splits import patient_split
+from xaibench.data.who import who_class
+from xaibench.errors import InvalidOptionsError, XaibenchError
+from xaibench.hookspecs import hookimpl
+from xaibench.leaderboard import explainability_table, performance_table, to_markdown
+from xaibench.models.timm_backbone import TimmBackbone
+from xaibench.plugins import collect_components, get_plugin_manager
+
+TINY = {
+    "dataset": {
+        "name": "phantom",
+        "options": {"n_images": 60, "image_size": 32, "class_shares": [0.4, 0.3, 0.3]},
+    },
+    "backbones": [{"name": "test_resnet.random", "options": {"img_size": 32}}],
+    "strategies": ["full"],
+    "saliency": ["saliency"],
+    "train": {"epochs": 1, "batch_size": 16},
+    "max_explain_images": 6,
+}
+
+
+def tiny_config(components, **overrides):
+    return resolve_config(components.tasks.create("osteoporosis").defaults(), TINY, overrides)
+
+
+# --- labels and splits ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("t", "label"),
+    [(0.5, 0), (-1.0, 0), (-1.0001, 1), (-2.4999, 1), (-2.5, 2), (-4.0, 2)],
+)
+def test_who_classes_at_the_boundaries(t, label):
+    assert who_class(np.array([t]))[0] == label
+
+
+def test_missing_t_score_is_an_error():
+    with pytest.raises(XaibenchError, match="1 T-score"):
+        who_class(np.array([0.0, np.nan]))
+
+
+def test_patient_split_keeps_patients_together_and_stratifies():
+    rng = np.random.default_rng(0)
+    patients = np.repeat([f"P{i}" for i in range(300)], rng.integers(1, 4, 300))
+    per_patient = {p: rng.integers(0, 3) for p in set(patients)}
+    labels = np.array([per_patient[p] for p in patients])
+    split = patient_split(patients, labels, (0.7, 0.1, 0.2), seed=3)
+    for p in set(patients):
+        assert len(set(split[patients == p])) == 1, p
+    for label in range(3):
+        n = len({p for p in set(patients) if per_patient[p] == label})
+        test_patients = set(patients[(split == "test") & (labels == label)])
+        assert abs(len(test_patients) - 0.2 * n) <= 1
+    assert np.array_equal(split, patient_split(patients, labels, (0.7, 0.1, 0.2), seed=3))
+    assert not np.array_equal(split, patient_split(patients, labels, (0.7, 0.1, 0.2), seed=4))
+
+
+def test_bad_split_fractions_are_rejected():
+    with pytest.raises(XaibenchError, match="sum"):
+        patient_split(["a", "b"], [0, 1], (0.5, 0.5, 0.5))
+
+
+# --- leaderboards are a pure function of records --------------------------------------------
+
+
+def record(backbone, metric, value, *, category, saliency=None, perturbation=None, region=None):
+    return {
+        "backbone": backbone, "strategy": "full", "seed": 0, "metric": metric,
+        "category": category, "saliency": saliency, "perturbation": perturbation,
+        "region": region, "value": value, "status": "ok" if value is not None else "skipped",
+        "random_init": backbone == "b",
+    }  # fmt: skip
+
+
+def test_leaderboards_rank_and_label_from_records_alone():
+    records = [
+        record("a", "auc", 0.70, category="performance"),
+        record("b", "auc", 0.90, category="performance"),
+        record(
+            "a", "delta_region", 0.30, category="explanation", perturbation="zero", region="bone"
+        ),
+        record(
+            "b", "delta_region", 0.10, category="explanation", perturbation="zero", region="bone"
+        ),
+        record("a", "iou_region", 0.2, category="explanation", saliency="gradcam", region="ribs"),
+        record("b", "iou_region", None, category="explanation", saliency="gradcam", region="ribs"),
+    ]
+    perf = performance_table(records)
+    assert list(perf["backbone"]) == ["b", "a"]
+    assert list(perf["rank"]) == [1, 2]
+    assert list(perf["weights"]) == ["random init", "pretrained"]
+    expl = explainability_table(records)
+    assert list(expl.columns[4:6]) == ["Δ_bone (zero)", "IoU_ribs (gradcam)"]
+    assert list(expl["backbone"]) == ["a", "b"]
+    assert np.isnan(expl.loc[expl.backbone == "b", "IoU_ribs (gradcam)"].item())
+    md = to_markdown(expl)
+    assert "| 1 | a | full | 0 | 0.300 | 0.200 | pretrained |" in md
+    assert "| 2 | b | full | 0 | 0.100 | – | random init |" in md  # noqa: RUF001
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def test_same_config_and_seed_give_identical_results(components, tmp_path: Path):
+    config = tiny_config(components)
+    docs = [run_benchmark(config, components, tmp_path / f"run{i}").document for i in range(2)]
+    for doc in docs:
+        for key in ("created", "finished"):
+            doc.pop(key)
+        for cell in doc["cells"]:
+            cell.pop("seconds")
+    assert json.dumps(docs[0], sort_keys=True) == json.dumps(docs[1], sort_keys=True)
+    assert (tmp_path / "run0" / "predictions.csv").read_bytes() == (
+        tmp_path / "run1" / "predictions.csv"
+    ).read_bytes()
+
+
+class Exploding(TimmBackbone):
+    def build(self):
+        raise RuntimeError("weights file is corrupt")
+
+
+def test_a_failing_cell_is_recorded_and_the_others_finish(tmp_path: Path):
+    class Plugin:
+        @hookimpl
+        def register_backbones(self, register):
+            register("exploding.random", Exploding, options={"arch": "test_resnet"})
+
+    pm = get_plugin_manager(entry_points=False)
+    pm.register(Plugin(), name="exploding-plugin")
+    components = collect_components(pm)
+    config = tiny_config(components, backbones=[TINY["backbones"][0], {"name": "exploding.random"}])
+    outcome = run_benchmark(config, components, tmp_path / "run")
+    status = {c["backbone"]: c["status"] for c in outcome.document["cells"]}
+    assert status == {"test_resnet.random": "ok", "exploding.random": "failed"}
+    failed = next(c for c in outcome.document["cells"] if c["status"] == "failed")
+    assert "weights file is corrupt" in failed["error"]
+    assert "Traceback" in failed["traceback"]
+    assert {r["backbone"] for r in outcome.document["records"]} == {"test_resnet.random"}
+    assert (tmp_path / "run" / "results.json").is_file()
+
+
+def test_unknown_region_fails_before_any_work(components, tmp_path: Path):
+    config = tiny_config(components, explain_regions=["femur"])
+    with pytest.raises(XaibenchError, match="region 'femur' is not provided by dataset 'phantom'"):
+        run_benchmark(config, components, tmp_path / "run")
+
+
+def test_a_split_without_positives_is_a_clear_error(components, tmp_path: Path):
+    config = tiny_config(
+        components,
+        dataset={"options": {"n_images": 40, "class_shares": [0.5, 0.5, 0.0]}},
+    )
+    with pytest.raises(XaibenchError, match="0 osteoporosis images"):
+        run_benchmark(config, components, tmp_path / "run")
+
+
+def test_non_empty_run_directory_is_refused(components, tmp_path: Path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text("{}")
+    with pytest.raises(XaibenchError, match="not empty"):
+        run_benchmark(tiny_config(components), components, tmp_path / "run")
+    assert (tmp_path / "run" / "results.json").read_text() == "{}"
+
+
+def test_config_rejects_duplicate_seeds_and_unknown_keys(components):
+    with pytest.raises(InvalidOptionsError, match="seeds"):
+        tiny_config(components, seeds=[1, 1])
+    with pytest.raises(InvalidOptionsError, match=r"train\.epoch: unknown key"):
+        tiny_config(components, train={"epoch": 3})

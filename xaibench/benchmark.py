@@ -1,0 +1,82 @@
+"""One call from a resolved configuration to a written run directory.
+
+The CLI is a thin layer over :func:`run_benchmark`; notebooks and tests call it directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from xaibench import __version__
+from xaibench.config import RunConfig
+from xaibench.errors import XaibenchError
+from xaibench.leaderboard import write_leaderboards
+from xaibench.plugins import Components
+from xaibench.progress import NullProgress, Progress
+from xaibench.results import build_document, environment, write_run
+from xaibench.runner import (
+    Cell,
+    CellResult,
+    CellRunner,
+    build_cells,
+    check_components,
+    prepare_data,
+)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a run produced: its directory, results document, cell results and leaderboards."""
+
+    run_dir: Path
+    document: dict[str, Any]
+    results: list[CellResult]
+    leaderboards: dict[str, pd.DataFrame]
+
+    @property
+    def failed(self) -> list[CellResult]:
+        """Cells that raised."""
+        return [r for r in self.results if r.status == "failed"]
+
+
+def run_benchmark(
+    config: RunConfig,
+    components: Components,
+    run_dir: Path,
+    progress: Progress | None = None,
+) -> RunOutcome:
+    """Resolve every component, run every cell, write results and leaderboards to ``run_dir``.
+
+    Raises:
+        XaibenchError: A name, option or region is wrong, or ``run_dir`` is not empty; nothing is
+            run or written in that case.
+    """
+    progress = progress or NullProgress()
+    check_components(config, components)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise XaibenchError(
+            f"run directory {str(run_dir)!r} exists and is not empty; choose another --out"
+        )
+    started = datetime.now(UTC)
+    cells = build_cells(config)
+    executor = components.executors.create(config.executor.name, config.executor.options)
+    progress.log(f"xaibench {__version__}: task {config.task}, {len(cells)} cells -> {run_dir}")
+    data = prepare_data(config, components, progress)
+    runner = CellRunner(config, components, data, progress)
+    advance = progress.start("cells", total=len(cells))
+
+    def run_cell(cell: Cell) -> CellResult:
+        result = runner(cell)
+        advance()
+        return result
+
+    results = executor.run(cells, run_cell)
+    document = build_document(config, components, data, results, environment(config), started)
+    write_run(run_dir, document, results)
+    tables = write_leaderboards(document["records"], run_dir)
+    return RunOutcome(run_dir, document, results, tables)
