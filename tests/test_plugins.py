@@ -10,7 +10,7 @@ import pluggy
 import pytest
 
 from xaibench import hookspecs
-from xaibench.errors import RegistryCollisionError
+from xaibench.errors import RegistryCollisionError, XaibenchError
 from xaibench.hookspecs import hookimpl
 from xaibench.kinds import KINDS
 from xaibench.plugins import (
@@ -131,3 +131,30 @@ def test_plugins_command_prints_json():
     assert set(DEFAULT_PLUGINS) <= names
     assert "example" in names
     assert all({"name", "version", "hooks", "components"} <= set(p) for p in data)
+
+
+def test_a_plugin_that_fails_to_import_is_reported_and_skipped(monkeypatch, capsys):
+    broken = importlib.metadata.EntryPoint(
+        name="broken", value="no_such_module_xyz", group="xaibench"
+    )
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [broken])
+    pm = get_plugin_manager()
+    assert "failed to load" in capsys.readouterr().err
+    info = describe_plugins(pm, collect_components(pm))
+    entry = next(p for p in info if p["name"] == "broken")
+    assert entry["broken"] is True
+    assert "no_such_module_xyz" in entry["error"]
+    assert "gradcam" in collect_components(pm).saliency  # the others still work
+
+
+def test_a_hook_that_raises_names_the_plugin(pm):
+    class Faulty:
+        @hookimpl
+        def register_metrics(self, register):
+            raise RuntimeError("boom")
+
+    pm.register(Faulty(), name="faulty")
+    with pytest.raises(
+        XaibenchError, match=r"plugin faulty .*register_metrics: RuntimeError: boom"
+    ):
+        collect_components(pm)

@@ -54,8 +54,7 @@ def _state() -> State:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, default=True, hidden=True)
-def plugins(as_json: bool) -> None:
+def plugins() -> None:
     """List installed plugins (built-ins too) as JSON: name, version, hooks, components."""
     state = _state()
     click.echo(json.dumps(describe_plugins(state.pm, state.components), indent=2))

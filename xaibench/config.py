@@ -86,7 +86,9 @@ class RunConfig(BaseModel):
     split: SplitSettings = Field(default_factory=SplitSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     executor: ComponentRef = Field(default_factory=lambda: ComponentRef(name="local"))
-    device: Literal["cpu", "cuda"] = "cpu"
+    device: Literal["cpu"] = Field(
+        "cpu", description="Where cells run; CUDA support arrives with the performance work."
+    )
 
     @field_validator("seeds")
     @classmethod

@@ -19,6 +19,7 @@ from typing import Any
 import pluggy
 
 from xaibench import __version__, hookspecs
+from xaibench.errors import XaibenchError
 from xaibench.kinds import KIND_BY_KEY, KINDS
 from xaibench.registry import Provider, Registry, make_register
 
@@ -178,7 +179,15 @@ def collect_components(pm: PluginManager) -> Components:
             provider = pm.providers.get(impl.plugin_name) or Provider(
                 impl.plugin_name, "unknown", "unknown"
             )
-            impl.function(register=make_register(registry, provider))
+            try:
+                impl.function(register=make_register(registry, provider))
+            except XaibenchError:
+                raise  # collisions and invalid registrations must stop the run
+            except Exception as exc:
+                raise XaibenchError(
+                    f"plugin {provider.describe()} failed in {kind.hook}: "
+                    f"{type(exc).__name__}: {exc} (XAIBENCH_LOAD_PLUGINS can leave it out)"
+                ) from exc
         components.registries[kind.key] = registry
     return components
 

@@ -62,11 +62,11 @@ def _version(dist: str) -> str | None:
 
 def git_commit() -> str | None:
     """The commit of the xaibench source tree, when it is a git checkout."""
-    here = Path(__file__).resolve().parent
+    source_root = Path(__file__).resolve().parents[1]
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=here,
+            ["git", "rev-parse", "--show-toplevel", "HEAD"],
+            cwd=source_root,
             capture_output=True,
             text=True,
             timeout=5,
@@ -74,7 +74,12 @@ def git_commit() -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    lines = out.stdout.split()
+    # Only the checkout xaibench itself lives in: an installed copy inside some other repository
+    # (a virtual environment in a project folder) must not report that project's commit.
+    if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != source_root:
+        return None
+    return lines[1]
 
 
 def environment(config: RunConfig) -> dict[str, Any]:
