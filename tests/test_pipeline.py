@@ -176,3 +176,21 @@ def test_config_rejects_duplicate_seeds_and_unknown_keys(components):
         tiny_config(components, seeds=[1, 1])
     with pytest.raises(InvalidOptionsError, match=r"train\.epoch: unknown key"):
         tiny_config(components, train={"epoch": 3})
+
+
+def test_a_component_listed_twice_needs_distinct_labels(components, tmp_path: Path):
+    with pytest.raises(InvalidOptionsError, match=r"'mean' is listed twice"):
+        tiny_config(
+            components, perturbations=["mean", {"name": "mean", "options": {"over": "image"}}]
+        )
+    config = tiny_config(
+        components,
+        perturbations=[
+            "mean",
+            {"name": "mean", "label": "mean_image", "options": {"over": "image"}},
+        ],
+        saliency=[],
+    )
+    records = run_benchmark(config, components, tmp_path / "run").document["records"]
+    deltas = {r["perturbation"] for r in records if r["metric"] == "delta_region"}
+    assert deltas == {"mean", "mean_image"}

@@ -26,17 +26,24 @@ class ComponentRef(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(min_length=1)
-    options: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(min_length=1, description="Registry name.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Component options.")
+    label: str | None = Field(
+        None,
+        min_length=1,
+        description="Name in results and leaderboards; needed when one component is listed "
+        "twice with different options (defaults to the registry name).",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _from_string(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
 
-    def label(self) -> str:
-        """The name, used in results and tables (options are recorded in the config)."""
-        return self.name
+    @property
+    def key(self) -> str:
+        """The identifier used in results and tables: the label, else the registry name."""
+        return self.label or self.name
 
 
 class SplitSettings(BaseModel):
@@ -89,6 +96,19 @@ class RunConfig(BaseModel):
     device: Literal["cpu"] = Field(
         "cpu", description="Where cells run; CUDA support arrives with the performance work."
     )
+
+    @field_validator("backbones", "strategies", "saliency", "perturbations", "metrics")
+    @classmethod
+    def _unique_keys(cls, value: list[ComponentRef]) -> list[ComponentRef]:
+        seen: set[str] = set()
+        for ref in value:
+            if ref.key in seen:
+                raise ValueError(
+                    f"{ref.key!r} is listed twice; give variants distinct labels "
+                    f"(e.g. {{name: {ref.name}, label: {ref.name}_2, options: ...}})"
+                )
+            seen.add(ref.key)
+        return value
 
     @field_validator("seeds")
     @classmethod

@@ -175,8 +175,8 @@ def build_document(
             "components": component_provenance(config, components),
             "cells": [
                 {
-                    "backbone": r.cell.backbone.name,
-                    "strategy": r.cell.strategy.name,
+                    "backbone": r.cell.backbone.key,
+                    "strategy": r.cell.strategy.key,
                     "seed": r.cell.seed,
                     "random_init": r.random_init,
                     "status": r.status,

@@ -55,7 +55,7 @@ class Cell:
 
     def label(self) -> str:
         """Short description for progress lines."""
-        return f"{self.backbone.name} x {self.strategy.name} (seed {self.seed})"
+        return f"{self.backbone.key} x {self.strategy.key} (seed {self.seed})"
 
 
 @dataclass
@@ -154,14 +154,14 @@ class CellRunner:
         self.data = data
         self.progress = progress or NullProgress()
         self.metrics: dict[str, Metric] = {
-            ref.name: components.metrics.create(ref.name, ref.options) for ref in config.metrics
+            ref.key: components.metrics.create(ref.name, ref.options) for ref in config.metrics
         }
         self.perturbations: dict[str, Perturbation] = {
-            ref.name: components.perturbations.create(ref.name, ref.options)
+            ref.key: components.perturbations.create(ref.name, ref.options)
             for ref in config.perturbations
         }
         self.saliency: dict[str, SaliencyMethod] = {
-            ref.name: components.saliency.create(ref.name, ref.options) for ref in config.saliency
+            ref.key: components.saliency.create(ref.name, ref.options) for ref in config.saliency
         }
 
     def __call__(self, cell: Cell) -> CellResult:
@@ -185,8 +185,8 @@ class CellRunner:
         return {
             "task": self.config.task,
             "dataset": self.config.dataset.name,
-            "backbone": cell.backbone.name,
-            "strategy": cell.strategy.name,
+            "backbone": cell.backbone.key,
+            "strategy": cell.strategy.key,
             "seed": cell.seed,
             "random_init": random_init,
         }
