@@ -91,8 +91,8 @@ class RunConfig(BaseModel):
         None, ge=1, description="Explain at most this many test images (all by default)."
     )
     split: SplitSettings = Field(default_factory=SplitSettings)
-    train: TrainSettings = Field(default_factory=TrainSettings)
-    executor: ComponentRef = Field(default_factory=lambda: ComponentRef(name="local"))
+    train: TrainSettings = Field(default_factory=lambda: TrainSettings())
+    executor: ComponentRef = Field(default_factory=lambda: ComponentRef(name="local", label=None))
     device: Literal["cpu"] = Field(
         "cpu", description="Where cells run; CUDA support arrives with the performance work."
     )

@@ -165,7 +165,7 @@ class Registry(Generic[T]):
         """Load and build the named component, checking it derives from the kind's base class."""
         entry = self.get(name)
         cls = entry.load()
-        base = Entry(self.kind, "<base>", self.base, entry.provider).load()
+        base: type = Entry(self.kind, "<base>", self.base, entry.provider).load()
         if not (isinstance(cls, type) and issubclass(cls, base)):
             raise XaibenchError(
                 f"{self.kind} {name!r} from {entry.provider.describe()} is {cls!r}, "

@@ -52,6 +52,9 @@ class BackboneAdapter(nn.Module):
     ``input_spec.raw_range`` and returns pooled features ``[B, feature_dim]``.
     """
 
+    _mean: torch.Tensor
+    _std: torch.Tensor
+
     #: Range tolerance for float rounding in raw images.
     RANGE_TOLERANCE: ClassVar[float] = 1e-4
 

@@ -25,11 +25,12 @@ class TimmAdapter(BackboneAdapter):
         is_vit = all(hasattr(model, a) for a in ("blocks", "patch_embed", "num_prefix_tokens"))
         super().__init__(
             input_spec,
-            int(model.num_features),  # type: ignore[arg-type]
+            int(getattr(model, "num_features")),  # noqa: B009 (timm attribute, untyped)
             "vit" if is_vit else "cnn",
             random_init=random_init,
         )
-        self.model = model
+        # timm models are typed as plain modules; their attributes vary by architecture.
+        self.model: Any = model
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled pre-logit features (timm's ``num_classes=0`` forward)."""
@@ -38,17 +39,17 @@ class TimmAdapter(BackboneAdapter):
     def cam_layer(self) -> nn.Module:
         """ViT: ``blocks[-1].norm1`` (tokens entering the last attention); CNN: last stage."""
         if self.architecture == "vit":
-            last = self.model.blocks[-1]  # type: ignore[index]
+            last = self.model.blocks[-1]
             return last.norm1 if hasattr(last, "norm1") else last
-        name = self.model.feature_info[-1]["module"]  # type: ignore[index]
+        name = self.model.feature_info[-1]["module"]
         return self.model.get_submodule(name)
 
     def activation_to_grid(self, activation: torch.Tensor) -> torch.Tensor:
         """Reshape ViT tokens ``[B, N, C]`` to ``[B, C, h, w]``; CNN maps pass through."""
         if self.architecture == "cnn":
             return activation
-        prefix = int(self.model.num_prefix_tokens)  # type: ignore[arg-type]
-        h, w = self.model.patch_embed.grid_size  # type: ignore[union-attr]
+        prefix = int(self.model.num_prefix_tokens)
+        h, w = self.model.patch_embed.grid_size
         tokens = activation[:, prefix:, :]
         if tokens.shape[1] != h * w:
             raise ValueError(
@@ -59,8 +60,8 @@ class TimmAdapter(BackboneAdapter):
     def last_block_modules(self) -> list[nn.Module]:
         """Last transformer block and final norm (ViT), or the last stage (CNN)."""
         if self.architecture == "vit":
-            return [self.model.blocks[-1], self.model.norm]  # type: ignore[index,list-item]
-        name = self.model.feature_info[-1]["module"]  # type: ignore[index]
+            return [self.model.blocks[-1], self.model.norm]
+        name = self.model.feature_info[-1]["module"]
         return [self.model.get_submodule(name)]
 
 

@@ -67,7 +67,7 @@ class LinearProbe(Strategy):
         z_train, z_val = (x_train - mean) / std, (x_val - mean) / std
         head = torch.nn.Linear(z_train.shape[1], model.head.out_features)
         optimizer = torch.optim.Adam(head.parameters(), lr=self.lr)
-        best = (math.inf, -1, None)
+        best: tuple[float, int, dict[str, torch.Tensor] | None] = (math.inf, -1, None)
         for step in range(self.steps):
             loss = F.cross_entropy(head(z_train), train.labels)
             loss = loss + self.weight_decay * head.weight.pow(2).sum()
