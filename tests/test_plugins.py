@@ -158,3 +158,23 @@ def test_a_hook_that_raises_names_the_plugin(pm):
         XaibenchError, match=r"plugin faulty .*register_metrics: RuntimeError: boom"
     ):
         collect_components(pm)
+
+
+def test_register_commands_adds_a_cli_command(pm):
+    import click
+    from click.testing import CliRunner
+
+    class Greeter:
+        @hookimpl
+        def register_commands(self, cli):
+            @cli.command()
+            def hello():
+                """Say hello."""
+                click.echo("hello from a plugin")
+
+    pm.register(Greeter(), name="greeter")
+    group = click.Group("xaibench")
+    pm.hook.register_commands(cli=group)
+    result = CliRunner().invoke(group, ["hello"])
+    assert result.exit_code == 0
+    assert result.output == "hello from a plugin\n"

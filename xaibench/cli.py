@@ -69,7 +69,7 @@ def ls_command(kind: str, pattern: str | None, exclude: str | None, as_json: boo
     """List registered components of KIND, optionally filtered by a wildcard PATTERN.
 
     KIND is one of: backbones, strategies, saliency, perturbations, metrics, tasks, datasets,
-    executors. Example: ``xaibench ls backbones 'test_*'``.
+    executors. Example: xaibench ls backbones 'test_*'.
     """
     key = KIND_ALIASES.get(kind, kind)
     if key not in KIND_BY_KEY:
@@ -140,8 +140,9 @@ def run(
 ) -> int:
     """Run TASK's benchmark grid and print its leaderboards.
 
-    Defaults come from the task (``xaibench run osteoporosis`` needs nothing else); a --config
-    file overrides them, and command-line options override both.
+    Defaults come from the task ('xaibench run osteoporosis' needs nothing else); a --config
+    file overrides them, and command-line options override both. Exit status: 0 all cells
+    succeeded, 1 some cell failed (all results are still written), 2 usage error.
     """
     from xaibench.config import load_config_file, resolve_config
 
