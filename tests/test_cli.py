@@ -212,3 +212,13 @@ def test_version_and_help():
     help_text = xaibench("--help").stdout
     for command in ("run", "plugins", "ls"):
         assert command in help_text
+
+
+def test_saliency_galleries_are_written_per_cell_and_method(tiny_run):
+    from PIL import Image
+
+    files = sorted((tiny_run[0] / "gallery").glob("*.png"))
+    assert len(files) == 4 * 2  # cells x saliency methods
+    assert files[0].name == "test_resnet.random__full__seed0__example_method.png"
+    with Image.open(files[0]) as picture:
+        assert picture.size == (8 * 48 * 4, 2 * 48 * 4)  # 8 tiles, enlarged to >= 160 px

@@ -90,6 +90,9 @@ class RunConfig(BaseModel):
     max_explain_images: int | None = Field(
         None, ge=1, description="Explain at most this many test images (all by default)."
     )
+    gallery_images: int = Field(
+        8, ge=0, le=64, description="Test images per saliency gallery PNG (0: no galleries)."
+    )
     split: SplitSettings = Field(default_factory=SplitSettings)
     train: TrainSettings = Field(default_factory=lambda: TrainSettings())
     executor: ComponentRef = Field(default_factory=lambda: ComponentRef(name="local", label=None))

@@ -7,6 +7,7 @@ A run directory holds::
     results.json             schema_version + provenance + flat records (docs/results-schema.md)
     predictions.csv          per test image: class probabilities, intact and perturbed
     explanations.csv         per test image: explanation scores (IoU per region and method)
+    gallery/*.png            the first test images with each method's maps, per cell
     leaderboard_performance.{md,csv}
     leaderboard_explainability.{md,csv}
 
@@ -31,6 +32,7 @@ import yaml
 from xaibench import __version__
 from xaibench.config import RunConfig
 from xaibench.plugins import Components
+from xaibench.report.gallery import gallery_filename, write_gallery
 from xaibench.runner import CellResult, RunData
 
 SCHEMA_VERSION = "1.0"
@@ -200,6 +202,12 @@ def write_run(run_dir: Path, document: dict[str, Any], results: list[CellResult]
     tmp = run_dir / "results.json.tmp"
     tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
     tmp.replace(run_dir / "results.json")
+    for r in results:
+        for g in r.galleries:
+            name = gallery_filename(
+                r.cell.backbone.key, r.cell.strategy.key, r.cell.seed, g.saliency
+            )
+            write_gallery(run_dir / "gallery" / name, g.images, g.maps, g.masks)
     preds = [f for r in results for f in r.predictions]
     expl = [f for r in results for f in r.explanations]
     if preds:

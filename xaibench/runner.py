@@ -72,6 +72,17 @@ class CellResult:
     records: list[dict[str, Any]] = field(default_factory=list)
     predictions: list[pd.DataFrame] = field(default_factory=list)
     explanations: list[pd.DataFrame] = field(default_factory=list)
+    galleries: list[Gallery] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """The first few test images of a cell with one method's maps, for a picture."""
+
+    saliency: str
+    images: np.ndarray
+    maps: np.ndarray
+    masks: np.ndarray | None
 
 
 @dataclass
@@ -367,6 +378,8 @@ class CellRunner:
                 images = test.images[s]
                 targets = torch.full((len(images),), task.positive_index, dtype=torch.long)
                 maps = method.explain(model, images, targets)
+                if s.start == 0 and cfg.gallery_images:
+                    result.galleries.append(self._gallery(sname, test, maps))
                 flat = maps.flatten(1)
                 constant += int((flat.amax(1) == flat.amin(1)).sum())
                 for mname, metric in metrics.items():
@@ -404,6 +417,16 @@ class CellRunner:
                         }
                     )
                 )
+
+    def _gallery(self, method: str, test: SplitArrays, maps: torch.Tensor) -> Gallery:
+        k = min(self.config.gallery_images, len(maps))
+        region = next((r for r in self.data.task.regions_of_interest if r in test.regions), None)
+        return Gallery(
+            method,
+            test.images[:k, 0].numpy().copy(),
+            maps[:k].numpy().copy(),
+            None if region is None else test.regions[region][:k].numpy().copy(),
+        )
 
 
 def build_cells(config: RunConfig) -> list[Cell]:
