@@ -10,7 +10,9 @@ from xaibench.saliency.gradient import VanillaGradient
 
 def make_model(arch: str, size: int = 32) -> Classifier:
     torch.manual_seed(0)
-    return Classifier(TimmBackbone(arch=arch, img_size=size).build(), 3).eval()
+    return Classifier(
+        TimmBackbone(arch=arch, img_size=size, random_init=True).create_adapter(), 3
+    ).eval()
 
 
 def hook_count(model: torch.nn.Module) -> int:
@@ -65,7 +67,7 @@ def test_raw_range_is_checked_on_every_batch(cnn):
 
 def test_unknown_timm_arch_suggests():
     with pytest.raises(XaibenchError, match=r"did you mean.*test_resnet"):
-        TimmBackbone(arch="test_resnt").build()
+        TimmBackbone(arch="test_resnt", random_init=True).create_adapter()
 
 
 def test_same_seed_same_weights():

@@ -124,7 +124,7 @@ def test_same_config_and_seed_give_identical_results(components, tmp_path: Path)
 
 
 class Exploding(TimmBackbone):
-    def build(self):
+    def build(self, weights):
         raise RuntimeError("weights file is corrupt")
 
 
@@ -132,7 +132,11 @@ def test_a_failing_cell_is_recorded_and_the_others_finish(tmp_path: Path):
     class Plugin:
         @hookimpl
         def register_backbones(self, register):
-            register("exploding.random", Exploding, options={"arch": "test_resnet"})
+            register(
+                "exploding.random",
+                Exploding,
+                options={"arch": "test_resnet", "random_init": True},
+            )
 
     pm = get_plugin_manager(entry_points=False)
     pm.register(Plugin(), name="exploding-plugin")

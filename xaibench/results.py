@@ -181,6 +181,7 @@ def build_document(
                     "strategy": r.cell.strategy.key,
                     "seed": r.cell.seed,
                     "random_init": r.random_init,
+                    "weights": r.weights,
                     "status": r.status,
                     "error": r.error,
                     "traceback": r.traceback,

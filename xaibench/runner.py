@@ -38,6 +38,7 @@ from xaibench.metrics.base import (
 )
 from xaibench.metrics.functional import youden_threshold
 from xaibench.models.base import Classifier
+from xaibench.models.weights import MissingWeightsError
 from xaibench.perturbations.base import Perturbation
 from xaibench.plugins import Components
 from xaibench.progress import NullProgress, Progress
@@ -67,6 +68,7 @@ class CellResult:
     error: str | None = None
     traceback: str | None = None
     random_init: bool | None = None
+    weights: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     fit: dict[str, Any] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -241,9 +243,11 @@ class CellRunner:
         cfg, data, task = self.config, self.data, self.data.task
         seed_everything(cell.seed)
         factory = self.components.backbones.create(cell.backbone.name, cell.backbone.options)
-        result.random_init = bool(factory.random_init)
+        weights = factory.locate_weights(cell.backbone.key)
+        result.random_init = weights.random_init
+        result.weights = weights.describe()
         strategy = self.components.strategies.create(cell.strategy.name, cell.strategy.options)
-        model = strategy.prepare(factory.build(), len(task.class_names))
+        model = strategy.prepare(factory.build(weights), len(task.class_names))
         generator = torch.Generator().manual_seed(cell.seed)
         report = strategy.fit(
             model, data.splits["train"], data.splits["val"], cfg.train, generator, self.progress
@@ -458,8 +462,16 @@ def check_components(config: RunConfig, components: Components) -> None:
     ):
         for ref in refs:
             registry.get(ref.name)
+    missing = []
     for ref in config.backbones:
-        components.backbones.create(ref.name, ref.options)
+        try:
+            components.backbones.create(ref.name, ref.options).locate_weights(ref.key)
+        except MissingWeightsError as exc:
+            missing.append(str(exc))
+    if missing:
+        raise XaibenchError(
+            f"missing weights for {len(missing)} backbone(s): " + " | ".join(missing)
+        )
     for registry, refs in (
         (components.strategies, config.strategies),
         (components.saliency, config.saliency),

@@ -15,11 +15,11 @@ def register_backbones(register: Register) -> None:
         "test_vit.random",
         _TIMM,
         summary="timm test_vit (0.3M params, 6 blocks, patch 16), random init",
-        options={"arch": "test_vit", "img_size": 128},
+        options={"arch": "test_vit", "img_size": 128, "random_init": True},
     )
     register(
         "test_resnet.random",
         _TIMM,
         summary="timm test_resnet (0.4M params, 4 stages), random init",
-        options={"arch": "test_resnet", "img_size": 128},
+        options={"arch": "test_resnet", "img_size": 128, "random_init": True},
     )

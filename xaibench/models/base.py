@@ -19,10 +19,12 @@ from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from xaibench.component import Component
 from xaibench.errors import InputRangeError
+from xaibench.models.weights import ResolvedWeights
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,16 @@ class BackboneAdapter(nn.Module):
     def last_block_modules(self) -> list[nn.Module]:
         """Modules trained by last-block tuning (final block and norm; last stage for CNNs)."""
 
+    @abstractmethod
+    def lora_target_modules(self) -> list[str]:
+        """Qualified names, relative to this adapter, of the ``nn.Linear`` layers LoRA adapts.
+
+        By default the attention projections of every block. Each named module must be an
+        ``nn.Linear`` that is *called* in the forward pass: a projection applied through
+        ``F.linear(x, module.weight)`` (as ``nn.MultiheadAttention`` does with ``out_proj``)
+        would silently receive no LoRA update.
+        """
+
 
 class Classifier(nn.Module):
     """A backbone adapter plus a linear head: raw images in, class logits out."""
@@ -147,17 +159,35 @@ class Classifier(nn.Module):
 
 
 class BackboneFactory(Component):
-    """A registered backbone: validated options plus :meth:`build`.
+    """A registered backbone: validated options, where its weights are, and :meth:`build`.
 
-    Registry names follow timm's ``arch.weights_tag``. ``random_init`` is part of the contract
-    because results from untrained weights must be marked in every output.
+    Registry names follow timm's ``arch.weights_tag``. Weights come from ``weights`` (a local
+    file or folder) or the family's entry in the local Hugging Face cache; random
+    initialisation only when ``random_init`` is set, and then it is marked in every output.
     """
 
-    @property
-    @abstractmethod
-    def random_init(self) -> bool:
-        """Whether :meth:`build` returns randomly initialised weights."""
+    weights: str | None = Field(
+        None, description="Local weights file or folder (default: the local Hugging Face cache)."
+    )
+    random_init: bool = Field(
+        False, description="Use untrained weights (explicit; marked in every result)."
+    )
 
     @abstractmethod
-    def build(self) -> BackboneAdapter:
-        """Create the adapter (weights loaded, in eval mode)."""
+    def locate_weights(self, name: str) -> ResolvedWeights:
+        """Find the weights without loading them.
+
+        Args:
+            name: The registry name, for messages.
+
+        Raises:
+            MissingWeightsError: Nothing found; the message lists where it looked.
+        """
+
+    @abstractmethod
+    def build(self, weights: ResolvedWeights) -> BackboneAdapter:
+        """Create the adapter with ``weights`` loaded (or random), in eval mode."""
+
+    def create_adapter(self, name: str = "backbone") -> BackboneAdapter:
+        """Locate the weights and build the adapter in one call (library use, tests)."""
+        return self.build(self.locate_weights(name))

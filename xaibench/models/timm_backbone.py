@@ -8,7 +8,7 @@ CAM layer, and the raw-range check.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from pydantic import Field
@@ -16,6 +16,7 @@ from torch import nn
 
 from xaibench.errors import XaibenchError
 from xaibench.models.base import BackboneAdapter, BackboneFactory, InputSpec
+from xaibench.models.weights import ResolvedWeights, load_state_dict, resolve_weights
 
 
 class TimmAdapter(BackboneAdapter):
@@ -64,49 +65,101 @@ class TimmAdapter(BackboneAdapter):
         name = self.model.feature_info[-1]["module"]
         return [self.model.get_submodule(name)]
 
+    def lora_target_modules(self) -> list[str]:
+        """ViT: every block's ``attn.qkv`` and ``attn.proj``; CNN: the last stage's convs."""
+        if self.architecture == "vit":
+            return [
+                f"model.blocks.{i}.attn.{part}"
+                for i, block in enumerate(self.model.blocks)
+                for part in ("qkv", "proj")
+                if isinstance(getattr(block.attn, part, None), nn.Linear)
+            ]
+        stage = self.model.feature_info[-1]["module"]
+        return [
+            f"model.{stage}.{name}"
+            for name, module in self.model.get_submodule(stage).named_modules()
+            if isinstance(module, nn.Conv2d)
+        ]
+
 
 class TimmBackbone(BackboneFactory):
-    """Any timm architecture by name.
+    """Any timm architecture by name, with weights from a local file or the Hugging Face cache.
 
-    In this release weights are random only (``weights="random"``); loading local checkpoints and
-    the Hugging Face cache comes with the backbone families. Random initialisation is therefore
-    recorded in every result and leaderboard row.
+    ``arch`` may carry a pretrained tag (``vit_base_patch14_dinov2.lvd142m``); its weights are
+    then looked up in the local cache as ``timm/<arch>`` (timm's own hub naming). Checkpoints are
+    read safely by :func:`~xaibench.models.weights.load_state_dict` and handed to timm as a state
+    dict, so timm's own filters apply (classifier removal, position-embedding resampling when
+    ``img_size`` differs from the checkpoint's).
     """
 
     display_name = "timm"
     citation = "Wightman, PyTorch Image Models, https://github.com/huggingface/pytorch-image-models"
 
-    arch: str = Field(description="timm architecture name, e.g. 'test_vit' or 'resnet18'.")
-    img_size: int = Field(128, ge=16, le=2048, description="Square input size in pixels.")
-    weights: Literal["random"] = Field("random", description="Where weights come from.")
+    arch: str = Field(description="timm architecture, optionally with a pretrained tag.")
+    img_size: int | None = Field(
+        None, ge=16, le=2048, description="Square input size; default: the architecture's own."
+    )
+    hf_repo: str | None = Field(
+        None, description="Hugging Face repository in the local cache (default: timm/<arch>)."
+    )
     model_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra timm kwargs.")
 
-    @property
-    def random_init(self) -> bool:
-        """True: only random initialisation is supported so far."""
-        return self.weights == "random"
-
-    def build(self) -> BackboneAdapter:
-        """Create the timm model (random init from torch's current seed) and wrap it."""
+    def _check_arch(self) -> None:
         import timm
 
         if not timm.is_model(self.arch):
             close = difflib.get_close_matches(self.arch, timm.list_models(), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise XaibenchError(f"unknown timm architecture {self.arch!r}{hint}")
+
+    def default_repo(self) -> str | None:
+        """``hf_repo``, else ``timm/<arch>`` when ``arch`` names pretrained weights."""
+        return self.hf_repo or (f"timm/{self.arch}" if "." in self.arch else None)
+
+    def locate_weights(self, name: str) -> ResolvedWeights:
+        """Explicit file or folder, else the timm repository in the local Hugging Face cache."""
+        self._check_arch()
+        return resolve_weights(
+            name, weights=self.weights, hf_repo=self.default_repo(), random_init=self.random_init
+        )
+
+    def build(self, weights: ResolvedWeights) -> BackboneAdapter:
+        """Create the timm model, load ``weights`` (unless random) and wrap it."""
+        import timm
+
+        self._check_arch()
         kwargs: dict[str, Any] = {"pretrained": False, "num_classes": 0, **self.model_kwargs}
+        if not weights.random_init:
+            state = merged_state_dict(weights)
+            kwargs.update(pretrained=True, pretrained_cfg_overlay={"state_dict": state})
+        if self.img_size is not None:
+            kwargs.setdefault("img_size", self.img_size)
         try:
             # Transformers take their input size at construction (position embeddings);
             # convolutional networks reject the argument before touching the RNG.
-            model = timm.create_model(self.arch, **{"img_size": self.img_size, **kwargs})
+            model = timm.create_model(self.arch, **kwargs)
         except TypeError as exc:
             if "img_size" not in str(exc):
                 raise
+            kwargs.pop("img_size")
             model = timm.create_model(self.arch, **kwargs)
         cfg = getattr(model, "pretrained_cfg", {}) or {}
+        # The size the model was built for; timm's resolve_data_config would report the
+        # checkpoint's native size (518 for DINOv2) even when the model was built smaller.
+        size = self.img_size or int(cfg.get("input_size", (3, 224, 224))[-1])
         spec = InputSpec(
-            size=self.img_size,
+            size=size,
             mean=tuple(cfg.get("mean", InputSpec.mean)),
             std=tuple(cfg.get("std", InputSpec.std)),
         )
-        return TimmAdapter(model.eval(), spec, random_init=self.random_init)
+        return TimmAdapter(model.eval(), spec, random_init=weights.random_init)
+
+
+def merged_state_dict(weights: ResolvedWeights) -> dict[str, torch.Tensor]:
+    """Load every weight file of ``weights`` (sharded checkpoints) into one state dict."""
+    if not weights.files:
+        raise XaibenchError(f"no weight files found in {str(weights.path)!r}")
+    state: dict[str, torch.Tensor] = {}
+    for file in weights.files:
+        state.update(load_state_dict(file))
+    return state

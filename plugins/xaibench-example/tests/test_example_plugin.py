@@ -14,7 +14,7 @@ def test_registered_through_the_entry_point():
 
 def test_method_is_gradient_times_input():
     torch.manual_seed(0)
-    backbone = TimmBackbone(arch="test_resnet", img_size=32).build()
+    backbone = TimmBackbone(arch="test_resnet", img_size=32, random_init=True).create_adapter()
     model = Classifier(backbone, 3).eval()
     images = torch.rand(2, 1, 32, 32)
     targets = torch.tensor([0, 2])
