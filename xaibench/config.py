@@ -95,6 +95,10 @@ class RunConfig(BaseModel):
     )
     split: SplitSettings = Field(default_factory=SplitSettings)
     train: TrainSettings = Field(default_factory=lambda: TrainSettings())
+    cache: bool = Field(True, description="Reuse frozen features from the disk cache.")
+    cache_dir: str | None = Field(
+        None, description="Cache folder (default: $XAIBENCH_CACHE_DIR or ~/.cache/xaibench)."
+    )
     executor: ComponentRef = Field(default_factory=lambda: ComponentRef(name="local", label=None))
     device: Literal["cpu"] = Field(
         "cpu", description="Where cells run; CUDA support arrives with the performance work."

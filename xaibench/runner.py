@@ -13,17 +13,20 @@ A cell that raises is recorded as ``failed`` with its error; the other cells sti
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from xaibench.cache import TensorCache, content_key
 from xaibench.config import ComponentRef, RunConfig
 from xaibench.data.arrays import SplitArrays, materialize
 from xaibench.data.base import Dataset
@@ -43,6 +46,7 @@ from xaibench.perturbations.base import Perturbation
 from xaibench.plugins import Components
 from xaibench.progress import NullProgress, Progress
 from xaibench.saliency.base import SaliencyMethod
+from xaibench.strategies.base import FitContext
 from xaibench.tasks.base import Task
 
 
@@ -166,6 +170,11 @@ class CellRunner:
         self.components = components
         self.data = data
         self.progress = progress or NullProgress()
+        self.feature_cache = (
+            TensorCache(Path(config.cache_dir) if config.cache_dir else None)
+            if config.cache
+            else None
+        )
         self.metrics: dict[str, Metric] = {
             ref.key: components.metrics.create(ref.name, ref.options) for ref in config.metrics
         }
@@ -248,10 +257,22 @@ class CellRunner:
         result.weights = weights.describe()
         strategy = self.components.strategies.create(cell.strategy.name, cell.strategy.options)
         model = strategy.prepare(factory.build(weights), len(task.class_names))
-        generator = torch.Generator().manual_seed(cell.seed)
-        report = strategy.fit(
-            model, data.splits["train"], data.splits["val"], cfg.train, generator, self.progress
+        context = FitContext(
+            generator=torch.Generator().manual_seed(cell.seed),
+            positive_class=task.positive_index,
+            progress=self.progress,
+            cache=self.feature_cache,
+            feature_key=content_key(
+                "features-v1",
+                f"{type(factory).__module__}:{type(factory).__qualname__}",
+                factory.model_dump(mode="json", exclude={"weights"}),
+                # random weights depend on the cell's seed; real weights only on their hash
+                ["random", cell.seed] if weights.random_init else weights.sha256,
+                dataclasses.asdict(model.backbone.input_spec),
+                data.dataset.fingerprint(),
+            ),
         )
+        report = strategy.fit(model, data.splits["train"], data.splits["val"], cfg.train, context)
         result.fit = {**report.__dict__}
         model.eval()
 

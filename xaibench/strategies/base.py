@@ -3,31 +3,67 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from xaibench.cache import TensorCache
 from xaibench.component import Component
 from xaibench.data.arrays import SplitArrays
 from xaibench.models.base import BackboneAdapter, Classifier
-from xaibench.progress import Progress
+from xaibench.progress import NullProgress, Progress
 
 
 class TrainSettings(BaseModel):
-    """Optimisation settings shared by gradient-based strategies.
+    """Optimisation settings shared by gradient-based strategies (all recorded in the results).
 
-    The checkpoint kept is the epoch with the lowest validation loss, so a long schedule cannot
-    overfit the reported model.
+    The checkpoint kept is the epoch with the best validation score (``select_on``), and training
+    stops after ``patience`` epochs without improvement, so a long schedule cannot overfit the
+    reported model.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    epochs: int = Field(10, ge=1, description="Passes over the training split.")
-    batch_size: int = Field(32, ge=1, description="Training batch size.")
+    epochs: int = Field(10, ge=1, description="Maximum passes over the training split.")
+    batch_size: int = Field(32, ge=1, description="Training batch size (per step).")
+    accumulate: int = Field(1, ge=1, description="Batches per optimiser step (accumulation).")
     eval_batch_size: int = Field(64, ge=1, description="Batch size for inference and saliency.")
     lr: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW, cosine decay).")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up, in epochs.")
+    class_weighting: Literal["none", "balanced"] = Field(
+        "balanced",
+        description="Cross-entropy class weights: 'balanced' weighs each class by the inverse of "
+        "its training frequency, so a 5% minority class is not ignored.",
+    )
+    select_on: Literal["val_auc", "val_loss"] = Field(
+        "val_auc", description="Checkpoint selection: positive-vs-rest validation AUC, or loss."
+    )
+    patience: int | None = Field(
+        None, ge=1, description="Stop after this many epochs without improvement (None: never)."
+    )
+
+
+@dataclass(frozen=True)
+class FitContext:
+    """What a strategy may use besides the data: randomness, progress, the feature cache.
+
+    Attributes:
+        generator: The only source of randomness for batch order.
+        positive_class: Label index scored one-vs-rest (for AUC-based checkpoint selection).
+        progress: Where to show progress.
+        cache: Disk cache for frozen features, or ``None`` to disable caching.
+        feature_key: Hash of everything frozen features depend on (backbone, weights,
+            preprocessing, dataset); split names are appended to it.
+    """
+
+    generator: torch.Generator
+    positive_class: int
+    progress: Progress = field(default_factory=NullProgress)
+    cache: TensorCache | None = None
+    feature_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +73,7 @@ class FitReport:
     epochs_run: int
     best_epoch: int
     best_val_loss: float
+    best_val_auc: float | None
     trainable_parameters: int
     total_parameters: int
 
@@ -55,8 +92,7 @@ class Strategy(Component):
         train: SplitArrays,
         val: SplitArrays,
         settings: TrainSettings,
-        generator: torch.Generator,
-        progress: Progress,
+        context: FitContext,
     ) -> FitReport:
         """Train ``model`` in place and leave it in eval mode with its best weights."""
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import torch
-
 from xaibench.data.arrays import SplitArrays
 from xaibench.models.base import BackboneAdapter, Classifier
-from xaibench.progress import Progress
-from xaibench.strategies.base import FitReport, Strategy, TrainSettings
+from xaibench.strategies.base import FitContext, FitReport, Strategy, TrainSettings
 from xaibench.strategies.training import train_supervised
 
 
@@ -28,10 +25,7 @@ class FullFineTuning(Strategy):
         train: SplitArrays,
         val: SplitArrays,
         settings: TrainSettings,
-        generator: torch.Generator,
-        progress: Progress,
+        context: FitContext,
     ) -> FitReport:
         """Train with the shared loop."""
-        return train_supervised(
-            model, train, val, settings, generator, progress, "full fine-tuning"
-        )
+        return train_supervised(model, train, val, settings, context, "full fine-tuning")

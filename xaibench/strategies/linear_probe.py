@@ -1,8 +1,10 @@
 """``linear_probe``: a linear head on frozen backbone features.
 
-Features are extracted once per split, standardised, and the head is fitted on them full-batch;
-the standardisation is then folded into the head, so the result is an ordinary
-:class:`~xaibench.models.base.Classifier` that saliency methods can differentiate end to end.
+Features are extracted once per (backbone, weights, preprocessing, dataset, split) and kept in
+the disk cache, so other seeds and heads on the same backbone reuse them. They are standardised
+and the head is fitted on them full-batch; the standardisation is then folded into the head, so
+the result is an ordinary :class:`~xaibench.models.base.Classifier` that saliency methods can
+differentiate end to end.
 """
 
 from __future__ import annotations
@@ -13,10 +15,34 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from xaibench.cache import content_key
 from xaibench.data.arrays import SplitArrays
+from xaibench.errors import XaibenchError
+from xaibench.metrics.functional import binary_auc
 from xaibench.models.base import BackboneAdapter, Classifier
 from xaibench.progress import Progress
-from xaibench.strategies.base import FitReport, Strategy, TrainSettings, count_parameters
+from xaibench.strategies.base import (
+    FitContext,
+    FitReport,
+    Strategy,
+    TrainSettings,
+    count_parameters,
+)
+from xaibench.strategies.training import class_weights
+
+
+def cached_features(
+    backbone: BackboneAdapter, split: SplitArrays, batch_size: int, context: FitContext
+) -> torch.Tensor:
+    """Features of ``split`` from the cache when present, else extracted and stored."""
+    if context.cache is None or context.feature_key is None:
+        return extract_features(backbone, split, batch_size, context.progress)
+    key = content_key(context.feature_key, split.name, split.sample_ids)
+    features = context.cache.get(key)
+    if features is None or features.shape[0] != len(split):
+        features = extract_features(backbone, split, batch_size, context.progress)
+        context.cache.put(key, features)
+    return features
 
 
 @torch.inference_mode()
@@ -56,34 +82,46 @@ class LinearProbe(Strategy):
         train: SplitArrays,
         val: SplitArrays,
         settings: TrainSettings,
-        generator: torch.Generator,
-        progress: Progress,
+        context: FitContext,
     ) -> FitReport:
         """Fit the head on cached, standardised features; keep the best validation step."""
-        x_train = extract_features(model.backbone, train, settings.eval_batch_size, progress)
-        x_val = extract_features(model.backbone, val, settings.eval_batch_size, progress)
+        x_train = cached_features(model.backbone, train, settings.eval_batch_size, context)
+        x_val = cached_features(model.backbone, val, settings.eval_batch_size, context)
         mean = x_train.mean(0)
         std = x_train.std(0).clamp_min(1e-6)
         z_train, z_val = (x_train - mean) / std, (x_val - mean) / std
-        head = torch.nn.Linear(z_train.shape[1], model.head.out_features)
+        num_classes = model.head.out_features
+        class_weight = class_weights(train.labels, num_classes, settings.class_weighting)
+        head = torch.nn.Linear(z_train.shape[1], num_classes)
         optimizer = torch.optim.Adam(head.parameters(), lr=self.lr)
-        best: tuple[float, int, dict[str, torch.Tensor] | None] = (math.inf, -1, None)
+        positive = val.labels.numpy() == context.positive_class
+        best_score, best_step, best_loss, best_auc = -math.inf, -1, math.inf, None
+        best_state: dict[str, torch.Tensor] | None = None
         for step in range(self.steps):
-            loss = F.cross_entropy(head(z_train), train.labels)
+            loss = F.cross_entropy(head(z_train), train.labels, weight=class_weight)
             loss = loss + self.weight_decay * head.weight.pow(2).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if (step + 1) % self.eval_every == 0 or step + 1 == self.steps:
                 with torch.no_grad():
-                    val_loss = float(F.cross_entropy(head(z_val), val.labels))
-                if val_loss < best[0]:
-                    best = (val_loss, step, {k: v.clone() for k, v in head.state_dict().items()})
-        assert best[2] is not None
-        weight, bias = best[2]["weight"], best[2]["bias"]
+                    logits = head(z_val)
+                    val_loss = float(F.cross_entropy(logits, val.labels, weight=class_weight))
+                    scores = torch.softmax(logits.double(), 1)[:, context.positive_class].numpy()
+                try:
+                    val_auc: float | None = binary_auc(positive, scores)
+                except XaibenchError:
+                    val_auc = None
+                use_auc = settings.select_on == "val_auc" and val_auc is not None
+                score = val_auc if use_auc else -val_loss
+                if score is not None and score > best_score:
+                    best_score, best_step, best_loss, best_auc = score, step, val_loss, val_auc
+                    best_state = {k: v.clone() for k, v in head.state_dict().items()}
+        assert best_state is not None
+        weight, bias = best_state["weight"], best_state["bias"]
         with torch.no_grad():  # fold standardisation: W (x - m) / s + b
             model.head.weight.copy_(weight / std)
             model.head.bias.copy_(bias - (weight * (mean / std)).sum(1))
         model.eval()
         trainable, total = count_parameters(model)
-        return FitReport(self.steps, best[1], best[0], trainable, total)
+        return FitReport(self.steps, best_step, best_loss, best_auc, trainable, total)

@@ -1,7 +1,7 @@
 """The supervised training loop shared by gradient-based strategies.
 
-One loop for ``full`` (and, later, ``last_block`` and ``lora``) keeps their comparison fair: same
-optimiser, schedule, batches and checkpoint rule; only the trainable parameters differ.
+One loop for ``full``, ``last_block`` and ``lora`` keeps their comparison fair: same optimiser,
+schedule, batches, class weighting and checkpoint rule; only the trainable parameters differ.
 """
 
 from __future__ import annotations
@@ -11,23 +11,64 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from xaibench.data.arrays import SplitArrays
+from xaibench.errors import XaibenchError
+from xaibench.metrics.functional import binary_auc
 from xaibench.models.base import Classifier
-from xaibench.progress import Progress
-from xaibench.strategies.base import FitReport, TrainSettings, count_parameters
+from xaibench.strategies.base import FitContext, FitReport, TrainSettings, count_parameters
+
+
+def class_weights(labels: torch.Tensor, num_classes: int, mode: str) -> torch.Tensor | None:
+    """Inverse-frequency weights normalised to mean 1 over present classes (``balanced``).
+
+    Raises:
+        XaibenchError: A class has no training sample (its weight would be infinite).
+    """
+    if mode == "none":
+        return None
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    if (counts == 0).any():
+        missing = torch.nonzero(counts == 0).flatten().tolist()
+        raise XaibenchError(f"class(es) {missing} have no training images; cannot weight them")
+    weights = counts.sum() / (num_classes * counts)
+    return weights.float()
+
+
+def freeze_norm_statistics(model: nn.Module) -> None:
+    """Put batch-norm layers whose parameters are all frozen in eval mode.
+
+    ``model.train()`` would otherwise keep updating their running statistics, silently changing
+    a "frozen" backbone (and breaking the guarantee that only trainable parts change).
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+            p.requires_grad for p in module.parameters(recurse=False)
+        ):
+            module.eval()
 
 
 @torch.inference_mode()
-def evaluate_loss(model: Classifier, split: SplitArrays, batch_size: int) -> float:
-    """Mean cross-entropy of ``model`` on ``split`` (model left in eval mode)."""
+def evaluate(
+    model: Classifier,
+    split: SplitArrays,
+    batch_size: int,
+    positive_class: int,
+    weight: torch.Tensor | None = None,
+) -> tuple[float, float | None]:
+    """(cross-entropy, positive-vs-rest AUC) on ``split``; the AUC is ``None`` if undefined."""
     model.eval()
-    total = 0.0
-    for start in range(0, len(split), batch_size):
-        images = split.images[start : start + batch_size]
-        labels = split.labels[start : start + batch_size]
-        total += float(F.cross_entropy(model(images), labels, reduction="sum"))
-    return total / len(split)
+    logits = torch.cat(
+        [model(split.images[s : s + batch_size]) for s in range(0, len(split), batch_size)]
+    )
+    loss = float(F.cross_entropy(logits, split.labels, weight=weight))
+    scores = torch.softmax(logits.double(), dim=1)[:, positive_class].numpy()
+    try:
+        auc = binary_auc(split.labels.numpy() == positive_class, scores)
+    except XaibenchError:  # no positives in the split, or non-finite scores
+        auc = None
+    return loss, auc
 
 
 def train_supervised(
@@ -35,43 +76,74 @@ def train_supervised(
     train: SplitArrays,
     val: SplitArrays,
     settings: TrainSettings,
-    generator: torch.Generator,
-    progress: Progress,
+    context: FitContext,
     description: str = "training",
 ) -> FitReport:
-    """Train the parameters of ``model`` that require grad; keep the best-validation-loss epoch.
+    """Train the parameters of ``model`` that require grad; restore the best validation epoch.
 
-    AdamW with a cosine learning-rate decay over all steps. Batches are shuffled with
-    ``generator`` so the run is reproducible on CPU.
+    AdamW, linear warm-up then cosine decay over all optimiser steps, gradient accumulation over
+    ``settings.accumulate`` batches, class-weighted cross-entropy, checkpoint selection on
+    validation AUC (or loss) with optional early stopping. Batches are shuffled with
+    ``context.generator`` so a run is reproducible on CPU.
     """
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise XaibenchError(f"{description}: the model has no trainable parameters")
+    num_classes = model.head.out_features
+    weight = class_weights(train.labels, num_classes, settings.class_weighting)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
-    total_steps = steps_per_epoch * settings.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
-    )
-    best_loss, best_epoch, best_state = math.inf, -1, None
-    for epoch in progress.track(
+    # A last batch of one image breaks batch norm and adds nothing: it is dropped.
+    starts = list(range(0, len(train), settings.batch_size))
+    if len(starts) > 1 and len(train) - starts[-1] == 1:
+        starts.pop()
+    batches_per_epoch = len(starts)
+    steps_per_epoch = math.ceil(batches_per_epoch / settings.accumulate)
+    total = steps_per_epoch * settings.epochs
+    warmup = round(settings.warmup_epochs * steps_per_epoch)
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    best_score, best_epoch, best_loss, best_auc, best_state = -math.inf, -1, math.inf, None, None
+    stale, epochs_run = 0, 0
+    for epoch in context.progress.track(
         range(settings.epochs), total=settings.epochs, description=description
     ):
         model.train()
-        order = torch.randperm(len(train), generator=generator)
-        for start in range(0, len(train), settings.batch_size):
+        freeze_norm_statistics(model)
+        order = torch.randperm(len(train), generator=context.generator)
+        optimizer.zero_grad(set_to_none=True)
+        for i, start in enumerate(starts):
             batch = order[start : start + settings.batch_size]
-            if len(batch) < 2 and len(train) >= 2:
-                continue  # a batch of one breaks batch norm and adds nothing
-            loss = F.cross_entropy(model(train.images[batch]), train.labels[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-        val_loss = evaluate_loss(model, val, settings.eval_batch_size)
-        if val_loss < best_loss:
-            best_loss, best_epoch = val_loss, epoch
+            logits = model(train.images[batch])
+            loss = F.cross_entropy(logits, train.labels[batch], weight=weight)
+            (loss / settings.accumulate).backward()
+            if (i + 1) % settings.accumulate == 0 or i + 1 == batches_per_epoch:
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+        epochs_run = epoch + 1
+        val_loss, val_auc = evaluate(
+            model, val, settings.eval_batch_size, context.positive_class, weight
+        )
+        if settings.select_on == "val_auc" and val_auc is not None:
+            score = val_auc
+        else:
+            score = -val_loss if math.isfinite(val_loss) else -math.inf
+        if score > best_score:
+            best_score, best_epoch, best_loss, best_auc = score, epoch, val_loss, val_auc
             best_state = copy.deepcopy(model.state_dict())
+            stale = 0
+        else:
+            stale += 1
+            if settings.patience is not None and stale >= settings.patience:
+                break
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    trainable, total = count_parameters(model)
-    return FitReport(settings.epochs, best_epoch, best_loss, trainable, total)
+    trainable, total_params = count_parameters(model)
+    return FitReport(epochs_run, best_epoch, best_loss, best_auc, trainable, total_params)
