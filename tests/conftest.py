@@ -6,6 +6,8 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in the suite may wait on a model hub
 # Feature caches go to a throw-away folder, never the user's ~/.cache (subprocesses inherit it).
 os.environ["XAIBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="xaibench-test-cache-")
+# An empty Hugging Face cache: what a test finds there, it put there itself.
+os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="xaibench-test-hf-")
 
 from xaibench.plugins import Components, PluginManager, collect_components, get_plugin_manager
 

@@ -222,3 +222,30 @@ def test_saliency_galleries_are_written_per_cell_and_method(tiny_run):
     assert files[0].name == "test_resnet.random__full__seed0__example_method.png"
     with Image.open(files[0]) as picture:
         assert picture.size == (8 * 48 * 4, 2 * 48 * 4)  # 8 tiles, enlarged to >= 160 px
+
+
+def test_missing_weights_list_every_backbone_and_exit_2(tmp_path):
+    proc = xaibench(
+        "run", "osteoporosis", "-b", "vit_small_patch14_dinov2.lvd142m",
+        "-b", "timm:resnet18.a1_in1k", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "missing weights for 2 backbone(s)" in proc.stderr
+    assert "timm/vit_small_patch14_dinov2.lvd142m" in proc.stderr
+    assert "timm/resnet18.a1_in1k" in proc.stderr
+    assert not (tmp_path / "xaibench-runs").exists()
+
+
+def test_random_init_flag_runs_a_generic_timm_model(tiny_config, tmp_path):
+    out = tmp_path / "run"
+    proc = xaibench(
+        "run", "osteoporosis", "--config", str(tiny_config), "-b", "timm:test_convnext",
+        "-s", "last_block", "--random-init", "--out", str(out), "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((out / "results.json").read_text())
+    (cell,) = doc["cells"]
+    assert cell["backbone"] == "timm:test_convnext"
+    assert cell["random_init"] is True
+    assert cell["weights"]["source"] == "random"
+    assert doc["config"]["backbones"][0]["options"]["random_init"] is True

@@ -113,6 +113,11 @@ def ls_command(kind: str, pattern: str | None, exclude: str | None, as_json: boo
 @click.option("--metric", "metrics", multiple=True, help="Metric (repeatable).")
 @click.option("--seed", "seeds", multiple=True, type=int, help="Seed (repeatable).")
 @click.option(
+    "--random-init",
+    is_flag=True,
+    help="Use untrained weights for every backbone (marked in every result).",
+)
+@click.option(
     "--epochs", type=click.IntRange(min=1), help="Training epochs for gradient strategies."
 )
 @click.option(
@@ -132,6 +137,7 @@ def run(
     perturbations: tuple[str, ...],
     metrics: tuple[str, ...],
     seeds: tuple[int, ...],
+    random_init: bool,
     epochs: int | None,
     max_explain_images: int | None,
     executor: str | None,
@@ -170,6 +176,12 @@ def run(
     if executor:
         cli_layer["executor"] = executor
     config = resolve_config(task_obj.defaults(), file_layer, cli_layer)
+    if random_init:
+        untrained = [
+            {**ref.model_dump(), "options": {**ref.options, "random_init": True}}
+            for ref in config.backbones
+        ]
+        config = resolve_config(config.model_dump(), {"backbones": untrained})
     return _execute(config, components, out_dir, quiet)
 
 

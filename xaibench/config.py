@@ -22,7 +22,12 @@ from xaibench.strategies.base import TrainSettings
 
 
 class ComponentRef(BaseModel):
-    """A registered component by name, with options. A bare string means no options."""
+    """A registered component by name, with options.
+
+    A bare string means no options; ``"family:model"`` (split at the first colon) names a model
+    of a generic backbone family, e.g. ``timm:resnet18.a1_in1k`` or
+    ``open_clip:hf-hub:org/repo``.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -34,16 +39,26 @@ class ComponentRef(BaseModel):
         description="Name in results and leaderboards; needed when one component is listed "
         "twice with different options (defaults to the registry name).",
     )
+    spec: str | None = Field(
+        None,
+        min_length=1,
+        description="Model of a generic backbone family (the part after 'family:').",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _from_string(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        name, sep, spec = value.partition(":")
+        return {"name": name, "spec": spec} if sep and name and spec else {"name": value}
 
     @property
     def key(self) -> str:
-        """The identifier used in results and tables: the label, else the registry name."""
-        return self.label or self.name
+        """The identifier in results and tables: the label, else ``name`` or ``name:spec``."""
+        if self.label:
+            return self.label
+        return f"{self.name}:{self.spec}" if self.spec else self.name
 
 
 class SplitSettings(BaseModel):
@@ -103,6 +118,14 @@ class RunConfig(BaseModel):
     device: Literal["cpu"] = Field(
         "cpu", description="Where cells run; CUDA support arrives with the performance work."
     )
+
+    @field_validator("strategies", "saliency", "perturbations", "metrics")
+    @classmethod
+    def _no_spec(cls, value: list[ComponentRef]) -> list[ComponentRef]:
+        for ref in value:
+            if ref.spec is not None:
+                raise ValueError(f"{ref.key!r}: only backbones take a 'family:model' name")
+        return value
 
     @field_validator("backbones", "strategies", "saliency", "perturbations", "metrics")
     @classmethod

@@ -40,7 +40,7 @@ from xaibench.metrics.base import (
     SaliencyRegionMetric,
 )
 from xaibench.metrics.functional import youden_threshold
-from xaibench.models.base import Classifier
+from xaibench.models.base import BackboneFactory, Classifier
 from xaibench.models.weights import MissingWeightsError
 from xaibench.perturbations.base import Perturbation
 from xaibench.plugins import Components
@@ -251,7 +251,7 @@ class CellRunner:
     def _run(self, cell: Cell, result: CellResult) -> None:
         cfg, data, task = self.config, self.data, self.data.task
         seed_everything(cell.seed)
-        factory = self.components.backbones.create(cell.backbone.name, cell.backbone.options)
+        factory = create_backbone(self.components, cell.backbone)
         weights = factory.locate_weights(cell.backbone.key)
         result.random_init = weights.random_init
         result.weights = weights.describe()
@@ -454,6 +454,24 @@ class CellRunner:
         )
 
 
+def create_backbone(components: Components, ref: ComponentRef) -> BackboneFactory:
+    """Build a backbone factory; ``family:model`` puts ``model`` into the family's model option.
+
+    Raises:
+        XaibenchError: The family takes no model name (it has no ``spec_option``).
+    """
+    options = dict(ref.options)
+    if ref.spec is not None:
+        cls = components.backbones.get(ref.name).load()
+        option = getattr(cls, "spec_option", None)
+        if option is None:
+            raise XaibenchError(
+                f"backbone {ref.name!r} takes no model name after ':' (in {ref.key!r})"
+            )
+        options[option] = ref.spec
+    return components.backbones.create(ref.name, options)
+
+
 def build_cells(config: RunConfig) -> list[Cell]:
     """The grid: every backbone x strategy x seed, in config order."""
     return [
@@ -486,7 +504,7 @@ def check_components(config: RunConfig, components: Components) -> None:
     missing = []
     for ref in config.backbones:
         try:
-            components.backbones.create(ref.name, ref.options).locate_weights(ref.key)
+            create_backbone(components, ref).locate_weights(ref.key)
         except MissingWeightsError as exc:
             missing.append(str(exc))
     if missing:

@@ -166,6 +166,9 @@ class BackboneFactory(Component):
     initialisation only when ``random_init`` is set, and then it is marked in every output.
     """
 
+    #: The option a ``family:model`` backbone name fills (``arch`` for timm), if any.
+    spec_option: ClassVar[str | None] = None
+
     weights: str | None = Field(
         None, description="Local weights file or folder (default: the local Hugging Face cache)."
     )

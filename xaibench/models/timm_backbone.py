@@ -94,6 +94,7 @@ class TimmBackbone(BackboneFactory):
 
     display_name = "timm"
     citation = "Wightman, PyTorch Image Models, https://github.com/huggingface/pytorch-image-models"
+    spec_option = "arch"
 
     arch: str = Field(description="timm architecture, optionally with a pretrained tag.")
     img_size: int | None = Field(
