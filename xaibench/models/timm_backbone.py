@@ -153,7 +153,7 @@ class TimmBackbone(BackboneFactory):
             mean=tuple(cfg.get("mean", InputSpec.mean)),
             std=tuple(cfg.get("std", InputSpec.std)),
         )
-        return TimmAdapter(model.eval(), spec, random_init=weights.random_init)
+        return TimmAdapter(model, spec, random_init=weights.random_init).eval()
 
 
 def merged_state_dict(weights: ResolvedWeights) -> dict[str, torch.Tensor]:
