@@ -249,3 +249,63 @@ def test_random_init_flag_runs_a_generic_timm_model(tiny_config, tmp_path):
     assert cell["random_init"] is True
     assert cell["weights"]["source"] == "random"
     assert doc["config"]["backbones"][0]["options"]["random_init"] is True
+
+
+def test_paper_grid_without_weights_lists_each_missing_weight(tmp_path):
+    proc = xaibench("run", "osteoporosis", "--grid", "paper", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == "xaibench: error: missing weights for 4 backbone(s):"
+    for name, repo in (
+        ("openclip_vit_b16", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K"),
+        ("vit_base_patch14_dinov2.lvd142m", "timm/vit_base_patch14_dinov2.lvd142m"),
+        ("chexagent_siglip", "StanfordAIMI/XraySigLIP__vit-l-16-siglip-384__webli"),
+        ("rad_dino", "microsoft/rad-dino"),
+    ):
+        line = next(x for x in lines[1:] if f"backbone {name!r}" in x)
+        assert repo in line
+        assert "Hugging Face cache" in line
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "xaibench-runs").exists()
+
+
+def test_unknown_grid_suggests(tmp_path):
+    proc = xaibench("run", "osteoporosis", "--grid", "papr", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "did you mean 'paper'" in proc.stderr
+
+
+def test_quick_grid_runs_the_study_design_on_tiny_models(tmp_path):
+    small = tmp_path / "small.yaml"
+    small.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": {"options": {"n_images": 160, "image_size": 64}},
+                "train": {"epochs": 1},
+                "max_explain_images": 8,
+                "gallery_images": 0,
+            }
+        )
+    )
+    out = tmp_path / "run"
+    proc = xaibench(
+        "run", "osteoporosis", "--grid", "quick", "--config", str(small), "--out", str(out),
+        "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((out / "results.json").read_text())
+    cells = {(c["backbone"], c["strategy"]) for c in doc["cells"] if c["status"] == "ok"}
+    assert len(cells) == 12
+    assert {b for b, _ in cells} == {
+        "openclip_tiny.random", "dinov2_tiny.random",
+        "chexagent_siglip_tiny.random", "rad_dino_tiny.random",
+    }  # fmt: skip
+    assert {s for _, s in cells} == {"linear_probe", "last_block", "lora"}
+    trainable = {
+        (c["backbone"], c["strategy"]): c["fit"]["trainable_parameters"] for c in doc["cells"]
+    }
+    for backbone in {b for b, _ in cells}:
+        # the linear probe trains the head only; LoRA adds its adapters
+        assert trainable[(backbone, "linear_probe")] < trainable[(backbone, "lora")]
+    for name in ("performance", "explainability"):
+        assert len(pd.read_csv(out / f"leaderboard_{name}.csv")) == 12

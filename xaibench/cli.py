@@ -17,7 +17,7 @@ import click
 import pluggy
 
 from xaibench import __version__
-from xaibench.errors import XaibenchError
+from xaibench.errors import MultipleErrors, XaibenchError
 from xaibench.kinds import KIND_ALIASES, KIND_BY_KEY
 from xaibench.plugins import (
     Components,
@@ -106,6 +106,7 @@ def ls_command(kind: str, pattern: str | None, exclude: str | None, as_json: boo
 @click.option(
     "--config", "config_file", type=click.Path(path_type=Path), help="YAML run configuration."
 )
+@click.option("--grid", help="Named grid preset of the task (osteoporosis: quick, paper).")
 @click.option("-b", "--backbone", "backbones", multiple=True, help="Backbone (repeatable).")
 @click.option("-s", "--strategy", "strategies", multiple=True, help="Strategy (repeatable).")
 @click.option("--saliency", multiple=True, help="Saliency method (repeatable).")
@@ -131,6 +132,7 @@ def ls_command(kind: str, pattern: str | None, exclude: str | None, as_json: boo
 def run(
     task: str,
     config_file: Path | None,
+    grid: str | None,
     backbones: tuple[str, ...],
     strategies: tuple[str, ...],
     saliency: tuple[str, ...],
@@ -175,7 +177,20 @@ def run(
         cli_layer["max_explain_images"] = max_explain_images
     if executor:
         cli_layer["executor"] = executor
-    config = resolve_config(task_obj.defaults(), file_layer, cli_layer)
+    grid_layer: dict[str, Any] = {}
+    if grid is not None:
+        presets = task_obj.grids()
+        if grid not in presets:
+            import difflib
+
+            close = difflib.get_close_matches(grid, list(presets), n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise XaibenchError(
+                f"unknown grid {grid!r} for task {task!r}{hint} "
+                f"(grids: {', '.join(sorted(presets)) or 'none'})"
+            )
+        grid_layer = presets[grid]
+    config = resolve_config(task_obj.defaults(), grid_layer, file_layer, cli_layer)
     if random_init:
         untrained = [
             {**ref.model_dump(), "options": {**ref.options, "random_init": True}}
@@ -249,6 +264,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     except click.UsageError as exc:
         click.echo(f"xaibench: error: {_one_line(exc.format_message())}", err=True)
+        sys.exit(2)
+    except MultipleErrors as exc:
+        click.echo(f"xaibench: error: {_one_line(exc.summary)}:", err=True)
+        for item in exc.items:
+            click.echo(f"  - {_one_line(item)}", err=True)
         sys.exit(2)
     except (XaibenchError, pluggy.PluginValidationError) as exc:
         click.echo(f"xaibench: error: {_one_line(str(exc))}", err=True)

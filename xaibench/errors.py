@@ -43,5 +43,14 @@ class InvalidOptionsError(XaibenchError):
     """Options given to a component (or the run) failed validation."""
 
 
+class MultipleErrors(XaibenchError):  # noqa: N818 (a list of errors, not one)
+    """Several user errors found at once (e.g. every missing weight of a grid), one per line."""
+
+    def __init__(self, summary: str, items: list[str]) -> None:
+        self.summary = summary
+        self.items = items
+        super().__init__(f"{summary}: " + " | ".join(items))
+
+
 class InputRangeError(XaibenchError, ValueError):
     """Images reached a model outside the raw intensity range its adapter expects."""

@@ -31,7 +31,7 @@ from xaibench.config import ComponentRef, RunConfig
 from xaibench.data.arrays import SplitArrays, materialize
 from xaibench.data.base import Dataset
 from xaibench.data.splits import SPLITS, patient_split
-from xaibench.errors import XaibenchError
+from xaibench.errors import MultipleErrors, XaibenchError
 from xaibench.metrics.base import (
     Metric,
     PerformanceMetric,
@@ -508,9 +508,7 @@ def check_components(config: RunConfig, components: Components) -> None:
         except MissingWeightsError as exc:
             missing.append(str(exc))
     if missing:
-        raise XaibenchError(
-            f"missing weights for {len(missing)} backbone(s): " + " | ".join(missing)
-        )
+        raise MultipleErrors(f"missing weights for {len(missing)} backbone(s)", missing)
     for registry, refs in (
         (components.strategies, config.strategies),
         (components.saliency, config.saliency),

@@ -441,6 +441,7 @@ class OpenCLIPBackbone(BackboneFactory):
     """
 
     display_name = "OpenCLIP"
+    spec_option = "model_name"
     citation = (
         "Ilharco et al., OpenCLIP, doi:10.5281/zenodo.5143773; Cherti et al., Reproducible scaling "
         "laws for contrastive language-image learning, CVPR 2023"
@@ -656,7 +657,7 @@ class OpenCLIPBackbone(BackboneFactory):
             raise MissingWeightsError(
                 name,
                 [f"Hugging Face cache {str(hf_cache_dir())!r} for {repo!r} (file {wanted})"],
-                f"download them on a machine with internet (`huggingface-cli download {repo} "
+                f"download them on a machine with internet (`hf download {repo} "
                 f"{filename or OPEN_CLIP_CHECKPOINTS[0]}`) and copy the cache, or pass a local "
                 "file or folder with the backbone option 'weights'; or use --random-init for "
                 "untrained weights",

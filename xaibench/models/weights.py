@@ -196,7 +196,7 @@ def resolve_weights(
     else:
         looked.append("no 'weights' path was given and the backbone has no default repository")
     remedy = hint or (
-        f"download them on a machine with internet (`huggingface-cli download {hf_repo}`) "
+        f"download them on a machine with internet (`hf download {hf_repo}`) "
         "and copy the cache, or pass a local file with the backbone option 'weights'"
         if hf_repo
         else "pass a local file with the backbone option 'weights'"

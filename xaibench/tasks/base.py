@@ -37,3 +37,7 @@ class Task(Component):
     @abstractmethod
     def defaults(self) -> dict[str, Any]:
         """The default run configuration (a :class:`~xaibench.config.RunConfig` as a dict)."""
+
+    def grids(self) -> dict[str, dict[str, Any]]:
+        """Named presets (``--grid NAME``): configuration layers applied over :meth:`defaults`."""
+        return {}

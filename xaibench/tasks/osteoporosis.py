@@ -66,3 +66,41 @@ class Osteoporosis(Task):
             "perturb_regions": ["bone"],
             "train": {"epochs": 12, "batch_size": 32, "lr": 2e-3, "weight_decay": 0.01},
         }
+
+    def grids(self) -> dict[str, dict[str, Any]]:
+        """``quick``: the study's 12-cell design on tiny random models; ``paper``: the study's.
+
+        ``paper`` needs the four encoders' real weights (local files or the Hugging Face cache)
+        and, realistically, a GPU and your own data (``--data``); on the phantom it uses the
+        study's class shares.
+        """
+        study_strategies = ["linear_probe", "last_block", "lora"]
+        return {
+            "quick": {
+                "backbones": [
+                    "openclip_tiny.random",
+                    "dinov2_tiny.random",
+                    "chexagent_siglip_tiny.random",
+                    "rad_dino_tiny.random",
+                ],
+                "strategies": study_strategies,
+            },
+            "paper": {
+                "dataset": {
+                    "name": "phantom",
+                    "options": {
+                        "n_images": 5000,
+                        "image_size": 256,
+                        "class_shares": [0.572, 0.377, 0.051],
+                    },
+                },
+                "backbones": [
+                    "openclip_vit_b16",
+                    "vit_base_patch14_dinov2.lvd142m",
+                    "chexagent_siglip",
+                    "rad_dino",
+                ],
+                "strategies": study_strategies,
+                "train": {"epochs": 20, "batch_size": 32, "lr": 1e-4, "patience": 5},
+            },
+        }
