@@ -90,7 +90,8 @@ class BackboneAdapter(nn.Module):
             raise InputRangeError(f"expected images shaped [B, 1, H, W], got {tuple(images.shape)}")
         lo, hi = self.input_spec.raw_range
         with torch.no_grad():
-            mn, mx = float(images.min()), float(images.max())
+            low, high = torch.aminmax(images.detach())
+            mn, mx = float(low), float(high)
         if not (mn >= lo - self.RANGE_TOLERANCE and mx <= hi + self.RANGE_TOLERANCE):
             if mn != mn or mx != mx:  # NaN
                 raise InputRangeError("images contain NaN")
