@@ -23,7 +23,7 @@ from pydantic import Field
 from torch import nn
 
 from xaibench.component import Component
-from xaibench.errors import InputRangeError
+from xaibench.errors import InputRangeError, XaibenchError
 from xaibench.models.weights import ResolvedWeights
 
 
@@ -134,6 +134,21 @@ class BackboneAdapter(nn.Module):
     @abstractmethod
     def last_block_modules(self) -> list[nn.Module]:
         """Modules trained by last-block tuning (final block and norm; last stage for CNNs)."""
+
+    #: Tokens in front of the patch tokens in attention maps (class and register tokens).
+    num_prefix_tokens: int = 0
+
+    def attention_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Attention weights of every layer for raw images, where the architecture has them.
+
+        Returns:
+            One ``[B, heads, N, N]`` tensor per layer, rows summing to 1; ``N`` counts the
+            :attr:`num_prefix_tokens` prefix tokens first, then the patch tokens row by row.
+
+        Raises:
+            XaibenchError: The architecture has no attention (CNNs).
+        """
+        raise XaibenchError(f"{type(self).__name__} ({self.architecture}) has no attention maps")
 
     @abstractmethod
     def lora_target_modules(self) -> list[str]:

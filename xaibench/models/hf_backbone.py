@@ -329,6 +329,27 @@ class HFVisionAdapter(BackboneAdapter):
             return hidden[:, 0]
         return hidden[:, self.num_prefix_tokens :].mean(dim=1)
 
+    def attention_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Attention weights of every layer, from transformers' eager attention.
+
+        SDPA never materialises the weights; the model is switched to eager attention for this
+        call only and restored afterwards.
+        """
+        x = self.preprocess(images)
+        kwargs: dict[str, Any] = {"output_attentions": True}
+        if self._family.interpolate_flag and tuple(x.shape[-2:]) != (
+            self.native_size,
+            self.native_size,
+        ):
+            kwargs["interpolate_pos_encoding"] = True
+        previous = self.model.config._attn_implementation
+        self.model.set_attn_implementation("eager")
+        try:
+            out = self.model(pixel_values=x, **kwargs)
+        finally:
+            self.model.set_attn_implementation(previous)
+        return [a.detach() for a in out.attentions]
+
     def cam_layer(self) -> nn.Module:
         """The last block's first layer norm: the normalised tokens entering its attention."""
         return self._layers()[-1].get_submodule(self._family.norm1)

@@ -121,6 +121,8 @@ class SplitProjectionAttention(nn.Module):
                     proj.bias.copy_(mha.in_proj_bias[i * dim : (i + 1) * dim])
         self.out_proj = nn.Linear(dim, dim, bias=mha.out_proj.bias is not None)
         self.out_proj.load_state_dict(mha.out_proj.state_dict())
+        #: When a list, each forward appends its attention weights (explicit softmax path).
+        self.record: list[torch.Tensor] | None = None
 
     def forward(
         self,
@@ -145,12 +147,14 @@ class SplitProjectionAttention(nn.Module):
         def split(x: torch.Tensor) -> torch.Tensor:
             return x.reshape(batch, -1, heads, dim // heads).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(
-            split(self.q_proj(query)),
-            split(self.k_proj(key)),
-            split(self.v_proj(value)),
-            attn_mask=attn_mask,
-        )
+        q, k, v = split(self.q_proj(query)), split(self.k_proj(key)), split(self.v_proj(value))
+        if self.record is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        else:  # the same computation with the weights materialised
+            scores = q @ k.transpose(-2, -1) / (q.shape[-1] ** 0.5)
+            weights = (scores if attn_mask is None else scores + attn_mask).softmax(dim=-1)
+            self.record.append(weights.detach())
+            out = weights @ v
         out = self.out_proj(out.transpose(1, 2).reshape(batch, tokens, dim))
         return (out if self.batch_first else out.transpose(0, 1)), None
 
@@ -203,6 +207,10 @@ class OpenCLIPAdapter(BackboneAdapter):
         # open_clip and timm modules are typed as plain modules; attributes vary by tower.
         self.visual: Any = visual
         self.tower_kind: Literal["openclip", "timm"] = kind
+        # open_clip's VisionTransformer always prepends exactly one class token.
+        self.num_prefix_tokens = (
+            1 if kind == "openclip" else int(visual.trunk.num_prefix_tokens)  # type: ignore[union-attr,arg-type]
+        )
         self.lora_targets: LoraTargets = lora_targets
 
     # -- structure ---------------------------------------------------------------------------
@@ -239,13 +247,6 @@ class OpenCLIPAdapter(BackboneAdapter):
             else self.visual.trunk.patch_embed.grid_size
         )
         return int(grid[0]), int(grid[1])
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        """Class (and register) tokens ahead of the patch tokens."""
-        if self.tower_kind == "openclip":
-            return 1  # open_clip's VisionTransformer always prepends exactly one class token
-        return int(self.visual.trunk.num_prefix_tokens)
 
     # -- the contract ------------------------------------------------------------------------
 
@@ -306,6 +307,21 @@ class OpenCLIPAdapter(BackboneAdapter):
         if self.visual.proj is not None:
             modules.append(_ParameterOwner("proj", self.visual.proj))
         return modules
+
+    def attention_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Attention weights of every block (open_clip towers; timm towers via timm's path)."""
+        if self.tower_kind == "timm":
+            raise XaibenchError("attention maps of timm towers inside open_clip are not exposed")
+        blocks = [b.attn for b in self._blocks() if isinstance(b.attn, SplitProjectionAttention)]
+        captured: list[torch.Tensor] = []
+        try:
+            for attn in blocks:
+                attn.record = captured
+            self(images)
+        finally:
+            for attn in blocks:
+                attn.record = None
+        return captured
 
     def lora_target_modules(self) -> list[str]:
         """Modules LoRA adapts in every block, chosen by the factory option ``lora_targets``.

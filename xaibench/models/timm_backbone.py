@@ -32,6 +32,38 @@ class TimmAdapter(BackboneAdapter):
         )
         # timm models are typed as plain modules; their attributes vary by architecture.
         self.model: Any = model
+        if is_vit:
+            self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens"))  # noqa: B009
+
+    def attention_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Softmax attention of every block (ViTs), captured at timm's ``attn_drop`` input.
+
+        timm computes attention with fused SDPA, which never materialises the weights; the
+        explicit path is switched on for this call only and restored afterwards.
+        """
+        if self.architecture != "vit":
+            return super().attention_maps(images)
+        captured: list[torch.Tensor] = []
+        handles, fused = [], []
+        try:
+            for block in self.model.blocks:
+                attn = block.attn
+                if not hasattr(attn, "attn_drop"):
+                    raise XaibenchError(f"{type(attn).__name__} exposes no attention weights")
+                fused.append((attn, getattr(attn, "fused_attn", False)))
+                attn.fused_attn = False
+                handles.append(
+                    attn.attn_drop.register_forward_hook(
+                        lambda _m, inputs, _o: captured.append(inputs[0].detach())
+                    )
+                )
+            self(images)
+        finally:
+            for handle in handles:
+                handle.remove()
+            for attn, value in fused:
+                attn.fused_attn = value
+        return captured
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled pre-logit features (timm's ``num_classes=0`` forward)."""
