@@ -201,10 +201,16 @@ def test_bad_component_option_is_named(tmp_path):
 
 
 def test_ls_filters_with_wildcards():
-    proc = xaibench("ls", "backbones", "*vit*")
+    proc = xaibench("ls", "backbones", "test_*")
     assert proc.returncode == 0
-    assert proc.stdout.split()[0] == "test_vit.random"
-    assert "test_resnet" not in proc.stdout
+    assert [line.split()[0] for line in proc.stdout.splitlines()] == [
+        "test_resnet.random",
+        "test_vit.random",
+    ]
+    proc = xaibench("ls", "backbones", "*dinov2*", "--exclude", "*reg4*")
+    names = [line.split()[0] for line in proc.stdout.splitlines()]
+    assert "vit_base_patch14_dinov2.lvd142m" in names
+    assert not any("reg4" in n for n in names)
 
 
 def test_version_and_help():
