@@ -12,6 +12,14 @@ entries are tiny randomly initialised versions of the same four families for CPU
 from __future__ import annotations
 
 from xaibench.hookspecs import hookimpl
+from xaibench.models.presets import (
+    CHEXAGENT_SIGLIP,
+    HF_TINY_CONFIGS,
+    OPEN_CLIP_TINY_CONFIG,
+    OPENCLIP_VIT_B16,
+    RAD_DINO,
+    TIMM_TINY_DINOV2,
+)
 from xaibench.registry import Register
 
 _TIMM = "xaibench.models.timm_backbone:TimmBackbone"
@@ -23,28 +31,6 @@ DINOV2 = tuple(
     for size in ("small", "base", "large", "giant")
     for reg in ("", "reg4_")
 )
-
-#: Tiny transformer sizes shared by the ``*.random`` family entries (about 0.05-0.2 M parameters).
-_TINY_HF_DINOV2 = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "mlp_ratio": 2,
-    "patch_size": 16,
-    "image_size": 128,
-}
-_TINY_HF_SIGLIP = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "patch_size": 16,
-    "image_size": 128,
-}
-_TINY_OPEN_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"width": 64, "layers": 3, "head_width": 32, "patch_size": 16, "image_size": 128},
-}
 
 
 @hookimpl
@@ -59,23 +45,19 @@ def register_backbones(register: Register) -> None:
         "openclip_vit_b16",
         _OPEN_CLIP,
         summary="OpenCLIP ViT-B/16, LAION-2B (study: OpenCLIP)",
-        options={"model_name": "ViT-B-16", "pretrained_tag": "laion2b_s34b_b88k"},
+        options=OPENCLIP_VIT_B16,
     )
     register(
         "rad_dino",
         _HF,
         summary="RAD-DINO, microsoft/rad-dino (study: RAD-DINO)",
-        options={"model_id": "microsoft/rad-dino", "architecture": "dinov2", "img_size": 518},
+        options=RAD_DINO,
     )
     register(
         "chexagent_siglip",
         _HF,
         summary="CheXagent's vision encoder, XraySigLIP ViT-L/16 384 px (study: CheXagent)",
-        options={
-            "model_id": "StanfordAIMI/XraySigLIP__vit-l-16-siglip-384__webli",
-            "architecture": "siglip",
-            "img_size": 384,
-        },
+        options=CHEXAGENT_SIGLIP,
     )
     for name in DINOV2:
         register(name, _TIMM, summary="DINOv2 (timm weights), 518 px", options={"arch": name})
@@ -85,37 +67,38 @@ def register_backbones(register: Register) -> None:
         "openclip_tiny.random",
         _OPEN_CLIP,
         summary="tiny OpenCLIP ViT tower (3 blocks, width 64), random init",
-        options={"model_name": "ViT-B-16", "model_cfg_overrides": _TINY_OPEN_CLIP,
-                 "random_init": True},
-    )  # fmt: skip
+        options={
+            "model_name": "ViT-B-16",
+            "model_cfg_overrides": OPEN_CLIP_TINY_CONFIG,
+            "random_init": True,
+        },
+    )
     register(
         "dinov2_tiny.random",
         _TIMM,
         summary="tiny DINOv2 ViT/14 with 4 registers (3 blocks, width 64), random init; "
         "LayerScale starts at 1 (DINOv2's 1e-5 gives near-constant random features)",
-        options={
-            "arch": "vit_small_patch14_reg4_dinov2",
-            "img_size": 126,
-            "model_kwargs": {"embed_dim": 64, "depth": 3, "num_heads": 2, "init_values": 1.0},
-            "random_init": True,
-        },
+        options={**TIMM_TINY_DINOV2, "random_init": True},
     )
     register(
         "rad_dino_tiny.random",
         _HF,
         summary="tiny Dinov2Model (transformers, 2 layers, width 32) as RAD-DINO, random init",
-        options={"model_id": "microsoft/rad-dino", "architecture": "dinov2", "img_size": 128,
-                 "config_overrides": _TINY_HF_DINOV2, "random_init": True},
-    )  # fmt: skip
+        options={
+            **RAD_DINO,
+            "img_size": 128,
+            "config_overrides": HF_TINY_CONFIGS["dinov2"],
+            "random_init": True,
+        },
+    )
     register(
         "chexagent_siglip_tiny.random",
         _HF,
         summary="tiny SiglipVisionModel (2 layers, width 32) as CheXagent's encoder, random init",
         options={
-            "model_id": "StanfordAIMI/XraySigLIP__vit-l-16-siglip-384__webli",
-            "architecture": "siglip",
+            **CHEXAGENT_SIGLIP,
             "img_size": 128,
-            "config_overrides": _TINY_HF_SIGLIP,
+            "config_overrides": HF_TINY_CONFIGS["siglip"],
             "random_init": True,
         },
     )

@@ -41,6 +41,7 @@ from torch import nn
 
 from xaibench.errors import InvalidOptionsError, XaibenchError
 from xaibench.models.base import BackboneAdapter, BackboneFactory, InputSpec
+from xaibench.models.presets import CHEXAGENT_SIGLIP, HF_TINY_CONFIGS, RAD_DINO
 from xaibench.models.weights import (
     MissingWeightsError,
     ResolvedWeights,
@@ -55,15 +56,10 @@ logger = logging.getLogger(__name__)
 Architecture = Literal["auto", "dinov2", "dinov2_with_registers", "siglip"]
 Pooling = Literal["cls", "mean", "pooler"]
 
-#: The two encoders of the study, as options for :class:`HFVisionBackbone` (the integrator
-#: registers them; nothing is registered here). ``img_size`` is each checkpoint's native size.
+#: The two encoders of the study, as options for :class:`HFVisionBackbone`.
 STUDY_BACKBONES: dict[str, dict[str, Any]] = {
-    "rad_dino": {"model_id": "microsoft/rad-dino", "architecture": "dinov2", "img_size": 518},
-    "chexagent_siglip": {
-        "model_id": "StanfordAIMI/XraySigLIP__vit-l-16-siglip-384__webli",
-        "architecture": "siglip",
-        "img_size": 384,
-    },
+    "rad_dino": RAD_DINO,
+    "chexagent_siglip": CHEXAGENT_SIGLIP,
 }
 
 #: Where the study encoders come from, for the docs and the report.
@@ -78,37 +74,8 @@ STUDY_CITATIONS: dict[str, str] = {
     ),
 }
 
-#: ``config_overrides`` for tiny random models of each architecture (tests, smoke runs): they
-#: build in milliseconds and, at random initialisation, give pooled features that vary between
-#: inputs (HF's DINOv2 LayerScale starts at ``layerscale_value=1.0``, not the 1e-5 of the
-#: original training recipe, so the residual branches are not muted).
-TINY_CONFIGS: dict[str, dict[str, Any]] = {
-    "dinov2": {
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "mlp_ratio": 2,
-        "patch_size": 16,
-        "image_size": 128,
-    },
-    "dinov2_with_registers": {
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "mlp_ratio": 2,
-        "patch_size": 16,
-        "image_size": 128,
-        "num_register_tokens": 4,
-    },
-    "siglip": {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "patch_size": 16,
-        "image_size": 128,
-    },
-}
+#: ``config_overrides`` for tiny random models of each architecture (see presets).
+TINY_CONFIGS = HF_TINY_CONFIGS
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)

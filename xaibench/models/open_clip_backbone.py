@@ -40,6 +40,7 @@ from torch import nn
 
 from xaibench.errors import XaibenchError
 from xaibench.models.base import BackboneAdapter, BackboneFactory, InputSpec
+from xaibench.models.presets import OPEN_CLIP_TINY_CONFIG, OPENCLIP_VIT_B16
 from xaibench.models.weights import (
     MissingWeightsError,
     ResolvedWeights,
@@ -53,19 +54,10 @@ from xaibench.models.weights import (
 
 #: Backbones of the study: the LAION-2B ViT-B/16 OpenCLIP image tower (weights from the local
 #: Hugging Face cache, ``laion/CLIP-ViT-B-16-laion2B-s34B-b88K``).
-STUDY_BACKBONES: dict[str, dict[str, Any]] = {
-    "openclip_vit_b16": {"model_name": "ViT-B-16", "pretrained_tag": "laion2b_s34b_b88k"},
-}
+STUDY_BACKBONES: dict[str, dict[str, Any]] = {"openclip_vit_b16": OPENCLIP_VIT_B16}
 
-#: ``model_cfg_overrides`` for a tiny random ViT tower (use with ``model_name="ViT-B-16"``):
-#: width 64, 3 blocks, 2 heads (open_clip derives heads as ``width // head_width``), patch 16,
-#: 128 px and a 32-d joint embedding. Builds in milliseconds (after open_clip's ~2 s import); at
-#: random init its features still vary across inputs (std over a batch / mean |feature| about
-#: 0.1 for i.i.d. noise images, 0.35-0.5 for images of differing brightness and texture).
-TINY_CONFIG: dict[str, Any] = {
-    "embed_dim": 32,
-    "vision_cfg": {"width": 64, "layers": 3, "head_width": 32, "patch_size": 16, "image_size": 128},
-}
+#: ``model_cfg_overrides`` for a tiny random ViT tower (see presets).
+TINY_CONFIG = OPEN_CLIP_TINY_CONFIG
 
 #: Config file open_clip ships next to ``hf-hub:`` and ``local-dir:`` weights.
 CONFIG_FILE = "open_clip_config.json"

@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-from xaibench.data.arrays import SplitArrays
 from xaibench.models.base import BackboneAdapter, Classifier
-from xaibench.strategies.base import FitContext, FitReport, Strategy, TrainSettings
-from xaibench.strategies.training import train_supervised
+from xaibench.strategies.training import GradientStrategy
 
 
-class FullFineTuning(Strategy):
+class FullFineTuning(GradientStrategy):
     """Fine-tune the whole network end to end (the upper bound on adaptation, and the costliest)."""
 
     display_name = "Full fine-tuning"
+    description = "full fine-tuning"
 
     def prepare(self, backbone: BackboneAdapter, num_classes: int) -> Classifier:
         """Make every parameter trainable."""
         model = Classifier(backbone, num_classes)
         model.requires_grad_(True)
         return model
-
-    def fit(
-        self,
-        model: Classifier,
-        train: SplitArrays,
-        val: SplitArrays,
-        settings: TrainSettings,
-        context: FitContext,
-    ) -> FitReport:
-        """Train with the shared loop."""
-        return train_supervised(model, train, val, settings, context, "full fine-tuning")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from xaibench.data.arrays import SplitArrays
 from xaibench.errors import XaibenchError
 from xaibench.models.base import BackboneAdapter, Classifier
-from xaibench.strategies.base import FitContext, FitReport, Strategy, TrainSettings
-from xaibench.strategies.training import train_supervised
+from xaibench.strategies.training import GradientStrategy
 
 
-class LastBlock(Strategy):
+class LastBlock(GradientStrategy):
     """Fine-tune the last block (the study's "last-block fine-tuning"); CNNs: the last stage.
 
     Which modules that is, is the backbone adapter's decision (``last_block_modules``), so the
@@ -18,6 +16,7 @@ class LastBlock(Strategy):
     """
 
     display_name = "Last-block fine-tuning"
+    description = "last-block tuning"
 
     def prepare(self, backbone: BackboneAdapter, num_classes: int) -> Classifier:
         """Freeze everything but the adapter's last-block modules and the head."""
@@ -30,14 +29,3 @@ class LastBlock(Strategy):
             module.requires_grad_(True)
         model.head.requires_grad_(True)
         return model
-
-    def fit(
-        self,
-        model: Classifier,
-        train: SplitArrays,
-        val: SplitArrays,
-        settings: TrainSettings,
-        context: FitContext,
-    ) -> FitReport:
-        """Train with the shared loop."""
-        return train_supervised(model, train, val, settings, context, "last-block tuning")

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from xaibench.data.arrays import SplitArrays
 from xaibench.errors import XaibenchError
 from xaibench.models.base import BackboneAdapter, Classifier
-from xaibench.strategies.base import FitContext, FitReport, Strategy, TrainSettings
-from xaibench.strategies.training import train_supervised
+from xaibench.strategies.training import GradientStrategy
 
 
-class LoRA(Strategy):
+class LoRA(GradientStrategy):
     """Low-rank adaptation (Hu et al., ICLR 2022); the study used rank 8."""
 
     display_name = "LoRA"
+    description = "LoRA"
     citation = "Hu et al., LoRA: Low-Rank Adaptation of Large Language Models, ICLR 2022"
 
     rank: int = Field(8, ge=1, description="Rank r of the update B A.")
@@ -55,14 +54,3 @@ class LoRA(Strategy):
         model = Classifier(backbone, num_classes)
         model.head.requires_grad_(True)
         return model
-
-    def fit(
-        self,
-        model: Classifier,
-        train: SplitArrays,
-        val: SplitArrays,
-        settings: TrainSettings,
-        context: FitContext,
-    ) -> FitReport:
-        """Train with the shared loop."""
-        return train_supervised(model, train, val, settings, context, f"LoRA r={self.rank}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,13 @@ from xaibench.data.arrays import SplitArrays
 from xaibench.errors import XaibenchError
 from xaibench.metrics.functional import binary_auc
 from xaibench.models.base import Classifier
-from xaibench.strategies.base import FitContext, FitReport, TrainSettings, count_parameters
+from xaibench.strategies.base import (
+    FitContext,
+    FitReport,
+    Strategy,
+    TrainSettings,
+    count_parameters,
+)
 
 
 def class_weights(labels: torch.Tensor, num_classes: int, mode: str) -> torch.Tensor | None:
@@ -147,3 +154,24 @@ def train_supervised(
     model.eval()
     trainable, total_params = count_parameters(model)
     return FitReport(epochs_run, best_epoch, best_loss, best_auc, trainable, total_params)
+
+
+class GradientStrategy(Strategy):
+    """A strategy trained with :func:`train_supervised`; subclasses only choose what trains.
+
+    Attributes:
+        description: Label of the training progress bar.
+    """
+
+    description: ClassVar[str] = "training"
+
+    def fit(
+        self,
+        model: Classifier,
+        train: SplitArrays,
+        val: SplitArrays,
+        settings: TrainSettings,
+        context: FitContext,
+    ) -> FitReport:
+        """Train with the shared loop."""
+        return train_supervised(model, train, val, settings, context, self.description)
