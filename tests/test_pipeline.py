@@ -198,3 +198,19 @@ def test_a_component_listed_twice_needs_distinct_labels(components, tmp_path: Pa
     records = run_benchmark(config, components, tmp_path / "run").document["records"]
     deltas = {r["perturbation"] for r in records if r["metric"] == "delta_region"}
     assert deltas == {"mean", "mean_image"}
+
+
+def test_bf16_autocast_runs_on_cpu_and_is_recorded(components, tmp_path: Path):
+    config = tiny_config(components, precision="bf16", strategies=["full", "linear_probe"])
+    outcome = run_benchmark(config, components, tmp_path / "run")
+    assert [c["status"] for c in outcome.document["cells"]] == ["ok", "ok"]
+    assert outcome.document["environment"]["precision"] == "bf16"
+    aucs = [r["value"] for r in outcome.document["records"] if r["metric"] == "auc"]
+    assert all(0.0 <= a <= 1.0 for a in aucs)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error_before_any_work(components, tmp_path: Path):
+    with pytest.raises(XaibenchError, match="device 'cuda' was requested but torch finds no CUDA"):
+        run_benchmark(tiny_config(components, device="cuda"), components, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -126,6 +126,14 @@ def ls_command(kind: str, pattern: str | None, exclude: str | None, as_json: boo
 )
 @click.option("--executor", help="Executor (default: local).")
 @click.option(
+    "--device", type=click.Choice(["cpu", "cuda", "auto"]), help="Where cells run (default: cpu)."
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    help="bf16 autocast for training and inference (saliency stays fp32).",
+)
+@click.option(
     "-o", "--out", "out_dir", type=click.Path(path_type=Path), help="Run directory to create."
 )
 @click.option("--quiet", is_flag=True, help="No progress display.")
@@ -143,6 +151,8 @@ def run(
     epochs: int | None,
     max_explain_images: int | None,
     executor: str | None,
+    device: str | None,
+    precision: str | None,
     out_dir: Path | None,
     quiet: bool,
 ) -> int:
@@ -177,6 +187,10 @@ def run(
         cli_layer["max_explain_images"] = max_explain_images
     if executor:
         cli_layer["executor"] = executor
+    if device:
+        cli_layer["device"] = device
+    if precision:
+        cli_layer["precision"] = precision
     grid_layer: dict[str, Any] = {}
     if grid is not None:
         presets = task_obj.grids()

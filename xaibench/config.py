@@ -115,8 +115,11 @@ class RunConfig(BaseModel):
         None, description="Cache folder (default: $XAIBENCH_CACHE_DIR or ~/.cache/xaibench)."
     )
     executor: ComponentRef = Field(default_factory=lambda: ComponentRef(name="local", label=None))
-    device: Literal["cpu"] = Field(
-        "cpu", description="Where cells run; CUDA support arrives with the performance work."
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu", description="Where cells run: cpu, cuda, or auto (CUDA when available)."
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16 autocast for training and inference (saliency stays fp32)."
     )
 
     @field_validator("strategies", "saliency", "perturbations", "metrics")

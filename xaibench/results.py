@@ -97,6 +97,7 @@ def environment(config: RunConfig) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": config.device,
+        "precision": config.precision,
         "cuda_available": torch.cuda.is_available(),
         "cuda_version": torch.version.cuda,
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),

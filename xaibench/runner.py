@@ -31,6 +31,7 @@ from xaibench.config import ComponentRef, RunConfig
 from xaibench.data.arrays import SplitArrays, materialize
 from xaibench.data.base import Dataset
 from xaibench.data.splits import SPLITS, patient_split
+from xaibench.device import Runtime, resolve_device
 from xaibench.errors import MultipleErrors, XaibenchError
 from xaibench.metrics.base import (
     Metric,
@@ -149,10 +150,17 @@ def _batches(n: int, size: int) -> Iterator[slice]:
 
 
 @torch.inference_mode()
-def predict(model: Classifier, images: torch.Tensor, batch_size: int) -> np.ndarray:
-    """Softmax probabilities ``[N, C]`` for raw images."""
+def predict(
+    model: Classifier, images: torch.Tensor, batch_size: int, runtime: Runtime | None = None
+) -> np.ndarray:
+    """Softmax probabilities ``[N, C]`` (float64, CPU) for raw images."""
+    runtime = runtime or Runtime()
     model.eval()
-    out = [torch.softmax(model(images[s]), dim=1) for s in _batches(len(images), batch_size)]
+    out = []
+    for s in _batches(len(images), batch_size):
+        with runtime.autocast():
+            logits = model(runtime.to(images[s]))
+        out.append(torch.softmax(logits.float(), dim=1).cpu())
     return torch.cat(out).double().numpy()
 
 
@@ -170,6 +178,7 @@ class CellRunner:
         self.components = components
         self.data = data
         self.progress = progress or NullProgress()
+        self.runtime = Runtime(resolve_device(config.device), config.precision)
         self.feature_cache = (
             TensorCache(Path(config.cache_dir) if config.cache_dir else None)
             if config.cache
@@ -257,11 +266,13 @@ class CellRunner:
         result.weights = weights.describe()
         strategy = self.components.strategies.create(cell.strategy.name, cell.strategy.options)
         model = strategy.prepare(factory.build(weights), len(task.class_names))
+        model.to(self.runtime.device)
         context = FitContext(
             generator=torch.Generator().manual_seed(cell.seed),
             positive_class=task.positive_index,
             progress=self.progress,
             cache=self.feature_cache,
+            runtime=self.runtime,
             feature_key=content_key(
                 "features-v1",
                 f"{type(factory).__module__}:{type(factory).__qualname__}",
@@ -280,9 +291,10 @@ class CellRunner:
         pos = task.positive_index
         bs = cfg.train.eval_batch_size
         val, test = data.splits["val"], data.splits["test"]
-        val_probs = predict(model, val.images, bs)
+        val_probs = predict(model, val.images, bs, self.runtime)
         threshold = youden_threshold(val.labels.numpy() == pos, val_probs[:, pos])
-        intact = Predictions(test.labels.numpy(), predict(model, test.images, bs), pos, threshold)
+        test_probs = predict(model, test.images, bs, self.runtime)
+        intact = Predictions(test.labels.numpy(), test_probs, pos, threshold)
         result.fit["threshold"] = threshold
         result.predictions.append(self._prediction_frame(base, test, intact, None, None))
 
@@ -350,7 +362,7 @@ class CellRunner:
                         for s in _batches(len(test), cfg.train.eval_batch_size)
                     ]
                 )
-                probs = predict(model, images, cfg.train.eval_batch_size)
+                probs = predict(model, images, cfg.train.eval_batch_size, self.runtime)
                 perturbed = Predictions(
                     intact.labels, probs, intact.positive_class, intact.threshold
                 )
@@ -400,9 +412,9 @@ class CellRunner:
             for s in self.progress.track(
                 batches, total=len(batches), description=f"saliency {sname}"
             ):
-                images = test.images[s]
+                images = self.runtime.to(test.images[s])
                 targets = torch.full((len(images),), task.positive_index, dtype=torch.long)
-                maps = method.explain(model, images, targets)
+                maps = method.explain(model, images, self.runtime.to(targets)).cpu()
                 if s.start == 0 and cfg.gallery_images:
                     result.galleries.append(self._gallery(sname, test, maps))
                 flat = maps.flatten(1)
@@ -489,6 +501,7 @@ def check_components(config: RunConfig, components: Components) -> None:
         UnknownComponentError: With did-you-mean suggestions.
         InvalidOptionsError: Options that do not validate.
     """
+    resolve_device(config.device)
     components.tasks.get(config.task)
     components.datasets.get(config.dataset.name)
     components.executors.get(config.executor.name)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from xaibench.cache import TensorCache
 from xaibench.component import Component
 from xaibench.data.arrays import SplitArrays
+from xaibench.device import Runtime
 from xaibench.models.base import BackboneAdapter, Classifier
 from xaibench.progress import NullProgress, Progress
 
@@ -57,6 +58,7 @@ class FitContext:
         cache: Disk cache for frozen features, or ``None`` to disable caching.
         feature_key: Hash of everything frozen features depend on (backbone, weights,
             preprocessing, dataset); split names are appended to it.
+        runtime: Device and precision; batches move to the device on use.
     """
 
     generator: torch.Generator
@@ -64,6 +66,7 @@ class FitContext:
     progress: Progress = field(default_factory=NullProgress)
     cache: TensorCache | None = None
     feature_key: str | None = None
+    runtime: Runtime = field(default_factory=Runtime)
 
 
 @dataclass(frozen=True)

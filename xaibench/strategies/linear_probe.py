@@ -17,6 +17,7 @@ from pydantic import Field
 
 from xaibench.cache import content_key
 from xaibench.data.arrays import SplitArrays
+from xaibench.device import Runtime
 from xaibench.errors import XaibenchError
 from xaibench.metrics.functional import binary_auc
 from xaibench.models.base import BackboneAdapter, Classifier
@@ -36,27 +37,32 @@ def cached_features(
 ) -> torch.Tensor:
     """Features of ``split`` from the cache when present, else extracted and stored."""
     if context.cache is None or context.feature_key is None:
-        return extract_features(backbone, split, batch_size, context.progress)
+        return extract_features(backbone, split, batch_size, context.progress, context.runtime)
     key = content_key(context.feature_key, split.name, split.sample_ids)
     features = context.cache.get(key)
     if features is None or features.shape[0] != len(split):
-        features = extract_features(backbone, split, batch_size, context.progress)
+        features = extract_features(backbone, split, batch_size, context.progress, context.runtime)
         context.cache.put(key, features)
     return features
 
 
 @torch.inference_mode()
 def extract_features(
-    backbone: BackboneAdapter, split: SplitArrays, batch_size: int, progress: Progress
+    backbone: BackboneAdapter,
+    split: SplitArrays,
+    batch_size: int,
+    progress: Progress,
+    runtime: Runtime | None = None,
 ) -> torch.Tensor:
-    """Pooled features ``[N, D]`` of every image in ``split`` (backbone in eval mode)."""
+    """Pooled features ``[N, D]`` (float32, on the CPU) of every image in ``split``."""
+    runtime = runtime or Runtime()
     backbone.eval()
     starts = range(0, len(split), batch_size)
-    chunks = [
-        backbone(split.images[s : s + batch_size])
-        for s in progress.track(starts, total=len(starts), description=f"features ({split.name})")
-    ]
-    return torch.cat(chunks).float()
+    chunks = []
+    for s in progress.track(starts, total=len(starts), description=f"features ({split.name})"):
+        with runtime.autocast():
+            chunks.append(backbone(runtime.to(split.images[s : s + batch_size])).float().cpu())
+    return torch.cat(chunks)
 
 
 class LinearProbe(Strategy):

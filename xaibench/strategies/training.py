@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xaibench.data.arrays import SplitArrays
+from xaibench.device import Runtime
 from xaibench.errors import XaibenchError
 from xaibench.metrics.functional import binary_auc
 from xaibench.models.base import Classifier
@@ -63,12 +64,16 @@ def evaluate(
     batch_size: int,
     positive_class: int,
     weight: torch.Tensor | None = None,
+    runtime: Runtime | None = None,
 ) -> tuple[float, float | None]:
     """(cross-entropy, positive-vs-rest AUC) on ``split``; the AUC is ``None`` if undefined."""
+    runtime = runtime or Runtime()
     model.eval()
-    logits = torch.cat(
-        [model(split.images[s : s + batch_size]) for s in range(0, len(split), batch_size)]
-    )
+    chunks = []
+    for s in range(0, len(split), batch_size):
+        with runtime.autocast():
+            chunks.append(model(runtime.to(split.images[s : s + batch_size])).float().cpu())
+    logits = torch.cat(chunks)
     loss = float(F.cross_entropy(logits, split.labels, weight=weight))
     scores = torch.softmax(logits.double(), dim=1)[:, positive_class].numpy()
     try:
@@ -97,7 +102,9 @@ def train_supervised(
     if not params:
         raise XaibenchError(f"{description}: the model has no trainable parameters")
     num_classes = model.head.out_features
+    runtime = context.runtime
     weight = class_weights(train.labels, num_classes, settings.class_weighting)
+    device_weight = None if weight is None else runtime.to(weight)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     # A last batch of one image breaks batch norm and adds nothing: it is dropped.
     starts = list(range(0, len(train), settings.batch_size))
@@ -126,8 +133,10 @@ def train_supervised(
         optimizer.zero_grad(set_to_none=True)
         for i, start in enumerate(starts):
             batch = order[start : start + settings.batch_size]
-            logits = model(train.images[batch])
-            loss = F.cross_entropy(logits, train.labels[batch], weight=weight)
+            with runtime.autocast():
+                logits = model(runtime.to(train.images[batch]))
+            labels = runtime.to(train.labels[batch])
+            loss = F.cross_entropy(logits.float(), labels, weight=device_weight)
             (loss / settings.accumulate).backward()
             if (i + 1) % settings.accumulate == 0 or i + 1 == batches_per_epoch:
                 optimizer.step()
@@ -135,7 +144,7 @@ def train_supervised(
                 optimizer.zero_grad(set_to_none=True)
         epochs_run = epoch + 1
         val_loss, val_auc = evaluate(
-            model, val, settings.eval_batch_size, context.positive_class, weight
+            model, val, settings.eval_batch_size, context.positive_class, weight, runtime
         )
         if settings.select_on == "val_auc" and val_auc is not None:
             score = val_auc
