@@ -15,18 +15,12 @@ import pandas as pd
 from xaibench import __version__
 from xaibench.config import RunConfig
 from xaibench.errors import XaibenchError
+from xaibench.grid import Cell, build_cells, check_components
 from xaibench.leaderboard import write_leaderboards
 from xaibench.plugins import Components
 from xaibench.progress import NullProgress, Progress
 from xaibench.results import build_document, environment, write_run
-from xaibench.runner import (
-    Cell,
-    CellResult,
-    CellRunner,
-    build_cells,
-    check_components,
-    prepare_data,
-)
+from xaibench.runner import CellResult, CellRunner, prepare_data
 
 
 @dataclass(frozen=True)
