@@ -161,6 +161,24 @@ class BackboneAdapter(nn.Module):
         """
 
 
+def tokens_to_grid(tokens: torch.Tensor, prefix: int, grid: tuple[int, int]) -> torch.Tensor:
+    """ViT tokens ``[B, N, C]`` with ``prefix`` leading class/register tokens -> ``[B, C, h, w]``.
+
+    Raises:
+        ValueError: The number of patch tokens does not match ``grid`` (e.g. patch dropout).
+    """
+    h, w = grid
+    if tokens.ndim != 3:
+        raise ValueError(f"expected ViT tokens [B, N, C], got {tuple(tokens.shape)}")
+    patches = tokens[:, prefix:, :]
+    if patches.shape[1] != h * w:
+        raise ValueError(
+            f"expected {h}x{w} patch tokens after {prefix} prefix token(s), "
+            f"got {patches.shape[1]} (tokens {tuple(tokens.shape)})"
+        )
+    return patches.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
+
+
 class Classifier(nn.Module):
     """A backbone adapter plus a linear head: raw images in, class logits out."""
 

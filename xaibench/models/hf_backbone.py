@@ -40,7 +40,7 @@ from pydantic import Field
 from torch import nn
 
 from xaibench.errors import InvalidOptionsError, XaibenchError
-from xaibench.models.base import BackboneAdapter, BackboneFactory, InputSpec
+from xaibench.models.base import BackboneAdapter, BackboneFactory, InputSpec, tokens_to_grid
 from xaibench.models.presets import CHEXAGENT_SIGLIP, HF_TINY_CONFIGS, RAD_DINO
 from xaibench.models.weights import (
     MissingWeightsError,
@@ -323,14 +323,7 @@ class HFVisionAdapter(BackboneAdapter):
 
     def activation_to_grid(self, activation: torch.Tensor) -> torch.Tensor:
         """Drop the class/register tokens and reshape ``[B, N, C]`` to ``[B, C, h, w]``."""
-        h, w = self.grid_size
-        tokens = activation[:, self.num_prefix_tokens :, :]
-        if tokens.shape[1] != h * w:
-            raise ValueError(
-                f"expected {h}x{w} patch tokens after {self.num_prefix_tokens} prefix tokens, "
-                f"got {tokens.shape[1]}"
-            )
-        return tokens.transpose(1, 2).reshape(activation.shape[0], -1, h, w)
+        return tokens_to_grid(activation, self.num_prefix_tokens, self.grid_size)
 
     def last_block_modules(self) -> list[nn.Module]:
         """Last block and final norm, plus SigLIP's attention-pooling head when it pools."""

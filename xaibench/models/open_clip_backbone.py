@@ -39,7 +39,7 @@ from pydantic import Field
 from torch import nn
 
 from xaibench.errors import XaibenchError
-from xaibench.models.base import BackboneAdapter, BackboneFactory, InputSpec
+from xaibench.models.base import BackboneAdapter, BackboneFactory, InputSpec, tokens_to_grid
 from xaibench.models.presets import OPEN_CLIP_TINY_CONFIG, OPENCLIP_VIT_B16
 from xaibench.models.weights import (
     MissingWeightsError,
@@ -258,19 +258,9 @@ class OpenCLIPAdapter(BackboneAdapter):
 
     def activation_to_grid(self, activation: torch.Tensor) -> torch.Tensor:
         """Drop the class token and reshape ``[B, N, C]`` (or ``[N, B, C]``) to ``[B, C, h, w]``."""
-        if activation.ndim != 3:
-            raise ValueError(f"expected ViT tokens of 3 dims, got {tuple(activation.shape)}")
-        if self.tokens_first:
+        if self.tokens_first and activation.ndim == 3:
             activation = activation.transpose(0, 1)
-        prefix = self.num_prefix_tokens
-        h, w = self.grid_size
-        tokens = activation[:, prefix:, :]
-        if tokens.shape[1] != h * w:
-            raise ValueError(
-                f"expected {h}x{w} patch tokens after {prefix} prefix token(s), got "
-                f"{tokens.shape[1]} (tokens {tuple(activation.shape)}; patch dropout active?)"
-            )
-        return tokens.transpose(1, 2).reshape(activation.shape[0], -1, h, w)
+        return tokens_to_grid(activation, self.num_prefix_tokens, self.grid_size)
 
     def last_block_modules(self) -> list[nn.Module]:
         """Everything after the second-to-last block: last block, final norm and projection.

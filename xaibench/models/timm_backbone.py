@@ -15,7 +15,7 @@ from pydantic import Field
 from torch import nn
 
 from xaibench.errors import XaibenchError
-from xaibench.models.base import BackboneAdapter, BackboneFactory, InputSpec
+from xaibench.models.base import BackboneAdapter, BackboneFactory, InputSpec, tokens_to_grid
 from xaibench.models.weights import ResolvedWeights, load_state_dict, resolve_weights
 
 
@@ -81,14 +81,8 @@ class TimmAdapter(BackboneAdapter):
         """Reshape ViT tokens ``[B, N, C]`` to ``[B, C, h, w]``; CNN maps pass through."""
         if self.architecture == "cnn":
             return activation
-        prefix = int(self.model.num_prefix_tokens)
-        h, w = self.model.patch_embed.grid_size
-        tokens = activation[:, prefix:, :]
-        if tokens.shape[1] != h * w:
-            raise ValueError(
-                f"expected {h}x{w} patch tokens after {prefix} prefix tokens, got {tokens.shape[1]}"
-            )
-        return tokens.transpose(1, 2).reshape(activation.shape[0], -1, h, w)
+        grid = self.model.patch_embed.grid_size
+        return tokens_to_grid(activation, self.num_prefix_tokens, (int(grid[0]), int(grid[1])))
 
     def last_block_modules(self) -> list[nn.Module]:
         """Last transformer block and final norm (ViT), or the last stage (CNN)."""
