@@ -114,3 +114,24 @@ def test_lora_targets_are_called_linear_layers():
     assert len(targets) == 2 * len(model.model.blocks)
     assert all(isinstance(model.get_submodule(n), torch.nn.Linear) for n in targets)
     assert called == set(targets)
+
+
+def test_weight_hash_is_memoised_but_follows_file_changes(tmp_path: Path, monkeypatch):
+    from xaibench.models import weights
+
+    file = tmp_path / "w.bin"
+    file.write_bytes(b"first")
+    reads = []
+    original_open = Path.open
+
+    def counting_open(self, *args, **kwargs):
+        if self == file.resolve():
+            reads.append(1)
+        return original_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    first = weights.file_sha256(file)
+    assert weights.file_sha256(file) == first == hashlib.sha256(b"first").hexdigest()
+    assert len(reads) == 1  # the second call did not read the file again
+    file.write_bytes(b"second, longer")
+    assert weights.file_sha256(file) == hashlib.sha256(b"second, longer").hexdigest()

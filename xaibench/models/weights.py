@@ -14,6 +14,7 @@ and is then recorded in every result. Checkpoints are read with safetensors, or 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -72,11 +73,22 @@ class ResolvedWeights:
         }
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file, read in chunks (weights can be gigabytes)."""
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in chunks (weights can be gigabytes).
+
+    Memoised per (path, size, modification time): a run locates each backbone's weights once up
+    front and again in every cell, and a multi-gigabyte checkpoint must not be read each time.
+    """
+    resolved = path.resolve()
+    stat = resolved.stat()
+    return _sha256_of(resolved, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while block := handle.read(chunk):
+        while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
 
