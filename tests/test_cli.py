@@ -281,7 +281,8 @@ def test_unknown_grid_suggests(tmp_path):
     assert "did you mean 'paper'" in proc.stderr
 
 
-def test_quick_grid_runs_the_study_design_on_tiny_models(tmp_path):
+def test_default_run_is_the_study_design_on_tiny_models(tmp_path):
+    """No --grid: the default is the quick grid, 4 families x 3 strategies in both leaderboards."""
     small = tmp_path / "small.yaml"
     small.write_text(
         yaml.safe_dump(
@@ -295,8 +296,7 @@ def test_quick_grid_runs_the_study_design_on_tiny_models(tmp_path):
     )
     out = tmp_path / "run"
     proc = xaibench(
-        "run", "osteoporosis", "--grid", "quick", "--config", str(small), "--out", str(out),
-        "--quiet",
+        "run", "osteoporosis", "--config", str(small), "--out", str(out), "--quiet",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((out / "results.json").read_text())
@@ -315,3 +315,18 @@ def test_quick_grid_runs_the_study_design_on_tiny_models(tmp_path):
         assert trainable[(backbone, "linear_probe")] < trainable[(backbone, "lora")]
     for name in ("performance", "explainability"):
         assert len(pd.read_csv(out / f"leaderboard_{name}.csv")) == 12
+
+
+def test_quick_grid_is_the_default(tmp_path):
+    from xaibench.config import resolve_config
+    from xaibench.plugins import collect_components, get_plugin_manager
+
+    task = collect_components(get_plugin_manager()).tasks.create("osteoporosis")
+    default = resolve_config(task.defaults())
+    quick = resolve_config(task.defaults(), task.grids()["quick"])
+    assert default == quick
+    assert [b.name for b in default.backbones] == [
+        "openclip_tiny.random", "dinov2_tiny.random",
+        "chexagent_siglip_tiny.random", "rad_dino_tiny.random",
+    ]  # fmt: skip
+    assert [s.name for s in default.strategies] == ["linear_probe", "last_block", "lora"]

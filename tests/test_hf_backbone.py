@@ -3,12 +3,11 @@ saved and reloaded offline through the normal weights path (no hub access anywhe
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
-import huggingface_hub.constants
 import pytest
 import torch
+from hf_cache import fake_cache_repo
 from torch import nn
 
 from xaibench.errors import InputRangeError, InvalidOptionsError, XaibenchError
@@ -26,22 +25,9 @@ from xaibench.saliency.gradcam import GradCAM
 PREFIX = {"dinov2": 1, "dinov2_with_registers": 5, "siglip": 0}
 ARCHS = list(PREFIX)
 SIDE = 128 // 16  # tiny configs: image_size 128, patch 16
-REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
-@pytest.fixture(autouse=True)
-def empty_hf_cache(tmp_path, monkeypatch):
-    """Point the Hugging Face cache at an empty folder so the real one is never consulted.
-
-    ``huggingface_hub.constants`` reads the environment once at import, and
-    ``snapshot_download`` reads ``constants.HF_HUB_CACHE`` at call time, so both are patched.
-    """
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    return cache
+pytestmark = pytest.mark.usefixtures("empty_hf_cache")
 
 
 def tiny(arch: str, **options) -> HFVisionBackbone:
@@ -80,21 +66,6 @@ def capture_cam(
         handle.remove()
     assert len(captured) == 1
     return features, captured[0]
-
-
-def fake_cache_repo(cache: Path, repo_id: str, source: Path) -> Path:
-    """Lay ``source`` out as a cached snapshot: blobs, relative symlinks, ``refs/main``."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / REVISION
-    (repo / "blobs").mkdir(parents=True)
-    snapshot.mkdir(parents=True)
-    for file in sorted(source.iterdir()):
-        blob = repo / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
-        shutil.copyfile(file, blob)
-        (snapshot / file.name).symlink_to(Path("..", "..", "blobs", blob.name))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(REVISION)
-    return snapshot
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -18,9 +18,10 @@ offline and adds what ``transformers`` leaves to the user:
   single files), never ``trust_remote_code``, and an error, not a log line, when a checkpoint
   leaves weights of the encoder uninitialised.
 
-Supported families (``transformers`` >= 5 module layout): ``dinov2``, ``dinov2_with_registers``
-and ``siglip`` (full SigLIP checkpoints or ``siglip_vision_model`` ones). Another family needs an
-entry in ``_FAMILIES``.
+Hand-written layouts (``transformers`` >= 5 module layout): ``dinov2``,
+``dinov2_with_registers`` and ``siglip`` (full SigLIP checkpoints or ``siglip_vision_model``
+ones). Every other ``AutoModel`` vision encoder (ViT, CLIP's vision tower, DeiT, BEiT, Swin,
+ConvNeXt, ResNet, ...) is laid out by probing it once: see :mod:`xaibench.models.hf_generic`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from torch import nn
 
 from xaibench.errors import InvalidOptionsError, XaibenchError
 from xaibench.models.base import BackboneAdapter, BackboneFactory, InputSpec, tokens_to_grid
+from xaibench.models.hf_generic import GenericHFAdapter, probe_layout
 from xaibench.models.presets import CHEXAGENT_SIGLIP, HF_TINY_CONFIGS, RAD_DINO
 from xaibench.models.weights import (
     MissingWeightsError,
@@ -53,7 +55,7 @@ from xaibench.models.weights import (
 
 logger = logging.getLogger(__name__)
 
-Architecture = Literal["auto", "dinov2", "dinov2_with_registers", "siglip"]
+Architecture = Literal["auto", "dinov2", "dinov2_with_registers", "siglip", "generic"]
 Pooling = Literal["cls", "mean", "pooler"]
 
 #: The two encoders of the study, as options for :class:`HFVisionBackbone`.
@@ -408,15 +410,19 @@ class HFVisionBackbone(BackboneFactory):
     architecture: Architecture = Field(
         "auto",
         description=(
-            "Model family; 'auto' takes it from the config on disk. Needed to build a random "
-            "model when no config is available locally; checked against the config otherwise."
+            "Model family; 'auto' takes it from the config on disk (a model type without a "
+            "hand-written layout is probed: 'generic'). Needed to build a random model when no "
+            "config is available locally; checked against the config otherwise. 'generic' forces "
+            "the probed layout even for DINOv2 and SigLIP."
         ),
     )
     pooling: Pooling | None = Field(
         None,
         description=(
             "Pooled feature: 'cls' token, 'mean' of patch tokens or the model's 'pooler' output; "
-            "default: 'cls' for DINOv2, 'pooler' (attention-pooling head) for SigLIP."
+            "default: 'cls' for DINOv2, 'pooler' (attention-pooling head) for SigLIP; for other "
+            "models 'pooler' unless it has a dense layer (ViT's), else 'cls' when there is a "
+            "class token, else 'mean'."
         ),
     )
 
@@ -509,16 +515,17 @@ class HFVisionBackbone(BackboneFactory):
                 f"{' '.join(first[:2])}"
             ) from None
 
-    def _make_config(self, folder: Path | None) -> tuple[_Family, Any]:
-        """The family and the (vision) config, with overrides applied."""
+    def _make_config(self, folder: Path | None) -> tuple[_Family | None, Any]:
+        """The family (``None``: probe the layout) and the (vision) config, with overrides."""
         import transformers
 
         if folder is None:
-            if self.architecture == "auto":
+            if self.architecture in ("auto", "generic"):
                 raise InvalidOptionsError(
                     f"{self.model_id!r}: no config.json in the weights folder or the local "
-                    "Hugging Face cache, so architecture 'auto' cannot tell what to build; set "
-                    f"architecture to one of {', '.join(_FAMILIES)}"
+                    f"Hugging Face cache, so architecture {self.architecture!r} cannot tell what "
+                    f"to build; set architecture to one of {', '.join(_FAMILIES)}, or pass the "
+                    "folder of a saved config as 'weights'"
                 )
             family = _FAMILIES[self.architecture]
             return family, self._with_overrides(getattr(transformers, family.config_class)())
@@ -531,11 +538,12 @@ class HFVisionBackbone(BackboneFactory):
                 f"cannot read the config in {str(folder)!r}: {type(exc).__name__}: {exc}"
             ) from None
         found = _family_of(str(config.model_type))
+        if self.architecture == "generic" or (found is None and self.architecture == "auto"):
+            return None, self._with_overrides(_vision_config(config, folder))
         if found is None:
-            supported = sorted(t for f in _FAMILIES.values() for t in f.model_types)
-            raise XaibenchError(
-                f"{str(folder)!r}: model_type {config.model_type!r} is not supported "
-                f"(supported: {', '.join(supported)})"
+            raise InvalidOptionsError(
+                f"architecture {self.architecture!r} does not match the config in "
+                f"{str(folder)!r} (model_type {config.model_type!r}); use 'auto'"
             )
         if self.architecture not in ("auto", found.name):
             raise InvalidOptionsError(
@@ -548,19 +556,24 @@ class HFVisionBackbone(BackboneFactory):
 
     # -- preprocessing --------------------------------------------------------------------------
 
-    def _input_spec(self, family: _Family, config: Any, folder: Path | None) -> InputSpec:
-        """Size from ``img_size`` or the config; mean/std from the preprocessor config."""
-        patch = _grid_side(config.patch_size, "patch size")
-        size = self.img_size or _grid_side(config.image_size, "config image_size")
+    def _input_spec(self, family: _Family | None, config: Any, folder: Path | None) -> InputSpec:
+        """Size from ``img_size``, the config or the preprocessor; mean/std from the latter."""
+        processor = None if folder is None else folder / "preprocessor_config.json"
+        patch = _grid_side(getattr(config, "patch_size", 1) or 1, "patch size")
+        if self.img_size is not None:
+            size = self.img_size
+        elif getattr(config, "image_size", None) is not None:
+            size = _grid_side(config.image_size, "config image_size")
+        else:  # CNNs: the processor's crop size, else the ImageNet convention
+            size = _processor_size(processor) or 224
         if size % patch:
             lower = max(patch, size // patch * patch)
             raise InvalidOptionsError(
                 f"img_size {size} is not a multiple of the patch size {patch} "
                 f"(try {lower} or {lower + patch})"
             )
-        channels = int(config.num_channels)
-        mean, std = family.mean, family.std
-        processor = None if folder is None else folder / "preprocessor_config.json"
+        channels = int(getattr(config, "num_channels", 3))
+        mean, std = (_IMAGENET_MEAN, _IMAGENET_STD) if family is None else (family.mean, family.std)
         if processor is not None and processor.is_file():
             mean, std = _processor_mean_std(processor, mean, std)
         mean, std = _per_channel(mean, channels, processor), _per_channel(std, channels, processor)
@@ -594,22 +607,66 @@ class HFVisionBackbone(BackboneFactory):
         folder = self._config_folder(weights)
         family, config = self._make_config(folder)
         spec = self._input_spec(family, config, folder)
+        if family is None:
+            return self._build_generic(config, spec, weights)
         pooling = self._pooling(family, config)
         model_class = getattr(transformers, family.model_class)
         with _quiet_transformers():
             if weights.random_init:
                 model = model_class(config)
             else:
-                model = self._load(model_class, config, family, weights)
+                model, missing = self._load(model_class, config, weights)
+                self._check_complete(model_class, weights, missing, set(family.unused_weights))
         adapter = HFVisionAdapter(
             model.float(), family, spec, pooling, random_init=weights.random_init
         )
         return adapter.eval()
 
+    def _build_generic(
+        self, config: Any, spec: InputSpec, weights: ResolvedWeights
+    ) -> BackboneAdapter:
+        """Any other vision encoder: ``AutoModel``'s class for the config, layout probed.
+
+        A checkpoint may leave weights off the feature path uninitialised (a ViT pooler the
+        pooling does not use); every weight that reaches the pooled feature must load.
+        """
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+        try:
+            model_class: Any = MODEL_MAPPING[type(config)]
+        except KeyError:
+            raise XaibenchError(
+                f"{self.model_id!r}: transformers has no AutoModel class for "
+                f"{type(config).__name__} (model_type {config.model_type!r})"
+            ) from None
+        if isinstance(model_class, tuple):  # some configs map to several classes; take the first
+            model_class = next(c for c in model_class if c is not None)
+        missing: list[str] = []
+        with _quiet_transformers():
+            if weights.random_init:
+                model = model_class(config)
+            else:
+                model, missing = self._load(model_class, config, weights)
+        model = model.float().eval()
+        native = getattr(config, "image_size", None)
+        native_size = None if native is None else _grid_side(native, "config image_size")
+        layout = probe_layout(model, spec, native_size, self.pooling)
+        if missing:
+            # Parameters off the feature path may be absent; buffers (BatchNorm statistics)
+            # get no gradient, so a missing one is always an error.
+            parameters = {name for name, _ in model.named_parameters()}
+            unused = {k for k in missing if k in parameters} - layout.feature_parameters
+            self._check_complete(model_class, weights, missing, unused)
+            logger.info("%s: not in the checkpoint, unused: %s", self.model_id, sorted(unused))
+        adapter = GenericHFAdapter(
+            model, layout, spec, native_size, random_init=weights.random_init
+        )
+        return adapter.eval()
+
     def _load(
-        self, model_class: Any, config: Any, family: _Family, weights: ResolvedWeights
-    ) -> nn.Module:
-        """Load pretrained weights strictly: every encoder weight must come from the checkpoint.
+        self, model_class: Any, config: Any, weights: ResolvedWeights
+    ) -> tuple[nn.Module, list[str]]:
+        """Load pretrained weights; return the model and the names the checkpoint lacked.
 
         Folders go through ``from_pretrained`` (sharding, key conversions such as the legacy
         DINOv2 ``attention.attention.query`` names, the ``vision_model.`` prefix of full SigLIP
@@ -652,20 +709,56 @@ class HFVisionBackbone(BackboneFactory):
                 f"{self.model_id!r}: cannot load {_names(weights)} from {str(weights.path)!r}: "
                 f"{type(exc).__name__}: {message[0] if message else ''}"
             ) from None
-        missing = sorted(set(info.get("missing_keys", ())) - set(family.unused_weights))
         mismatched = sorted(str(k) for k in info.get("mismatched_keys", ()))
-        if missing or mismatched:
-            bad = missing + mismatched
+        if mismatched:
             raise XaibenchError(
                 f"{self.model_id!r}: {str(weights.path)!r} does not fit {model_class.__name__} "
-                f"built from its config: {len(missing)} missing, {len(mismatched)} mismatched "
-                f"weight(s), e.g. {', '.join(bad[:5])}"
+                f"built from its config: {len(mismatched)} mismatched weight(s), e.g. "
+                f"{', '.join(mismatched[:5])}"
             )
         unexpected = info.get("unexpected_keys", ())
         if unexpected:
             logger.debug("%s: ignored %d checkpoint entries", self.model_id, len(unexpected))
         loaded: nn.Module = model
-        return loaded
+        return loaded, sorted(str(k) for k in info.get("missing_keys", ()))
+
+    def _check_complete(
+        self, model_class: Any, weights: ResolvedWeights, missing: list[str], unused: set[str]
+    ) -> None:
+        """Refuse a checkpoint that leaves weights the features depend on at random values."""
+        bad = sorted(set(missing) - unused)
+        if bad:
+            raise XaibenchError(
+                f"{self.model_id!r}: {str(weights.path)!r} does not fit {model_class.__name__} "
+                f"built from its config: {len(bad)} missing weight(s), e.g. {', '.join(bad[:5])}"
+            )
+
+
+def _vision_config(config: Any, folder: Path) -> Any:
+    """The image tower's config of a vision+text checkpoint (CLIP, ...), else ``config``."""
+    vision = getattr(config, "vision_config", None)
+    if vision is None:
+        return config
+    if isinstance(vision, dict):
+        raise XaibenchError(f"{str(folder)!r}: vision_config is not a transformers config")
+    return vision
+
+
+def _processor_size(path: Path | None) -> int | None:
+    """The square crop (or resize) side of an image processor config, if it states one."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise XaibenchError(f"cannot read {str(path)!r}: {type(exc).__name__}: {exc}") from None
+    for key in ("crop_size", "size"):
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, dict):
+            value = value.get("height", value.get("shortest_edge"))
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def _names(weights: ResolvedWeights) -> str:
