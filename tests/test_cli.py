@@ -77,7 +77,7 @@ def test_run_writes_the_run_directory(tiny_run):
 
 def test_results_document_has_schema_provenance_and_flat_records(tiny_run):
     doc = json.loads((tiny_run[0] / "results.json").read_text())
-    assert doc["schema_version"] == "1.0"
+    assert doc["schema_version"] == "1.1"
     assert doc["config"]["seeds"] == [0]
     assert doc["environment"]["libraries"]["torch"]
     assert doc["components"]["saliency"]["example_method"]["distribution"] == "xaibench-example"
@@ -88,17 +88,35 @@ def test_results_document_has_schema_provenance_and_flat_records(tiny_run):
     required = {"task", "dataset", "backbone", "strategy", "seed", "metric", "value", "n", "status"}
     assert all(required <= set(r) for r in records)
     assert all(r["random_init"] is True for r in records)
-    # 4 cells x (5 performance + 2 perturbations x delta + 2 methods x 4 regions x iou)
-    assert len(records) == 4 * (5 + 2 + 8)
+    cfg = doc["config"]
+    regions = len(cfg["explain_regions"])
+    n_deltas = len(cfg["perturbations"]) * (
+        len(cfg["perturb_regions"]) + len(cfg["complement_regions"])
+    )
+    region_metrics = {"iou_region", "pointing_game", "relevance_mass"}
+    assert region_metrics <= {m["name"] for m in cfg["metrics"]}
+    # per cell: 5 performance + every delta + methods x regions x region metrics + 2 sanity
+    # records per method
+    per_cell = 5 + n_deltas + 2 * regions * len(region_metrics) + 2 * 2
+    assert len(records) == 4 * per_cell
     ious = [r for r in records if r["metric"] == "iou_region" and r["status"] == "ok"]
     assert {r["saliency"] for r in ious} == {"gradcam", "example_method"}
     assert {r["region"] for r in ious} == {"bone", "spine", "ribs", "clavicles"}
     assert all(0 <= r["value"] <= 1 and r["n"] == 12 for r in ious)
-    deltas = [r for r in records if r["metric"] == "delta_region"]
-    assert {(r["perturbation"], r["region"]) for r in deltas} == {
-        ("mean", "bone"),
-        ("zero", "bone"),
+    delta_records = [r for r in records if r["metric"] == "delta_region"]
+    assert {(r["perturbation"], r["region"]) for r in delta_records} == {
+        (p["name"], region)
+        for p in cfg["perturbations"]
+        for region in [*cfg["perturb_regions"], "outside_bone"]
     }
+    # the default run carries the sanity badges and the cross-cell analyses
+    sanity = [r for r in records if r["category"] == "sanity"]
+    assert {r["saliency"] for r in sanity} == {"gradcam", "example_method"}
+    assert all(r["details"]["passed"] in (True, False, None) for r in sanity)
+    assert doc["analysis"]["perturbation_rank_agreement"]
+    assert doc["analysis"]["explanation_drift"]
+    board = pd.read_csv(tiny_run[0] / "leaderboard_explainability.csv")
+    assert {"sanity (gradcam)", "sanity (example_method)"} <= set(board.columns)
 
 
 def test_per_sample_tables_match_the_records(tiny_run):

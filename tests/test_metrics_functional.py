@@ -344,6 +344,17 @@ def test_otsu_constant_and_invalid_maps() -> None:
         otsu_binarize(torch.rand(4, 4))
 
 
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf")])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_otsu_rejects_infinities(bad: float, dtype: torch.dtype) -> None:
+    # The finiteness check looks at each map's extremes only; an infinity is always one.
+    maps = torch.rand(12, 5, 5).to(dtype)
+    maps[3, 4, 4] = bad
+    maps[10, 0, 1] = float("nan")
+    with pytest.raises(XaibenchError, match=r"in 2 map\(s\) at batch index \[3, 10\]"):
+        otsu_binarize(maps)
+
+
 # ---------------------------------------------------------------------------------------------
 # region_iou
 # ---------------------------------------------------------------------------------------------

@@ -214,3 +214,40 @@ def test_cuda_without_a_gpu_is_a_clear_error_before_any_work(components, tmp_pat
     with pytest.raises(XaibenchError, match="device 'cuda' was requested but torch finds no CUDA"):
         run_benchmark(tiny_config(components, device="cuda"), components, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_every_registered_method_perturbation_and_metric_runs(components, tmp_path: Path):
+    """Everything `xaibench ls` lists can be selected by name and gives a recorded value."""
+    saliency = components.saliency.names()
+    perturbations = components.perturbations.names()
+    metrics = components.metrics.names()
+    config = tiny_config(
+        components,
+        backbones=[{"name": "test_vit.random", "options": {"img_size": 32}}],
+        saliency=saliency,
+        perturbations=perturbations,
+        metrics=metrics,
+        perturb_regions=["bone"],
+        complement_regions=["bone"],
+        max_explain_images=4,
+        sanity={"images": 2, "steps": 2},
+    )
+    doc = run_benchmark(config, components, tmp_path / "run").document
+    assert [c["status"] for c in doc["cells"]] == ["ok"]
+    records = doc["records"]
+    assert {r["metric"] for r in records} >= set(metrics)
+    assert {r["saliency"] for r in records if r["saliency"]} == set(saliency)
+    assert {r["perturbation"] for r in records if r["perturbation"]} == set(perturbations)
+    failed = [r for r in records if r["status"] == "failed"]
+    assert not failed, failed[:3]
+    # every saliency x region-metric pair has a value (the ViT supports every method)
+    for method in saliency:
+        scored = [
+            r for r in records
+            if r["saliency"] == method and r["metric"] == "iou_region" and r["region"] == "bone"
+        ]  # fmt: skip
+        assert len(scored) == 1, method
+        assert scored[0]["status"] == "ok", (method, scored[0]["reason"])
+    floors = [r for r in records if r["metric"] in ("deletion_auc", "insertion_auc", "road")]
+    assert floors
+    assert all(r["details"]["random_floor"] is not None for r in floors if r["status"] == "ok")

@@ -17,14 +17,17 @@ def test_trained_cnn_learns_bone_and_loses_it_when_bone_is_perturbed(components,
             "backbones": ["test_resnet.random"],
             "strategies": ["full"],
             "saliency": [],
+            "perturbations": ["mean", "zero", "blur", "inpaint"],
             "perturb_regions": ["bone", "heart"],
+            "complement_regions": [],
+            "sanity": {"images": 0},
             "metrics": ["auc", "delta_region"],
         },
     )
     records = run_benchmark(config, components, tmp_path / "run").document["records"]
     value = {(r["metric"], r["perturbation"], r["region"]): r["value"] for r in records}
     assert value[("auc", None, None)] >= 0.8
-    for perturbation in ("mean", "zero"):
+    for perturbation in ("mean", "zero", "blur", "inpaint"):
         delta_bone = value[("delta_region", perturbation, "bone")]
         delta_heart = value[("delta_region", perturbation, "heart")]
         assert delta_bone > 0.2, perturbation  # the signal is in bone: removing it costs AUC

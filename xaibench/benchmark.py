@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from xaibench import __version__
+from xaibench.analysis import explanation_drift, perturbation_rank_agreement
 from xaibench.config import RunConfig
 from xaibench.errors import XaibenchError
 from xaibench.grid import Cell, build_cells, check_components
@@ -70,7 +71,23 @@ def run_benchmark(
         return result
 
     results = executor.run(cells, run_cell)
-    document = build_document(config, components, data, results, environment(config), started)
+    analysis = {
+        "explanation_drift": explanation_drift(
+            {
+                (r.cell.backbone.key, r.cell.strategy.key, r.cell.seed): r.drift_maps
+                for r in results
+                if r.status == "ok" and r.drift_maps
+            },
+            resamples=config.analysis.bootstrap,
+            seed=config.seeds[0],
+        ),
+        "perturbation_rank_agreement": perturbation_rank_agreement(
+            [rec for r in results for rec in r.records]
+        ),
+    }
+    document = build_document(
+        config, components, data, results, environment(config), started, analysis
+    )
     write_run(run_dir, document, results)
     tables = write_leaderboards(document["records"], run_dir)
     return RunOutcome(run_dir, document, results, tables)

@@ -245,9 +245,15 @@ def _print_tables(tables: dict[str, Any], document: dict[str, Any]) -> None:
     titles = {
         "performance": f"Performance leaderboard ({positive} vs rest, test split)",
         "explainability": "Explainability leaderboard (Δ: AUC lost when the region is perturbed; "
-        "IoU: Otsu-binarised map vs region)",
+        "IoU: Otsu-binarised map vs region; sanity: Adebayo et al. checks per method)",
     }
+    primary = (document["task"].get("regions_of_interest") or [None])[0]
     for name, frame in tables.items():
+        hidden = 0
+        if name == "explainability" and primary:
+            shown = [c for c in frame.columns if _headline_column(str(c), primary)]
+            hidden = len(frame.columns) - len(shown)
+            frame = frame[shown]
         table = Table(title=titles[name], title_justify="left")
         for col in frame.columns:
             fixed = col in ("backbone", "strategy", "weights")
@@ -259,6 +265,25 @@ def _print_tables(tables: dict[str, Any], document: dict[str, Any]) -> None:
         for row in frame.itertuples(index=False):
             table.add_row(*(format_value(v) for v in row))
         console.print(table)
+        if hidden:
+            console.print(
+                f"({hidden} more columns (other regions, the complement test, other metrics) "
+                f"in leaderboard_{name}.md / .csv)"
+            )
+
+
+def _headline_column(column: str, region: str) -> bool:
+    """The study's two scores on the primary region, the sanity badges and the cell columns.
+
+    The files hold every column; the terminal shows what fits: Δ_<region> per perturbation,
+    IoU_<region> per method, faithfulness scores and the sanity badges.
+    """
+    if column in ("rank", "backbone", "strategy", "seed", "weights"):
+        return True
+    name = column.split(" (")[0]
+    if name in ("sanity", "Del", "Ins", "ROAD"):
+        return True
+    return name in (f"Δ_{region}", f"IoU_{region}")
 
 
 def _one_line(message: str) -> str:

@@ -84,6 +84,37 @@ class SplitSettings(BaseModel):
         return value
 
 
+class SanitySettings(BaseModel):
+    """Saliency sanity checks run in every cell (see :mod:`xaibench.sanity`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    images: int = Field(
+        8, ge=0, le=1024, description="Test images the checks run on per cell and method (0: off)."
+    )
+    steps: int = Field(4, ge=2, le=64, description="Cascading randomisation steps, the head first.")
+    threshold: float = Field(
+        0.5,
+        gt=-1,
+        le=1,
+        description="A check passes when the mean Spearman similarity of maps is below this.",
+    )
+
+
+class AnalysisSettings(BaseModel):
+    """Cross-cell analyses (see :mod:`xaibench.analysis`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    drift_grid: int = Field(
+        32,
+        ge=0,
+        le=256,
+        description="Keep maps on this grid for explanation drift between strategies (0: off).",
+    )
+    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for the drift CIs.")
+
+
 class RunConfig(BaseModel):
     """Everything that determines a run's numbers (recorded, hashed, in every results file)."""
 
@@ -99,6 +130,10 @@ class RunConfig(BaseModel):
     metrics: list[ComponentRef] = Field(min_length=1)
     explain_regions: list[str] = Field(default_factory=list)
     perturb_regions: list[str] = Field(default_factory=list)
+    complement_regions: list[str] = Field(
+        default_factory=list,
+        description="Regions kept while everything else is perturbed ('outside_<region>').",
+    )
     saliency_target: Literal["positive"] = Field(
         "positive", description="Which class the maps explain: the task's positive class."
     )
@@ -109,6 +144,8 @@ class RunConfig(BaseModel):
         8, ge=0, le=64, description="Test images per saliency gallery PNG (0: no galleries)."
     )
     split: SplitSettings = Field(default_factory=SplitSettings)
+    sanity: SanitySettings = Field(default_factory=SanitySettings)
+    analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     train: TrainSettings = Field(default_factory=lambda: TrainSettings())
     cache: bool = Field(True, description="Reuse frozen features from the disk cache.")
     cache_dir: str | None = Field(

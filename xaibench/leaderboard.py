@@ -3,7 +3,8 @@
 Two tables, one row per cell (backbone x strategy x seed):
 
 * performance — the positive-vs-rest AUC, accuracy, sensitivity, specificity and macro AUC;
-* explainability — Delta_region per perturbation and IoU_region per saliency method and region.
+* explainability — Delta_region per perturbation and region, IoU_region and the other region and
+  faithfulness metrics per saliency method, and each method's sanity-check badge.
 
 Rows are ranked by AUC (performance) and by the first Delta column (explainability). Cells with
 randomly initialised weights are marked, because their numbers say nothing about a pretrained model.
@@ -28,18 +29,63 @@ _PERFORMANCE_LABELS = {
 }
 
 
+#: Short column labels of explanation metrics: ``<label>_<region> (<method>)``.
+_EXPLANATION_LABELS = {
+    "delta_region": "Δ",
+    "iou_region": "IoU",
+    "pointing_game": "PG",
+    "relevance_mass": "RMA",
+    "relevance_rank": "RRA",
+    "pixel_auc": "pAUC",
+    "energy_ratio": "ER",
+    "deletion_auc": "Del",
+    "insertion_auc": "Ins",
+    "road": "ROAD",
+}
+
+
 def _column(record: dict[str, Any]) -> str:
     metric = record["metric"]
     if record["category"] == "performance":
         return _PERFORMANCE_LABELS.get(metric, metric)
-    if metric == "delta_region":
-        return f"Δ_{record['region']} ({record['perturbation']})"
-    if metric == "iou_region":
-        return f"IoU_{record['region']} ({record['saliency']})"
-    parts = [metric] + [
-        str(record[k]) for k in ("region", "perturbation", "saliency") if record.get(k)
-    ]
-    return " / ".join(parts)
+    label = _EXPLANATION_LABELS.get(metric, metric)
+    method = record.get("perturbation") or record.get("saliency")
+    name = f"{label}_{record['region']}" if record.get("region") else label
+    return f"{name} ({method})" if method else name
+
+
+def sanity_badges(records: Iterable[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, str]]:
+    """Per cell and saliency method: ``pass``, ``fail (model, target)``, ``n/a (...)``, ``control``.
+
+    A method passes when its maps change under cascading model randomisation *and* when another
+    class is explained (see ``xaibench.sanity``); ``n/a`` when a similarity was undefined
+    (constant maps); controls (``random``, ``edge``, ``center``) are labelled as such, whatever
+    their similarities.
+    """
+    checks: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+    for rec in records:
+        if rec["category"] != "sanity":
+            continue
+        key = tuple(rec[c] for c in CELL_COLUMNS)
+        method = checks.setdefault(key, {}).setdefault(rec["saliency"], {})
+        method["control"] = rec["details"].get("control", False)
+        short = "model" if "model" in rec["metric"] else "target"
+        method[short] = rec["details"].get("passed") if rec["status"] == "ok" else None
+    badges: dict[tuple[Any, ...], dict[str, str]] = {}
+    for key, methods in checks.items():
+        for name, result in methods.items():
+            failed = [c for c in ("model", "target") if result.get(c) is False]
+            unknown = [c for c in ("model", "target") if result.get(c) is None]
+            if result.get("control"):
+                badge = "control"
+            elif failed:
+                badge = f"fail ({', '.join(failed)})"
+            elif unknown:
+                badge = f"n/a ({', '.join(unknown)})"
+            else:
+                badge = "pass"
+            badges.setdefault(key, {})[name] = badge
+    return badges
 
 
 def _table(records: Iterable[dict[str, Any]], category: str) -> pd.DataFrame:
@@ -76,11 +122,17 @@ def performance_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
 
 def explainability_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Explainability leaderboard, ranked by the first Delta column."""
+    """Explainability leaderboard, ranked by the first Δ column (first configured perturbation)."""
     frame = _table(records, "explanation")
     metric_cols = [c for c in frame.columns if c not in [*CELL_COLUMNS, "weights"]]
-    metric_cols.sort(key=lambda c: (not c.startswith("Δ"), c))
+    # Δ columns first, each group in the configured order (so the first perturbation ranks)
+    metric_cols.sort(key=lambda c: (not c.startswith("Δ"), c.startswith("sanity")))
+    badges = sanity_badges(records)
     frame = frame[[*CELL_COLUMNS, *metric_cols, "weights"]]
+    methods = list(dict.fromkeys(m for cell in badges.values() for m in cell))
+    cells = [tuple(row) for row in frame[CELL_COLUMNS].itertuples(index=False)]
+    for method in methods:
+        frame[f"sanity ({method})"] = [badges.get(cell, {}).get(method, "") for cell in cells]
     sort_by = next(
         (c for c in metric_cols if c.startswith("Δ")), metric_cols[0] if metric_cols else None
     )

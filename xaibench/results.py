@@ -35,7 +35,7 @@ from xaibench.plugins import Components
 from xaibench.report.gallery import gallery_filename, write_gallery
 from xaibench.runner import CellResult, RunData
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 _LIBRARIES = (
     "torch",
@@ -153,8 +153,9 @@ def build_document(
     results: list[CellResult],
     env: dict[str, Any],
     started: datetime,
+    analysis: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
-    """The ``results.json`` document."""
+    """The ``results.json`` document; ``analysis`` holds the cross-cell tables."""
     return _clean(
         {
             "schema_version": SCHEMA_VERSION,
@@ -192,6 +193,7 @@ def build_document(
                 for r in results
             ],
             "records": [rec for r in results for rec in r.records],
+            "analysis": analysis or {},
         }
     )
 
@@ -216,6 +218,9 @@ def write_run(run_dir: Path, document: dict[str, Any], results: list[CellResult]
         pd.concat(preds, ignore_index=True).to_csv(run_dir / "predictions.csv", index=False)
     if expl:
         pd.concat(expl, ignore_index=True).to_csv(run_dir / "explanations.csv", index=False)
+    for name, rows in document.get("analysis", {}).items():
+        if rows:
+            pd.DataFrame(rows).to_csv(run_dir / f"{name}.csv", index=False)
 
 
 def load_records(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:

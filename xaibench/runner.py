@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
+from xaibench.analysis import CellMaps
 from xaibench.cache import TensorCache, content_key
 from xaibench.config import RunConfig
 from xaibench.data.arrays import SplitArrays, materialize
@@ -35,20 +37,26 @@ from xaibench.device import Runtime, resolve_device
 from xaibench.errors import XaibenchError
 from xaibench.grid import Cell, create_backbone
 from xaibench.metrics.base import (
+    FaithfulnessMetric,
     Metric,
     PerformanceMetric,
     PerturbationMetric,
     Predictions,
     SaliencyRegionMetric,
+    ScoreFn,
 )
-from xaibench.metrics.functional import youden_threshold
+from xaibench.metrics.functional import align_mask, youden_threshold
 from xaibench.models.base import Classifier
 from xaibench.perturbations.base import Perturbation
 from xaibench.plugins import Components
 from xaibench.progress import NullProgress, Progress
 from xaibench.saliency.base import SaliencyMethod
+from xaibench.sanity import run_sanity_checks
 from xaibench.strategies.base import FitContext
 from xaibench.tasks.base import Task
+
+#: Memory kept for perturbed test images shared between cells (recomputed beyond it).
+PERTURBED_CACHE_BYTES = 2 * 1024**3
 
 
 @dataclass
@@ -67,6 +75,7 @@ class CellResult:
     predictions: list[pd.DataFrame] = field(default_factory=list)
     explanations: list[pd.DataFrame] = field(default_factory=list)
     galleries: list[Gallery] = field(default_factory=list)
+    drift_maps: dict[str, CellMaps] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,7 +114,7 @@ def prepare_data(config: RunConfig, components: Components, progress: Progress) 
     """
     task: Task = components.tasks.create(config.task)
     dataset: Dataset = components.datasets.create(config.dataset.name, config.dataset.options)
-    for region in [*config.explain_regions, *config.perturb_regions]:
+    for region in [*config.explain_regions, *config.perturb_regions, *config.complement_regions]:
         if region not in dataset.region_names:
             raise XaibenchError(
                 f"region {region!r} is not provided by dataset {config.dataset.name!r} "
@@ -181,6 +190,9 @@ class CellRunner:
         self.saliency: dict[str, SaliencyMethod] = {
             ref.key: components.saliency.create(ref.name, ref.options) for ref in config.saliency
         }
+        self._perturbed: dict[tuple[str, str, bool, int], torch.Tensor] = {}
+        self._perturbed_bytes = 0
+        self._resized_masks: set[str] = set()
 
     def __call__(self, cell: Cell) -> CellResult:
         """Run one cell; failures become a ``failed`` result instead of an exception."""
@@ -226,7 +238,11 @@ class CellRunner:
     ) -> dict[str, Any]:
         finite = value is not None and np.isfinite(value)
         if status == "ok" and not finite:
-            status, reason = "skipped", reason or "value undefined (no image had the region)"
+            status = "skipped"
+            if value is not None and np.isinf(value):
+                reason = reason or "value infinite (see the metric's definition)"
+            else:
+                reason = reason or "value undefined (no image had the region)"
         return {
             **base,
             "metric": name,
@@ -332,6 +348,42 @@ class CellRunner:
         frame["called_positive"] = preds.scores >= preds.threshold
         return frame
 
+    def _perturbed_images(
+        self, pname: str, perturbation: Perturbation, region: str, complement: bool, seed: int
+    ) -> torch.Tensor:
+        """The test images with ``region`` (or everything but it) perturbed.
+
+        Perturbations act on raw images and masks only, so the result is the same for every
+        cell with the same seed; it is computed once per run and kept while it fits the memory
+        budget (inpainting a large region costs far more than scoring it).
+        """
+        key = (pname, region, complement, seed)
+        if key in self._perturbed:
+            return self._perturbed[key]
+        test, bs = self.data.splits["test"], self.config.train.eval_batch_size
+        masks = self._mask(test, region)
+        if complement:
+            masks = ~masks
+        # A fresh generator per (perturbation, region): results do not depend on order.
+        gen = torch.Generator().manual_seed(seed)
+        images = torch.cat(
+            [perturbation.apply(test.images[s], masks[s], gen) for s in _batches(len(test), bs)]
+        )
+        size = images.numel() * images.element_size()
+        if self._perturbed_bytes + size <= PERTURBED_CACHE_BYTES:
+            self._perturbed[key] = images
+            self._perturbed_bytes += size
+        return images
+
+    def _mask(self, split: SplitArrays, region: str) -> torch.Tensor:
+        """Region masks on the image grid (resized nearest-neighbour when they differ)."""
+        masks = split.regions[region]
+        size = tuple(split.images.shape[-2:])
+        if tuple(masks.shape[-2:]) != size:
+            masks = align_mask(masks, (int(size[0]), int(size[1])))
+            self._resized_masks.add(region)
+        return masks
+
     def _perturb(
         self, model: Classifier, base: dict[str, Any], intact: Predictions, result: CellResult
     ) -> None:
@@ -339,62 +391,96 @@ class CellRunner:
         metrics = {n: m for n, m in self.metrics.items() if isinstance(m, PerturbationMetric)}
         if not metrics:
             return
+        variants = [(r, False) for r in cfg.perturb_regions]
+        variants += [(r, True) for r in cfg.complement_regions]
         for pname, perturbation in self.perturbations.items():
-            for region in cfg.perturb_regions:
-                # A fresh generator per (perturbation, region): results do not depend on order.
-                gen = torch.Generator().manual_seed(base["seed"])
-                images = torch.cat(
-                    [
-                        perturbation.apply(test.images[s], test.regions[region][s], gen)
-                        for s in _batches(len(test), cfg.train.eval_batch_size)
-                    ]
+            for region, complement in variants:
+                label = f"outside_{region}" if complement else region
+                images = self._perturbed_images(
+                    pname, perturbation, region, complement, base["seed"]
                 )
                 probs = predict(model, images, cfg.train.eval_batch_size, self.runtime)
                 perturbed = Predictions(
                     intact.labels, probs, intact.positive_class, intact.threshold
                 )
                 result.predictions.append(
-                    self._prediction_frame(base, test, perturbed, pname, region)
+                    self._prediction_frame(base, test, perturbed, pname, label)
                 )
+                details = {"complement_of": region} if complement else {}
+                if region in self._resized_masks:
+                    details["mask_resized"] = "nearest"
                 for mname, metric in metrics.items():
-                    result.records.append(
-                        self._score(
-                            base,
-                            mname,
-                            metric,
-                            lambda m=metric, p=perturbed: m.compute(intact, p),
-                            perturbation=pname,
-                            region=region,
-                        )
+                    record = self._score(
+                        base,
+                        mname,
+                        metric,
+                        lambda m=metric, p=perturbed: m.compute(intact, p),
+                        perturbation=pname,
+                        region=label,
                     )
+                    record["details"] = {**record["details"], **details}
+                    result.records.append(record)
+
+    def _skip_explanations(
+        self, base: dict[str, Any], sname: str, reason: str, metrics: dict[str, Metric]
+    ) -> list[dict[str, Any]]:
+        records = []
+        for mname, metric in metrics.items():
+            regions = self.config.explain_regions if metric.needs == "saliency" else [None]
+            for region in regions:
+                records.append(
+                    self._record(
+                        base,
+                        mname,
+                        metric,
+                        value=None,
+                        n=None,
+                        status="skipped",
+                        reason=reason,
+                        saliency=sname,
+                        region=region,
+                    )
+                )
+        return records
+
+    def _score_fn(self, model: Classifier, target: int) -> ScoreFn:
+        bs = self.config.train.eval_batch_size
+
+        @torch.inference_mode()
+        def score(images: torch.Tensor) -> torch.Tensor:
+            out = []
+            for s in _batches(len(images), bs):
+                with self.runtime.autocast():
+                    logits = model(self.runtime.to(images[s]))
+                out.append(torch.softmax(logits.float(), dim=1)[:, target].cpu())
+            return torch.cat(out)
+
+        return score
 
     def _explain(self, model: Classifier, base: dict[str, Any], result: CellResult) -> None:
         cfg, test, task = self.config, self.data.splits["test"], self.data.task
-        metrics = {n: m for n, m in self.metrics.items() if isinstance(m, SaliencyRegionMetric)}
-        if not metrics:
+        region_metrics = {
+            n: m for n, m in self.metrics.items() if isinstance(m, SaliencyRegionMetric)
+        }
+        faithfulness = {n: m for n, m in self.metrics.items() if isinstance(m, FaithfulnessMetric)}
+        wanted = region_metrics or faithfulness or cfg.sanity.images or cfg.analysis.drift_grid
+        if not wanted:
             return
         n = len(test) if cfg.max_explain_images is None else min(len(test), cfg.max_explain_images)
+        masks = {region: self._mask(test, region) for region in cfg.explain_regions}
+        score = self._score_fn(model, task.positive_index)
         for sname, method in self.saliency.items():
             reason = method.supports(model)
             if reason is not None:
-                for mname, metric in metrics.items():
-                    for region in cfg.explain_regions:
-                        result.records.append(
-                            self._record(
-                                base,
-                                mname,
-                                metric,
-                                value=None,
-                                n=None,
-                                status="skipped",
-                                reason=reason,
-                                saliency=sname,
-                                region=region,
-                            )
-                        )
+                result.records.extend(
+                    self._skip_explanations(base, sname, reason, {**region_metrics, **faithfulness})
+                )
                 continue
-            values: dict[tuple[str, str], list[torch.Tensor]] = {}
+            values: dict[tuple[str, str | None], list[torch.Tensor]] = {}
+            floors: dict[str, list[torch.Tensor]] = {}
+            drift: list[np.ndarray] = []
             constant = 0  # maps with no variation: no foreground, reported with the scores
+            gen = torch.Generator().manual_seed(base["seed"])
             batches = list(_batches(n, cfg.train.eval_batch_size))
             for s in self.progress.track(
                 batches, total=len(batches), description=f"saliency {sname}"
@@ -406,24 +492,43 @@ class CellRunner:
                     result.galleries.append(self._gallery(sname, test, maps))
                 flat = maps.flatten(1)
                 constant += int((flat.amax(1) == flat.amin(1)).sum())
-                for mname, metric in metrics.items():
+                if cfg.analysis.drift_grid:
+                    grid = cfg.analysis.drift_grid
+                    small = F.adaptive_avg_pool2d(maps.unsqueeze(1).double(), grid)[:, 0]
+                    drift.append(small.float().numpy())
+                for mname, metric in region_metrics.items():
                     for region in cfg.explain_regions:
                         values.setdefault((mname, region), []).append(
-                            metric.per_sample(maps, test.regions[region][s]).double()
+                            metric.per_sample(maps, masks[region][s]).double()
                         )
-            for (mname, region), chunks in values.items():
+                for mname, fmetric in faithfulness.items():
+                    value, floor = fmetric.per_sample(score, test.images[s], maps, gen)
+                    values.setdefault((mname, None), []).append(value.double())
+                    floors.setdefault(mname, []).append(floor.double())
+            if drift:
+                result.drift_maps[sname] = CellMaps(
+                    tuple(test.sample_ids[:n]), np.concatenate(drift)
+                )
+            for (mname, where), chunks in values.items():
                 per_sample = torch.cat(chunks).numpy()
-                mv = metrics[mname].aggregate(per_sample)
+                scored = self.metrics[mname]
+                if isinstance(scored, FaithfulnessMetric):
+                    mv = scored.aggregate(per_sample, torch.cat(floors[mname]).numpy())
+                else:
+                    mv = region_metrics[mname].aggregate(per_sample)
+                details = {"explained_images": n, "constant_maps": constant, **mv.details}
+                if where in self._resized_masks:
+                    details["mask_resized"] = "nearest"
                 result.records.append(
                     self._record(
                         base,
                         mname,
-                        metrics[mname],
+                        scored,
                         value=mv.value,
                         n=mv.n,
                         saliency=sname,
-                        region=region,
-                        details={"explained_images": n, "constant_maps": constant},
+                        region=where,
+                        details={**details, **scored.options()},
                     )
                 )
                 result.explanations.append(
@@ -436,11 +541,77 @@ class CellRunner:
                             "label": test.labels[:n].numpy(),
                             "metric": mname,
                             "saliency": sname,
-                            "region": region,
+                            "region": where or "",
                             "value": per_sample,
                         }
                     )
                 )
+            if cfg.sanity.images:
+                result.records.extend(self._sanity(model, method, base, sname))
+
+    def _sanity(
+        self, model: Classifier, method: SaliencyMethod, base: dict[str, Any], sname: str
+    ) -> list[dict[str, Any]]:
+        """Both sanity checks on the first test images, as two ``sanity`` records."""
+        cfg, test, task = self.config, self.data.splits["test"], self.data.task
+        k = min(cfg.sanity.images, len(test))
+        images = self.runtime.to(test.images[:k])
+        targets = torch.full((k,), task.positive_index, dtype=torch.long)
+        outcome = run_sanity_checks(
+            model,
+            method,
+            images,
+            self.runtime.to(targets),
+            len(task.class_names),
+            steps=cfg.sanity.steps,
+            threshold=cfg.sanity.threshold,
+            generator=torch.Generator().manual_seed(base["seed"]),
+        )
+        control = bool(getattr(method, "control", False))
+        common = {
+            **base,
+            "category": "sanity",
+            "higher_is_better": False,
+            "saliency": sname,
+            "perturbation": None,
+            "region": None,
+            "ci_low": None,
+            "ci_high": None,
+            "n": k,
+        }
+        checks = [
+            (
+                "sanity_model_randomisation",
+                outcome.model_similarity,
+                outcome.model_passed,
+                {"cascade": [{"from": g, "spearman": v} for g, v in outcome.cascade]},
+            ),
+            (
+                "sanity_target_randomisation",
+                outcome.target_similarity,
+                outcome.target_passed,
+                {},
+            ),
+        ]
+        records = []
+        for name, value, passed, extra in checks:
+            undefined = value is None
+            records.append(
+                {
+                    **common,
+                    "metric": name,
+                    "value": value,
+                    "status": "skipped" if undefined else "ok",
+                    "reason": "maps constant: similarity undefined" if undefined else None,
+                    "details": {
+                        "passed": passed,
+                        "threshold": cfg.sanity.threshold,
+                        "control": control,
+                        **extra,
+                    },
+                }
+            )
+        return records
 
     def _gallery(self, method: str, test: SplitArrays, maps: torch.Tensor) -> Gallery:
         k = min(self.config.gallery_images, len(maps))

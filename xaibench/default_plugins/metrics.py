@@ -7,6 +7,8 @@ from xaibench.registry import Register
 
 _PERF = "xaibench.metrics.performance"
 _EXPL = "xaibench.metrics.explanation"
+_FAITH = "xaibench.metrics.faithfulness"
+_LOC = "xaibench.metrics.localisation"
 
 
 @hookimpl
@@ -31,5 +33,47 @@ def register_metrics(register: Register) -> None:
         summary="AUC(intact) - max(AUC(region perturbed), 0.5)",
     )
     register(
-        "iou_region", f"{_EXPL}:IoURegion", summary="IoU of the Otsu-binarised map with a region"
+        "iou_region",
+        f"{_LOC}:IoURegion",
+        summary="IoU of the binarised map (otsu, topk or fixed threshold) with a region",
+    )
+    register(
+        "pointing_game",
+        f"{_LOC}:PointingGame",
+        summary="hit when the map's maximum lies inside the region",
+    )
+    register(
+        "relevance_mass",
+        f"{_LOC}:RelevanceMass",
+        summary="share of the positive attribution inside the region",
+    )
+    register(
+        "relevance_rank",
+        f"{_LOC}:RelevanceRank",
+        summary="share of the |region| top-ranked pixels inside the region",
+    )
+    register(
+        "pixel_auc",
+        f"{_LOC}:PixelAUC",
+        summary="ROC AUC of the map's values for telling region pixels from the rest",
+    )
+    register(
+        "energy_ratio",
+        f"{_LOC}:EnergyRatio",
+        summary="mean positive attribution per pixel, inside the region over outside",
+    )
+    register(
+        "deletion_auc",
+        f"{_FAITH}:DeletionAUC",
+        summary="area under the class probability as top-ranked pixels are deleted (lower better)",
+    )
+    register(
+        "insertion_auc",
+        f"{_FAITH}:InsertionAUC",
+        summary="area under the class probability as top-ranked pixels are revealed",
+    )
+    register(
+        "road",
+        f"{_FAITH}:ROAD",
+        summary="ROAD: probability after top-ranked pixels are imputed away (lower better)",
     )

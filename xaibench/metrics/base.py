@@ -7,12 +7,15 @@ combinations it cannot score with a recorded reason:
   the validation split);
 * :class:`SaliencyRegionMetric` — saliency maps and a region mask, one value per image, averaged
   over the images where the value is defined;
-* :class:`PerturbationMetric` — predictions on intact and on region-perturbed images.
+* :class:`PerturbationMetric` — predictions on intact and on region-perturbed images;
+* :class:`FaithfulnessMetric` — saliency maps, the images they explain and the model's score
+  for the explained class, to test whether removing what a map ranks first changes the output.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -71,7 +74,7 @@ class Metric(Component):
 
     higher_is_better: ClassVar[bool] = True
     category: ClassVar[Literal["performance", "explanation"]] = "performance"
-    needs: ClassVar[Literal["predictions", "saliency", "perturbation"]] = "predictions"
+    needs: ClassVar[Literal["predictions", "saliency", "perturbation", "model"]] = "predictions"
 
 
 class PerformanceMetric(Metric):
@@ -112,3 +115,45 @@ class PerturbationMetric(Metric):
     @abstractmethod
     def compute(self, intact: Predictions, perturbed: Predictions) -> MetricValue:
         """Score the change from ``intact`` to ``perturbed``."""
+
+
+#: ``score(images [B, 1, H, W]) -> [B]``: the model's probability of the explained class for raw
+#: images, without gradients; the runner batches and places the calls.
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+class FaithfulnessMetric(Metric):
+    """A per-image score of how the model's output responds to the pixels a map ranks first.
+
+    Unlike region metrics these call the model, so the runner computes them on the explained
+    images only, and each reports the same score for a random ranking of the same pixels
+    (``details["random_floor"]``): a faithfulness number means little without its floor.
+    """
+
+    category = "explanation"
+    needs = "model"
+
+    @abstractmethod
+    def per_sample(
+        self,
+        score: ScoreFn,
+        images: torch.Tensor,
+        maps: torch.Tensor,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores ``[B]`` for ``maps`` and for a random ranking (the floor), float64.
+
+        Args:
+            score: The model's probability of the explained class for raw images.
+            images: ``[B, 1, H, W]`` raw images the maps explain.
+            maps: ``[B, H, W]`` attribution maps (higher = more relevant).
+            generator: Seeded generator for the random ranking and any noise.
+        """
+
+    def aggregate(self, values: np.ndarray, floor: np.ndarray) -> MetricValue:
+        """Mean over images, with the random-ranking floor's mean in the details."""
+        defined = ~np.isnan(values)
+        value = float(values[defined].mean()) if defined.any() else float("nan")
+        floor_defined = floor[~np.isnan(floor)]
+        details = {"random_floor": float(floor_defined.mean()) if floor_defined.size else None}
+        return MetricValue(value, int(defined.sum()), values, details)

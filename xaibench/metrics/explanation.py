@@ -1,14 +1,14 @@
-"""Explanation metrics: Delta_region (perturbation) and IoU_region (saliency vs mask)."""
+"""Explanation metrics: Delta_region (perturbation).
+
+The saliency-versus-mask metrics, IoU_region included, live in :mod:`xaibench.metrics.localisation`;
+``IoURegion`` is re-exported here because this is where it used to be defined.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
-
-import torch
-from pydantic import Field
-
-from xaibench.metrics.base import MetricValue, PerturbationMetric, Predictions, SaliencyRegionMetric
-from xaibench.metrics.functional import binary_auc, delta_auc, otsu_binarize, region_iou
+from xaibench.metrics.base import MetricValue, PerturbationMetric, Predictions
+from xaibench.metrics.functional import binary_auc, delta_auc
+from xaibench.metrics.localisation import IoURegion
 
 
 class DeltaRegion(PerturbationMetric):
@@ -30,23 +30,6 @@ class DeltaRegion(PerturbationMetric):
             len(intact.labels),
             details={"auc_intact": auc_intact, "auc_perturbed": auc_perturbed},
         )
-
-
-class IoURegion(SaliencyRegionMetric):
-    """IoU of the binarised saliency map with a region mask, per image.
-
-    Binarisation ``otsu`` follows CheXlocalize: min-max normalise each map, quantise to 8 bits and
-    threshold with Otsu's method. Images whose region mask is empty are excluded (NaN).
-    """
-
-    display_name = "IoU"
-    citation = "Saporta et al., CheXlocalize, Nature Machine Intelligence 2022"
-
-    binarization: Literal["otsu"] = Field("otsu", description="How a map becomes a mask.")
-
-    def per_sample(self, maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """IoU per image (NaN where the region is empty)."""
-        return region_iou(otsu_binarize(maps), masks)
 
 
 __all__ = ["DeltaRegion", "IoURegion", "MetricValue"]

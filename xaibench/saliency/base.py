@@ -22,9 +22,14 @@ class SaliencyMethod(Component):
     Attributes:
         architectures: Backbone architectures the method supports; the runner skips the others
             with a recorded reason instead of crashing.
+        control: ``True`` for baselines that do not explain the model (random, edge, centre
+            maps): a method must beat them to mean anything, and leaderboards label them so.
+        method_name: The built-in registry name, used to name the method in errors.
     """
 
     architectures: ClassVar[frozenset[str]] = frozenset({"cnn", "vit"})
+    control: ClassVar[bool] = False
+    method_name: ClassVar[str] = ""
 
     def supports(self, model: Classifier) -> str | None:
         """Return ``None`` when ``model`` is supported, else the reason it is not."""

@@ -67,7 +67,8 @@ class Osteoporosis(Task):
             "strategies": list(STUDY_STRATEGIES),
             "seeds": [0],
             "saliency": ["gradcam", "saliency"],
-            "perturbations": ["mean", "zero"],
+            # The four baselines whose Δ rankings are compared (Kendall tau in the results).
+            "perturbations": ["mean", "zero", "blur", "inpaint"],
             "metrics": [
                 "auc",
                 "accuracy",
@@ -76,9 +77,13 @@ class Osteoporosis(Task):
                 "macro_auc",
                 "delta_region",
                 "iou_region",
+                "pointing_game",
+                "relevance_mass",
             ],
             "explain_regions": list(self.regions_of_interest),
-            "perturb_regions": ["bone"],
+            # Δ per bone group, and the complement test: bone kept, everything else perturbed.
+            "perturb_regions": list(self.regions_of_interest),
+            "complement_regions": ["bone"],
             "train": {"epochs": 12, "batch_size": 32, "lr": 2e-3, "weight_decay": 0.01},
         }
 
