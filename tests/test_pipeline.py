@@ -251,3 +251,49 @@ def test_every_registered_method_perturbation_and_metric_runs(components, tmp_pa
     floors = [r for r in records if r["metric"] in ("deletion_auc", "insertion_auc", "road")]
     assert floors
     assert all(r["details"]["random_floor"] is not None for r in floors if r["status"] == "ok")
+
+
+def test_masks_of_another_size_are_resized_and_recorded(components):
+    """A dataset whose masks are half the image size: nearest-neighbour resize, on record."""
+    import torch.nn.functional as F
+
+    from xaibench.grid import build_cells
+    from xaibench.progress import NullProgress
+    from xaibench.runner import CellRunner, prepare_data
+
+    config = tiny_config(
+        components,
+        metrics=["auc", "delta_region", "iou_region"],
+        perturbations=["zero"],
+        perturb_regions=["bone"],
+        explain_regions=["bone"],
+        sanity={"images": 0},
+    )
+    data = prepare_data(config, components, NullProgress())
+    for split in data.splits.values():
+        full = split.regions["bone"]
+        split.regions["bone"] = F.interpolate(full[:, None].float(), scale_factor=0.5)[:, 0] > 0.5
+    runner = CellRunner(config, components, data)
+    result = runner(build_cells(config)[0])
+    assert result.status == "ok", result.error
+    bone = [r for r in result.records if r["region"] == "bone"]
+    assert {r["metric"] for r in bone} == {"delta_region", "iou_region"}
+    assert all(r["details"]["mask_resized"] == "nearest" for r in bone)
+    assert all(r["status"] == "ok" for r in bone)
+
+
+def test_a_dataset_of_another_name_replaces_the_default_instead_of_merging(components):
+    from xaibench.config import deep_merge
+
+    task_defaults = components.tasks.create("osteoporosis").defaults()
+    merged = deep_merge(task_defaults, {"dataset": {"name": "other", "options": {"path": "x"}}})
+    assert merged["dataset"] == {"name": "other", "options": {"path": "x"}}
+    # the same dataset merges its options, as before
+    merged = deep_merge(task_defaults, {"dataset": {"options": {"seed": 3}}})
+    assert merged["dataset"]["options"]["seed"] == 3
+    assert (
+        merged["dataset"]["options"]["n_images"] == task_defaults["dataset"]["options"]["n_images"]
+    )
+    assert deep_merge({"train": {"epochs": 3, "lr": 1.0}}, {"train": {"epochs": 5}}) == {
+        "train": {"epochs": 5, "lr": 1.0}
+    }

@@ -31,6 +31,7 @@ import pytest
 import quantus  # a dependency, pinned to 0.6.0 by the test extra
 import torch
 
+from xaibench.metrics import faithfulness
 from xaibench.metrics.functional import pixel_auc, pointing_game, relevance_mass, relevance_rank
 
 H, W = 12, 10
@@ -192,3 +193,168 @@ def test_relevance_rank_ties_differ_from_quantus_only_by_tie_order(rng) -> None:
         if inside_tied == 0 or outside_tied == 0 or places == tied.sum():
             assert ours[i] == pytest.approx(reference[i], abs=1e-12)  # the order cannot matter
     assert not np.allclose(ours, reference)  # ... but here it does, somewhere
+
+
+# --- Deletion AUC against Quantus' PixelFlipping --------------------------------------------
+#
+# What quantus.PixelFlipping (0.6.0) computes, read from its source:
+# * order: ``np.argsort(-a)`` over the flattened map, most relevant first, with NumPy's default
+#   (unstable) sort, so the maps here are tie-free and the order is unambiguous; ``abs`` and
+#   ``normalise`` are turned off (``abs`` would change the order);
+# * step k (k = 1 .. n, n = H*W / features_in_step) sets the next ``features_in_step`` pixels
+#   to the baseline, cumulatively; ``"black"`` is the *image's minimum* (``arr.min()`` per
+#   image), not 0, so it is our ``"zero"`` canvas only for images whose minimum is 0;
+# * the curve is the softmax probability of ``y`` after each step (``softmax=True``, the
+#   default of ``__call__``, appends a softmax to the model): n points, the last one the fully
+#   removed image, and *no* point for the intact image;
+# * ``return_auc_per_sample=True`` integrates that curve with ``np.trapz(dx=1)``: over the step
+#   index, not normalised, and without the segment from the intact image to step 1.
+
+FLIP_SIDE = 8  # 1x8x8 inputs: 64 pixels, every features_in_step that Quantus allows divides it
+
+
+@pytest.fixture(scope="module")
+def flip_model() -> torch.nn.Module:
+    """A tiny fixed conv net with 3 logits; eval mode, which Quantus' wrapper requires."""
+    with torch.random.fork_rng():  # a fixed seed without touching the global generator
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 4, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Flatten(),
+            torch.nn.Linear(4 * FLIP_SIDE * FLIP_SIDE, 3),
+        )
+    with torch.no_grad():
+        model[-1].weight.mul_(8.0)  # larger logits: the curves move, the comparison bites
+    return model.eval()
+
+
+def _flip_data(
+    rng: np.random.Generator, batch: int, low: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float32 images spanning [low, 1] exactly, tie-free float64 maps, targets of all classes."""
+    images = rng.random((batch, 1, FLIP_SIDE, FLIP_SIDE))
+    images -= images.min(axis=(1, 2, 3), keepdims=True)
+    images /= images.max(axis=(1, 2, 3), keepdims=True)
+    images = (low + (1.0 - low) * images).astype(np.float32)
+    maps = rng.normal(size=(batch, 1, FLIP_SIDE, FLIP_SIDE))
+    for row in maps.reshape(batch, -1):
+        assert len(np.unique(row)) == row.size  # no ties: both sorts give the same order
+    targets = np.arange(batch) % 3
+    return images, maps, targets
+
+
+def _flip_score(model: torch.nn.Module, targets: np.ndarray) -> faithfulness.ScoreFn:
+    """Our score function: softmax probability of each image's target class."""
+    index = torch.from_numpy(targets)[:, None]
+
+    @torch.no_grad()
+    def score(x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(model(x), dim=1).gather(1, index)[:, 0]
+
+    return score
+
+
+def _pixel_flipping(model, images, maps, targets, *, auc: bool = False, **kw) -> np.ndarray:
+    """Quantus' curves ``[B, n]`` (or per-sample AUCs ``[B]``), its preprocessing turned off."""
+    metric = quantus.PixelFlipping(
+        abs=False, normalise=False, return_auc_per_sample=auc, disable_warnings=True, **kw
+    )
+    with warnings.catch_warnings():
+        # Quantus warns when a step changes nothing (a pixel already at the baseline), and
+        # about its parameterisation: expected here.
+        warnings.simplefilter("ignore")
+        out = metric(model=model, x_batch=images, y_batch=targets, a_batch=maps, softmax=True)
+    return np.asarray(out, dtype=np.float64)
+
+
+def _our_curve(model, images, maps, targets, canvas: torch.Tensor, steps: int) -> np.ndarray:
+    """Our deletion curve ``[B, steps + 1]`` on the same levels, intact image first."""
+    fractions = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
+    x = torch.from_numpy(images)
+    return faithfulness.removal_curve(
+        _flip_score(model, targets),
+        x,
+        canvas,
+        faithfulness.relevance_rank(torch.from_numpy(maps)),
+        fractions,
+        insert=False,
+    ).numpy()
+
+
+@pytest.mark.parametrize("features_in_step", [1, 4])
+def test_deletion_curve_matches_quantus_pixel_flipping(flip_model, features_in_step: int) -> None:
+    # Own seeds (not the shared rng): the margins asserted below hold on this data.
+    images, maps, targets = _flip_data(np.random.default_rng(1), 12)
+    steps = FLIP_SIDE * FLIP_SIDE // features_in_step
+    reference = _pixel_flipping(
+        flip_model, images, maps, targets, features_in_step=features_in_step
+    )
+    # Every image has minimum 0, so Quantus' "black" baseline is our "zero" canvas; level
+    # j / steps removes j * features_in_step pixels (exact: steps is a power of 2).
+    canvas = faithfulness.make_canvas(torch.from_numpy(images), "zero", 0.05)
+    ours = _our_curve(flip_model, images, maps, targets, canvas, steps)
+    assert reference.shape == (12, steps)
+    assert ours.shape == (12, steps + 1)
+    # Quantus has no point for the intact image: its step k is our level k.
+    _assert_equal(ours[:, 1:], reference)
+    intact = _flip_score(flip_model, targets)(torch.from_numpy(images)).double().numpy()
+    _assert_equal(ours[:, 0], intact)
+    # Not a vacuous match: the probabilities move along the curve.
+    assert (reference.max(axis=1) - reference.min(axis=1)).max() > 0.1
+
+
+@pytest.mark.parametrize("features_in_step", [1, 4])
+def test_deletion_auc_matches_quantus_pixel_flipping_auc(
+    flip_model, monkeypatch, features_in_step: int
+) -> None:
+    # Quantus 0.6.0 integrates with np.trapz, which NumPy 2.4 removed; it was NumPy 2.0's
+    # deprecated alias of np.trapezoid (same function), so restore the alias for Quantus.
+    monkeypatch.setattr(np, "trapz", np.trapezoid, raising=False)
+    images, maps, targets = _flip_data(np.random.default_rng(2), 12)
+    steps = FLIP_SIDE * FLIP_SIDE // features_in_step
+    kw = {"features_in_step": features_in_step}
+    reference_auc = _pixel_flipping(flip_model, images, maps, targets, auc=True, **kw)
+    reference_curve = _pixel_flipping(flip_model, images, maps, targets, **kw)
+    ours, _ = faithfulness.DeletionAUC(steps=steps).per_sample(
+        _flip_score(flip_model, targets),
+        torch.from_numpy(images),
+        torch.from_numpy(maps),
+        torch.Generator().manual_seed(0),
+    )
+    intact = _flip_score(flip_model, targets)(torch.from_numpy(images)).double().numpy()
+    # Conversion. Ours integrates the curve p_0 (intact), p_1, ..., p_n over the removed
+    # fraction, points 1/n apart: ours = (1/n) * sum_{j<n} (p_j + p_{j+1}) / 2. Quantus
+    # integrates p_1, ..., p_n over the step index (dx=1), leaving out the first segment:
+    # quantus = sum_{1<=j<n} (p_j + p_{j+1}) / 2. Hence
+    #     quantus = n * ours - (p_0 + p_1) / 2,
+    # with p_0 the intact image's probability and p_1 Quantus' first curve point.
+    converted = steps * ours.numpy() - (intact + reference_curve[:, 0]) / 2
+    # Quantus sums its float32 probabilities in float32 (values up to n), and n * ours scales
+    # our rounding by n: allow 1e-6 per curve point.
+    tolerance = {"rtol": 0, "atol": 1e-6 * steps}
+    np.testing.assert_allclose(converted, reference_auc, **tolerance)
+    # Quantus' AUC is its own curve through its own rule (trapezoids, dx=1) ...
+    np.testing.assert_allclose(np.trapezoid(reference_curve, axis=1), reference_auc, **tolerance)
+    # ... and the first segment is not negligible, so the correction term is needed.
+    assert np.abs(steps * ours.numpy() - reference_auc).max() > 0.1
+
+
+def test_pixel_flipping_black_baseline_is_the_image_minimum(flip_model) -> None:
+    # On images with a positive minimum Quantus' "black" is not 0 but each image's minimum:
+    # it matches our curve with a canvas filled with that minimum, not our "zero" canvas. A
+    # literal baseline of 0.0 matches "zero".
+    images, maps, targets = _flip_data(np.random.default_rng(3), 12, low=0.3)
+    steps = FLIP_SIDE * FLIP_SIDE // 4
+    x = torch.from_numpy(images)
+    zero = faithfulness.make_canvas(x, "zero", 0.05)
+    minimum = x.amin(dim=(1, 2, 3), keepdim=True).expand_as(x).clone()
+    assert (minimum > 0.25).all()
+    black = _pixel_flipping(flip_model, images, maps, targets, features_in_step=4)
+    literal_zero = _pixel_flipping(
+        flip_model, images, maps, targets, features_in_step=4, perturb_baseline=0.0
+    )
+    _assert_equal(_our_curve(flip_model, images, maps, targets, minimum, steps)[:, 1:], black)
+    ours_zero = _our_curve(flip_model, images, maps, targets, zero, steps)[:, 1:]
+    _assert_equal(ours_zero, literal_zero)
+    assert np.abs(ours_zero - black).max() > 1e-3  # the two baselines really differ here

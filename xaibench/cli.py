@@ -107,6 +107,12 @@ def ls_command(kind: str, pattern: str | None, exclude: str | None, as_json: boo
     "--config", "config_file", type=click.Path(path_type=Path), help="YAML run configuration."
 )
 @click.option("--grid", help="Named grid preset of the task (osteoporosis: quick, paper).")
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(path_type=Path),
+    help="Your own data: a manifest CSV (see docs/data.md) instead of the task's dataset.",
+)
 @click.option("-b", "--backbone", "backbones", multiple=True, help="Backbone (repeatable).")
 @click.option("-s", "--strategy", "strategies", multiple=True, help="Strategy (repeatable).")
 @click.option("--saliency", multiple=True, help="Saliency method (repeatable).")
@@ -141,6 +147,7 @@ def run(
     task: str,
     config_file: Path | None,
     grid: str | None,
+    data_path: Path | None,
     backbones: tuple[str, ...],
     strategies: tuple[str, ...],
     saliency: tuple[str, ...],
@@ -181,6 +188,8 @@ def run(
     ):
         if values:
             cli_layer[key] = list(values)
+    if data_path is not None:
+        cli_layer["dataset"] = {"name": "manifest", "options": {"path": str(data_path)}}
     if epochs is not None:
         cli_layer["train"] = {"epochs": epochs}
     if max_explain_images is not None:

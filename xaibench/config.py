@@ -194,11 +194,22 @@ class RunConfig(BaseModel):
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge ``override`` into ``base``: mappings merge recursively, anything else replaces."""
+    """Merge ``override`` into ``base``: mappings merge recursively, anything else replaces.
+
+    A component given by another ``name`` (``dataset: {name: manifest, ...}`` over the task's
+    ``phantom``) replaces the base component instead of merging into it, so the phantom's
+    options never leak into another dataset's.
+    """
     out = dict(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
+        previous = out.get(key)
+        if isinstance(previous, str) and isinstance(value, Mapping) and "name" in value:
+            previous = {"name": previous}  # a bare component name in the base layer
+        if isinstance(value, str) and isinstance(previous, Mapping) and "name" in previous:
+            value = {"name": value} if value != previous["name"] else previous
+        if isinstance(value, Mapping) and isinstance(previous, Mapping):
+            renamed = "name" in value and "name" in previous and value["name"] != previous["name"]
+            out[key] = dict(value) if renamed else deep_merge(previous, value)
         else:
             out[key] = value
     return out
