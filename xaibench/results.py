@@ -173,6 +173,8 @@ def build_document(
                 "name": config.dataset.name,
                 "options": data.dataset.options(),
                 "fingerprint": data.dataset.fingerprint(),
+                "split_source": "dataset" if data.split_from_dataset else "patient_split",
+                "skipped_regions": data.skipped_regions,
                 "splits": data.split_sizes,
             },
             "environment": env,

@@ -32,6 +32,7 @@ from xaibench.cache import TensorCache, content_key
 from xaibench.config import RunConfig
 from xaibench.data.arrays import SplitArrays, materialize
 from xaibench.data.base import Dataset
+from xaibench.data.check import format_problems, normalise_split, split_problems
 from xaibench.data.splits import SPLITS, patient_split
 from xaibench.device import Runtime, resolve_device
 from xaibench.errors import XaibenchError
@@ -88,14 +89,30 @@ class Gallery:
     masks: np.ndarray | None
 
 
+#: The three ways a run uses regions, named as in :class:`~xaibench.config.RunConfig`.
+REGION_USES: tuple[str, str, str] = ("explain_regions", "perturb_regions", "complement_regions")
+
+
 @dataclass
 class RunData:
-    """The task, dataset and split tensors, shared by every cell."""
+    """The task, dataset and split tensors, shared by every cell.
+
+    Attributes:
+        regions: Per use (``explain_regions``, ``perturb_regions``, ``complement_regions``), the
+            configured regions this run can score, in configuration order.
+        skipped_regions: Per use, the configured regions it cannot score, each with the reason
+            (the dataset lacks the region, or test images lack its annotation).
+        split_from_dataset: The dataset's own ``split`` column made the splits (the configured
+            split fractions and seed were not used).
+    """
 
     task: Task
     dataset: Dataset
     splits: dict[str, SplitArrays]
     split_sizes: dict[str, dict[str, int]]
+    regions: dict[str, list[str]] = field(default_factory=dict)
+    skipped_regions: dict[str, dict[str, str]] = field(default_factory=dict)
+    split_from_dataset: bool = False
 
 
 def seed_everything(seed: int) -> None:
@@ -109,22 +126,30 @@ def seed_everything(seed: int) -> None:
 def prepare_data(config: RunConfig, components: Components, progress: Progress) -> RunData:
     """Build the task and dataset, split by patient and load the splits into tensors.
 
+    The dataset's ``split`` column, when it has one, makes the splits; otherwise
+    :func:`~xaibench.data.splits.patient_split` does. Configured regions the dataset lacks, or
+    whose annotation is missing where a use needs it, are skipped with a reason (see
+    :func:`usable_regions`) rather than failing the run.
+
     Raises:
-        XaibenchError: Unknown regions, a class missing from a split, bad dataset options.
+        XaibenchError: A class missing from a split, a bad ``split`` column, bad dataset options.
     """
     task: Task = components.tasks.create(config.task)
     dataset: Dataset = components.datasets.create(config.dataset.name, config.dataset.options)
-    for region in [*config.explain_regions, *config.perturb_regions, *config.complement_regions]:
-        if region not in dataset.region_names:
-            raise XaibenchError(
-                f"region {region!r} is not provided by dataset {config.dataset.name!r} "
-                f"(it has: {', '.join(dataset.region_names) or 'none'})"
-            )
     table = dataset.table()
     labels = task.labels(table)
-    assignment = patient_split(
-        table["patient_id"].to_numpy(), labels, config.split.fractions, config.split.seed
-    )
+    if "split" in table.columns:
+        problems = split_problems(table["patient_id"].to_numpy(), list(table["split"]))
+        if problems:
+            raise XaibenchError(
+                f"the split column of dataset {config.dataset.name!r} is invalid:\n"
+                + format_problems(problems)
+            )
+        assignment = np.array([normalise_split(v) for v in table["split"]])
+    else:
+        assignment = patient_split(
+            table["patient_id"].to_numpy(), labels, config.split.fractions, config.split.seed
+        )
     splits: dict[str, SplitArrays] = {}
     sizes: dict[str, dict[str, int]] = {}
     for split in SPLITS:
@@ -136,8 +161,81 @@ def prepare_data(config: RunConfig, components: Components, progress: Progress) 
                 f"the {split} split has {counts[task.positive_class]} {task.positive_class} images "
                 f"out of {len(idx)}; AUC needs both kinds (use more images or other class shares)"
             )
+    test_idx = np.flatnonzero(assignment == "test")
+    regions, skipped = usable_regions(config, dataset, test_idx)
+    if dataset.fixed_regions:  # the phantom: an unknown region is a typo, not a gap in the data
+        import difflib
+
+        for reasons in skipped.values():
+            for region in reasons:
+                if region not in dataset.region_names:
+                    close = difflib.get_close_matches(region, dataset.region_names, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    raise XaibenchError(
+                        f"region {region!r} is not provided by dataset {config.dataset.name!r}"
+                        f"{hint} (it has: {', '.join(dataset.region_names)})"
+                    )
+    for use, reasons in skipped.items():
+        for region, reason in reasons.items():
+            progress.log(f"[yellow]skipping[/yellow] {use} {region!r}: {reason}")
+    for split in SPLITS:
+        idx = np.flatnonzero(assignment == split)
         splits[split] = materialize(dataset, split, idx, labels[idx], progress)
-    return RunData(task, dataset, splits, sizes)
+    return RunData(
+        task,
+        dataset,
+        splits,
+        sizes,
+        regions=regions,
+        skipped_regions=skipped,
+        split_from_dataset="split" in table.columns,
+    )
+
+
+def usable_regions(
+    config: RunConfig, dataset: Dataset, test_indices: np.ndarray
+) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
+    """Split the configured regions of each use into usable ones and skipped ones with reasons.
+
+    A region is skipped for every use when the dataset does not provide it (a manifest without
+    that ``mask_`` column). Perturbation and complement tests also need the region annotated on
+    every test image: perturbing an unannotated (empty) region would leave the image intact and
+    dilute the drop, and its complement would perturb the whole image. Localisation scores
+    only need one annotated test image, since an empty mask makes an image's score undefined
+    and it is excluded.
+
+    Args:
+        config: The run configuration.
+        dataset: The dataset.
+        test_indices: Dataset indices of the test split.
+
+    Returns:
+        Per use, the usable regions (configuration order) and the skipped ones with reasons.
+    """
+    available = dataset.region_names
+    usable: dict[str, list[str]] = {}
+    skipped: dict[str, dict[str, str]] = {}
+    for use in REGION_USES:
+        usable[use], skipped[use] = [], {}
+        for region in getattr(config, use):
+            if region not in available:
+                skipped[use][region] = (
+                    f"region {region!r} is not provided by dataset {config.dataset.name!r} "
+                    f"(it has: {', '.join(available) or 'none'})"
+                )
+                continue
+            annotated = np.asarray(dataset.annotated(region), dtype=bool)[test_indices]
+            missing = int((~annotated).sum())
+            if use == "explain_regions" and missing == len(test_indices):
+                skipped[use][region] = f"region {region!r} is annotated on no test image"
+            elif use != "explain_regions" and missing:
+                skipped[use][region] = (
+                    f"region {region!r} is not annotated on {missing} of {len(test_indices)} "
+                    "test images; perturbation tests need it on every test image"
+                )
+            else:
+                usable[use].append(region)
+    return usable, {use: reasons for use, reasons in skipped.items() if reasons}
 
 
 def _batches(n: int, size: int) -> Iterator[slice]:
@@ -309,6 +407,7 @@ class CellRunner:
 
         self._perturb(model, base, intact, result)
         self._explain(model, base, result)
+        result.records.extend(self._skipped_region_records(base))
         auc = next((r["value"] for r in result.records if r["metric"] == "auc"), None)
         self.progress.log(f"  done: auc={auc if auc is None else round(auc, 3)}")
 
@@ -375,6 +474,35 @@ class CellRunner:
             self._perturbed_bytes += size
         return images
 
+    def _regions(self, use: str) -> list[str]:
+        """The configured regions of ``use`` that this dataset can score."""
+        return self.data.regions.get(use, list(getattr(self.config, use)))
+
+    def _skipped_region_records(self, base: dict[str, Any]) -> list[dict[str, Any]]:
+        """``skipped`` records, with the reason, for every region the data could not score."""
+        records = []
+        for use, reasons in self.data.skipped_regions.items():
+            for region, reason in reasons.items():
+                for mname, metric in self.metrics.items():
+                    if use == "explain_regions" and metric.needs == "saliency":
+                        for sname in self.saliency:
+                            records.append(
+                                self._record(
+                                    base, mname, metric, value=None, n=None, status="skipped",
+                                    reason=reason, saliency=sname, region=region,
+                                )
+                            )  # fmt: skip
+                    elif use != "explain_regions" and metric.needs == "perturbation":
+                        label = f"outside_{region}" if use == "complement_regions" else region
+                        for pname in self.perturbations:
+                            records.append(
+                                self._record(
+                                    base, mname, metric, value=None, n=None, status="skipped",
+                                    reason=reason, perturbation=pname, region=label,
+                                )
+                            )  # fmt: skip
+        return records
+
     def _mask(self, split: SplitArrays, region: str) -> torch.Tensor:
         """Region masks on the image grid (resized nearest-neighbour when they differ)."""
         masks = split.regions[region]
@@ -391,8 +519,8 @@ class CellRunner:
         metrics = {n: m for n, m in self.metrics.items() if isinstance(m, PerturbationMetric)}
         if not metrics:
             return
-        variants = [(r, False) for r in cfg.perturb_regions]
-        variants += [(r, True) for r in cfg.complement_regions]
+        variants = [(r, False) for r in self._regions("perturb_regions")]
+        variants += [(r, True) for r in self._regions("complement_regions")]
         for pname, perturbation in self.perturbations.items():
             for region, complement in variants:
                 label = f"outside_{region}" if complement else region
@@ -426,7 +554,7 @@ class CellRunner:
     ) -> list[dict[str, Any]]:
         records = []
         for mname, metric in metrics.items():
-            regions = self.config.explain_regions if metric.needs == "saliency" else [None]
+            regions = self._regions("explain_regions") if metric.needs == "saliency" else [None]
             for region in regions:
                 records.append(
                     self._record(
@@ -467,7 +595,8 @@ class CellRunner:
         if not wanted:
             return
         n = len(test) if cfg.max_explain_images is None else min(len(test), cfg.max_explain_images)
-        masks = {region: self._mask(test, region) for region in cfg.explain_regions}
+        explain_regions = self._regions("explain_regions")
+        masks = {region: self._mask(test, region) for region in explain_regions}
         score = self._score_fn(model, task.positive_index)
         for sname, method in self.saliency.items():
             reason = method.supports(model)
@@ -497,7 +626,7 @@ class CellRunner:
                     small = F.adaptive_avg_pool2d(maps.unsqueeze(1).double(), grid)[:, 0]
                     drift.append(small.float().numpy())
                 for mname, metric in region_metrics.items():
-                    for region in cfg.explain_regions:
+                    for region in explain_regions:
                         values.setdefault((mname, region), []).append(
                             metric.per_sample(maps, masks[region][s]).double()
                         )

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
+
 from xaibench.component import Component
 
 if TYPE_CHECKING:
@@ -44,12 +46,40 @@ class Sample:
 
 
 class Dataset(Component):
-    """A source of :class:`Sample` objects. Options are the pydantic fields of the subclass."""
+    """A source of :class:`Sample` objects. Options are the pydantic fields of the subclass.
 
-    #: Names of the region masks every sample carries.
-    region_names: ClassVar[tuple[str, ...]] = ()
-    #: Regions that are unions of others (``bone`` = ``spine | ribs | clavicles | ...``).
-    region_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    :attr:`region_names` and :attr:`region_groups` are read on the instance. A dataset whose
+    regions are fixed declares them as class variables of the same names (as the phantom does);
+    one whose regions depend on its files (a manifest's ``mask_`` columns) overrides the
+    properties.
+    """
+
+    #: Whether the region set is fixed by the dataset's code (the phantom): a configured region
+    #: it lacks is then a typo and an error; for datasets whose regions come from their files
+    #: (manifests) it is skipped with a recorded reason.
+    fixed_regions: ClassVar[bool] = True
+
+    @property
+    def region_names(self) -> tuple[str, ...]:
+        """Names of the region masks every sample carries."""
+        return ()
+
+    @property
+    def region_groups(self) -> Mapping[str, tuple[str, ...]]:
+        """Regions that are unions of others (``bone`` = ``spine | ribs | clavicles | ...``)."""
+        return {}
+
+    def annotated(self, region: str) -> np.ndarray:
+        """Per sample, whether ``region`` is annotated: its mask is known, not just empty.
+
+        Every sample carries a mask for every region; where a dataset has no annotation of a
+        region for an image (an empty mask cell in a manifest), the mask is empty and this is
+        False. Localisation scores are undefined on an empty mask anyway, but perturbing an
+        empty region (or everything outside it) would silently test the wrong thing, so the
+        runner skips a region's perturbation tests unless every test image is annotated.
+        The default: every sample is annotated for every region.
+        """
+        return np.ones(len(self), dtype=bool)
 
     @abstractmethod
     def __len__(self) -> int:

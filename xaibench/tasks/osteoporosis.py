@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xaibench.data.check import parse_label
 from xaibench.data.who import WHO_CLASSES, who_class
 from xaibench.errors import XaibenchError
 from xaibench.tasks.base import Task
@@ -27,6 +28,12 @@ QUICK_BACKBONES = (
 )
 
 
+def _plain(value: object) -> object:
+    """A numpy scalar as the Python value it holds, so messages read ``nan``, not ``np.float64``."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) else value
+
+
 class Osteoporosis(Task):
     """Three WHO classes from the T-score; osteoporosis-vs-rest is the headline; bone is the region.
 
@@ -46,10 +53,49 @@ class Osteoporosis(Task):
     regions_of_interest = ("bone", "spine", "ribs", "clavicles")
 
     def labels(self, table: pd.DataFrame) -> np.ndarray:
-        """WHO class from the ``t_score`` column."""
-        if "t_score" not in table.columns:
-            raise XaibenchError("the osteoporosis task needs a 't_score' column in the dataset")
-        return who_class(table["t_score"].to_numpy())
+        """WHO class from the ``t_score`` column, else from the ``label`` column.
+
+        A row's T-score wins when it is a finite number; otherwise its ``label`` — a class name
+        (any case) or its index 0/1/2 — gives the class. A dataset may have either column or
+        both (a manifest can mix rows with a T-score and rows with only a label).
+
+        Raises:
+            XaibenchError: Neither column exists, or some rows have neither a valid T-score nor a
+                valid label; the message names those rows (1-based) and their values.
+        """
+        import pandas as pd
+
+        has_t, has_label = "t_score" in table.columns, "label" in table.columns
+        if not (has_t or has_label):
+            raise XaibenchError(
+                "the osteoporosis task needs a 't_score' or a 'label' column in the dataset"
+            )
+        n = len(table)
+        labels = np.full(n, -1, dtype=np.int64)
+        if has_t:
+            t = pd.to_numeric(table["t_score"], errors="coerce").to_numpy(dtype=float)
+            finite = np.isfinite(t)
+            labels[finite] = who_class(t[finite])
+        if has_label:
+            for i in np.flatnonzero(labels < 0):
+                index = parse_label(table["label"].iat[i], self.class_names)
+                if index is not None:
+                    labels[i] = index
+        bad = np.flatnonzero(labels < 0)
+        if bad.size:
+            shown = []
+            for i in bad[:10]:
+                values = [
+                    f"{c}={_plain(table[c].iat[i])!r}" for c in ("t_score", "label") if c in table
+                ]
+                shown.append(f"row {i + 1} ({', '.join(values)})")
+            more = f" and {bad.size - 10} more" if bad.size > 10 else ""
+            raise XaibenchError(
+                f"{bad.size} row(s) have no valid T-score or label: {'; '.join(shown)}{more}. "
+                f"A T-score must be a finite number; a label one of {', '.join(self.class_names)} "
+                f"or 0-{len(self.class_names) - 1}"
+            )
+        return labels
 
     def defaults(self) -> dict[str, Any]:
         """The default run: the ``quick`` 12-cell grid described in the class docstring."""

@@ -1,0 +1,319 @@
+"""``manifest``: the user's own radiographs, described by a CSV (``docs/data.md`` has the format).
+
+Columns: ``image`` (PNG, JPEG or DICOM path, relative to the CSV), ``patient_id``, ``t_score``
+and/or ``label``; optional ``split`` (train/val/test), ``mask_<region>`` (PNG, non-zero = inside)
+and any metadata (age, sex, view, ...).
+
+Decisions, each also in the docs:
+
+* **Grid.** Images are resized to a square ``image_size`` (default 256) — bilinear with
+  anti-aliasing for images, nearest neighbour for masks — so a cohort of mixed detector sizes
+  runs without preprocessing; the aspect ratio is not kept. ``image_size: null`` keeps the
+  native size and then every image must have the same size.
+* **Intensities** follow :mod:`xaibench.data.images`: bit depth for PNG/JPEG, the DICOM pixel
+  pipeline (rescale, VOI LUT/window, MONOCHROME1 inverted) for DICOM; never quantised to 8 bits.
+* **Sample ids** are ``row00001``, ``row00002``, ...: the 1-based CSV data row, so a user can
+  join results back to their own CSV, while file names and patient ids — which may contain names
+  — never reach a results file. Patient ids and metadata only live in memory (splits, tables).
+* **Regions** are the ``mask_<region>`` columns with at least one file. An empty mask cell means
+  "this image has no annotation of the region": its mask is empty, so localisation scores are
+  undefined (NaN, excluded) for that image, and the runner skips the region's perturbation tests
+  when a test image lacks it (see :meth:`ManifestDataset.annotated`). Without a ``mask_bone``
+  column, ``bone`` is the union of the bone parts present (:data:`~xaibench.data.check.
+  BONE_PARTS`: spine, ribs, clavicles, ...); an image has it only when every such part is
+  annotated on it.
+* **Checks.** Construction runs every check that needs no decoding (columns, files exist,
+  labels, splits, duplicates) and refuses a faulty manifest with all problems listed by row.
+  Decoding problems appear while images load — before any training — and all at once with
+  ``xaibench data check``.
+* **Fingerprint**: hashes of the CSV and of every image and mask file's bytes (taken while the
+  images load, so each file is read once), so replacing a file invalidates caches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import operator
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from xaibench.data.base import Dataset, Sample
+from xaibench.data.check import (
+    BONE_PARTS,
+    MASK_PREFIX,
+    ManifestRows,
+    format_problems,
+    read_manifest,
+)
+from xaibench.data.images import (
+    ImageReadError,
+    decode_image,
+    decode_mask,
+    resize_image,
+    resize_mask,
+)
+from xaibench.errors import MultipleErrors, XaibenchError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: Problems listed in the error of a manifest that refuses to load.
+MAX_LISTED_PROBLEMS = 20
+
+
+class ManifestError(MultipleErrors):
+    """A manifest has problems; one item per problem, named by row (the CLI prints each)."""
+
+
+class ManifestDataset(Dataset):
+    """Your own chest radiographs (PNG, JPEG or DICOM) with T-scores or labels, from a CSV.
+
+    Bring private data to the benchmark without code: one CSV row per image, paths relative to
+    the CSV. Check a new manifest with ``xaibench data check manifest.csv`` first; it reads every
+    image and reports every problem at once.
+    """
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    display_name: ClassVar[str] = "Your images (CSV manifest)"
+    fixed_regions: ClassVar[bool] = False
+    version: ClassVar[str] = "1"
+
+    path: str
+    """The manifest CSV; image and mask paths in it are relative to its folder."""
+    image_size: int | None = Field(256, ge=16, le=4096)
+    """Side of the square grid every image and mask is resized to; null keeps the native size
+    (all images must then have the same size)."""
+
+    _rows: ManifestRows | None = PrivateAttr(default=None)
+    _key: tuple[object, ...] | None = PrivateAttr(default=None)
+    _regions: tuple[tuple[str, ...], tuple[str, ...]] = PrivateAttr(default=((), ()))
+    _digests: dict[int, str] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Read and check the CSV now, so a faulty manifest fails before any work starts."""
+        self._manifest()
+
+    def _manifest(self) -> ManifestRows:
+        # Keyed by the path, since ``model_copy(update=...)`` copies private attributes.
+        key = (self.path,)
+        if self._rows is None or self._key != key:
+            rows, problems = read_manifest(self.path)
+            if problems or rows is None:
+                raise ManifestError(
+                    f"manifest {self.path} has {len(problems)} problem"
+                    f"{'s' if len(problems) != 1 else ''} (rows are 1-based CSV data rows; "
+                    "`xaibench data check` lists them all)",
+                    format_problems(problems, MAX_LISTED_PROBLEMS).splitlines(),
+                )
+            self._rows, self._key = rows, key
+            self._regions = _region_layout(rows)
+            self._digests.clear()
+        return self._rows
+
+    # --- regions ------------------------------------------------------------------------------
+
+    @property
+    def region_names(self) -> tuple[str, ...]:
+        """``bone`` (given or derived) first, then every ``mask_`` column with a file."""
+        self._manifest()
+        return self._regions[0]
+
+    @property
+    def region_groups(self) -> Mapping[str, tuple[str, ...]]:
+        """``{"bone": parts}`` when bone is derived from part masks, else nothing."""
+        parts = self._bone_parts()
+        return {"bone": parts} if parts else {}
+
+    def _bone_parts(self) -> tuple[str, ...]:
+        """The parts a derived ``bone`` is the union of (empty when bone is given or absent)."""
+        self._manifest()
+        return self._regions[1]
+
+    def annotated(self, region: str) -> np.ndarray:
+        """Per sample, whether ``region`` is annotated (a mask file), not just empty.
+
+        A derived ``bone`` is annotated where every bone part is.
+
+        Raises:
+            KeyError: ``region`` is not one of :attr:`region_names`.
+        """
+        if region not in self.region_names:
+            raise KeyError(region)
+        masks = self._manifest().masks
+        parts = self._bone_parts() if region == "bone" else ()
+        flags = np.ones(len(self), dtype=bool)
+        for name in parts or (region,):
+            flags &= np.array([p is not None for p in masks[name]], dtype=bool)
+        return flags
+
+    # --- samples ------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Number of rows."""
+        return len(self._manifest())
+
+    def table(self) -> pd.DataFrame:
+        """One row per CSV row, from the CSV alone (no image is opened).
+
+        Columns: ``sample_id``, ``patient_id``, ``t_score`` and/or ``label`` (canonical class
+        names) as the manifest has them, ``split`` when given, and the metadata columns. File
+        paths are left out: they may contain names.
+        """
+        import pandas as pd
+
+        rows = self._manifest()
+        columns: dict[str, Any] = {
+            "sample_id": [_sample_id(i) for i in range(len(rows))],
+            "patient_id": list(rows.frame["patient_id"]),
+        }
+        if rows.t_score is not None:
+            columns["t_score"] = rows.t_score.copy()
+        if rows.label is not None:
+            columns["label"] = list(rows.label)
+        if rows.split is not None:
+            columns["split"] = list(rows.split)
+        for name, values in rows.metadata.items():
+            columns[name] = values.to_numpy(copy=True)
+        return pd.DataFrame(columns)
+
+    def __getitem__(self, index: int) -> Sample:
+        """Read, decode and resize row ``index`` (0-based; negative counts from the end).
+
+        Raises:
+            IndexError: ``index`` is out of range.
+            XaibenchError: A file cannot be read or decoded, or a mask's size differs from its
+                image's; the message names the row and the file.
+        """
+        rows = self._manifest()
+        i = operator.index(index)
+        if i < 0:
+            i += len(rows)
+        if not 0 <= i < len(rows):
+            raise IndexError(f"manifest index {index} out of range for {len(rows)} rows")
+        digest = hashlib.sha256()
+        image_path = rows.images[i]
+        data = self._read(i, "image", image_path)
+        digest.update(data)
+        try:
+            image = decode_image(data, str(image_path))
+        except ImageReadError as exc:
+            raise self._row_error(i, "image", str(exc)) from None
+        masks: dict[str, np.ndarray] = {}
+        for region, paths in rows.masks.items():
+            mask_path = paths[i]
+            digest.update(b"\0" + region.encode() + b"\0")
+            if mask_path is None:
+                masks[region] = np.zeros(image.shape, dtype=bool)
+                continue
+            column = MASK_PREFIX + region
+            data = self._read(i, column, mask_path)
+            digest.update(data)
+            try:
+                mask = decode_mask(data, str(mask_path))
+            except ImageReadError as exc:
+                raise self._row_error(i, column, str(exc)) from None
+            if mask.shape != image.shape:
+                raise self._row_error(
+                    i,
+                    column,
+                    f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} pixels but its image "
+                    f"is {image.shape[0]}x{image.shape[1]}",
+                )
+            masks[region] = mask
+        self._digests[i] = digest.hexdigest()
+        parts = self._bone_parts()
+        if parts:
+            whole = all(rows.masks[p][i] is not None for p in parts)
+            bone = np.zeros(image.shape, dtype=bool)
+            if whole:
+                for part in parts:
+                    bone |= masks[part]
+            masks["bone"] = bone
+        if self.image_size is not None:
+            image = resize_image(image, self.image_size)
+            masks = {r: resize_mask(m, self.image_size) for r, m in masks.items()}
+        import torch
+
+        return Sample(
+            sample_id=_sample_id(i),
+            patient_id=str(rows.frame["patient_id"].iat[i]),
+            image=torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0),
+            regions={
+                r: torch.from_numpy(np.ascontiguousarray(masks[r])) for r in self.region_names
+            },
+            attributes=self._attributes(i),
+        )
+
+    def _attributes(self, i: int) -> dict[str, float | int | str]:
+        rows = self._manifest()
+        out: dict[str, float | int | str] = {}
+        if rows.t_score is not None:
+            out["t_score"] = float(rows.t_score[i])
+        if rows.label is not None:
+            out["label"] = rows.label[i]
+        if rows.split is not None:
+            out["split"] = rows.split[i]
+        for name, values in rows.metadata.items():
+            value = values.iat[i]
+            out[name] = float(value) if isinstance(value, float | np.floating) else str(value)
+        return out
+
+    def _read(self, i: int, column: str, path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise self._row_error(i, column, f"cannot read {path}: {exc.strerror or exc}") from None
+
+    def _row_error(self, i: int, column: str, message: str) -> XaibenchError:
+        return XaibenchError(
+            f"manifest {self.path}, row {i + 1} ({column}): {message} "
+            f"(run `xaibench data check {self.path}` to list every problem at once)"
+        )
+
+    def fingerprint(self) -> str:
+        """Hash of the version, the options (not the CSV's location), the CSV and every file.
+
+        File hashes are taken while samples load; files of rows not loaded yet are read (not
+        decoded) here, so the fingerprint always covers every file's current bytes.
+        """
+        rows = self._manifest()
+        for i in range(len(rows)):
+            if i not in self._digests:
+                digest = hashlib.sha256(self._read(i, "image", rows.images[i]))
+                for region, paths in rows.masks.items():
+                    digest.update(b"\0" + region.encode() + b"\0")
+                    mask_path = paths[i]
+                    if mask_path is not None:
+                        digest.update(self._read(i, MASK_PREFIX + region, mask_path))
+                self._digests[i] = digest.hexdigest()
+        payload = {
+            "class": type(self).__name__,
+            "version": self.version,
+            "options": {k: v for k, v in self.options().items() if k != "path"},
+            "csv": rows.csv_sha256,
+            "files": [self._digests[i] for i in range(len(rows))],
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _region_layout(rows: ManifestRows) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Region names (``bone`` first) and the parts a derived ``bone`` is made of.
+
+    A ``mask_`` column without a single file counts as absent.
+    """
+    given = tuple(r for r, paths in rows.masks.items() if any(p is not None for p in paths))
+    if "bone" in given:
+        return ("bone", *(r for r in given if r != "bone")), ()
+    parts = tuple(r for r in given if r in BONE_PARTS)
+    return (("bone", *given) if parts else given), parts
+
+
+def _sample_id(i: int) -> str:
+    """Non-identifying id of 0-based row ``i``: ``row`` and the 1-based CSV data row."""
+    return f"row{i + 1:05d}"
