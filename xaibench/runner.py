@@ -136,6 +136,7 @@ def prepare_data(config: RunConfig, components: Components, progress: Progress) 
     """
     task: Task = components.tasks.create(config.task)
     dataset: Dataset = components.datasets.create(config.dataset.name, config.dataset.options)
+    dataset.use_cache(Path(config.cache_dir) if config.cache_dir else None, enabled=config.cache)
     table = dataset.table()
     labels = task.labels(table)
     if "split" in table.columns:

@@ -22,6 +22,8 @@ import numpy as np
 from xaibench.component import Component
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pandas as pd
     import torch
 
@@ -68,6 +70,15 @@ class Dataset(Component):
     def region_groups(self) -> Mapping[str, tuple[str, ...]]:
         """Regions that are unions of others (``bone`` = ``spine | ribs | clavicles | ...``)."""
         return {}
+
+    def use_cache(self, directory: Path | None, *, enabled: bool = True) -> None:
+        """Follow the run's ``cache`` and ``cache_dir`` settings; datasets without one ignore it.
+
+        Args:
+            directory: The run's cache folder (``None``: the default, ``$XAIBENCH_CACHE_DIR``).
+            enabled: False when the run says ``cache: false``: nothing is read from or written
+                to disk.
+        """
 
     def annotated(self, region: str) -> np.ndarray:
         """Per sample, whether ``region`` is annotated: its mask is known, not just empty.

@@ -1,47 +1,52 @@
-"""``phantom``: a built-in synthetic chest-radiograph dataset whose class signal is only in bone.
+"""``phantom``: built-in synthetic chest radiographs whose class signal lives only in bone.
 
 Real chest X-rays with DXA T-scores are private, yet every part of the benchmark (training,
-saliency, perturbation, the bone-overlap scores) must be runnable and testable anywhere. The
-phantom provides images that *look* like a frontal chest radiograph, carry exact region masks, and
-encode bone mineral density **only** in bone pixels — so an explanation that points at the lungs
-is wrong by construction, and perturbing bone must destroy a good model's prediction.
+saliency, perturbation, the bone-overlap scores) must run and be testable anywhere. The phantom
+provides frontal chest radiographs with exact region masks that encode bone mineral density
+**only** in bone: an explanation that points at the lungs is wrong by construction, and
+perturbing bone must destroy a good model's prediction.
 
-The generative model (phantom v1) is deliberately simple and fast (pure vectorised numpy):
+Phantom v2 is anatomically and physically plausible:
 
-1. **Cohort** (:func:`cohort_table`). Patients are drawn one at a time from their own random
-   stream. Each patient gets a WHO class from ``class_shares``, a T-score from the normal
-   ``N(-0.82, 1.02)`` truncated to that class's interval (that normal reproduces the reference
-   cohort's 57/38/5 shares), and ``1 + Poisson(images_per_patient - 1)`` images; repeat images
-   carry the patient's T-score plus a tiny jitter (kept inside the class, so a patient's label
-   never changes between visits). BMD is a linear function of T (illustrative constants below).
-2. **Anatomy** (:func:`sample_anatomy`). Per patient: body width and soft-tissue thickness, two
-   lungs, the heart, the spine (vertebral bodies separated by disc gaps), 9-10 rib pairs and two
-   clavicles, each a parametric shape with patient-specific size, position and curvature. A bone
-   thickness factor (about ±7%) makes bone brightness vary between patients of equal BMD.
-3. **Acquisition** (:func:`sample_acquisition`). Per image: a small pose change (shift, scale,
-   rotation of about 1%), an exposure gain (±8%), a noise level, a trabecular-texture seed.
-4. **Shapes** (:func:`anatomy_shapes`). Each structure is rasterised on the pixel grid as a mask
-   and a thickness profile; the masks are the dataset's region masks (before any blur).
-5. **Rendering** (:func:`render_radiograph`). An attenuation (line-integral) map is composed from
-   the profiles — soft tissue, minus air in the lungs, plus the heart, plus bone — and shown as
-   ``1 - exp(-attenuation)`` (bright = attenuating), then blurred (detector), scaled by the gain,
-   and given gaussian noise.
+1. **Cohort** (:func:`cohort_table`). Patients are drawn one at a time, each from its own random
+   stream: a WHO class from ``class_shares``, a T-score from ``N(-0.82, 1.02)`` truncated to the
+   class (that normal reproduces the study's 57/38/5 shares), and ``1 + Poisson(images_per_patient
+   - 1)`` images whose T-scores carry a small measurement jitter that never changes the class.
+2. **BMD** (:func:`bmd_of_t_score`). ``BMD = 0.858 + 0.120 T`` g/cm^2, i.e. ``T = (BMD - 0.858) /
+   0.120``: the NHANES III femoral-neck reference for young (20-29 years) non-Hispanic white
+   women (Looker et al., Osteoporos Int 1998;8:468-489), the reference that defines WHO T-scores.
+   The phantom uses it as the patient's systemic bone status: the ratio ``r = BMD / 0.858`` scales
+   the cortical thickness (``r``) and the trabecular bone volume fraction (``r^2``) of every
+   bone, and the trabecular texture grows more heterogeneous as ``r`` falls
+   (:mod:`xaibench.data.phantom_anatomy`).
+3. **Anatomy** (:mod:`xaibench.data.phantom_anatomy`). Per patient, from a stream that never sees
+   the T-score: body, breasts, lungs, diaphragm, heart, trachea, spine, ribs, clavicles,
+   scapulae and sternum, rasterised once as per-tissue path-length maps and exact masks.
+4. **Acquisition** (:func:`sample_acquisition`). Per image: positioning (shift, rotation,
+   magnification, depth of inspiration), effective energy, photon fluence, display window.
+   Repeat images of a patient share the anatomy and differ only by these.
+5. **Physics** (:mod:`xaibench.data.phantom_physics`). Beer-Lambert projection, quantum noise,
+   detector blur, log transform and a display tone curve; 16-bit output.
 
-Only the bone term depends on the T-score: bone attenuation scales with ``exp(0.2 * T)`` times the
-patient's bone thickness factor, and the trabecular texture inside vertebral bodies gets coarser
-contrast as BMD falls. Soft tissue, lungs, heart, pose, exposure and noise are drawn from random
-streams that never see the T-score, so they are statistically independent of it.
+Only the bone path lengths depend on the T-score. Soft tissue, lungs, heart, breasts, pose,
+exposure, noise and the display are drawn from streams that never see it, so they are
+statistically independent of the class.
 
-Everything is deterministic in ``(seed, options, index)``: every patient and image has its own
-:func:`numpy.random.default_rng` stream keyed by ``[seed, patient, ...]``, so a sample does not
-depend on access order, on which other samples were read, or (for a given patient) on
-``n_images``.
+**Known-answer controls.** ``shortcut`` (0-1) draws, on that share of images, a small lead marker
+in the upper image-right corner (outside the body, where radiographers put their side markers)
+whose lead thickness, hence brightness, encodes the image's class; the ``shortcut`` region is the
+marker's box on every image, marker or not. ``bone_signal=False`` renders every patient's bone at
+a BMD drawn independently of the class, so bone carries no label information. Together they make
+a model that can only succeed through a shortcut, which the explainability metrics must expose.
 
-A later version, **phantom v2**, is meant to make the images physically realistic: Beer-Lambert
-attenuation with energy-dependent coefficients of bone, soft tissue and air, anatomical shapes
-fitted to real radiographs, cited reference BMD values, and a realistic detector. The split into
-cohort / anatomy / acquisition / shapes / rendering functions is there so v2 can replace one stage
-at a time; bump :attr:`PhantomDataset.version` whenever images change.
+**Determinism and caching.** Every patient and image has its own
+:func:`numpy.random.default_rng` stream keyed by ``[seed, patient, ...]``, so a sample depends
+only on ``(options, index)``: not on access order, on other samples, or (for a given patient) on
+``n_images``. Images are generated in chunks (all images of a patient from one rasterised
+anatomy) and cached on disk under ``<cache dir>/phantom`` (see :mod:`xaibench.cache`), keyed by
+the version and every option but ``n_images`` and written atomically, so a second run (or a
+second dataset object) loads instead of rendering. Bump :attr:`PhantomDataset.version` whenever
+images change.
 """
 
 from __future__ import annotations
@@ -49,19 +54,44 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-from collections.abc import Callable
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 from scipy import ndimage, special
 
+from xaibench.cache import content_key, default_cache_dir
 from xaibench.data.base import Dataset, Sample
+from xaibench.data.phantom_anatomy import (
+    BONE_GROUPS,
+    FIELD_CM,
+    REGION_BITS,
+    PatientMaps,
+    bone_path_lengths,
+    patient_maps,
+    sample_anatomy,
+    trabecular_bvtv,
+    trabecular_heterogeneity,
+)
+from xaibench.data.phantom_physics import (
+    attenuation_coefficients,
+    detector_blur,
+    display_window,
+    log_transform,
+    quantize16,
+    quantum_noise,
+)
 from xaibench.data.who import (
     NORMAL_AT_OR_ABOVE,
     OSTEOPOROSIS_AT_OR_BELOW,
     WHO_CLASSES,
+    who_class,
 )
 
 if TYPE_CHECKING:
@@ -71,17 +101,19 @@ if TYPE_CHECKING:
 # Cohort constants
 # --------------------------------------------------------------------------------------------
 
-#: Young-adult mean lumbar-spine BMD in g/cm^2, used as ``BMD = mean + T * sd``. ILLUSTRATIVE
-#: values of the right order for DXA of the lumbar spine in women; phantom v2 replaces them with a
-#: cited reference population.
-YOUNG_ADULT_BMD_MEAN: float = 1.05
-#: Young-adult standard deviation of lumbar-spine BMD in g/cm^2 (illustrative, see above).
-YOUNG_ADULT_BMD_SD: float = 0.11
+#: Young-adult mean femoral-neck BMD (g/cm^2): NHANES III, non-Hispanic white women aged 20-29
+#: (Looker et al., Osteoporos Int 1998;8:468-489), the WHO T-score reference.
+YOUNG_ADULT_BMD_MEAN: float = 0.858
+#: Young-adult standard deviation of femoral-neck BMD (g/cm^2), same reference.
+YOUNG_ADULT_BMD_SD: float = 0.120
 
 #: Mean and standard deviation of the cohort's T-score distribution. Truncating this normal at
-#: -1 and -2.5 gives about 57% normal, 38% osteopenia and 5% osteoporosis, the reference shares.
+#: -1 and -2.5 gives about 57% normal, 38% osteopenia and 5% osteoporosis, the study's shares.
 T_SCORE_MEAN: float = -0.82
 T_SCORE_SD: float = 1.02
+
+#: The study's class shares (Kim et al. 2025): normal, osteopenia, osteoporosis.
+STUDY_CLASS_SHARES: tuple[float, float, float] = (0.572, 0.377, 0.051)
 
 #: WHO classes in label order, with the T-score interval each covers. Osteopenia is the open
 #: interval (-2.5, -1); the outer limits (3 and -5) only bound the truncated normal.
@@ -98,20 +130,38 @@ CLASS_T_RANGES: tuple[tuple[float, float], ...] = (
 #: Standard deviation of the T-score jitter of a patient's repeat images (measurement noise).
 REPEAT_T_JITTER_SD: float = 0.03
 
-#: Bone attenuation scales with ``exp(BONE_DENSITY_SLOPE * T)``: about 0.56 at T = -2.9 against
-#: 1.0 at T = 0, strong enough for a small CNN, weak next to the ±8% exposure gain for a model
-#: that only looks at global brightness.
-BONE_DENSITY_SLOPE: float = 0.2
+#: Lead thickness (mm) of the shortcut marker per class: about 1.2, 2.6 and 4.4 units of line
+#: integral at 60 keV, far enough apart that energy and window variation never mix them up.
+MARKER_LEAD_MM: tuple[float, float, float] = (0.21, 0.46, 0.77)
+#: The marker's box (cm, image coordinates, before its per-image jitter): upper image right,
+#: above the shoulder, clear of every bone under any pose the phantom draws.
+MARKER_BOX_CM: tuple[float, float, float, float] = (14.6, -20.0, 5.4, 2.75)  # x, y, width, height
+#: Side of the (square) lead marker, cm: big enough to keep its contrast at 64 px, where the
+#: detector blur spreads a smaller one over air.
+MARKER_SIDE_CM: float = 1.8
 
 # Random-stream tags: each stream is ``default_rng([seed, patient, (visit,) tag])``.
 _STREAM_COHORT = 0
 _STREAM_ANATOMY = 1
 _STREAM_IMAGE = 2
+_STREAM_TEXTURE = 3
+_STREAM_SHORTCUT = 4
+_STREAM_BONE = 5
 
 
 def bmd_of_t_score(t_score: float | np.ndarray) -> np.ndarray:
-    """Return the BMD (g/cm^2) corresponding to T-scores under the illustrative reference."""
+    """Return femoral-neck-equivalent BMD (g/cm^2) for T-scores: ``0.858 + 0.120 T``."""
     return YOUNG_ADULT_BMD_MEAN + np.asarray(t_score, dtype=float) * YOUNG_ADULT_BMD_SD
+
+
+def t_score_of_bmd(bmd: float | np.ndarray) -> np.ndarray:
+    """Return the T-score of a BMD (g/cm^2): ``(BMD - 0.858) / 0.120``."""
+    return (np.asarray(bmd, dtype=float) - YOUNG_ADULT_BMD_MEAN) / YOUNG_ADULT_BMD_SD
+
+
+def bmd_ratio(t_score: float) -> float:
+    """Return ``BMD / BMD_young`` (1 at T = 0, 0.65 at T = -2.5): what scales the bone."""
+    return float(bmd_of_t_score(t_score)) / YOUNG_ADULT_BMD_MEAN
 
 
 def _truncated_normal(u: float, low: float, high: float) -> float:
@@ -190,120 +240,63 @@ def cohort_table(
     )
 
 
-# --------------------------------------------------------------------------------------------
-# Anatomy and acquisition parameters
-# --------------------------------------------------------------------------------------------
+def unrelated_bone_t_score(seed: int, patient: int) -> float:
+    """The T-score a patient's bone is drawn with when ``bone_signal=False``.
 
-
-@dataclass(frozen=True)
-class Anatomy:
-    """Per-patient shape and tissue parameters, in normalised image coordinates.
-
-    Coordinates run from -1 to 1 across the image: ``x`` left to right (image right is the
-    patient's left, as in a PA radiograph), ``y`` top to bottom. None of these depends on BMD
-    except through :attr:`bone_thickness`, which is itself drawn independently of the T-score.
+    From the cohort's untruncated normal (so the bone looks like the cohort's) on a stream that
+    never sees the patient's class, clipped to the phantom's range [-5, 3].
     """
-
-    body_cx: float
-    body_half_width: float
-    soft_mu: float
-    lung_dx: float
-    lung_cy: float
-    lung_half_width: float
-    lung_half_height: tuple[float, float]
-    lung_air: float
-    heart_dx: float
-    heart_cy: float
-    heart_half_width: float
-    heart_half_height: float
-    heart_angle: float
-    heart_mu: float
-    spine_dx: float
-    spine_sway: float
-    spine_half_width: float
-    vertebra_period: float
-    disc_gap: float
-    vertebra_phase: float
-    n_ribs: int
-    rib_top: float
-    rib_spacing: float
-    rib_thickness: float
-    rib_rise: float
-    rib_drop: float
-    clavicle_y: float
-    clavicle_rise: float
-    clavicle_length: float
-    clavicle_thickness: float
-    bone_thickness: float
+    rng = np.random.default_rng([seed, patient, _STREAM_BONE])
+    return float(np.clip(rng.normal(T_SCORE_MEAN, T_SCORE_SD), -5.0, 3.0))
 
 
-def sample_anatomy(rng: np.random.Generator) -> Anatomy:
-    """Draw one patient's anatomy from a stream that never sees the T-score.
+def marker_drawn(seed: int, patient: int, visit: int, shortcut: float) -> bool:
+    """Whether image ``(patient, visit)`` carries the shortcut marker at strength ``shortcut``.
 
-    Args:
-        rng: The patient's anatomy stream.
-
-    Returns:
-        The patient's :class:`Anatomy`.
+    One uniform per image from its own stream, compared with ``shortcut``: raising the strength
+    only adds markers, and ``shortcut=0`` never draws one.
     """
-    u = rng.uniform
-    body_half_width = u(0.80, 0.92)
-    return Anatomy(
-        body_cx=float(rng.normal(0.0, 0.015)),
-        body_half_width=body_half_width,
-        soft_mu=u(0.55, 0.75),
-        lung_dx=body_half_width * u(0.48, 0.52),
-        lung_cy=u(-0.14, -0.06),
-        lung_half_width=body_half_width * u(0.35, 0.39),
-        lung_half_height=(u(0.58, 0.64), u(0.62, 0.68)),
-        lung_air=u(0.55, 0.70),
-        heart_dx=u(0.12, 0.18),
-        heart_cy=u(0.30, 0.38),
-        heart_half_width=u(0.32, 0.38),
-        heart_half_height=u(0.22, 0.27),
-        heart_angle=np.deg2rad(u(-30.0, -15.0)),
-        heart_mu=u(0.08, 0.16),
-        spine_dx=float(rng.normal(0.0, 0.01)),
-        spine_sway=float(rng.normal(0.0, 0.012)),
-        spine_half_width=u(0.052, 0.064),
-        vertebra_period=u(0.12, 0.14),
-        disc_gap=u(0.022, 0.030),
-        vertebra_phase=u(0.0, 1.0),
-        n_ribs=int(rng.integers(9, 11)),
-        rib_top=u(-0.80, -0.74),
-        rib_spacing=u(0.135, 0.150),
-        rib_thickness=0.04 * u(0.92, 1.08),
-        rib_rise=u(0.12, 0.22),
-        rib_drop=u(0.38, 0.52),
-        clavicle_y=u(-0.76, -0.70),
-        clavicle_rise=u(0.10, 0.18),
-        clavicle_length=body_half_width * u(0.62, 0.72),
-        clavicle_thickness=u(0.045, 0.055),
-        bone_thickness=u(0.93, 1.07),
-    )
+    u = np.random.default_rng([seed, patient, visit, _STREAM_SHORTCUT]).random()
+    return bool(u < shortcut)
+
+
+# --------------------------------------------------------------------------------------------
+# Acquisition
+# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Acquisition:
-    """Per-image acquisition parameters: pose, exposure, detector.
+    """Per-image acquisition parameters (independent of anatomy and T-score).
 
     Attributes:
-        shift: Pose translation ``(dx, dy)`` in normalised units.
-        scale: Magnification (patient-to-detector distance, breathing).
-        angle: In-plane rotation in radians.
-        gain: Exposure/gain factor applied to the displayed intensity (±8%).
-        noise_sd: Standard deviation of the additive gaussian noise.
+        shift: Patient translation ``(dx, dy)`` on the detector, cm.
+        angle: In-plane rotation of the patient, radians.
+        scale: Magnification (distance to the detector).
+        inspiration: Extra vertical scale of the anatomy (depth of inspiration).
+        energy_kev: Effective photon energy (tube voltage and filtration), keV.
+        fluence: Photons per cm^2 reaching the detector unattenuated.
+        level: Centre of the display tone curve (line-integral units).
+        width: Spread of the display tone curve.
+        marker_shift: Offset of the marker box from its nominal place ``(dx, dy)``, cm.
     """
 
     shift: tuple[float, float]
-    scale: float
     angle: float
-    gain: float
-    noise_sd: float
+    scale: float
+    inspiration: float
+    energy_kev: float
+    fluence: float
+    level: float
+    width: float
+    marker_shift: tuple[float, float]
 
 
 def sample_acquisition(rng: np.random.Generator) -> Acquisition:
-    """Draw one image's acquisition parameters (independent of anatomy and T-score).
+    """Draw one image's acquisition parameters.
+
+    Positioning differences between repeat films are small (clipped at about 0.7 cm, 1.5
+    degrees, 2.5% magnification and 3% inspiration), as between two PA films of one patient.
 
     Args:
         rng: The image's stream.
@@ -311,288 +304,133 @@ def sample_acquisition(rng: np.random.Generator) -> Acquisition:
     Returns:
         The image's :class:`Acquisition`.
     """
+    n = rng.normal
+    u = rng.uniform
     return Acquisition(
-        shift=(float(rng.normal(0.0, 0.012)), float(rng.normal(0.0, 0.012))),
-        scale=float(1.0 + rng.normal(0.0, 0.01)),
-        angle=float(np.deg2rad(rng.normal(0.0, 0.8))),
-        gain=float(rng.uniform(0.92, 1.08)),
-        noise_sd=float(rng.uniform(0.010, 0.020)),
+        shift=(float(np.clip(n(0.0, 0.35), -0.7, 0.7)), float(np.clip(n(0.0, 0.35), -0.7, 0.7))),
+        angle=float(np.deg2rad(np.clip(n(0.0, 0.7), -1.5, 1.5))),
+        scale=float(np.clip(1.0 + n(0.0, 0.01), 0.975, 1.025)),
+        inspiration=float(np.clip(1.0 + n(0.0, 0.012), 0.97, 1.03)),
+        energy_kev=float(u(57.0, 63.0)),
+        fluence=float(np.exp(u(np.log(1.5e6), np.log(6e6)))),
+        level=float(u(3.05, 3.35)),
+        width=float(u(0.95, 1.05)),
+        marker_shift=(float(u(-0.5, 0.5)), float(u(-0.05, 0.05))),
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Shapes: masks and thickness profiles on the pixel grid
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Shapes:
-    """Rasterised anatomy: a mask and a thickness profile (0..1, 0 outside) per structure.
-
-    Masks are exact geometric shapes before any blur; profiles are what the renderer integrates.
-    """
-
-    masks: dict[str, np.ndarray]
-    profiles: dict[str, np.ndarray]
-
-
-def pose_grid(size: int, acquisition: Acquisition) -> tuple[np.ndarray, np.ndarray]:
-    """Return anatomical coordinates ``(x, y)`` of every pixel centre under the image's pose.
-
-    Args:
-        size: Image side in pixels.
-        acquisition: Supplies shift, scale and rotation.
-
-    Returns:
-        Two ``[size, size]`` float arrays.
-    """
-    c = (np.arange(size, dtype=np.float64) + 0.5) * (2.0 / size) - 1.0
-    xi, yi = c[None, :], c[:, None]
-    dx, dy = acquisition.shift
-    cos, sin = np.cos(acquisition.angle), np.sin(acquisition.angle)
-    xs, ys = xi - dx, yi - dy
-    x = (cos * xs + sin * ys) / acquisition.scale
-    y = (-sin * xs + cos * ys) / acquisition.scale
-    return x, y
-
-
-def _ellipse(
-    x: np.ndarray, y: np.ndarray, cx: float, cy: float, ax: float, ay: float, angle: float = 0.0
-) -> np.ndarray:
-    """Return the squared normalised radius of an (optionally rotated) ellipse; < 1 inside."""
-    dx, dy = x - cx, y - cy
-    if angle:
-        cos, sin = np.cos(angle), np.sin(angle)
-        dx, dy = cos * dx + sin * dy, -sin * dx + cos * dy
-    return (dx / ax) ** 2 + (dy / ay) ** 2
-
-
-def _add_band(
-    out: np.ndarray,
-    lateral: np.ndarray,
-    y: np.ndarray,
-    row_range: tuple[np.ndarray, np.ndarray],
-    curve: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-    length: float,
-    half_thickness: float,
-) -> None:
-    """Draw a tube of half-thickness ``half_thickness`` along ``y = centre(lateral)`` into ``out``.
-
-    ``out`` receives, in place, the maximum of itself and the tube's thickness profile
-    ``sqrt(1 - d^2)`` (``d`` the normalised perpendicular distance to the centre line) for
-    ``0 <= lateral <= length``. Dividing the vertical offset by ``sqrt(1 + slope^2)`` turns it into
-    the perpendicular distance, so sloped bands keep their thickness. Only the rows the band can
-    reach are computed, which keeps twenty ribs cheap.
-
-    Args:
-        out: ``[S, S]`` profile accumulator, updated in place.
-        lateral: Distance along the bone's axis (e.g. from the spine), per pixel.
-        y: Vertical anatomical coordinate per pixel.
-        row_range: Per-row minimum and maximum of ``y`` (to find the rows to compute).
-        curve: Maps ``lateral`` to the centre line's ``y`` and its slope ``dy/dlateral``.
-        length: Length of the bone along ``lateral``.
-        half_thickness: Half of the bone's thickness.
-    """
-    probe_centre, probe_slope = curve(np.linspace(0.0, length, 65))
-    margin = half_thickness * float(np.sqrt(1.0 + np.max(probe_slope**2))) + 0.02
-    low, high = float(probe_centre.min()) - margin, float(probe_centre.max()) + margin
-    rows = np.flatnonzero((row_range[1] >= low) & (row_range[0] <= high))
-    if rows.size == 0:
-        return
-    window = slice(int(rows[0]), int(rows[-1]) + 1)
-    lat, yy = lateral[window], y[window]
-    centre, slope = curve(lat)
-    d2 = (yy - centre) ** 2 / (half_thickness**2 * (1.0 + slope**2))
-    q = np.where((lat >= 0.0) & (lat <= length) & (d2 < 1.0), 1.0 - d2, 0.0)
-    np.maximum(out[window], np.sqrt(q), out=out[window])
-
-
-def _rib_curve(
-    y0: float, rise: float, drop: float, reach: float
-) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Centre line of a posterior rib: ``y0 - rise * v + drop * v^2`` with ``v = lateral / reach``.
-
-    It rises a little as it leaves the spine and then falls laterally, like the projected arc of
-    a posterior rib on a PA film.
-    """
-
-    def curve(lateral: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        v = lateral / reach
-        return y0 + v * (drop * v - rise), (2.0 * drop * v - rise) / reach
-
-    return curve
-
-
-def _clavicle_curve(
-    y0: float, rise: float, length: float
-) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Centre line of a clavicle: rises laterally by ``rise`` with a slight S-shaped sway."""
-
-    def curve(lateral: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        v = lateral / length
-        centre = y0 - rise * v + 0.03 * np.sin(2.0 * np.pi * v)
-        return centre, (-rise + 0.06 * np.pi * np.cos(2.0 * np.pi * v)) / length
-
-    return curve
-
-
-def anatomy_shapes(anatomy: Anatomy, x: np.ndarray, y: np.ndarray, pixel: float) -> Shapes:
-    """Rasterise every structure of ``anatomy`` on the coordinate grid ``(x, y)``.
-
-    Args:
-        anatomy: The patient's anatomy.
-        x: Anatomical x coordinate of every pixel centre.
-        y: Anatomical y coordinate of every pixel centre.
-        pixel: Pixel pitch in normalised units (``2 / size``); thin bones never get thinner than
-            about one pixel, so their masks are never empty.
-
-    Returns:
-        Masks and profiles of ``body``, ``lungs``, ``heart``, ``spine``, ``ribs``, ``clavicles``.
-    """
-    a = anatomy
-    masks: dict[str, np.ndarray] = {}
-    profiles: dict[str, np.ndarray] = {}
-
-    # Body: a vertical cylinder, slightly narrower towards the neck.
-    half_width = a.body_half_width * (1.0 - 0.10 * np.clip(-y - 0.55, 0.0, None))
-    r_body = ((x - a.body_cx) / half_width) ** 2
-    profiles["body"] = np.sqrt(np.clip(1.0 - r_body, 0.0, None))
-    masks["body"] = r_body < 1.0
-
-    # Heart: a tilted ellipse low in the middle, reaching to the image right.
-    r_heart = _ellipse(
-        x,
-        y,
-        a.body_cx + a.heart_dx,
-        a.heart_cy,
-        a.heart_half_width,
-        a.heart_half_height,
-        a.heart_angle,
-    )
-    masks["heart"] = r_heart < 1.0
-    profiles["heart"] = np.sqrt(np.clip(1.0 - r_heart, 0.0, None))
-
-    # Lungs: two ellipsoids of air; the heart displaces lung, so the masks exclude it.
-    lung_profile = np.zeros_like(x)
-    for side, half_height in zip((-1.0, 1.0), a.lung_half_height, strict=True):
-        cy = a.lung_cy + (half_height - a.lung_half_height[0]) * 0.5
-        r = _ellipse(x, y, a.body_cx + side * a.lung_dx, cy, a.lung_half_width, half_height)
-        lung_profile = np.maximum(lung_profile, np.sqrt(np.clip(1.0 - r, 0.0, None)))
-    lungs = (lung_profile > 0.0) & ~masks["heart"] & masks["body"]
-    masks["lungs"] = lungs
-    profiles["lungs"] = np.where(lungs, lung_profile, 0.0)
-
-    # Spine: vertebral bodies (rounded rectangles, wider caudally) separated by disc gaps.
-    spine_x = a.body_cx + a.spine_dx + a.spine_sway * np.sin(1.3 * y + 0.4)
-    vert_half_width = np.maximum(a.spine_half_width * (1.0 + 0.12 * y), 1.1 * pixel)
-    local = (y / a.vertebra_period + a.vertebra_phase) % 1.0 - 0.5  # -0.5..0.5 within a period
-    body_half_height = 0.5 * (1.0 - a.disc_gap / a.vertebra_period)
-    rx = (x - spine_x) / vert_half_width
-    r_vert = rx**4 + (local / body_half_height) ** 4
-    spine = r_vert < 1.0
-    masks["spine"] = spine
-    profiles["spine"] = np.where(spine, np.sqrt(np.clip(1.0 - rx**2, 0.0, None)), 0.0)
-
-    # Ribs: posterior rib pairs leaving the spine, rising slightly, then curving down laterally.
-    row_range = (y.min(axis=1), y.max(axis=1))
-    rib_half = max(0.5 * a.rib_thickness, 0.55 * pixel)
-    rib_start = a.spine_half_width * 0.8
-    reach = a.body_half_width * 0.93 - rib_start
-    rib_profile = np.zeros_like(x)
-    for side in (-1.0, 1.0):
-        lateral = side * (x - spine_x) - rib_start  # distance from the rib's spinal end
-        for k in range(a.n_ribs):
-            length = reach * (0.55 if k == 0 else 0.8 if k == 1 else 1.0)
-            curve = _rib_curve(
-                a.rib_top + k * a.rib_spacing, a.rib_rise, a.rib_drop * (1.0 + 0.04 * k), reach
-            )
-            _add_band(rib_profile, lateral, y, row_range, curve, length, rib_half)
-    masks["ribs"] = rib_profile > 0.0
-    profiles["ribs"] = rib_profile
-
-    # Clavicles: thick slanted bands from the sternum up to the shoulders, gently S-shaped.
-    clav_half = max(0.5 * a.clavicle_thickness, 0.55 * pixel)
-    clav_profile = np.zeros_like(x)
-    curve = _clavicle_curve(a.clavicle_y, a.clavicle_rise, a.clavicle_length)
-    for side in (-1.0, 1.0):
-        lateral = side * (x - a.body_cx) - 0.06
-        _add_band(clav_profile, lateral, y, row_range, curve, a.clavicle_length, clav_half)
-    masks["clavicles"] = clav_profile > 0.0
-    profiles["clavicles"] = clav_profile
-
-    masks["bone"] = masks["spine"] | masks["ribs"] | masks["clavicles"]
-    return Shapes(masks=masks, profiles=profiles)
 
 
 # --------------------------------------------------------------------------------------------
 # Rendering
 # --------------------------------------------------------------------------------------------
 
-# Peak attenuation of each bone at reference density (T = 0, bone_thickness = 1).
-_MU_VERTEBRA = 0.75
-_MU_RIB = 0.35
-_MU_CLAVICLE = 0.45
+#: Electronic noise of the detector, in photon-equivalent counts per pixel.
+ELECTRONIC_NOISE: float = 3.0
+#: Standard deviation of the detector's point-spread function, cm (a CsI scintillator).
+DETECTOR_PSF_CM: float = 0.015
 
 
-def bone_density_factor(t_score: float, bone_thickness: float) -> float:
-    """Return the factor that scales all bone attenuation: ``exp(0.2 T) * bone_thickness``.
-
-    This is the only channel through which the T-score reaches pixels (besides
-    :func:`trabecular_contrast`).
-    """
-    return float(np.exp(BONE_DENSITY_SLOPE * t_score) * bone_thickness)
-
-
-def trabecular_contrast(t_score: float) -> float:
-    """Return the relative contrast of the trabecular texture: rises as BMD falls.
-
-    Osteoporotic vertebrae lose thin horizontal trabeculae and look coarser and more
-    heterogeneous; a contrast from about 0.12 (T = 3) to 0.45 (T = -5) mimics that.
-    """
-    return float(np.clip(0.25 - 0.04 * t_score, 0.10, 0.50))
+def _pose_transform(size: int, acq: Acquisition) -> tuple[np.ndarray, np.ndarray]:
+    """Matrix and offset mapping output (row, col) to canonical (row, col) under the pose."""
+    pix = FIELD_CM / size
+    centre = (size - 1) / 2.0
+    cos, sin = np.cos(acq.angle), np.sin(acq.angle)
+    # Image (x, y) = scale * R(angle) * diag(1, inspiration) * anatomy (x, y) + shift, about
+    # the field centre; invert it, in (row, col) = (y, x) order.
+    forward = acq.scale * np.array([[cos, -sin], [sin, cos]]) @ np.diag([1.0, acq.inspiration])
+    inverse_xy = np.linalg.inv(forward)
+    inverse = inverse_xy[::-1, ::-1]  # (x, y) -> (row, col) order
+    shift_rc = np.array([acq.shift[1], acq.shift[0]]) / pix
+    offset = centre - inverse @ (np.array([centre, centre]) + shift_rc)
+    return inverse, offset
 
 
-def render_radiograph(
-    shapes: Shapes,
-    anatomy: Anatomy,
-    acquisition: Acquisition,
-    t_score: float,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """Compose the attenuation map and turn it into a noisy, blurred radiograph.
-
-    Args:
-        shapes: Masks and profiles on the pixel grid.
-        anatomy: The patient's anatomy (tissue coefficients).
-        acquisition: Gain and noise of this image.
-        t_score: The image's T-score; it only scales bone terms.
-        rng: The image's stream (texture and noise).
-
-    Returns:
-        A ``[size, size]`` float32 image in [0, 1].
-    """
-    p = shapes.profiles
-    size = p["body"].shape[0]
-    scale = size / 128.0
-
-    soft = anatomy.soft_mu * p["body"]
-    soft = soft - anatomy.lung_air * anatomy.soft_mu * p["lungs"]
-    soft = soft + anatomy.heart_mu * p["heart"]
-
-    # Trabecular texture: low-pass noise inside vertebral bodies, contrast set by BMD.
-    texture = ndimage.gaussian_filter(rng.standard_normal((size, size)), sigma=max(0.7, scale))
-    texture /= max(float(texture.std()), 1e-12)
-    density = bone_density_factor(t_score, anatomy.bone_thickness)
-    vertebra = _MU_VERTEBRA * p["spine"] * (1.0 + trabecular_contrast(t_score) * texture)
-    bone = density * (
-        np.clip(vertebra, 0.0, None) + _MU_RIB * p["ribs"] + _MU_CLAVICLE * p["clavicles"]
+def _box_coverage(coords: np.ndarray, pix: float, lo: float, hi: float) -> np.ndarray:
+    """Share of each pixel's extent along one axis inside ``[lo, hi]``."""
+    return (
+        np.clip(np.minimum(coords + pix / 2, hi) - np.maximum(coords - pix / 2, lo), 0, pix) / pix
     )
 
-    intensity = -np.expm1(-(np.clip(soft, 0.0, None) + bone))
-    intensity = ndimage.gaussian_filter(intensity, sigma=0.6 * scale)
-    intensity *= acquisition.gain
-    intensity += acquisition.noise_sd * rng.standard_normal((size, size))
-    return np.clip(intensity, 0.0, 1.0).astype(np.float32)
+
+def marker_coverage(size: int, acq: Acquisition) -> tuple[np.ndarray, np.ndarray]:
+    """Return the shortcut box mask and the lead marker's per-pixel area coverage.
+
+    The box is fixed on the detector (every pixel that overlaps :data:`MARKER_BOX_CM`, so the
+    marker's blur halo is inside it too); the marker, a square of :data:`MARKER_SIDE_CM`, sits
+    in it with a small per-image offset. Coverage is exact pixel-area overlap, so the marker
+    keeps its lead mass at every size.
+    """
+    pix = FIELD_CM / size
+    coords = (np.arange(size) + 0.5) * pix - FIELD_CM / 2
+    bx, by, bw, bh = MARKER_BOX_CM
+    # Every pixel that overlaps the box, so the marker's blur halo stays inside the region.
+    box = (_box_coverage(coords, pix, by, by + bh)[:, None] > 0) & (
+        _box_coverage(coords, pix, bx, bx + bw)[None, :] > 0
+    )
+    side = MARKER_SIDE_CM
+    x0 = bx + 0.5 * (bw - side) + acq.marker_shift[0]
+    y0 = by + 0.5 * (bh - side) + acq.marker_shift[1]
+    glyph = np.outer(
+        _box_coverage(coords, pix, y0, y0 + side), _box_coverage(coords, pix, x0, x0 + side)
+    )
+    return box, glyph.astype(np.float32)
+
+
+def render_image(
+    maps: PatientMaps,
+    acq: Acquisition,
+    bone_t_score: float,
+    marker_class: int | None,
+    standard_normal: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render one radiograph of a patient.
+
+    Args:
+        maps: The patient's canonical maps.
+        acq: The image's acquisition.
+        bone_t_score: T-score the bone is rendered with.
+        marker_class: Class whose lead marker is drawn, or ``None`` for no marker.
+        standard_normal: ``[S, S]`` standard-normal field for the quantum noise.
+
+    Returns:
+        The 16-bit image ``[S, S]`` (``uint16``) and its region bits (``uint8``).
+    """
+    size = maps.soft.shape[0]
+    pix = FIELD_CM / size
+    mu = attenuation_coefficients(acq.energy_kev)
+    f = maps.fat_fraction
+    mu_soft = (1.0 - f) * mu["soft_tissue"] + f * mu["adipose"]
+    attenuation = mu_soft * maps.soft + mu["lung"] * maps.lung + mu["breast"] * maps.breast
+
+    ratio = bmd_ratio(bone_t_score)
+    cortical, trabecular = bone_path_lengths(maps.bone, ratio)
+    bvtv = trabecular_bvtv(ratio)
+    texture = np.maximum(1.0 + trabecular_heterogeneity(ratio) * maps.bone.texture, 0.0)
+    excess = (mu["cortical_bone"] - mu_soft) * (cortical + bvtv * trabecular * texture)
+    attenuation += (
+        np.bincount(maps.bone.pix, weights=excess, minlength=size * size)
+        .reshape(size, size)
+        .astype(np.float32)
+    )
+
+    matrix, offset = _pose_transform(size, acq)
+    attenuation = ndimage.affine_transform(
+        attenuation, matrix, offset, order=1, mode="nearest", prefilter=False
+    )
+    labels = ndimage.affine_transform(maps.labels, matrix, offset, order=0, mode="nearest")
+
+    box, glyph = marker_coverage(size, acq)
+    bone_bits = sum(REGION_BITS[g] for g in BONE_GROUPS)
+    box &= (labels & bone_bits) == 0  # disjoint from bone even where thin bones are drawn thick
+    labels |= np.where(box, REGION_BITS["shortcut"], 0).astype(np.uint8)
+    if marker_class is not None:
+        attenuation += mu["lead"] * 0.1 * MARKER_LEAD_MM[marker_class] * glyph
+
+    i0 = acq.fluence * pix * pix
+    expected = i0 * np.exp(-attenuation)
+    counts = quantum_noise(expected, standard_normal, ELECTRONIC_NOISE)
+    counts = detector_blur(counts, max(0.5, DETECTOR_PSF_CM / pix))
+    shown = display_window(log_transform(counts, i0), acq.level, acq.width)
+    return quantize16(shown), labels
 
 
 # --------------------------------------------------------------------------------------------
@@ -600,41 +438,72 @@ def render_radiograph(
 # --------------------------------------------------------------------------------------------
 
 
+def _threads() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
 class PhantomDataset(Dataset):
-    """Synthetic chest radiographs with region masks; the WHO class is encoded only in bone.
+    """Synthetic chest radiographs with exact region masks; the WHO class is encoded only in bone.
 
     Use it to run and test the whole benchmark without private data: a model that predicts the
-    class well must look at bone, and explanations can be scored against exact masks.
+    class well must look at bone, and explanations can be scored against exact masks. The
+    ``shortcut`` and ``bone_signal`` options turn it into a known-answer control for shortcut
+    learning.
     """
 
     model_config = ConfigDict(use_attribute_docstrings=True)
 
     region_names: ClassVar[tuple[str, ...]] = (
         "bone",
-        "spine",
-        "ribs",
-        "clavicles",
+        *BONE_GROUPS,
         "lungs",
         "heart",
+        "shortcut",
     )
-    region_groups: ClassVar[dict[str, tuple[str, ...]]] = {"bone": ("spine", "ribs", "clavicles")}
+    region_groups: ClassVar[dict[str, tuple[str, ...]]] = {"bone": BONE_GROUPS}
     display_name: ClassVar[str] = "Phantom chest X-ray (synthetic)"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
+    #: Whether generated chunks are cached on disk (tests and benchmarks may switch it off).
+    disk_cache: ClassVar[bool] = True
 
     n_images: int = Field(1000, ge=1)
     """Number of images (rows); patients are drawn until this many images exist."""
     image_size: int = Field(128, ge=32, le=1024)
-    """Side of the square images in pixels (anatomy scales with it)."""
+    """Side of the square images in pixels (the 40 cm field is the same at every size)."""
     seed: int = Field(0, ge=0)
     """Seed of every random stream; the same seed and options give identical samples."""
-    class_shares: tuple[float, float, float] = (0.572, 0.377, 0.051)
-    """Probability of normal, osteopenia and osteoporosis per patient (reference cohort shares)."""
+    class_shares: tuple[float, float, float] = STUDY_CLASS_SHARES
+    """Probability of normal, osteopenia and osteoporosis per patient (default: the study's
+    57.2/37.7/5.1%); ``"balanced"`` gives equal shares."""
     images_per_patient: float = Field(1.45, ge=1.0)
     """Mean images per patient (reference: 21,031 images of 14,502 women, about 1.45)."""
+    shortcut: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of images carrying a class-coded lead marker outside the body (0: no cue, 1: every
+    image, so the marker predicts the class perfectly)."""
+    bone_signal: bool = True
+    """Whether bone density follows the class; False renders bone at an unrelated BMD."""
 
     _cohort: Cohort | None = PrivateAttr(default=None)
     _table: pd.DataFrame | None = PrivateAttr(default=None)
     _cache_key: tuple[object, ...] | None = PrivateAttr(default=None)
+    _cache_dir: Path | None = PrivateAttr(default=None)
+    _cache_off: bool = PrivateAttr(default=False)
+    _chunks: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = PrivateAttr(
+        default_factory=OrderedDict
+    )
+
+    @field_validator("class_shares", mode="before")
+    @classmethod
+    def _named_shares(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value == "balanced":
+                return (1 / 3, 1 / 3, 1 / 3)
+            raise ValueError(f"class_shares must be three shares or 'balanced', got {value!r}")
+        return value
 
     @field_validator("class_shares")
     @classmethod
@@ -646,10 +515,12 @@ class PhantomDataset(Dataset):
             )
         return value
 
+    # ---- cohort and table ---------------------------------------------------------------
+
     def _get_cohort(self) -> Cohort:
         # Caches are keyed by the options they come from: ``model_copy(update=...)`` copies
         # private attributes, and a stale cohort would silently mislabel every image.
-        key = (self.n_images, self.seed, self.class_shares, self.images_per_patient)
+        key = (json.dumps(self.options(), sort_keys=True),)
         if self._cohort is None or self._cache_key != key:
             self._cohort = cohort_table(
                 self.n_images, self.seed, self.class_shares, self.images_per_patient
@@ -662,29 +533,51 @@ class PhantomDataset(Dataset):
         """Number of images."""
         return self.n_images
 
-    def table(self) -> pd.DataFrame:
-        """Return one row per image (ids, ``t_score``, ``bmd``, ``visit``) without rendering.
+    def _bone_t(self, patient: int, t_score: float) -> float:
+        return t_score if self.bone_signal else unrelated_bone_t_score(self.seed, patient)
 
-        Returns:
-            A fresh copy of the cached table, so callers may modify it.
-        """
+    def _get_table(self) -> pd.DataFrame:
         cohort = self._get_cohort()
         if self._table is None:
             import pandas as pd
 
+            patients, visits = cohort.patient.tolist(), cohort.visit.tolist()
+            bone_t = [self._bone_t(p, t) for p, t in zip(patients, cohort.t_score, strict=True)]
             self._table = pd.DataFrame(
                 {
                     "sample_id": [f"phantom-{i:05d}" for i in range(self.n_images)],
-                    "patient_id": [f"P{p:05d}" for p in cohort.patient],
+                    "patient_id": [f"P{p:05d}" for p in patients],
                     "t_score": cohort.t_score,
                     "bmd": bmd_of_t_score(cohort.t_score),
                     "visit": cohort.visit,
+                    "image_bmd": bmd_of_t_score(np.asarray(bone_t)),
+                    "marker": np.asarray(
+                        [
+                            marker_drawn(self.seed, p, v, self.shortcut)
+                            for p, v in zip(patients, visits, strict=True)
+                        ],
+                        dtype=np.int64,
+                    ),
                 }
             )
-        return self._table.copy()
+        return self._table
+
+    def table(self) -> pd.DataFrame:
+        """Return one row per image without rendering.
+
+        Columns: ``sample_id``, ``patient_id``, ``t_score`` (the label's source), ``bmd`` (its
+        BMD), ``visit``, ``image_bmd`` (the BMD the bone is rendered with: ``bmd`` unless
+        ``bone_signal`` is off) and ``marker`` (1 where the shortcut marker is drawn).
+
+        Returns:
+            A fresh copy of the cached table, so callers may modify it.
+        """
+        return self._get_table().copy()
+
+    # ---- samples ---------------------------------------------------------------------------
 
     def __getitem__(self, index: int) -> Sample:
-        """Render sample ``index`` (negative indices count from the end, like a list).
+        """Return sample ``index`` (negative indices count from the end, like a list).
 
         Raises:
             IndexError: ``index`` is out of range.
@@ -694,48 +587,183 @@ class PhantomDataset(Dataset):
             i += self.n_images
         if not 0 <= i < self.n_images:
             raise IndexError(f"phantom index {index} out of range for {self.n_images} images")
-        cohort = self._get_cohort()
-        patient, visit = int(cohort.patient[i]), int(cohort.visit[i])
-        t_score = float(cohort.t_score[i])
-        image, masks = self.render(patient, visit, t_score)
+        row = self._get_table().iloc[i]
+        images, labels = self._chunk(i // self.chunk_images())
+        j = i % self.chunk_images()
         import torch
 
+        image = torch.from_numpy(images[j].astype(np.float32) / np.float32(65535.0))
         return Sample(
-            sample_id=f"phantom-{i:05d}",
-            patient_id=f"P{patient:05d}",
-            image=torch.from_numpy(image).unsqueeze(0),
-            regions={name: torch.from_numpy(masks[name]) for name in self.region_names},
+            sample_id=str(row["sample_id"]),
+            patient_id=str(row["patient_id"]),
+            image=image.unsqueeze(0),
+            regions={name: torch.from_numpy(m) for name, m in self.masks_of(labels[j]).items()},
             attributes={
-                "t_score": t_score,
-                "bmd": float(bmd_of_t_score(t_score)),
-                "visit": visit,
+                "t_score": float(row["t_score"]),
+                "bmd": float(row["bmd"]),
+                "visit": int(row["visit"]),
+                "image_bmd": float(row["image_bmd"]),
+                "marker": int(row["marker"]),
             },
         )
 
-    def render(
-        self, patient: int, visit: int, t_score: float
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Render one image of ``patient`` at ``visit`` with the given T-score.
+    def masks_of(self, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """Decode region bits into one boolean mask per region name (``bone`` = the union)."""
+        masks = {name: (labels & bit) > 0 for name, bit in REGION_BITS.items()}
+        bone_bits = sum(REGION_BITS[g] for g in BONE_GROUPS)
+        masks["bone"] = (labels & bone_bits) > 0
+        return {name: masks[name] for name in self.region_names}
 
-        Exposed so experiments can render the *same* anatomy and acquisition at another T-score
-        (counterfactual images); :meth:`__getitem__` uses the cohort's T-score.
+    def chunk_images(self) -> int:
+        """Images per generated (and cached) chunk: 64 at <= 256 px, fewer for larger images."""
+        return int(np.clip((1 << 22) // (self.image_size**2), 8, 64))
+
+    def _options_key(self) -> str:
+        options = {k: v for k, v in self.options().items() if k != "n_images"}
+        return content_key("phantom", self.version, options)
+
+    def use_cache(self, directory: Path | None, *, enabled: bool = True) -> None:
+        """Follow the run's ``cache`` / ``cache_dir`` settings (see :class:`Dataset`)."""
+        self._cache_dir, self._cache_off = directory, not enabled
+
+    def _cache_file(self, start: int, stop: int) -> Path:
+        root = self._cache_dir or default_cache_dir()
+        return root / "phantom" / f"{self._options_key()}-{start}-{stop}.safetensors"
+
+    def _chunk(self, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (self._options_key(), chunk)
+        cached = self._chunks.get(key)
+        if cached is not None:
+            self._chunks.move_to_end(key)
+            return cached
+        n = self.chunk_images()
+        start, stop = chunk * n, min((chunk + 1) * n, self.n_images)
+        disk = self.disk_cache and not self._cache_off
+        result = self._load(start, stop) if disk else None
+        if result is None:
+            result = self.generate(range(start, stop))
+            if disk:
+                self._store(start, stop, result)
+        self._chunks[key] = result
+        while len(self._chunks) > 2:
+            self._chunks.popitem(last=False)
+        return result
+
+    def _load(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray] | None:
+        from safetensors.numpy import load_file
+
+        file = self._cache_file(start, stop)
+        if not file.is_file():
+            return None
+        try:
+            data = load_file(str(file))
+            images, labels = data["images"], data["labels"]
+        except Exception:  # a corrupt entry is a miss, regenerated and overwritten
+            return None
+        shape = (stop - start, self.image_size, self.image_size)
+        if images.shape != shape or labels.shape != shape:
+            return None
+        return images, labels
+
+    def _store(self, start: int, stop: int, result: tuple[np.ndarray, np.ndarray]) -> None:
+        from safetensors.numpy import save_file
+
+        file = self._cache_file(start, stop)
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+            save_file({"images": result[0], "labels": result[1]}, str(tmp))
+            tmp.replace(file)
+        except OSError:  # a read-only or full cache never stops a run
+            return
+
+    def generate(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Render the images at ``indices`` without any cache.
+
+        Images of one patient share one rasterised anatomy; patients are rendered on a few
+        threads (numpy and scipy release the GIL), which changes nothing in the output.
+
+        Args:
+            indices: Image indices (in any order).
+
+        Returns:
+            ``uint16`` images ``[N, S, S]`` (display value x 65535) and ``uint8`` region bits
+            ``[N, S, S]``, in the order of ``indices``.
+        """
+        cohort = self._get_cohort()
+        idx = [int(i) for i in indices]
+        by_patient: dict[int, list[int]] = {}
+        for k, i in enumerate(idx):
+            by_patient.setdefault(int(cohort.patient[i]), []).append(k)
+        s = self.image_size
+        images = np.empty((len(idx), s, s), dtype=np.uint16)
+        labels = np.empty((len(idx), s, s), dtype=np.uint8)
+
+        def work(patient: int) -> None:
+            maps = self.patient_maps(patient)
+            for k in by_patient[patient]:
+                i = idx[k]
+                images[k], labels[k] = self._render_one(
+                    maps, patient, int(cohort.visit[i]), float(cohort.t_score[i])
+                )
+
+        patients = list(by_patient)
+        threads = min(_threads(), len(patients))
+        if threads > 1:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(work, patients))
+        else:
+            for patient in patients:
+                work(patient)
+        return images, labels
+
+    def patient_maps(self, patient: int) -> PatientMaps:
+        """Rasterise patient ``patient``'s anatomy at this dataset's image size."""
+        anatomy = sample_anatomy(np.random.default_rng([self.seed, patient, _STREAM_ANATOMY]))
+        texture = np.random.default_rng([self.seed, patient, _STREAM_TEXTURE])
+        return patient_maps(anatomy, self.image_size, texture)
+
+    def _render_one(
+        self,
+        maps: PatientMaps,
+        patient: int,
+        visit: int,
+        t_score: float,
+        bone_t_score: float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, patient, visit, _STREAM_IMAGE])
+        acq = sample_acquisition(rng)
+        noise = rng.standard_normal((self.image_size, self.image_size), dtype=np.float32)
+        marker = (
+            int(who_class(np.asarray([t_score]))[0])
+            if marker_drawn(self.seed, patient, visit, self.shortcut)
+            else None
+        )
+        bone_t = self._bone_t(patient, t_score) if bone_t_score is None else bone_t_score
+        return render_image(maps, acq, bone_t, marker, noise)
+
+    def render(
+        self, patient: int, visit: int, t_score: float, *, bone_t_score: float | None = None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Render one image of ``patient`` at ``visit`` with the given T-score (never cached).
+
+        Exposed so experiments can render the *same* anatomy, acquisition and noise at another
+        T-score (counterfactual images); :meth:`__getitem__` uses the cohort's T-score.
 
         Args:
             patient: Patient index.
             visit: Visit number of the patient.
-            t_score: T-score to render.
+            t_score: T-score of the image (its class codes the shortcut marker, if drawn).
+            bone_t_score: T-score the bone is rendered with; default ``t_score`` (or the
+                patient's unrelated one when ``bone_signal`` is off).
 
         Returns:
             The image ``[S, S]`` (float32 in [0, 1]) and the region masks (bool ``[S, S]``).
         """
-        anatomy = sample_anatomy(np.random.default_rng([self.seed, patient, _STREAM_ANATOMY]))
-        rng = np.random.default_rng([self.seed, patient, visit, _STREAM_IMAGE])
-        acquisition = sample_acquisition(rng)
-        x, y = pose_grid(self.image_size, acquisition)
-        shapes = anatomy_shapes(anatomy, x, y, pixel=2.0 / self.image_size)
-        image = render_radiograph(shapes, anatomy, acquisition, t_score, rng)
-        masks = {name: np.ascontiguousarray(shapes.masks[name]) for name in self.region_names}
-        return image, masks
+        image, labels = self._render_one(
+            self.patient_maps(patient), patient, visit, t_score, bone_t_score
+        )
+        return image.astype(np.float32) / np.float32(65535.0), self.masks_of(labels)
 
     def fingerprint(self) -> str:
         """Return the sha256 of the class name, version and options."""
