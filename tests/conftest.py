@@ -1,16 +1,31 @@
+import atexit
 import os
+import shutil
 import tempfile
 
-import huggingface_hub.constants
 import pytest
 
+# The environment is set before anything imports huggingface_hub or xaibench: huggingface_hub
+# reads HF_HUB_CACHE and HF_HUB_OFFLINE once, at import.
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in the suite may wait on a model hub
-# Feature caches go to a throw-away folder, never the user's ~/.cache (subprocesses inherit it).
-os.environ["XAIBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="xaibench-test-cache-")
-# An empty Hugging Face cache: what a test finds there, it put there itself.
-os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="xaibench-test-hf-")
+# Feature and phantom caches go to a throw-away folder, never the user's ~/.cache (subprocesses
+# inherit it); an empty Hugging Face cache: what a test finds there, it put there itself. Both
+# are removed when the session ends.
+_SCRATCH = [
+    tempfile.mkdtemp(prefix="xaibench-test-cache-"),
+    tempfile.mkdtemp(prefix="xaibench-test-hf-"),
+]
+os.environ["XAIBENCH_CACHE_DIR"], os.environ["HF_HUB_CACHE"] = _SCRATCH
+atexit.register(lambda: [shutil.rmtree(path, ignore_errors=True) for path in _SCRATCH])
 
-from xaibench.plugins import Components, PluginManager, collect_components, get_plugin_manager
+import huggingface_hub.constants  # noqa: E402 (after the environment above)
+
+from xaibench.plugins import (  # noqa: E402 (after the environment above)
+    Components,
+    PluginManager,
+    collect_components,
+    get_plugin_manager,
+)
 
 
 @pytest.fixture

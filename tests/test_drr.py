@@ -399,45 +399,21 @@ def test_several_images_per_patient_share_a_t_score(ct_dir: Path, tmp_path: Path
 def test_cli_renders_from_a_wheel_and_the_task_runs_on_it(wheel: Path, tmp_path: Path) -> None:
     """`xaibench data drr --from-wheel` then `xaibench run osteoporosis --data`: end to end."""
     import json
-    import subprocess
-    import sys
 
-    import yaml
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "xaibench", *args],
-            capture_output=True, text=True, cwd=tmp_path, timeout=600, check=False,
-        )  # fmt: skip
+    from cli_runs import cli, small_manifest_config
 
     out = tmp_path / "drr"
     proc = cli(
         "data", "drr", "--from-wheel", str(wheel), "--out", str(out), "--n-images", "90",
-        "--image-size", "32", "--class-shares", "0.4", "0.3", "0.3",
+        "--image-size", "32", "--class-shares", "0.4", "0.3", "0.3", cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     manifest = out / "manifest.csv"
     assert manifest.is_file()
-    small = tmp_path / "small.yaml"
-    small.write_text(
-        yaml.safe_dump(
-            {
-                "dataset": {"name": "manifest", "options": {"image_size": 32}},
-                "backbones": [{"name": "test_resnet.random", "options": {"img_size": 32}}],
-                "strategies": ["full"],
-                "saliency": ["saliency"],
-                "perturbations": ["zero"],
-                "train": {"epochs": 1},
-                "max_explain_images": 4,
-                "gallery_images": 0,
-                "sanity": {"images": 0},
-            }
-        )
-    )
     run = tmp_path / "run"
     proc = cli(
-        "run", "osteoporosis", "--data", str(manifest), "--config", str(small),
-        "--out", str(run), "--quiet",
+        "run", "osteoporosis", "--data", str(manifest), "--config",
+        str(small_manifest_config(tmp_path)), "--out", str(run), "--quiet", cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((run / "results.json").read_text())

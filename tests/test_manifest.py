@@ -3,12 +3,11 @@
 import csv
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runs import cli, small_manifest_config
 from PIL import Image
 from pydicom.dataset import Dataset as DicomDataset
 from pydicom.dataset import FileDataset, FileMetaDataset
@@ -584,13 +583,6 @@ def test_png_and_dicom_manifests_of_the_phantom_give_the_same_run(tmp_path: Path
 # --- the command line ------------------------------------------------------------------------
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xaibench", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=600, check=False,
-    )  # fmt: skip
-
-
 def test_data_check_lists_every_fault_and_run_refuses_before_training(tmp_path: Path):
     path = faulty_manifest(tmp_path)
     proc = cli("data", "check", str(path), cwd=tmp_path)
@@ -615,25 +607,8 @@ def test_data_check_lists_every_fault_and_run_refuses_before_training(tmp_path: 
 def test_run_with_data_option_on_a_manifest(tmp_path: Path):
     import json
 
-    import yaml
-
     path = phantom_manifest(tmp_path / "data", "png")
-    small = tmp_path / "small.yaml"
-    small.write_text(
-        yaml.safe_dump(
-            {
-                "dataset": {"name": "manifest", "options": {"image_size": 32}},
-                "backbones": [{"name": "test_resnet.random", "options": {"img_size": 32}}],
-                "strategies": ["full"],
-                "saliency": ["saliency"],
-                "perturbations": ["zero"],
-                "train": {"epochs": 1},
-                "max_explain_images": 4,
-                "gallery_images": 0,
-                "sanity": {"images": 0},
-            }
-        )
-    )
+    small = small_manifest_config(tmp_path)
     out = tmp_path / "run"
     proc = cli(
         "run", "osteoporosis", "--data", str(path), "--config", str(small),
