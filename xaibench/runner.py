@@ -334,6 +334,7 @@ class CellRunner:
         perturbation: str | None = None,
         region: str | None = None,
         details: dict[str, Any] | None = None,
+        ci: tuple[float, float] | None = None,
     ) -> dict[str, Any]:
         finite = value is not None and np.isfinite(value)
         if status == "ok" and not finite:
@@ -351,8 +352,8 @@ class CellRunner:
             "perturbation": perturbation,
             "region": region,
             "value": float(value) if finite else None,  # type: ignore[arg-type]
-            "ci_low": None,
-            "ci_high": None,
+            "ci_low": float(ci[0]) if finite and ci is not None else None,
+            "ci_high": float(ci[1]) if finite and ci is not None else None,
             "n": n,
             "status": status,
             "reason": reason,
@@ -421,7 +422,9 @@ class CellRunner:
             return self._record(
                 base, name, metric, value=None, n=None, status="skipped", reason=str(exc), **where
             )
-        return self._record(base, name, metric, value=mv.value, n=mv.n, details=mv.details, **where)
+        return self._record(
+            base, name, metric, value=mv.value, n=mv.n, details=mv.details, ci=mv.ci, **where
+        )
 
     def _prediction_frame(
         self,
@@ -659,6 +662,7 @@ class CellRunner:
                         saliency=sname,
                         region=where,
                         details={**details, **scored.options()},
+                        ci=mv.ci,
                     )
                 )
                 result.explanations.append(

@@ -55,12 +55,32 @@ class Predictions:
 
 @dataclass(frozen=True)
 class MetricValue:
-    """An aggregate value with its sample count and, where they exist, per-sample values."""
+    """An aggregate value with its count, its 95% CI and, where they exist, per-sample values.
+
+    ``ci`` is ``None`` where no interval is computed; how each metric computes it (DeLong,
+    Wilson over the metric's own denominator, an image-level bootstrap) is in its docstring and
+    in ``docs/explainability.md`` / ``docs/results-schema.md``.
+    """
 
     value: float
     n: int
     per_sample: np.ndarray | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    ci: tuple[float, float] | None = None
+
+
+#: Bootstrap resamples of image-level CIs (seeded: the same values give the same interval).
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def mean_ci(values: np.ndarray) -> tuple[float, float] | None:
+    """95% percentile-bootstrap CI of the mean of finite ``values`` (None below 2 values)."""
+    from xaibench.stats.intervals import bootstrap_mean_ci
+
+    finite = values[np.isfinite(values)]
+    if finite.size < 2 or finite.size != values.size:
+        return None
+    return bootstrap_mean_ci(finite, resamples=BOOTSTRAP_RESAMPLES, seed=0)
 
 
 class Metric(Component):
@@ -100,10 +120,10 @@ class SaliencyRegionMetric(Metric):
         """
 
     def aggregate(self, values: np.ndarray) -> MetricValue:
-        """Mean over the images where the score is defined."""
+        """Mean over the images where the score is defined, with a percentile bootstrap CI."""
         defined = values[~np.isnan(values)]
         value = float(defined.mean()) if defined.size else float("nan")
-        return MetricValue(value, int(defined.size), values)
+        return MetricValue(value, int(defined.size), values, ci=mean_ci(defined))
 
 
 class PerturbationMetric(Metric):
@@ -156,4 +176,4 @@ class FaithfulnessMetric(Metric):
         value = float(values[defined].mean()) if defined.any() else float("nan")
         floor_defined = floor[~np.isnan(floor)]
         details = {"random_floor": float(floor_defined.mean()) if floor_defined.size else None}
-        return MetricValue(value, int(defined.sum()), values, details)
+        return MetricValue(value, int(defined.sum()), values, details, ci=mean_ci(values[defined]))

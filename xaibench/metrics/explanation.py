@@ -6,7 +6,10 @@ The saliency-versus-mask metrics, IoU_region included, live in :mod:`xaibench.me
 
 from __future__ import annotations
 
-from xaibench.metrics.base import MetricValue, PerturbationMetric, Predictions
+import numpy as np
+from scipy.stats import rankdata
+
+from xaibench.metrics.base import BOOTSTRAP_RESAMPLES, MetricValue, PerturbationMetric, Predictions
 from xaibench.metrics.functional import binary_auc, delta_auc
 from xaibench.metrics.localisation import IoURegion
 
@@ -28,8 +31,48 @@ class DeltaRegion(PerturbationMetric):
         return MetricValue(
             delta_auc(auc_intact, auc_perturbed),
             len(intact.labels),
-            details={"auc_intact": auc_intact, "auc_perturbed": auc_perturbed},
+            details={
+                "auc_intact": auc_intact,
+                "auc_perturbed": auc_perturbed,
+                "ci_method": "stratified image bootstrap",
+            },
+            ci=delta_bootstrap_ci(intact, perturbed),
         )
+
+
+def delta_bootstrap_ci(
+    intact: Predictions,
+    perturbed: Predictions,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """95% percentile CI of Δ from resampling test images, paired and stratified by class.
+
+    Each resample draws positives and negatives separately (so both AUCs stay defined) and uses
+    the *same* images for the intact and the perturbed AUC, because Δ is a paired difference.
+    AUCs come from midranks (ties count half), vectorised over resamples.
+    """
+    positive = np.flatnonzero(intact.is_positive)
+    negative = np.flatnonzero(~intact.is_positive)
+    if len(positive) < 2 or len(negative) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    idx = np.concatenate(
+        [
+            positive[rng.integers(0, len(positive), (resamples, len(positive)))],
+            negative[rng.integers(0, len(negative), (resamples, len(negative)))],
+        ],
+        axis=1,
+    )
+    n1, n0 = len(positive), len(negative)
+
+    def aucs(scores: np.ndarray) -> np.ndarray:
+        ranks = rankdata(scores[idx], axis=1)
+        return (ranks[:, :n1].sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+    deltas = aucs(intact.scores) - np.maximum(aucs(perturbed.scores), 0.5)
+    return float(np.quantile(deltas, 0.025)), float(np.quantile(deltas, 0.975))
 
 
 __all__ = ["DeltaRegion", "IoURegion", "MetricValue"]

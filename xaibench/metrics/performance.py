@@ -6,21 +6,33 @@ from typing import ClassVar
 
 from xaibench.metrics.base import MetricValue, PerformanceMetric, Predictions
 from xaibench.metrics.functional import binary_auc, confusion_counts, macro_ovr_auc
+from xaibench.stats.intervals import delong_auc_ci, wilson_ci
 
 
 class PositiveAUC(PerformanceMetric):
-    """ROC AUC of the positive class against all others (the study's headline number)."""
+    """ROC AUC of the positive class against all others (the study's headline number).
+
+    The 95% CI is DeLong's (Sun & Xu's fast algorithm), over the test images.
+    """
 
     display_name = "AUC"
 
     def compute(self, predictions: Predictions) -> MetricValue:
         """AUC of the positive-class probability."""
         value = binary_auc(predictions.is_positive, predictions.scores)
-        return MetricValue(value, len(predictions.labels))
+        ci = None
+        if min(int(predictions.is_positive.sum()), int((~predictions.is_positive).sum())) >= 2:
+            _, low, high = delong_auc_ci(predictions.is_positive, predictions.scores)
+            ci = (low, high)
+        return MetricValue(value, len(predictions.labels), details={"ci_method": "delong"}, ci=ci)
 
 
 class _Thresholded(PerformanceMetric):
-    """A rate at the operating threshold chosen on the validation split (Youden's J)."""
+    """A rate at the operating threshold chosen on the validation split (Youden's J).
+
+    The 95% CI is Wilson's score interval over the rate's own denominator (all images for
+    accuracy, positives for sensitivity, negatives for specificity).
+    """
 
     rate: ClassVar[str] = "accuracy"
 
@@ -34,10 +46,17 @@ class _Thresholded(PerformanceMetric):
             "sensitivity": counts.tp + counts.fn,
             "specificity": counts.tn + counts.fp,
         }
+        n = int(denominators[self.rate])
+        successes = {
+            "accuracy": counts.tp + counts.tn,
+            "sensitivity": counts.tp,
+            "specificity": counts.tn,
+        }[self.rate]
         return MetricValue(
             float(getattr(counts, self.rate)),
-            int(denominators[self.rate]),
-            details={"threshold": predictions.threshold},
+            n,
+            details={"threshold": predictions.threshold, "ci_method": "wilson"},
+            ci=wilson_ci(int(successes), n) if n else None,
         )
 
 

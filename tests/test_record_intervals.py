@@ -1,0 +1,67 @@
+"""Confidence intervals on the records: DeLong for AUC, Wilson over each rate's own
+denominator, image-level bootstraps for explanation scores and Δ."""
+
+import numpy as np
+import pytest
+
+from xaibench.metrics.base import Predictions, SaliencyRegionMetric
+from xaibench.metrics.explanation import DeltaRegion, delta_bootstrap_ci
+from xaibench.metrics.localisation import RelevanceMass
+from xaibench.metrics.performance import PositiveAUC, Sensitivity, Specificity
+from xaibench.stats.intervals import delong_auc_ci, wilson_ci
+
+
+def predictions(seed: int = 0, n: int = 120) -> Predictions:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    logits = rng.normal(size=(n, 3)) + 1.5 * np.eye(3)[labels]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return Predictions(labels, probs, positive_class=2, threshold=0.4)
+
+
+def test_auc_carries_the_delong_interval():
+    p = predictions()
+    mv = PositiveAUC().compute(p)
+    auc, low, high = delong_auc_ci(p.is_positive, p.scores)
+    assert mv.value == pytest.approx(auc)
+    assert mv.ci == (low, high)
+    assert low < mv.value < high
+
+
+def test_rates_use_wilson_over_their_own_denominator():
+    p = predictions()
+    called = p.scores >= p.threshold
+    tp = int((called & p.is_positive).sum())
+    tn = int((~called & ~p.is_positive).sum())
+    sens, spec = Sensitivity().compute(p), Specificity().compute(p)
+    assert sens.n == int(p.is_positive.sum())  # positives only, not all images
+    assert sens.ci == wilson_ci(tp, sens.n)
+    assert spec.ci == wilson_ci(tn, int((~p.is_positive).sum()))
+
+
+def test_delta_interval_is_paired_and_brackets_the_value():
+    intact = predictions(1)
+    rng = np.random.default_rng(2)
+    noisy = np.clip(intact.probs + rng.normal(0, 0.3, intact.probs.shape), 1e-6, None)
+    perturbed = Predictions(
+        intact.labels, noisy / noisy.sum(1, keepdims=True), intact.positive_class
+    )
+    mv = DeltaRegion().compute(intact, perturbed)
+    assert mv.ci is not None
+    assert mv.ci[0] <= mv.value <= mv.ci[1]
+    # unperturbed predictions: every resample's delta is exactly 0 (paired, same images)
+    assert delta_bootstrap_ci(intact, intact) == (0.0, 0.0)
+    assert delta_bootstrap_ci(intact, perturbed) == delta_bootstrap_ci(intact, perturbed)
+
+
+def test_explanation_scores_get_a_bootstrap_interval_over_images():
+    metric: SaliencyRegionMetric = RelevanceMass()
+    values = np.random.default_rng(0).uniform(0, 1, 200)
+    values[:5] = np.nan  # undefined images are left out
+    mv = metric.aggregate(values)
+    assert mv.n == 195
+    assert mv.ci is not None
+    assert mv.ci[0] < mv.value < mv.ci[1]
+    half_width = (mv.ci[1] - mv.ci[0]) / 2
+    assert half_width == pytest.approx(1.96 * np.nanstd(values) / np.sqrt(195), rel=0.2)
+    assert metric.aggregate(np.array([0.5])).ci is None

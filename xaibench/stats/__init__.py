@@ -1,0 +1,1 @@
+"""Statistics for reporting benchmark results: confidence intervals and tests."""
