@@ -650,6 +650,8 @@ class CellRunner:
                 else:
                     mv = region_metrics[mname].aggregate(per_sample)
                 details = {"explained_images": n, "constant_maps": constant, **mv.details}
+                if mv.ci is not None:
+                    details.setdefault("ci_method", "image bootstrap of the mean")
                 if where in self._resized_masks:
                     details["mask_resized"] = "nearest"
                 result.records.append(
