@@ -604,24 +604,32 @@ def test_data_check_lists_every_fault_and_run_refuses_before_training(tmp_path: 
     assert "no problems found" in proc.stdout
 
 
-def test_run_with_data_option_on_a_manifest(tmp_path: Path):
+def test_run_with_data_option_on_png_and_dicom_manifests(tmp_path: Path):
+    """`xaibench run osteoporosis --data`: the same pixels as PNG and as DICOM, the same numbers."""
     import json
 
-    path = phantom_manifest(tmp_path / "data", "png")
     small = small_manifest_config(tmp_path)
-    out = tmp_path / "run"
-    proc = cli(
-        "run", "osteoporosis", "--data", str(path), "--config", str(small),
-        "--out", str(out), "--quiet", cwd=tmp_path,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    doc = json.loads((out / "results.json").read_text())
-    assert doc["dataset"]["name"] == "manifest"
-    assert doc["dataset"]["options"]["image_size"] == 32
-    # patient ids and file paths never reach the outputs
-    text = (out / "results.json").read_text() + (out / "predictions.csv").read_text()
-    assert "images/" not in text
-    with path.open() as handle:
-        patients = {row["patient_id"] for row in csv.DictReader(handle)}
-    written = set(re.findall(r"[\w-]+", text))
-    assert not patients & written
+    values = {}
+    for fmt in ("png", "dicom"):
+        path = phantom_manifest(tmp_path / fmt, fmt)
+        out = tmp_path / f"run-{fmt}"
+        proc = cli(
+            "run", "osteoporosis", "--data", str(path), "--config", str(small),
+            "--out", str(out), "--quiet", cwd=tmp_path,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        doc = json.loads((out / "results.json").read_text())
+        assert doc["dataset"]["name"] == "manifest"
+        assert doc["dataset"]["options"]["image_size"] == 32
+        values[fmt] = {
+            (r["metric"], r["perturbation"], r["saliency"], r["region"]): r["value"]
+            for r in doc["records"]
+        }
+        # patient ids and file paths never reach the outputs
+        text = (out / "results.json").read_text() + (out / "predictions.csv").read_text()
+        assert "images/" not in text
+        with path.open() as handle:
+            patients = {row["patient_id"] for row in csv.DictReader(handle)}
+        assert not patients & set(re.findall(r"[\w-]+", text))
+    assert values["png"] == values["dicom"]
+    assert values["png"][("auc", None, None, None)] is not None
