@@ -155,6 +155,12 @@ class RunConfig(BaseModel):
     device: Literal["cpu", "cuda", "auto"] = Field(
         "cpu", description="Where cells run: cpu, cuda, or auto (CUDA when available)."
     )
+    ci: Literal["default", "wald_all"] = Field(
+        "default",
+        description="Intervals of AUC and rates: 'default' (DeLong; Wilson over each rate's own "
+        "denominator) or 'wald_all' (the reference study's Wald interval over all test images, "
+        "to reproduce its tables only).",
+    )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16 autocast for training and inference (saliency stays fp32)."
     )

@@ -53,6 +53,7 @@ from xaibench.plugins import Components
 from xaibench.progress import NullProgress, Progress
 from xaibench.saliency.base import SaliencyMethod
 from xaibench.sanity import run_sanity_checks
+from xaibench.stats.intervals import study_wald_ci
 from xaibench.strategies.base import FitContext
 from xaibench.tasks.base import Task
 
@@ -403,9 +404,16 @@ class CellRunner:
 
         for name, metric in self.metrics.items():
             if isinstance(metric, PerformanceMetric):
-                result.records.append(
-                    self._score(base, name, metric, lambda m=metric: m.compute(intact))
-                )
+                record = self._score(base, name, metric, lambda m=metric: m.compute(intact))
+                if (
+                    cfg.ci == "wald_all"
+                    and record["value"] is not None
+                    and record["ci_low"] is not None
+                ):
+                    low, high = study_wald_ci(record["value"], len(intact.labels))
+                    record.update(ci_low=low, ci_high=high)
+                    record["details"] = {**record["details"], "ci_method": "wald_all"}
+                result.records.append(record)
 
         self._perturb(model, base, intact, result)
         self._explain(model, base, result)

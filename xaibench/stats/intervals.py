@@ -399,6 +399,30 @@ def wald_ci(successes: SupportsIndex, n: SupportsIndex, level: float = 0.95) -> 
 # --------------------------------------------------------------------------------------------
 
 
+def study_wald_ci(value: float, n_all: int, level: float = 0.95) -> tuple[float, float]:
+    """The interval the reference study printed: ``v +/- z sqrt(v (1 - v) / n_all)``, clipped.
+
+    Kim et al. (2025) printed, for AUC, accuracy, sensitivity *and* specificity alike, a Wald
+    interval whose ``n`` is the whole test set (4,163 images), although sensitivity's
+    denominator is its 211 positives and an AUC is not a proportion (the arithmetic is checked
+    in ``tests/test_study_intervals.py`` against the paper's Table 2). ``ci: wald_all``
+    reproduces it so a table can be compared like for like; it is far too narrow and must not
+    be used for new results.
+
+    Args:
+        value: The AUC or rate, in [0, 1].
+        n_all: Number of test images.
+        level: Confidence level, strictly between 0 and 1.
+    """
+    z = _z_value(level)
+    if not 0.0 <= float(value) <= 1.0:
+        raise XaibenchError(f"value must lie in [0, 1], got {value!r}")
+    if int(n_all) < 1:
+        raise XaibenchError(f"n_all must be positive, got {n_all!r}")
+    half_width = z * math.sqrt(value * (1.0 - value) / int(n_all))
+    return max(0.0, value - half_width), min(1.0, value + half_width)
+
+
 def _percentile_interval(replicates: NDArray[np.float64], level: float) -> tuple[float, float]:
     """The central ``level`` interval of bootstrap replicates (linear interpolation)."""
     alpha = 1.0 - level
