@@ -179,3 +179,25 @@ def test_sanity_badges_in_the_explainability_table():
     assert table.loc[0, "sanity (saliency)"] == "fail (target)"
     assert table.loc[0, "sanity (edge)"] == "control"
     assert "Δ_bone (zero)" in table.columns
+
+
+def test_performance_explanation_correlation_is_spearman_over_cells():
+    from xaibench.analysis import performance_explanation_correlation
+
+    aucs = [0.9, 0.8, 0.7, 0.6, 0.55]
+    deltas = [0.1, 0.3, 0.2, 0.5, 0.4]
+    records = []
+    for i, (auc, delta) in enumerate(zip(aucs, deltas, strict=True)):
+        cell = (f"b{i}", "lp")
+        records.append(
+            {**record(cell, None, auc, region=None), "metric": "auc", "category": "performance"}
+        )
+        records.append(record(cell, "zero", delta))
+    records.append(record(("b0", "lp"), "mean", 0.3))  # only one cell: no row
+    (row,) = performance_explanation_correlation(records, resamples=200)
+    assert (row["metric"], row["perturbation"], row["region"]) == ("delta_region", "zero", "bone")
+    assert row["spearman"] == pytest.approx(spearmanr(aucs, deltas).statistic)
+    assert row["cells"] == 5
+    assert row["ci_low"] <= row["spearman"] <= row["ci_high"]
+    again = performance_explanation_correlation(records, resamples=200)
+    assert again == [row]

@@ -10,6 +10,9 @@ Both are questions the study's design raises but a per-cell table cannot answer:
 * **perturbation rank agreement** — for every Δ_region, Kendall's tau-b between the cell rankings
   under each pair of perturbations (``zero``, ``mean``, ``blur``, ``inpaint``, ...). A leaderboard
   ranked by Δ under one baseline should say when another baseline reorders it.
+* **performance vs explanation** — for every explanation score, Spearman's rho between the
+  cells' AUC and that score, with a bootstrap CI over cells: the study's finding that higher
+  performance did not mean better explainability, as a number with its uncertainty.
 
 Pure functions of cell outputs and records: no model code runs here.
 """
@@ -139,3 +142,70 @@ def perturbation_rank_agreement(records: Sequence[Mapping[str, Any]]) -> list[di
                 }
             )
     return rows
+
+
+def performance_explanation_correlation(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    performance: str = "auc",
+    resamples: int = 1000,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Spearman's rho between the cells' ``performance`` metric and each explanation score.
+
+    One row per explanation column (metric, perturbation or saliency method, region) with at
+    least three cells that have both values; the 95% CI is a percentile bootstrap over cells
+    (resamples where either side is constant are dropped). With few cells the interval is wide,
+    which is the point: a handful of models cannot show that performance and explainability
+    go together or apart.
+    """
+    perf: dict[tuple[Any, ...], float] = {}
+    scores: dict[tuple[Any, ...], dict[tuple[Any, ...], float]] = defaultdict(dict)
+    for rec in records:
+        if rec.get("status") != "ok" or rec.get("value") is None:
+            continue
+        cell = (rec["backbone"], rec["strategy"], rec["seed"])
+        if rec["metric"] == performance and rec.get("category") == "performance":
+            perf[cell] = float(rec["value"])
+        elif rec.get("category") == "explanation":
+            key = (rec["metric"], rec.get("perturbation"), rec.get("saliency"), rec.get("region"))
+            scores[key][cell] = float(rec["value"])
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (metric, perturbation, saliency, region), by_cell in sorted(
+        scores.items(), key=lambda item: tuple(str(k) for k in item[0])
+    ):
+        cells = sorted(set(by_cell) & set(perf))
+        if len(cells) < 3:
+            continue
+        x = np.array([perf[c] for c in cells])
+        y = np.array([by_cell[c] for c in cells])
+        rho = _spearman(x, y)
+        boot = []
+        for _ in range(resamples):
+            idx = rng.integers(0, len(cells), len(cells))
+            value = _spearman(x[idx], y[idx])
+            if value is not None:
+                boot.append(value)
+        low = float(np.quantile(boot, 0.025)) if len(boot) >= 10 else None
+        high = float(np.quantile(boot, 0.975)) if len(boot) >= 10 else None
+        rows.append(
+            {
+                "performance": performance,
+                "metric": metric,
+                "perturbation": perturbation,
+                "saliency": saliency,
+                "region": region,
+                "spearman": rho,
+                "ci_low": low,
+                "ci_high": high,
+                "cells": len(cells),
+            }
+        )
+    return rows
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Spearman's rho with average ranks; None when either side is constant."""
+    rho = spearman_per_image(torch.from_numpy(x[None]), torch.from_numpy(y[None]))[0]
+    return None if np.isnan(rho) else float(rho)

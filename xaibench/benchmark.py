@@ -13,7 +13,11 @@ from typing import Any
 import pandas as pd
 
 from xaibench import __version__
-from xaibench.analysis import explanation_drift, perturbation_rank_agreement
+from xaibench.analysis import (
+    explanation_drift,
+    performance_explanation_correlation,
+    perturbation_rank_agreement,
+)
 from xaibench.config import RunConfig
 from xaibench.errors import XaibenchError
 from xaibench.grid import Cell, build_cells, check_components
@@ -71,6 +75,7 @@ def run_benchmark(
         return result
 
     results = executor.run(cells, run_cell)
+    records = [rec for r in results for rec in r.records]
     analysis = {
         "explanation_drift": explanation_drift(
             {
@@ -81,8 +86,9 @@ def run_benchmark(
             resamples=config.analysis.bootstrap,
             seed=config.seeds[0],
         ),
-        "perturbation_rank_agreement": perturbation_rank_agreement(
-            [rec for r in results for rec in r.records]
+        "perturbation_rank_agreement": perturbation_rank_agreement(records),
+        "performance_explanation_correlation": performance_explanation_correlation(
+            records, resamples=config.analysis.bootstrap, seed=config.seeds[0]
         ),
     }
     document = build_document(
