@@ -5,11 +5,9 @@ Target: ratio <= 1.05. Run ``python -m pytest benchmarks --benchmark-only``; bot
 the ``adapter_overhead`` group and the ratio is stored in the adapter row's ``extra_info``.
 """
 
-import statistics
-import time
-
 import pytest
 import torch
+from timing import interleaved_ratio
 
 from xaibench.models.timm_backbone import TimmBackbone
 
@@ -38,19 +36,6 @@ def plain_loop(model, images, mean, std):
 def adapter_loop(adapter, images):
     with torch.inference_mode():
         return torch.cat([adapter(images[s : s + BATCH]) for s in range(0, len(images), BATCH)])
-
-
-def interleaved_ratio(fn, baseline, rounds=21):
-    """Median time of ``fn`` over median time of ``baseline``, alternating them so that drift in
-    machine load hits both alike."""
-    fn(), baseline()
-    times: dict[str, list[float]] = {"fn": [], "baseline": []}
-    for _ in range(rounds):
-        for key, f in (("fn", fn), ("baseline", baseline)):
-            start = time.perf_counter()
-            f()
-            times[key].append(time.perf_counter() - start)
-    return statistics.median(times["fn"]) / statistics.median(times["baseline"])
 
 
 @pytest.mark.benchmark(group="adapter_overhead")

@@ -17,13 +17,12 @@ and stored in each row's ``extra_info``. Nothing is asserted about time.
 """
 
 import json
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 
 import pytest
 import torch
+from timing import interleaved_ratio
 from torch.profiler import ProfilerActivity, profile
 
 from xaibench.models.base import Classifier
@@ -73,19 +72,6 @@ def peak_tensor_bytes(fn: Callable[[], object]) -> int:
     return max(m["Total Allocated"] for m in mem) - start
 
 
-def interleaved_ratio(fn, baseline, rounds=9):
-    """Median time of ``fn`` over median time of ``baseline``, alternating them so that drift in
-    machine load hits both alike."""
-    fn(), baseline()
-    times: dict[str, list[float]] = {"fn": [], "baseline": []}
-    for _ in range(rounds):
-        for key, f in (("fn", fn), ("baseline", baseline)):
-            start = time.perf_counter()
-            f()
-            times[key].append(time.perf_counter() - start)
-    return statistics.median(times["fn"]) / statistics.median(times["baseline"])
-
-
 def forward_backward(model: Classifier, images: torch.Tensor, targets: torch.Tensor) -> None:
     """One plain forward and backward pass to the input: what any gradient method must pay."""
     with torch.enable_grad():
@@ -127,6 +113,7 @@ def test_gradcam_vs_one_forward_backward(benchmark, arch, batch):
     ratio = interleaved_ratio(
         lambda: method.explain(model, images, targets),
         lambda: forward_backward(model, images, targets),
+        rounds=9,
     )
     benchmark.extra_info["ratio_vs_forward_backward"] = round(ratio, 3)
     print(f"\ngradcam ({arch}) / one forward+backward: {ratio:.3f} (target <= ~1)")
@@ -148,8 +135,9 @@ def test_attention_rollout_vs_one_attention_forward(benchmark, arch, batch):
             vit(images)
 
     benchmark(method.explain, vit, images, targets)
-    ratio = interleaved_ratio(lambda: method.explain(vit, images, targets), attention_forward)
-    vs_plain = interleaved_ratio(lambda: method.explain(vit, images, targets), plain_forward)
+    explain = lambda: method.explain(vit, images, targets)  # noqa: E731
+    ratio = interleaved_ratio(explain, attention_forward, rounds=9)
+    vs_plain = interleaved_ratio(explain, plain_forward, rounds=9)
     benchmark.extra_info["ratio_vs_attention_forward"] = round(ratio, 3)
     benchmark.extra_info["ratio_vs_plain_forward"] = round(vs_plain, 3)
     print(

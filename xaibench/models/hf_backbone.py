@@ -121,36 +121,31 @@ class _Family:
     unused_weights: tuple[str, ...] = ()
 
 
+_DINOV2 = _Family(
+    name="dinov2",
+    model_types=("dinov2",),
+    config_class="Dinov2Config",
+    model_class="Dinov2Model",
+    layers="encoder.layer",
+    norm1="norm1",
+    final_norm="layernorm",
+    attention=("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj"),
+    class_token=True,
+    interpolate_flag=False,
+    mean=_IMAGENET_MEAN,
+    std=_IMAGENET_STD,
+    unused_weights=("embeddings.mask_token",),
+)
+
 _FAMILIES: dict[str, _Family] = {
-    "dinov2": _Family(
-        name="dinov2",
-        model_types=("dinov2",),
-        config_class="Dinov2Config",
-        model_class="Dinov2Model",
-        layers="encoder.layer",
-        norm1="norm1",
-        final_norm="layernorm",
-        attention=("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj"),
-        class_token=True,
-        interpolate_flag=False,
-        mean=_IMAGENET_MEAN,
-        std=_IMAGENET_STD,
-        unused_weights=("embeddings.mask_token",),
-    ),
-    "dinov2_with_registers": _Family(
+    "dinov2": _DINOV2,
+    # Same layout; the register tokens only change the prefix count (read from the config).
+    "dinov2_with_registers": dataclasses.replace(
+        _DINOV2,
         name="dinov2_with_registers",
         model_types=("dinov2_with_registers",),
         config_class="Dinov2WithRegistersConfig",
         model_class="Dinov2WithRegistersModel",
-        layers="encoder.layer",
-        norm1="norm1",
-        final_norm="layernorm",
-        attention=("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj"),
-        class_token=True,
-        interpolate_flag=False,
-        mean=_IMAGENET_MEAN,
-        std=_IMAGENET_STD,
-        unused_weights=("embeddings.mask_token",),
     ),
     "siglip": _Family(
         name="siglip",
