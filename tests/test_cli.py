@@ -71,13 +71,23 @@ def test_run_writes_the_run_directory(tiny_run):
         "leaderboard_performance.csv",
         "leaderboard_explainability.md",
         "leaderboard_explainability.csv",
+        "comparisons.csv",
+        "leaderboard.json",
+        "leaderboard.html",
+        "per_class.csv",
+        "confusion.csv",
+        "calibration.csv",
+        "reliability.csv",
+        "strata_performance.csv",
+        "strata_explanations.csv",
+        "gallery/index.json",
     ):
         assert (out / name).is_file(), name
 
 
 def test_results_document_has_schema_provenance_and_flat_records(tiny_run):
     doc = json.loads((tiny_run[0] / "results.json").read_text())
-    assert doc["schema_version"] == "1.1"
+    assert doc["schema_version"] == "1.2"
     assert doc["config"]["seeds"] == [0]
     assert doc["environment"]["libraries"]["torch"]
     assert doc["components"]["saliency"]["example_method"]["distribution"] == "xaibench-example"
@@ -95,9 +105,9 @@ def test_results_document_has_schema_provenance_and_flat_records(tiny_run):
     )
     region_metrics = {"iou_region", "pointing_game", "relevance_mass"}
     assert region_metrics <= {m["name"] for m in cfg["metrics"]}
-    # per cell: 5 performance + every delta + methods x regions x region metrics + 2 sanity
+    # per cell: 7 performance + every delta + methods x regions x region metrics + 2 sanity
     # records per method
-    per_cell = 5 + n_deltas + 2 * regions * len(region_metrics) + 2 * 2
+    per_cell = 7 + n_deltas + 2 * regions * len(region_metrics) + 2 * 2
     assert len(records) == 4 * per_cell
     ious = [r for r in records if r["metric"] == "iou_region" and r["status"] == "ok"]
     assert {r["saliency"] for r in ious} == {"gradcam", "example_method"}
@@ -238,14 +248,68 @@ def test_version_and_help():
         assert command in help_text
 
 
-def test_saliency_galleries_are_written_per_cell_and_method(tiny_run):
+def test_saliency_galleries_show_the_best_worst_and_random_images(tiny_run):
     from PIL import Image
 
-    files = sorted((tiny_run[0] / "gallery").glob("*.png"))
-    assert len(files) == 4 * 2  # cells x saliency methods
-    assert files[0].name == "test_resnet.random__full__seed0__example_method.png"
-    with Image.open(files[0]) as picture:
-        assert picture.size == (8 * 48 * 4, 2 * 48 * 4)  # 8 tiles, enlarged to >= 160 px
+    out = tiny_run[0]
+    index = json.loads((out / "gallery" / "index.json").read_text())
+    assert len(index) == 4 * 2 * 3  # cells x saliency methods x (best, worst, random)
+    assert {e["kind"] for e in index} == {"best", "worst", "random"}
+    expl = pd.read_csv(out / "explanations.csv")
+    for entry in index:
+        assert len(entry["sample_ids"]) == 4  # gallery_images, default 4
+        assert entry["score_metric"] == "iou_region"
+        assert entry["region"] == "bone"
+        with Image.open(out / "gallery" / entry["file"]) as picture:
+            assert picture.size == (4 * 48 * 4, 2 * 48 * 4)  # 4 tiles, enlarged to >= 160 px
+        ious = expl[
+            (expl.backbone == entry["backbone"])
+            & (expl.strategy == entry["strategy"])
+            & (expl.saliency == entry["saliency"])
+            & (expl.metric == "iou_region")
+            & (expl.region == "bone")
+        ].set_index("sample_id")["value"]
+        # the recorded scores are the images' IoU in explanations.csv
+        assert entry["scores"] == pytest.approx(list(ious.loc[entry["sample_ids"]]))
+        if entry["kind"] == "best":
+            assert min(entry["scores"]) >= ious.drop(entry["sample_ids"]).max()
+        if entry["kind"] == "worst":
+            assert max(entry["scores"]) <= ious.drop(entry["sample_ids"]).min()
+
+
+def test_run_writes_per_class_calibration_and_strata_tables(tiny_run):
+    out = tiny_run[0]
+    doc = json.loads((out / "results.json").read_text())
+    analysis = doc["analysis"]
+    n_test = doc["dataset"]["splits"]["test"]["images"]
+    assert len(analysis["per_class"]) == 4 * 3  # cells x classes
+    confusion = pd.DataFrame(analysis["confusion"])
+    assert (confusion.groupby(["backbone", "strategy"])["count"].sum() == n_test).all()
+    assert {r["kind"] for r in analysis["calibration"]} == {"top_label", "positive_class"}
+    assert all(0 <= r["ece"] <= 1 for r in analysis["calibration"])
+    assert len(analysis["reliability"]) == 4 * 2 * 10  # cells x kinds x bins
+    variables = {r["variable"] for r in analysis["strata_performance"]}
+    assert variables == {"true_class", "prediction"}  # the phantom without shortcut: no metadata
+    sizes = pd.DataFrame(analysis["strata_performance"])
+    by_class = sizes[sizes.variable == "true_class"].groupby(["backbone", "strategy"])["n"].sum()
+    assert (by_class == n_test).all()
+    assert pd.read_csv(out / "per_class.csv").shape[0] == 4 * 3
+
+
+def test_a_run_directory_passes_its_own_leaderboard_check(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run)
+    proc = xaibench("leaderboard", "--check", str(run))
+    assert proc.returncode == 0, proc.stderr
+    perf = pd.read_csv(run / "leaderboard_performance.csv")
+    assert {"rank", "tier", "AUC low", "AUC high", "p vs leader"} <= set(perf.columns)
+    assert perf["tier"].min() == 1
+    perf.loc[0, "AUC"] = 0.999
+    perf.to_csv(run / "leaderboard_performance.csv", index=False)
+    proc = xaibench("leaderboard", "--check", str(run))
+    assert proc.returncode == 1
 
 
 def test_missing_weights_list_every_backbone_and_exit_2(tmp_path):

@@ -633,3 +633,21 @@ def test_run_with_data_option_on_png_and_dicom_manifests(tmp_path: Path):
         assert not patients & set(re.findall(r"[\w-]+", text))
     assert values["png"] == values["dicom"]
     assert values["png"][("auc", None, None, None)] is not None
+
+
+def test_metadata_columns_are_the_strata_and_the_label_source_is_not(tmp_path: Path):
+    from xaibench.stats.strata import strata_from_table
+
+    images = [f"i{k}.png" for k in range(6)]
+    for name in images:
+        save_png(tmp_path / name, np.zeros((4, 4), np.uint8))
+    rows = three_classes(tmp_path, images)
+    for k, row in enumerate(rows):
+        row["site"] = "A" if k < 3 else "B"
+        row["age"] = 50 + k
+    dataset = load(tmp_path, rows)
+    assert set(dataset.strata_columns) == {"site", "age"}
+    assert "t_score" not in dataset.strata_columns
+    assert "patient_id" not in dataset.strata_columns
+    strata = strata_from_table(dataset.table(), dataset.strata_columns)
+    assert strata["site"].value_counts().to_dict() == {"A": 3, "B": 3}

@@ -4,11 +4,12 @@ denominator, image-level bootstraps for explanation scores and Δ."""
 import numpy as np
 import pytest
 
+from xaibench.errors import XaibenchError
 from xaibench.metrics.base import Predictions, SaliencyRegionMetric
 from xaibench.metrics.explanation import DeltaRegion, delta_bootstrap_ci
 from xaibench.metrics.localisation import RelevanceMass
-from xaibench.metrics.performance import PositiveAUC, Sensitivity, Specificity
-from xaibench.stats.intervals import delong_auc_ci, wilson_ci
+from xaibench.metrics.performance import NPV, PPV, PositiveAUC, Sensitivity, Specificity
+from xaibench.stats.intervals import bootstrap_auc_ci, delong_auc_ci, wilson_ci
 
 
 def predictions(seed: int = 0, n: int = 120) -> Predictions:
@@ -28,6 +29,19 @@ def test_auc_carries_the_delong_interval():
     assert low < mv.value < high
 
 
+def test_auc_bootstrap_interval_is_an_option():
+    p = predictions()
+    mv = PositiveAUC(ci_method="bootstrap", resamples=500, seed=3).compute(p)
+    expected = bootstrap_auc_ci(p.is_positive, p.scores, resamples=500, seed=3)
+    assert mv.value == pytest.approx(expected[0])
+    assert mv.ci == expected[1:]
+    assert mv.details["ci_method"] == "bootstrap"
+    delong = PositiveAUC().compute(p).ci
+    assert mv.ci != delong
+    assert mv.ci[0] == pytest.approx(delong[0], abs=0.03)  # two estimates of one interval
+    assert mv.ci[1] == pytest.approx(delong[1], abs=0.03)
+
+
 def test_rates_use_wilson_over_their_own_denominator():
     p = predictions()
     called = p.scores >= p.threshold
@@ -37,6 +51,23 @@ def test_rates_use_wilson_over_their_own_denominator():
     assert sens.n == int(p.is_positive.sum())  # positives only, not all images
     assert sens.ci == wilson_ci(tp, sens.n)
     assert spec.ci == wilson_ci(tn, int((~p.is_positive).sum()))
+
+
+def test_predictive_values_use_wilson_over_the_calls():
+    p = predictions()
+    called = p.scores >= p.threshold
+    tp = int((called & p.is_positive).sum())
+    tn = int((~called & ~p.is_positive).sum())
+    ppv, npv = PPV().compute(p), NPV().compute(p)
+    assert ppv.n == int(called.sum())
+    assert ppv.value == pytest.approx(tp / called.sum())
+    assert ppv.ci == wilson_ci(tp, ppv.n)
+    assert npv.n == int((~called).sum())
+    assert npv.value == pytest.approx(tn / (~called).sum())
+    assert npv.ci == wilson_ci(tn, npv.n)
+    nobody = Predictions(p.labels, p.probs, positive_class=2, threshold=2.0)  # no positive call
+    with pytest.raises(XaibenchError, match="no sample was called positive"):
+        PPV().compute(nobody)
 
 
 def test_delta_interval_is_paired_and_brackets_the_value():

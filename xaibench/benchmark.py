@@ -18,14 +18,17 @@ from xaibench.analysis import (
     performance_explanation_correlation,
     perturbation_rank_agreement,
 )
+from xaibench.breakdowns import run_breakdowns
 from xaibench.config import RunConfig
 from xaibench.errors import XaibenchError
 from xaibench.grid import Cell, build_cells, check_components
-from xaibench.leaderboard import write_leaderboards
+from xaibench.leaderboard import Leaderboards, build_leaderboards, write_leaderboard_files
 from xaibench.plugins import Components
 from xaibench.progress import NullProgress, Progress
+from xaibench.report.run_files import load_run
 from xaibench.results import build_document, environment, write_run
-from xaibench.runner import CellResult, CellRunner, prepare_data
+from xaibench.runner import CellResult, CellRunner, RunData, prepare_data
+from xaibench.stats.strata import strata_from_table
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class RunOutcome:
     run_dir: Path
     document: dict[str, Any]
     results: list[CellResult]
-    leaderboards: dict[str, pd.DataFrame]
+    leaderboards: Leaderboards
 
     @property
     def failed(self) -> list[CellResult]:
@@ -91,9 +94,42 @@ def run_benchmark(
             records, resamples=config.analysis.bootstrap, seed=config.seeds[0]
         ),
     }
+    analysis.update(_breakdowns(config, data, results))
     document = build_document(
         config, components, data, results, environment(config), started, analysis
     )
     write_run(run_dir, document, results)
-    tables = write_leaderboards(document["records"], run_dir)
-    return RunOutcome(run_dir, document, results, tables)
+    # The leaderboards are built from the files just written, exactly as
+    # `xaibench leaderboard RUN_DIR` would: one code path, and `--check` holds on a fresh run.
+    progress.log("leaderboards: paired tests between cells")
+    boards = build_leaderboards(
+        [load_run(run_dir)], resamples=config.analysis.bootstrap or 1000, seed=config.seeds[0]
+    )
+    write_leaderboard_files(boards, run_dir)
+    return RunOutcome(run_dir, document, results, boards)
+
+
+def _breakdowns(
+    config: RunConfig, data: RunData, results: list[CellResult]
+) -> dict[str, list[dict[str, Any]]]:
+    """Per-class, calibration and stratified tables of the cells that finished."""
+    ok = [r for r in results if r.status == "ok"]
+    preds = [f for r in ok for f in r.predictions]
+    expl = [f for r in ok for f in r.explanations]
+    if not preds:
+        return {}
+    test_ids = list(data.splits["test"].sample_ids)
+    columns = list(data.dataset.strata_columns)
+    strata = {}
+    if columns:
+        table = data.dataset.table().set_index("sample_id").loc[test_ids]
+        strata = strata_from_table(table.reset_index(), columns)
+    return run_breakdowns(
+        pd.concat(preds, ignore_index=True),
+        pd.concat(expl, ignore_index=True) if expl else pd.DataFrame(),
+        data.task.class_names,
+        data.task.positive_class,
+        strata,
+        resamples=config.analysis.bootstrap,
+        seed=config.seeds[0],
+    )

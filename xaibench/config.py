@@ -141,7 +141,11 @@ class RunConfig(BaseModel):
         None, ge=1, description="Explain at most this many test images (all by default)."
     )
     gallery_images: int = Field(
-        8, ge=0, le=64, description="Test images per saliency gallery PNG (0: no galleries)."
+        4,
+        ge=0,
+        le=64,
+        description="Test images in each of the best, worst and random saliency galleries "
+        "(0: no galleries).",
     )
     split: SplitSettings = Field(default_factory=SplitSettings)
     sanity: SanitySettings = Field(default_factory=SanitySettings)

@@ -12,19 +12,41 @@ randomly initialised weights are marked, because their numbers say nothing about
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
+from xaibench.errors import XaibenchError
+from xaibench.stats.comparisons import (
+    PairedComparison,
+    delong_comparison,
+    holm,
+    mcnemar_comparison,
+    paired_bootstrap_delta_auc,
+    paired_bootstrap_mean,
+)
+
+if TYPE_CHECKING:
+    from xaibench.report.run_files import RunFiles
+
 CELL_COLUMNS = ["backbone", "strategy", "seed"]
-PERFORMANCE_ORDER = ["auc", "accuracy", "sensitivity", "specificity", "macro_auc"]
+#: Holm-adjusted p-value of the paired test against the leader on the ranking column.
+P_COLUMN = "p vs leader"
+PERFORMANCE_ORDER = ["auc", "accuracy", "sensitivity", "specificity", "ppv", "npv", "macro_auc"]
 _PERFORMANCE_LABELS = {
     "auc": "AUC",
     "accuracy": "Accuracy",
     "sensitivity": "Sensitivity",
     "specificity": "Specificity",
+    "ppv": "PPV",
+    "npv": "NPV",
     "macro_auc": "Macro AUC",
 }
 
@@ -89,8 +111,10 @@ def sanity_badges(records: Iterable[dict[str, Any]]) -> dict[tuple[Any, ...], di
 
 
 def _table(records: Iterable[dict[str, Any]], category: str) -> pd.DataFrame:
+    """One row per cell; per metric column its value and, when recorded, ``low``/``high``."""
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     columns: list[str] = []
+    with_ci: set[str] = set()
     for rec in records:
         if rec["category"] != category:
             continue
@@ -105,17 +129,50 @@ def _table(records: Iterable[dict[str, Any]], category: str) -> pd.DataFrame:
         col = _column(rec)
         if col not in columns:
             columns.append(col)
-        row[col] = rec["value"] if rec["status"] == "ok" else None
-    frame = pd.DataFrame(list(rows.values()), columns=[*CELL_COLUMNS, "weights", *columns])
+        ok = rec["status"] == "ok"
+        row[col] = rec["value"] if ok else None
+        if rec.get("ci_low") is not None or rec.get("ci_high") is not None:
+            with_ci.add(col)
+        row[f"{col} low"] = rec.get("ci_low") if ok else None
+        row[f"{col} high"] = rec.get("ci_high") if ok else None
+    ordered: list[str] = []
+    for col in columns:
+        ordered.append(col)
+        if col in with_ci:
+            ordered.extend([f"{col} low", f"{col} high"])
+    frame = pd.DataFrame(list(rows.values()), columns=[*CELL_COLUMNS, "weights", *ordered])
+    for col in ordered:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     return frame
 
 
+def _metric_columns(frame: pd.DataFrame) -> list[str]:
+    """The value columns (not the cell keys, CI bounds, badges or bookkeeping)."""
+    skip = {*CELL_COLUMNS, "rank", "tier", "weights", P_COLUMN}
+    return [
+        c
+        for c in frame.columns
+        if c not in skip
+        and not str(c).endswith((" low", " high"))
+        and not str(c).startswith("sanity (")
+    ]
+
+
+def _with_bounds(columns: Iterable[str], frame: pd.DataFrame) -> list[str]:
+    out: list[str] = []
+    for col in columns:
+        out.append(col)
+        out.extend(c for c in (f"{col} low", f"{col} high") if c in frame)
+    return out
+
+
 def performance_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Performance leaderboard, best AUC first."""
+    """Performance leaderboard, best AUC first: values and CIs (tiers: build_leaderboards)."""
     frame = _table(records, "performance")
+    metric_cols = _metric_columns(frame)
     known = [_PERFORMANCE_LABELS[m] for m in PERFORMANCE_ORDER if _PERFORMANCE_LABELS[m] in frame]
-    others = [c for c in frame.columns if c not in [*CELL_COLUMNS, "weights", *known]]
-    frame = frame[[*CELL_COLUMNS, *known, *others, "weights"]]
+    others = [c for c in metric_cols if c not in known]
+    frame = frame[[*CELL_COLUMNS, *_with_bounds([*known, *others], frame), "weights"]]
     if "AUC" in frame:
         frame = frame.sort_values("AUC", ascending=False, na_position="last", kind="stable")
     return _ranked(frame)
@@ -124,21 +181,29 @@ def performance_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
 def explainability_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """Explainability leaderboard, ranked by the first Δ column (first configured perturbation)."""
     frame = _table(records, "explanation")
-    metric_cols = [c for c in frame.columns if c not in [*CELL_COLUMNS, "weights"]]
+    metric_cols = _metric_columns(frame)
     # Δ columns first, each group in the configured order (so the first perturbation ranks)
-    metric_cols.sort(key=lambda c: (not c.startswith("Δ"), c.startswith("sanity")))
+    metric_cols.sort(key=lambda c: not c.startswith("Δ"))
     badges = sanity_badges(records)
-    frame = frame[[*CELL_COLUMNS, *metric_cols, "weights"]]
+    frame = frame[[*CELL_COLUMNS, *_with_bounds(metric_cols, frame), "weights"]].copy()
     methods = list(dict.fromkeys(m for cell in badges.values() for m in cell))
     cells = [tuple(row) for row in frame[CELL_COLUMNS].itertuples(index=False)]
     for method in methods:
         frame[f"sanity ({method})"] = [badges.get(cell, {}).get(method, "") for cell in cells]
-    sort_by = next(
-        (c for c in metric_cols if c.startswith("Δ")), metric_cols[0] if metric_cols else None
-    )
+    sort_by = ranking_column(frame)
     if sort_by is not None:
         frame = frame.sort_values(sort_by, ascending=False, na_position="last", kind="stable")
     return _ranked(frame)
+
+
+def ranking_column(frame: pd.DataFrame) -> str | None:
+    """The column a leaderboard is ranked by: AUC, else the first Δ column, else the first one."""
+    metric_cols = _metric_columns(frame)
+    if "AUC" in metric_cols:
+        return "AUC"
+    return next(
+        (c for c in metric_cols if c.startswith("Δ")), metric_cols[0] if metric_cols else None
+    )
 
 
 def _ranked(frame: pd.DataFrame) -> pd.DataFrame:
@@ -156,6 +221,13 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def format_p(value: Any) -> str:
+    """A p-value for people: three decimals, ``<0.001`` below that, an en dash when undefined."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "–"  # noqa: RUF001
+    return "<0.001" if float(value) < 0.001 else f"{float(value):.3f}"
+
+
 def to_markdown(frame: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table (cells escaped for pipes)."""
     header = [str(c) for c in frame.columns]
@@ -166,14 +238,649 @@ def to_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_leaderboards(records: Sequence[dict[str, Any]], out_dir: Path) -> dict[str, pd.DataFrame]:
-    """Write both leaderboards as Markdown and CSV into ``out_dir``; return them."""
+@dataclass(frozen=True)
+class Leaderboards:
+    """Both leaderboards of one or more compatible runs, with the paired comparisons behind them.
+
+    Attributes:
+        performance: One row per cell: ``rank``, ``tier``, ``backbone``, ``strategy``, ``seed``,
+            then per metric ``<label>``, ``<label> low``, ``<label> high`` (numbers), then
+            ``p vs leader`` (Holm-adjusted) and ``weights``.
+        explainability: The same for explanation columns, plus ``sanity (<method>)`` badges.
+        comparisons: Long table of paired tests: ``table``, ``column``, ``backbone_a``,
+            ``strategy_a``, ``seed_a``, ``backbone_b``, ``strategy_b``, ``seed_b``, ``test``,
+            ``difference``, ``low``, ``high``, ``p_value``, ``p_holm``, ``n``.
+        meta: Task, sources, versions, ranking columns, alpha.
+    """
+
+    performance: pd.DataFrame
+    explainability: pd.DataFrame
+    comparisons: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+#: Everything that must agree before runs share a table: the same question, scored the same way
+#: on the same test images. Config keys are compared as resolved.
+_DEFINITION_KEYS = ("metrics", "perturbations", "ci", "explain_regions", "saliency_target")
+
+
+def _definition(run: RunFiles) -> dict[str, Any]:
+    doc = run.document
+    config = doc.get("config", {})
+    dataset = doc.get("dataset", {})
+    return {
+        "task": doc["task"].get("name"),
+        "class_names": doc["task"].get("class_names"),
+        "positive_class": doc["task"].get("positive_class"),
+        **{f"config.{k}": config.get(k) for k in _DEFINITION_KEYS},
+        "dataset fingerprint": dataset.get("fingerprint"),
+        "test split": (dataset.get("splits") or {}).get("test"),
+    }
+
+
+def check_compatible(runs: Sequence[RunFiles]) -> None:
+    """Refuse to put runs with different tasks, metric definitions or test sets in one table.
+
+    Raises:
+        XaibenchError: No runs; two runs differ in a definition key (the message names the key
+            and both runs); or the same cell appears in two runs.
+    """
+    if not runs:
+        raise XaibenchError("no run directories given")
+    first = _definition(runs[0])
+    for run in runs[1:]:
+        other = _definition(run)
+        for key, value in first.items():
+            if other[key] != value:
+                raise XaibenchError(
+                    f"runs {str(runs[0].path)!r} and {str(run.path)!r} differ in {key} "
+                    f"({_short(value)} vs {_short(other[key])}); their numbers are not "
+                    "comparable and are never mixed in one leaderboard"
+                )
+    seen: dict[tuple[Any, ...], Path] = {}
+    for run in runs:
+        for cell in run.document.get("cells", []):
+            cell_key = (cell["backbone"], cell["strategy"], cell["seed"])
+            if cell_key in seen:
+                raise XaibenchError(
+                    f"cell {'/'.join(map(str, cell_key))} is in both {str(seen[cell_key])!r} "
+                    f"and {str(run.path)!r}; give each cell once"
+                )
+            seen[cell_key] = run.path
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _merged(runs: Sequence[RunFiles], attr: str) -> pd.DataFrame:
+    frames = [getattr(r, attr) for r in runs if not getattr(r, attr).empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _cell_key(row: Any) -> tuple[Any, ...]:
+    return (row["backbone"], row["strategy"], int(row["seed"]))
+
+
+class _PerImage:
+    """Per-image inputs of the paired tests, looked up per cell and aligned on sample ids."""
+
+    def __init__(self, runs: Sequence[RunFiles]) -> None:
+        task = runs[0].task
+        self.positive = f"prob_{task['positive_class']}"
+        self.positive_index = list(task["class_names"]).index(task["positive_class"])
+        preds = _merged(runs, "predictions")
+        if not preds.empty:
+            preds = preds[preds["split"] == "test"]
+        self.preds = preds
+        self.expl = _merged(runs, "explanations")
+
+    def _pred(self, cell: tuple[Any, ...], perturbation: str, region: str) -> pd.DataFrame:
+        p = self.preds
+        if p.empty:
+            return p
+        m = (
+            (p["backbone"] == cell[0])
+            & (p["strategy"] == cell[1])
+            & (p["seed"] == cell[2])
+            & (p["perturbation"] == perturbation)
+            & (p["region"] == region)
+        )
+        return p[m].set_index("sample_id")
+
+    def intact(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> pd.DataFrame | None:
+        """Labels, positive scores and calls of two cells on their shared test images."""
+        pa, pb = self._pred(a, "", ""), self._pred(b, "", "")
+        if pa.empty or pb.empty:
+            return None
+        b_cols = pb[[self.positive, "called_positive"]].rename(columns=lambda c: f"{c}_b")
+        joined = pa[["label", self.positive, "called_positive"]].join(b_cols, how="inner")
+        return joined.sort_index()
+
+    def delta(
+        self, a: tuple[Any, ...], b: tuple[Any, ...], perturbation: str, region: str
+    ) -> pd.DataFrame | None:
+        if self.preds.empty:
+            return None
+        parts = [
+            self._pred(a, "", "")[["label", self.positive]],
+            self._pred(a, perturbation, region)[[self.positive]],
+            self._pred(b, "", "")[[self.positive]],
+            self._pred(b, perturbation, region)[[self.positive]],
+        ]
+        if any(part.empty for part in parts):
+            return None
+        names = ["intact_a", "perturbed_a", "intact_b", "perturbed_b"]
+        joined = parts[0].rename(columns={self.positive: names[0]})
+        for part, name in zip(parts[1:], names[1:], strict=True):
+            joined = joined.join(part.rename(columns={self.positive: name}), how="inner")
+        return joined.sort_index()
+
+    def scores(
+        self, a: tuple[Any, ...], b: tuple[Any, ...], metric: str, saliency: str, region: str
+    ) -> pd.DataFrame | None:
+        e = self.expl
+        if e.empty:
+            return None
+        m = (e["metric"] == metric) & (e["saliency"] == saliency) & (e["region"] == region)
+        sub = e[m]
+        out = []
+        for cell in (a, b):
+            rows = sub[
+                (sub["backbone"] == cell[0])
+                & (sub["strategy"] == cell[1])
+                & (sub["seed"] == cell[2])
+            ]
+            if rows.empty:
+                return None
+            out.append(rows.set_index("sample_id")["value"])
+        return pd.concat(out, axis=1, keys=["a", "b"], join="inner").sort_index()
+
+
+def _specs(records: Sequence[dict[str, Any]], category: str) -> dict[str, dict[str, Any]]:
+    """Column label -> the record fields that say where its per-image data lives."""
+    out: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        if rec["category"] == category:
+            out.setdefault(_column(rec), rec)
+    return out
+
+
+def _comparison(
+    data: _PerImage,
+    spec: dict[str, Any],
+    a: tuple[Any, ...],
+    b: tuple[Any, ...],
+    *,
+    level: float,
+    resamples: int,
+    seed: int,
+) -> PairedComparison | None:
+    """The paired test of one column between two cells, or None where it has no per-image form."""
+    metric = spec["metric"]
+    try:
+        if spec["category"] == "performance":
+            joined = data.intact(a, b)
+            if joined is None:
+                return None
+            y = (joined["label"].to_numpy() == data.positive_index).astype(int)
+            if metric == "auc":
+                return delong_comparison(
+                    y,
+                    joined[data.positive].to_numpy(),
+                    joined[data.positive + "_b"].to_numpy(),
+                    level,
+                )
+            calls_a = joined["called_positive"].to_numpy().astype(bool)
+            calls_b = joined["called_positive_b"].to_numpy().astype(bool)
+            keep = {
+                "accuracy": np.ones_like(y, dtype=bool),
+                "sensitivity": y == 1,
+                "specificity": y == 0,
+            }.get(metric)  # PPV/NPV condition on each cell's own calls: no paired McNemar
+            if keep is None:
+                return None
+            truth = y[keep] == 1
+            return mcnemar_comparison(calls_a[keep] == truth, calls_b[keep] == truth, level)
+        if metric == "delta_region":
+            joined = data.delta(a, b, spec["perturbation"], spec["region"])
+            if joined is None:
+                return None
+            y = (joined["label"].to_numpy() == data.positive_index).astype(int)
+            return paired_bootstrap_delta_auc(
+                y,
+                joined["intact_a"].to_numpy(),
+                joined["perturbed_a"].to_numpy(),
+                joined["intact_b"].to_numpy(),
+                joined["perturbed_b"].to_numpy(),
+                resamples=resamples,
+                level=level,
+                seed=seed,
+            )
+        if spec.get("saliency") and metric != "energy_ratio":  # a mean over images
+            pairs = data.scores(a, b, metric, spec["saliency"], spec.get("region") or "")
+            if pairs is None:
+                return None
+            return paired_bootstrap_mean(
+                pairs["a"].to_numpy(float),
+                pairs["b"].to_numpy(float),
+                resamples=resamples,
+                level=level,
+                seed=seed,
+            )
+    except XaibenchError:  # e.g. a class missing among the shared images: no test
+        return None
+    return None
+
+
+def _compared_columns(frame: pd.DataFrame, table: str, primary: str | None) -> list[str]:
+    """Which columns get paired tests.
+
+    Performance: every rate and the AUC (cheap closed-form tests). Explainability: the ranking
+    column and, on the primary region, every Δ and per-image score — bootstrap tests cost a few
+    milliseconds each, and tests over every region would multiply them for little use.
+    """
+    cols = _metric_columns(frame)
+    if table == "performance":
+        return cols
+    rank_col = ranking_column(frame)
+    chosen = [c for c in cols if primary and c.split(" (")[0].endswith(f"_{primary}")]
+    if rank_col is not None and rank_col not in chosen:
+        chosen.insert(0, rank_col)
+    return chosen
+
+
+def _pairwise(
+    frame: pd.DataFrame,
+    table: str,
+    specs: dict[str, dict[str, Any]],
+    data: _PerImage,
+    primary: str | None,
+    *,
+    level: float,
+    resamples: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """All pairs of cells for each compared column, Holm-adjusted within the column."""
+    cells = [_cell_key(row) for _, row in frame.iterrows()]
+    rows: list[dict[str, Any]] = []
+    for column in _compared_columns(frame, table, primary):
+        spec = specs.get(column)
+        if spec is None:
+            continue
+        block: list[dict[str, Any]] = []
+        for i, a in enumerate(cells):
+            for b in cells[i + 1 :]:
+                result = _comparison(data, spec, a, b, level=level, resamples=resamples, seed=seed)
+                if result is None:
+                    continue
+                block.append(
+                    {
+                        "table": table,
+                        "column": column,
+                        **{f"{k}_a": v for k, v in zip(CELL_COLUMNS, a, strict=True)},
+                        **{f"{k}_b": v for k, v in zip(CELL_COLUMNS, b, strict=True)},
+                        "test": result.test,
+                        "difference": result.difference,
+                        "low": result.ci[0] if result.ci else None,
+                        "high": result.ci[1] if result.ci else None,
+                        "p_value": result.p_value,
+                        "n": result.n,
+                    }
+                )
+        adjusted = holm([r["p_value"] for r in block]) if block else np.array([])
+        for r, p in zip(block, adjusted, strict=True):
+            r["p_holm"] = float(p)
+        rows.extend(block)
+    return rows
+
+
+def _p_lookup(rows: Sequence[dict[str, Any]], table: str, column: str) -> dict[frozenset, float]:
+    out: dict[frozenset, float] = {}
+    for r in rows:
+        if r["table"] == table and r["column"] == column:
+            a = tuple(r[f"{k}_a"] for k in CELL_COLUMNS)
+            b = tuple(r[f"{k}_b"] for k in CELL_COLUMNS)
+            out[frozenset((a, b))] = r["p_holm"]
+    return out
+
+
+def _tiers(frame: pd.DataFrame, pvalues: dict[frozenset, float], alpha: float) -> pd.DataFrame:
+    """Tier = the cells not significantly different from the best remaining cell.
+
+    The frame is sorted best first. The best cell leads tier 1; every cell whose Holm-adjusted
+    paired p against it is at least ``alpha`` (or that could not be tested) joins its tier. The
+    best cell left leads tier 2, and so on. A cell without a value gets no tier.
+    """
+    cells = [_cell_key(row) for _, row in frame.iterrows()]
+    column = ranking_column(frame)
+    valued = [
+        c for c, v in zip(cells, frame[column] if column else [], strict=False) if pd.notna(v)
+    ]
+    tier: dict[tuple[Any, ...], int] = {}
+    p_leader: dict[tuple[Any, ...], float | None] = {}
+    remaining = list(valued)
+    number = 0
+    while remaining:
+        number += 1
+        leader = remaining[0]
+        tier[leader] = number
+        rest = []
+        for cell in remaining[1:]:
+            p = pvalues.get(frozenset((leader, cell)))
+            if number == 1:
+                p_leader[cell] = p
+            if p is None or p >= alpha:
+                tier[cell] = number
+            else:
+                rest.append(cell)
+        remaining = rest
+    frame = frame.copy()
+    frame.insert(1, "tier", [tier.get(c) for c in cells])
+    position = list(frame.columns).index("weights")
+    frame.insert(position, P_COLUMN, [p_leader.get(c) for c in cells])
+    frame["tier"] = frame["tier"].astype("Int64")
+    frame[P_COLUMN] = frame[P_COLUMN].astype(float)
+    return frame
+
+
+def build_leaderboards(
+    runs: Sequence[RunFiles],
+    *,
+    alpha: float = 0.05,
+    level: float = 0.95,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> Leaderboards:
+    """Build both leaderboards from results files; no model code runs.
+
+    Each table is ranked by its ranking column (AUC; the first Δ column) and split into tiers by
+    paired tests on the same test images: DeLong for AUC, exact McNemar for the rates, a paired
+    image bootstrap for Δ and per-image explanation scores, each Holm-corrected over all pairs
+    of cells in its column. Bootstrap tests are seeded, so a rebuild is byte-identical.
+
+    Raises:
+        XaibenchError: The runs are not comparable (see :func:`check_compatible`).
+    """
+    check_compatible(runs)
+    records = [rec for run in runs for rec in run.records]
+    data = _PerImage(runs)
+    primary = (runs[0].task.get("regions_of_interest") or [None])[0]
     tables = {
         "performance": performance_table(records),
         "explainability": explainability_table(records),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
+    comparisons: list[dict[str, Any]] = []
     for name, frame in tables.items():
-        frame.to_csv(out_dir / f"leaderboard_{name}.csv", index=False)
-        (out_dir / f"leaderboard_{name}.md").write_text(to_markdown(frame))
-    return tables
+        rows = _pairwise(
+            frame,
+            name,
+            _specs(records, "performance" if name == "performance" else "explanation"),
+            data,
+            primary,
+            level=level,
+            resamples=resamples,
+            seed=seed,
+        )
+        comparisons.extend(rows)
+        column = ranking_column(frame)
+        tables[name] = _tiers(frame, _p_lookup(rows, name, column or ""), alpha)
+    compare = pd.DataFrame(comparisons, columns=COMPARISON_COLUMNS)
+    meta = {
+        "task": runs[0].task,
+        "alpha": alpha,
+        "level": level,
+        "resamples": resamples,
+        "seed": seed,
+        "ranking": {name: ranking_column(frame) for name, frame in tables.items()},
+        "sources": [_source(run) for run in runs],
+    }
+    return Leaderboards(tables["performance"], tables["explainability"], compare, meta)
+
+
+COMPARISON_COLUMNS = [
+    "table", "column",
+    "backbone_a", "strategy_a", "seed_a", "backbone_b", "strategy_b", "seed_b",
+    "test", "difference", "low", "high", "p_value", "p_holm", "n",
+]  # fmt: skip
+
+
+def _source(run: RunFiles) -> dict[str, Any]:
+    doc = run.document
+    env = doc.get("environment") or {}
+    digest = hashlib.sha256((run.path / "results.json").read_bytes()).hexdigest()
+    return {
+        "path": str(run.path),
+        "results_sha256": digest,
+        "xaibench_version": env.get("xaibench_version"),
+        "git_commit": env.get("git_commit"),
+        "config_hash": doc.get("config_hash"),
+        "created": doc.get("created"),
+        "seeds": env.get("seeds"),
+    }
+
+
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Strings for people: each ``<col>`` with its ``<col> low``/``high`` as ``v [lo, hi]``."""
+    out: dict[str, list[str]] = {}
+    for col in frame.columns:
+        name = str(col)
+        if name.endswith((" low", " high")) and name.rsplit(" ", 1)[0] in frame:
+            continue
+        values = frame[col].tolist()
+        if name == P_COLUMN:
+            out[name] = [format_p(v) for v in values]
+        elif f"{name} low" in frame and f"{name} high" in frame:
+            out[name] = [
+                _with_ci(v, lo, hi)
+                for v, lo, hi in zip(
+                    values, frame[f"{name} low"], frame[f"{name} high"], strict=True
+                )
+            ]
+        else:
+            out[name] = [_plain(v) for v in values]
+    return pd.DataFrame(out, columns=list(out))
+
+
+def _plain(value: Any) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)):
+        return "–"  # noqa: RUF001
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.3f}"
+    return str(value)
+
+
+def _with_ci(value: Any, low: Any, high: Any) -> str:
+    text = _plain(value)
+    if text == "–" or pd.isna(low) or pd.isna(high):  # noqa: RUF001
+        return text
+    return f"{text} [{float(low):.3f}, {float(high):.3f}]"
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+
+#: Files a leaderboard directory holds, all rebuilt byte-identically from the results files.
+LEADERBOARD_FILES = (
+    "leaderboard_performance.md",
+    "leaderboard_performance.csv",
+    "leaderboard_explainability.md",
+    "leaderboard_explainability.csv",
+    "comparisons.csv",
+    "leaderboard.json",
+    "leaderboard.html",
+)
+
+#: Decimals kept in CSV and JSON: far below any CI width, and stable across BLAS builds.
+_DECIMALS = 6
+
+
+def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    for col in frame.columns:
+        if pd.api.types.is_float_dtype(frame[col]):
+            frame[col] = frame[col].round(_DECIMALS)
+    return frame
+
+
+def _json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    rows = []
+    for record in _rounded(frame).to_dict(orient="records"):
+        rows.append({str(k): _json_value(v) for k, v in record.items()})
+    return rows
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, float | np.floating):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _markdown(board: pd.DataFrame, title: str, lb: Leaderboards) -> str:
+    ranking = lb.meta["ranking"]
+    lines = [
+        f"# {title}",
+        "",
+        f"Task `{lb.meta['task']['name']}`; ranked by {_ranking_text(title, ranking)}. "
+        f"Values with {int(lb.meta['level'] * 100)}% CIs. Tier: cells whose paired difference "
+        "from the tier's best is not significant "
+        f"(Holm-adjusted p >= {lb.meta['alpha']}) share it.",
+        "",
+        to_markdown(display_frame(board)),
+        _sources_markdown(lb),
+    ]
+    return "\n".join(lines)
+
+
+def _ranking_text(title: str, ranking: dict[str, str | None]) -> str:
+    column = ranking["performance" if title.startswith("Performance") else "explainability"]
+    return f"`{column}`" if column else "no column"
+
+
+def _sources_markdown(lb: Leaderboards, base: Path | None = None) -> str:
+    lines = ["Built from:", ""]
+    for src in lb.meta["sources"]:
+        commit = f", commit {src['git_commit'][:12]}" if src.get("git_commit") else ""
+        lines.append(
+            f"- `{src['path']}`: xaibench {src.get('xaibench_version')}{commit}, "
+            f"results sha256 {src['results_sha256'][:16]}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render_files(lb: Leaderboards, out_dir: Path) -> dict[str, bytes]:
+    """The bytes of every file in :data:`LEADERBOARD_FILES`, with source paths relative to it."""
+    out_dir = Path(out_dir)
+    relative = [
+        {
+            **src,
+            "path": Path(
+                os.path.relpath(Path(src["path"]).resolve(), out_dir.resolve())
+            ).as_posix(),
+        }
+        for src in lb.meta["sources"]
+    ]
+    lb = Leaderboards(
+        lb.performance, lb.explainability, lb.comparisons, {**lb.meta, "sources": relative}
+    )
+    files: dict[str, bytes] = {}
+    for name, title in (
+        ("performance", "Performance leaderboard"),
+        ("explainability", "Explainability leaderboard"),
+    ):
+        board = getattr(lb, name)
+        files[f"leaderboard_{name}.md"] = _markdown(board, title, lb).encode()
+        files[f"leaderboard_{name}.csv"] = _rounded(board).to_csv(index=False).encode()
+    files["comparisons.csv"] = _rounded(lb.comparisons).to_csv(index=False).encode()
+    document = {
+        "format": LEADERBOARD_FORMAT,
+        **lb.meta,
+        "performance": _json_rows(lb.performance),
+        "explainability": _json_rows(lb.explainability),
+        "comparisons": _json_rows(lb.comparisons),
+    }
+    files["leaderboard.json"] = (
+        json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    ).encode()
+    files["leaderboard.html"] = _html(lb).encode()
+    return files
+
+
+#: Version of ``leaderboard.json``'s layout.
+LEADERBOARD_FORMAT = "xaibench-leaderboard/1"
+
+
+def _html(lb: Leaderboards) -> str:
+    from xaibench.report.html import Section, page, table_html
+
+    sections = [
+        Section(
+            "Performance leaderboard",
+            table_html(display_frame(lb.performance)),
+        ),
+        Section(
+            "Explainability leaderboard",
+            table_html(display_frame(lb.explainability)),
+        ),
+    ]
+    return page(f"xaibench leaderboards: {lb.meta['task']['name']}", sections)
+
+
+def write_leaderboard_files(lb: Leaderboards, out_dir: Path) -> list[Path]:
+    """Write every leaderboard file into ``out_dir`` (atomically, one file at a time)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, content in render_files(lb, out_dir).items():
+        target = out_dir / name
+        tmp = out_dir / f".{name}.tmp"
+        tmp.write_bytes(content)
+        tmp.replace(target)
+        written.append(target)
+    return written
+
+
+def check_leaderboard_files(lb: Leaderboards, out_dir: Path) -> list[str]:
+    """Names of the files in ``out_dir`` that differ from a rebuild (missing ones included)."""
+    stale = []
+    for name, content in render_files(lb, out_dir).items():
+        path = Path(out_dir) / name
+        if not path.is_file() or path.read_bytes() != content:
+            stale.append(name)
+    return stale
+
+
+def sources_of(out_dir: Path) -> list[Path]:
+    """The run directories a committed leaderboard was built from (from ``leaderboard.json``).
+
+    Raises:
+        XaibenchError: ``leaderboard.json`` is missing or unreadable.
+    """
+    file = Path(out_dir) / "leaderboard.json"
+    if not file.is_file():
+        raise XaibenchError(f"{out_dir}: no leaderboard.json; name the run directories to check")
+    try:
+        document = json.loads(file.read_text())
+        return [Path(out_dir) / src["path"] for src in document["sources"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise XaibenchError(f"{file}: not a leaderboard file ({exc})") from None
+
+
+def committed_settings(out_dir: Path) -> dict[str, Any]:
+    """``alpha``, ``resamples`` and ``seed`` a committed leaderboard was built with (may be {})."""
+    file = Path(out_dir) / "leaderboard.json"
+    if not file.is_file():
+        return {}
+    try:
+        document = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise XaibenchError(f"{file}: not valid JSON ({exc})") from None
+    return {k: document[k] for k in ("alpha", "resamples", "seed") if k in document}

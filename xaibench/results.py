@@ -35,7 +35,7 @@ from xaibench.plugins import Components
 from xaibench.report.gallery import gallery_filename, write_gallery
 from xaibench.runner import CellResult, RunData
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 _LIBRARIES = (
     "torch",
@@ -208,12 +208,29 @@ def write_run(run_dir: Path, document: dict[str, Any], results: list[CellResult]
     tmp = run_dir / "results.json.tmp"
     tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
     tmp.replace(run_dir / "results.json")
+    index = []
     for r in results:
         for g in r.galleries:
             name = gallery_filename(
-                r.cell.backbone.key, r.cell.strategy.key, r.cell.seed, g.saliency
+                r.cell.backbone.key, r.cell.strategy.key, r.cell.seed, f"{g.saliency}__{g.kind}"
             )
             write_gallery(run_dir / "gallery" / name, g.images, g.maps, g.masks)
+            index.append(
+                {
+                    "backbone": r.cell.backbone.key,
+                    "strategy": r.cell.strategy.key,
+                    "seed": r.cell.seed,
+                    "saliency": g.saliency,
+                    "kind": g.kind,
+                    "file": name,
+                    "sample_ids": list(g.sample_ids),
+                    "scores": _clean(list(g.scores)),
+                    "score_metric": g.score_metric,
+                    "region": g.region,
+                }
+            )
+    if index:
+        (run_dir / "gallery" / "index.json").write_text(json.dumps(index, indent=2) + "\n")
     preds = [f for r in results for f in r.predictions]
     expl = [f for r in results for f in r.explanations]
     if preds:

@@ -17,7 +17,7 @@ import dataclasses
 import random
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from xaibench.models.base import Classifier
 from xaibench.perturbations.base import Perturbation
 from xaibench.plugins import Components
 from xaibench.progress import NullProgress, Progress
+from xaibench.report.gallery import GALLERY_KINDS, GalleryPicker
 from xaibench.saliency.base import SaliencyMethod
 from xaibench.sanity import run_sanity_checks
 from xaibench.stats.intervals import study_wald_ci
@@ -82,9 +83,23 @@ class CellResult:
 
 @dataclass(frozen=True)
 class Gallery:
-    """The first few test images of a cell with one method's maps, for a picture."""
+    """Test images of a cell with one method's maps, for a picture (see ``report.gallery``).
+
+    Attributes:
+        saliency: The method.
+        kind: ``best``, ``worst`` or ``random`` (by ``score_metric`` on ``region``).
+        sample_ids: The images' sample ids, in gallery order.
+        scores: Their per-image scores (None where there is none).
+        score_metric: The metric that ranked them, or None when no region metric ran.
+        region: The region outlined (and scored), or None.
+    """
 
     saliency: str
+    kind: str
+    sample_ids: tuple[str, ...]
+    scores: tuple[float | None, ...]
+    score_metric: str | None
+    region: str | None
     images: np.ndarray
     maps: np.ndarray
     masks: np.ndarray | None
@@ -610,6 +625,7 @@ class CellRunner:
         explain_regions = self._regions("explain_regions")
         masks = {region: self._mask(test, region) for region in explain_regions}
         score = self._score_fn(model, task.positive_index)
+        gallery_key = self._gallery_key(region_metrics, explain_regions)
         for sname, method in self.saliency.items():
             reason = method.supports(model)
             if reason is not None:
@@ -622,6 +638,7 @@ class CellRunner:
             drift: list[np.ndarray] = []
             constant = 0  # maps with no variation: no foreground, reported with the scores
             gen = torch.Generator().manual_seed(base["seed"])
+            picker = GalleryPicker(cfg.gallery_images, n, base["seed"])
             batches = list(_batches(n, cfg.train.eval_batch_size))
             for s in self.progress.track(
                 batches, total=len(batches), description=f"saliency {sname}"
@@ -629,8 +646,6 @@ class CellRunner:
                 images = self.runtime.to(test.images[s])
                 targets = torch.full((len(images),), task.positive_index, dtype=torch.long)
                 maps = method.explain(model, images, self.runtime.to(targets)).cpu()
-                if s.start == 0 and cfg.gallery_images:
-                    result.galleries.append(self._gallery(sname, test, maps))
                 flat = maps.flatten(1)
                 constant += int((flat.amax(1) == flat.amin(1)).sum())
                 if cfg.analysis.drift_grid:
@@ -646,6 +661,12 @@ class CellRunner:
                     value, floor = fmetric.per_sample(score, test.images[s], maps, gen)
                     values.setdefault((mname, None), []).append(value.double())
                     floors.setdefault(mname, []).append(floor.double())
+                if cfg.gallery_images:
+                    ranked = values.get(gallery_key) if gallery_key else None
+                    picker.add(s.start, maps.numpy(), ranked[-1].numpy() if ranked else None)
+            if cfg.gallery_images:
+                ranked_all = values.get(gallery_key) if gallery_key else None
+                result.galleries.extend(self._galleries(sname, picker, gallery_key, ranked_all))
             if drift:
                 result.drift_maps[sname] = CellMaps(
                     tuple(test.sample_ids[:n]), np.concatenate(drift)
@@ -757,12 +778,56 @@ class CellRunner:
             )
         return records
 
-    def _gallery(self, method: str, test: SplitArrays, maps: torch.Tensor) -> Gallery:
-        k = min(self.config.gallery_images, len(maps))
-        region = next((r for r in self.data.task.regions_of_interest if r in test.regions), None)
-        return Gallery(
-            method,
-            test.images[:k, 0].numpy().copy(),
-            maps[:k].numpy().copy(),
-            None if region is None else test.regions[region][:k].numpy().copy(),
+    def _gallery_key(
+        self, region_metrics: Mapping[str, SaliencyRegionMetric], regions: Sequence[str]
+    ) -> tuple[str, str | None] | None:
+        """The per-image score that picks the best and worst gallery images.
+
+        IoU on the task's primary region when it runs (the study's localisation score), else the
+        first configured region metric on that region; None when no region metric runs.
+        """
+        primary = next((r for r in self.data.task.regions_of_interest if r in regions), None)
+        if primary is None or not region_metrics:
+            return None
+        name = "iou_region" if "iou_region" in region_metrics else next(iter(region_metrics))
+        return (name, primary)
+
+    def _galleries(
+        self,
+        method: str,
+        picker: GalleryPicker,
+        key: tuple[str, str | None] | None,
+        chunks: list[torch.Tensor] | None,
+    ) -> list[Gallery]:
+        test = self.data.splits["test"]
+        region = (
+            key[1]
+            if key
+            else next((r for r in self.data.task.regions_of_interest if r in test.regions), None)
         )
+        per_image = torch.cat(chunks).numpy() if chunks else None
+        out = []
+        picks = picker.picks()
+        for kind in GALLERY_KINDS:
+            picked = picks.get(kind)
+            if picked is None:
+                continue
+            index, _, maps = picked
+            scores = tuple(
+                None if per_image is None or np.isnan(per_image[i]) else float(per_image[i])
+                for i in index
+            )
+            out.append(
+                Gallery(
+                    saliency=method,
+                    kind=kind,
+                    sample_ids=tuple(test.sample_ids[i] for i in index),
+                    scores=scores,
+                    score_metric=key[0] if key else None,
+                    region=region,
+                    images=test.images[index, 0].numpy().copy(),
+                    maps=maps,
+                    masks=None if region is None else test.regions[region][index].numpy().copy(),
+                )
+            )
+        return out

@@ -71,6 +71,16 @@ class Dataset(Component):
         """Regions that are unions of others (``bone`` = ``spine | ribs | clavicles | ...``)."""
         return {}
 
+    @property
+    def strata_columns(self) -> tuple[str, ...]:
+        """Columns of :meth:`table` that results may be stratified by (age band, site, view).
+
+        Only aggregates per stratum are written (with a minimum stratum size), never the
+        per-image values, so no metadata leaves the dataset sample by sample. Columns that
+        define the label (``t_score``) or identify a person (``patient_id``) never belong here.
+        """
+        return ()
+
     def use_cache(self, directory: Path | None, *, enabled: bool = True) -> None:
         """Follow the run's ``cache`` and ``cache_dir`` settings; datasets without one ignore it.
 

@@ -125,6 +125,11 @@ class ManifestDataset(Dataset):
         return self._regions[0]
 
     @property
+    def strata_columns(self) -> tuple[str, ...]:
+        """The manifest's metadata columns (every column xaibench does not itself interpret)."""
+        return tuple(self._manifest().metadata)
+
+    @property
     def region_groups(self) -> Mapping[str, tuple[str, ...]]:
         """``{"bone": parts}`` when bone is derived from part masks, else nothing."""
         parts = self._bone_parts()

@@ -489,6 +489,12 @@ class PhantomDataset(Dataset):
 
     _cohort: Cohort | None = PrivateAttr(default=None)
     _table: pd.DataFrame | None = PrivateAttr(default=None)
+
+    @property
+    def strata_columns(self) -> tuple[str, ...]:
+        """``marker`` when the shortcut is on: do maps find bone on images without the cue?"""
+        return ("marker",) if self.shortcut > 0 else ()
+
     _cache_key: tuple[object, ...] | None = PrivateAttr(default=None)
     _cache_dir: Path | None = PrivateAttr(default=None)
     _cache_off: bool = PrivateAttr(default=False)

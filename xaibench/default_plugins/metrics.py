@@ -26,6 +26,8 @@ def register_metrics(register: Register) -> None:
         f"{_PERF}:Specificity",
         summary="specificity at the validation Youden threshold",
     )
+    register("ppv", f"{_PERF}:PPV", summary="positive predictive value at the Youden threshold")
+    register("npv", f"{_PERF}:NPV", summary="negative predictive value at the Youden threshold")
     register("macro_auc", f"{_PERF}:MacroAUC", summary="macro one-vs-rest AUC over all classes")
     register(
         "delta_region",

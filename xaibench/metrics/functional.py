@@ -270,6 +270,20 @@ class ConfusionCounts:
             raise XaibenchError("specificity is undefined: no negative samples")
         return self.tn / (self.tn + self.fp)
 
+    @property
+    def ppv(self) -> float:
+        """Positive predictive value (precision), tp / (tp + fp)."""
+        if self.tp + self.fp == 0:
+            raise XaibenchError("PPV is undefined: no sample was called positive")
+        return self.tp / (self.tp + self.fp)
+
+    @property
+    def npv(self) -> float:
+        """Negative predictive value, tn / (tn + fn)."""
+        if self.tn + self.fn == 0:
+            raise XaibenchError("NPV is undefined: no sample was called negative")
+        return self.tn / (self.tn + self.fn)
+
 
 def confusion_counts(
     y_true: npt.ArrayLike, scores: npt.ArrayLike, threshold: float

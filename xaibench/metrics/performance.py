@@ -2,36 +2,56 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
+
+from pydantic import Field
 
 from xaibench.metrics.base import MetricValue, PerformanceMetric, Predictions
 from xaibench.metrics.functional import binary_auc, confusion_counts, macro_ovr_auc
-from xaibench.stats.intervals import delong_auc_ci, wilson_ci
+from xaibench.stats.intervals import bootstrap_auc_ci, delong_auc_ci, wilson_ci
 
 
 class PositiveAUC(PerformanceMetric):
     """ROC AUC of the positive class against all others (the study's headline number).
 
-    The 95% CI is DeLong's (Sun & Xu's fast algorithm), over the test images.
+    The 95% CI is DeLong's (Sun & Xu's fast algorithm) over the test images by default. With
+    ``ci_method: bootstrap`` it is a class-stratified percentile bootstrap instead, free of
+    DeLong's normal approximation — worth it when a class has only a few dozen images.
     """
 
     display_name = "AUC"
+
+    ci_method: Literal["delong", "bootstrap"] = Field(
+        "delong", description="Interval of the AUC: DeLong's, or a stratified bootstrap."
+    )
+    resamples: int = Field(2000, ge=100, description="Bootstrap resamples (ci_method=bootstrap).")
+    seed: int = Field(0, ge=0, description="Bootstrap seed (ci_method=bootstrap).")
 
     def compute(self, predictions: Predictions) -> MetricValue:
         """AUC of the positive-class probability."""
         value = binary_auc(predictions.is_positive, predictions.scores)
         ci = None
         if min(int(predictions.is_positive.sum()), int((~predictions.is_positive).sum())) >= 2:
-            _, low, high = delong_auc_ci(predictions.is_positive, predictions.scores)
+            if self.ci_method == "bootstrap":
+                _, low, high = bootstrap_auc_ci(
+                    predictions.is_positive,
+                    predictions.scores,
+                    resamples=self.resamples,
+                    seed=self.seed,
+                )
+            else:
+                _, low, high = delong_auc_ci(predictions.is_positive, predictions.scores)
             ci = (low, high)
-        return MetricValue(value, len(predictions.labels), details={"ci_method": "delong"}, ci=ci)
+        details = {"ci_method": self.ci_method}
+        return MetricValue(value, len(predictions.labels), details=details, ci=ci)
 
 
 class _Thresholded(PerformanceMetric):
     """A rate at the operating threshold chosen on the validation split (Youden's J).
 
     The 95% CI is Wilson's score interval over the rate's own denominator (all images for
-    accuracy, positives for sensitivity, negatives for specificity).
+    accuracy, positives for sensitivity, negatives for specificity, positive calls for PPV,
+    negative calls for NPV).
     """
 
     rate: ClassVar[str] = "accuracy"
@@ -45,12 +65,16 @@ class _Thresholded(PerformanceMetric):
             "accuracy": counts.tp + counts.fp + counts.tn + counts.fn,
             "sensitivity": counts.tp + counts.fn,
             "specificity": counts.tn + counts.fp,
+            "ppv": counts.tp + counts.fp,
+            "npv": counts.tn + counts.fn,
         }
         n = int(denominators[self.rate])
         successes = {
             "accuracy": counts.tp + counts.tn,
             "sensitivity": counts.tp,
             "specificity": counts.tn,
+            "ppv": counts.tp,
+            "npv": counts.tn,
         }[self.rate]
         return MetricValue(
             float(getattr(counts, self.rate)),
@@ -79,6 +103,27 @@ class Specificity(_Thresholded):
 
     display_name = "Specificity"
     rate = "specificity"
+
+
+class PPV(_Thresholded):
+    """Positive predictive value at the validation-chosen threshold (denominator: positive calls).
+
+    Unlike sensitivity it depends on prevalence: a screening test's PPV on a test set with the
+    study's 5% osteoporosis is far below its PPV on a balanced one.
+    """
+
+    display_name = "PPV"
+    rate = "ppv"
+
+
+class NPV(_Thresholded):
+    """Negative predictive value at the validation-chosen threshold (denominator: negative calls).
+
+    Prevalence-dependent, like :class:`PPV`.
+    """
+
+    display_name = "NPV"
+    rate = "npv"
 
 
 class MacroAUC(PerformanceMetric):

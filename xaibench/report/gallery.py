@@ -1,14 +1,20 @@
-"""Saliency galleries: a few test images with their maps, so a person can look before trusting IoU.
+"""Saliency galleries: test images with their maps, so a person can look before trusting IoU.
 
-One PNG per cell and saliency method. Each column is one test image: the radiograph on top, and
-below it the min-max normalised map in red over the image, with the outline of the primary region
-(bone) in cyan. Small images are enlarged (nearest neighbour) to at least 160 px a tile. Written
-with Pillow (no plotting library needed).
+Per cell and saliency method up to three PNGs: the ``best`` and ``worst`` images by the gallery
+score (IoU with the primary region by default) and a seeded ``random`` draw — the extremes show
+what the score rewards and punishes, the random draw what is typical. Each column is one test
+image: the radiograph on top, and below it the min-max normalised map in red over the image,
+with the outline of the primary region (bone) in cyan. Small images are enlarged (nearest
+neighbour) to at least 160 px a tile. Written with Pillow (no plotting library needed).
+
+:class:`GalleryPicker` chooses the images while maps stream past batch by batch, keeping only
+``3 k`` maps in memory however many images are explained.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +68,71 @@ def write_gallery(
     """Render and save one gallery PNG at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     render_gallery(images, maps, masks).save(path)
+
+
+#: The gallery kinds, in the order reports show them.
+GALLERY_KINDS = ("best", "worst", "random")
+
+
+@dataclass
+class GalleryPicker:
+    """Choose the best, worst and random ``k`` of ``n`` explained images while maps stream by.
+
+    Best and worst are by a per-image score (higher is better); images whose score is NaN are
+    never extremes, and ties go to the earlier image so that the choice is deterministic. The
+    random draw is fixed at construction from ``seed``.
+
+    Args:
+        k: Images per gallery.
+        n: Images that will be offered (in order, through :meth:`add`).
+        seed: Seed of the random draw.
+    """
+
+    k: int
+    n: int
+    seed: int
+    _random: set[int] = field(init=False)
+    _kept: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(init=False)
+    _random_maps: dict[int, np.ndarray] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        rng = np.random.default_rng(self.seed)
+        size = min(self.k, self.n)
+        self._random = {int(i) for i in rng.choice(self.n, size=size, replace=False)}
+        self._kept = {}
+
+    def add(self, start: int, maps: np.ndarray, scores: np.ndarray | None) -> None:
+        """Offer the maps of images ``start .. start + len(maps) - 1`` with their scores."""
+        index = np.arange(start, start + len(maps))
+        for i, m in zip(index, maps, strict=True):
+            if int(i) in self._random:
+                self._random_maps[int(i)] = np.array(m, copy=True)
+        if scores is None or self.k == 0:
+            return
+        scores = np.asarray(scores, dtype=np.float64)
+        finite = ~np.isnan(scores)
+        for kind, sign in (("best", -1.0), ("worst", 1.0)):
+            old = self._kept.get(kind)
+            cand_s, cand_i, cand_m = scores[finite], index[finite], maps[finite]
+            if old is not None:
+                cand_s = np.concatenate([old[0], cand_s])
+                cand_i = np.concatenate([old[1], cand_i])
+                cand_m = np.concatenate([old[2], cand_m])
+            order = np.lexsort((cand_i, sign * cand_s))[: self.k]
+            self._kept[kind] = (cand_s[order], cand_i[order], np.array(cand_m[order], copy=True))
+
+    def picks(self) -> dict[str, tuple[list[int], list[float | None], np.ndarray]]:
+        """Per kind: image indices, their scores (None for random without a score), maps."""
+        out: dict[str, tuple[list[int], list[float | None], np.ndarray]] = {}
+        for kind in ("best", "worst"):
+            if kind in self._kept and len(self._kept[kind][1]):
+                s, i, m = self._kept[kind]
+                out[kind] = ([int(v) for v in i], [float(v) for v in s], m)
+        if self._random_maps:
+            chosen = sorted(self._random_maps)
+            out["random"] = (
+                chosen,
+                [None] * len(chosen),
+                np.stack([self._random_maps[i] for i in chosen]),
+            )
+        return out

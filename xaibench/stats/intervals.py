@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import SupportsIndex
+from typing import NamedTuple, SupportsIndex
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -312,18 +312,45 @@ def delong_paired_test(
         XaibenchError: Inputs are mismatched, not 1-D or contain NaN/inf; labels are not
             binary; a class has fewer than two cases.
     """
+    result = _delong_paired(y_true, scores_a, scores_b)
+    return result.difference, result.z, result.p_value
+
+
+class _DelongPaired(NamedTuple):
+    """What :func:`delong_paired_test` computes, for callers that need more than it returns."""
+
+    auc_a: float
+    auc_b: float
+    difference: float  # auc_a - auc_b
+    variance: float  # DeLong's estimate of var(auc_a - auc_b)
+    z: float
+    p_value: float
+    n_positive: int
+    n_negative: int
+
+
+def _delong_paired(y_true: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike) -> _DelongPaired:
+    """DeLong's paired comparison of two AUCs, with the variance of their difference.
+
+    The computation behind :func:`delong_paired_test` (which documents the zero-variance rule);
+    :func:`xaibench.stats.comparisons.delong_comparison` also needs the variance, for the
+    confidence interval of the difference.
+    """
     positives, negatives = _split_classes(y_true, scores_a, scores_b, min_per_class=2)
     aucs, v10, v01 = _delong_components(positives, negatives)
     m, n = v10.shape[1], v01.shape[1]
     difference = float(aucs[0] - aucs[1])
     variance = float(np.var(v10[0] - v10[1], ddof=1) / m + np.var(v01[0] - v01[1], ddof=1) / n)
     if variance <= _ZERO_VARIANCE:
+        variance = 0.0
         if difference == 0.0:
-            return 0.0, 0.0, 1.0
-        return difference, math.copysign(math.inf, difference), 0.0
-    z = difference / math.sqrt(variance)
-    p = float(2.0 * norm.sf(abs(z)))
-    return difference, z, min(1.0, p)
+            difference, z, p = 0.0, 0.0, 1.0
+        else:
+            z, p = math.copysign(math.inf, difference), 0.0
+    else:
+        z = difference / math.sqrt(variance)
+        p = min(1.0, float(2.0 * norm.sf(abs(z))))
+    return _DelongPaired(float(aucs[0]), float(aucs[1]), difference, variance, z, p, m, n)
 
 
 # --------------------------------------------------------------------------------------------

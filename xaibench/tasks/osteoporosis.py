@@ -120,6 +120,8 @@ class Osteoporosis(Task):
                 "accuracy",
                 "sensitivity",
                 "specificity",
+                "ppv",
+                "npv",
                 "macro_auc",
                 "delta_region",
                 "iou_region",

@@ -1,0 +1,651 @@
+"""Figures for the HTML report, drawn with matplotlib's Agg renderer and returned as PNG bytes.
+
+Each ``*_png`` function takes plain data (frames, records or the small dataclasses below) and
+returns the bytes of one PNG, so the report can embed it as a ``data:`` URI and tests can open
+it. Nothing here touches pyplot's global state: figures are :class:`matplotlib.figure.Figure`
+objects rendered by :class:`~matplotlib.backends.backend_agg.FigureCanvasAgg`, inside a style
+context that starts from matplotlib's defaults (a user's ``matplotlibrc`` cannot change the
+report) and is restored afterwards. Text is never parsed as mathtext, because backbone names
+are user input (``$`` or ``_`` must print as themselves).
+
+PNGs are deterministic: the same input gives the same bytes (no ``Software`` or date chunk,
+a fixed hash salt, bundled fonts), so a report can be rebuilt and compared byte for byte.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "ForestRow",
+    "RocCurve",
+    "TradeoffPoint",
+    "cell_label",
+    "forest_png",
+    "pareto_front",
+    "reliability_png",
+    "roc_curves",
+    "roc_png",
+    "sanity_png",
+    "tradeoff_png",
+    "tradeoff_points",
+]
+
+#: Resolution of every figure (pixels per inch): sharp on screen, small enough to embed.
+DPI = 110
+
+_RC: dict[str, Any] = {
+    "text.parse_math": False,
+    "svg.hashsalt": "xaibench",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "figure.facecolor": "white",
+    "savefig.facecolor": "white",
+}
+
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+_LINESTYLES = ("-", "--", "-.", ":")
+
+
+@contextmanager
+def _style() -> Iterator[None]:
+    """Matplotlib's defaults plus the report's settings, restored on exit."""
+    import matplotlib.style
+
+    with matplotlib.style.context(["default", _RC]):
+        yield
+
+
+def _figure(width: float, height: float) -> Any:
+    """A new Agg-backed figure, independent of pyplot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Any) -> bytes:
+    """The figure as PNG bytes, without the metadata that would make them differ between runs."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _colours(count: int) -> list[Any]:
+    """``count`` distinct colours: tab10 up to ten, tab20 beyond (cycled past twenty)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if count <= 10 else "tab20"]
+    size = 10 if count <= 10 else 20
+    return [cmap(i % size) for i in range(count)]
+
+
+def _legend_text(text: str) -> str:
+    """Legend labels starting with ``_`` are hidden by matplotlib; keep them visible."""
+    return f" {text}" if text.startswith("_") else text
+
+
+def _grid(count: int, columns: int) -> tuple[int, int]:
+    cols = max(1, min(columns, count))
+    return math.ceil(count / cols), cols
+
+
+def _message_png(message: str) -> bytes:
+    """A small figure holding one line of text, for a plot with nothing to draw."""
+    with _style():
+        fig = _figure(6, 1.2)
+        ax = fig.add_subplot()
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, message, ha="center", va="center", color="0.4")
+        return _png(fig)
+
+
+def cell_label(backbone: Any, strategy: Any, seed: Any) -> str:
+    """How a cell is named in figures and tables: ``backbone / strategy / seed``."""
+    return f"{backbone} / {strategy} / seed {seed}"
+
+
+# --------------------------------------------------------------------------------------------
+# ROC curves
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RocCurve:
+    """One cell's ROC curve on the intact test images (positive class vs rest).
+
+    Attributes:
+        backbone: The cell's backbone (curves are grouped into one panel per backbone).
+        label: The cell's label in the legend.
+        fpr: False-positive rates, as ``sklearn.metrics.roc_curve`` returns them.
+        tpr: True-positive rates.
+        auc: The area under this curve (trapezoidal; equals the Mann-Whitney AUC).
+    """
+
+    backbone: str
+    label: str
+    fpr: np.ndarray
+    tpr: np.ndarray
+    auc: float
+
+
+def roc_curves(
+    predictions: pd.DataFrame, class_names: Sequence[str], positive_class: str
+) -> list[RocCurve]:
+    """Per-cell ROC curves of the positive class's probability against all other classes.
+
+    Args:
+        predictions: Intact test predictions (``backbone``, ``strategy``, ``seed``, ``label``
+            and ``prob_<positive_class>``), one row per image and cell.
+        class_names: The task's classes; ``label`` holds an index into them (or a class name).
+        positive_class: The class whose probability ranks the images.
+
+    Returns:
+        One curve per cell that has both positive and negative images, in sorted cell order;
+        cells with only one kind of image have no ROC curve and are left out.
+    """
+    from sklearn.metrics import auc as area
+    from sklearn.metrics import roc_curve
+
+    column = f"prob_{positive_class}"
+    if predictions.empty or column not in predictions:
+        return []
+    index = list(class_names).index(positive_class)
+    curves: list[RocCurve] = []
+    for (backbone, strategy, seed), group in predictions.groupby(
+        ["backbone", "strategy", "seed"], sort=True
+    ):
+        labels = group["label"]
+        if pd.api.types.is_numeric_dtype(labels):
+            truth = labels.to_numpy() == index
+        else:
+            truth = labels.astype(str).to_numpy() == positive_class
+        scores = group[column].to_numpy(dtype=float)
+        keep = np.isfinite(scores)
+        truth, scores = truth[keep], scores[keep]
+        if truth.all() or not truth.any():
+            continue
+        fpr, tpr, _ = roc_curve(truth, scores)
+        curves.append(
+            RocCurve(
+                backbone=str(backbone),
+                label=f"{strategy} / seed {seed}",
+                fpr=fpr,
+                tpr=tpr,
+                auc=float(area(fpr, tpr)),
+            )
+        )
+    return curves
+
+
+def roc_png(curves: Sequence[RocCurve], positive_class: str = "positive") -> bytes:
+    """ROC curves, one panel per backbone so that its strategies can be compared directly."""
+    if not curves:
+        return _message_png("no ROC curve: no cell has both positive and negative test images")
+    backbones = list(dict.fromkeys(c.backbone for c in curves))
+    rows, cols = _grid(len(backbones), 3)
+    labels = sorted({c.label for c in curves})
+    colours = dict(zip(labels, _colours(len(labels)), strict=True))
+    with _style():
+        fig = _figure(3.6 * cols, 3.4 * rows)
+        axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+        for ax, backbone in zip(axes.flat, backbones, strict=False):
+            ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls=":", label="chance")
+            for curve in (c for c in curves if c.backbone == backbone):
+                ax.plot(
+                    curve.fpr,
+                    curve.tpr,
+                    color=colours[curve.label],
+                    lw=1.6,
+                    drawstyle="steps-post",
+                    label=_legend_text(f"{curve.label} (AUC {curve.auc:.3f})"),
+                )
+            ax.set_title(backbone)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1.01)
+            ax.set_aspect("equal")
+            ax.legend(loc="lower right")
+        for ax in axes.flat[len(backbones) :]:
+            ax.set_visible(False)
+        fig.supxlabel("false-positive rate (1 − specificity)")  # noqa: RUF001 (minus sign)
+        fig.supylabel(f"true-positive rate (sensitivity, {positive_class})")
+        return _png(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# Performance vs explanation trade-off
+# --------------------------------------------------------------------------------------------
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points that no other point dominates, both coordinates to be maximised.
+
+    A point is dominated when another is at least as good on both axes and strictly better on
+    one. Equal points do not dominate each other, so all copies of a front point stay on the
+    front. Points with a NaN coordinate are never on the front (and dominate nothing).
+
+    Args:
+        points: ``(x, y)`` pairs.
+
+    Returns:
+        Indices into ``points`` in ascending order of ``x`` (then descending ``y``, then index),
+        which is the order in which to connect them into a staircase.
+    """
+    valid = [
+        (i, float(x), float(y))
+        for i, (x, y) in enumerate(points)
+        if not (math.isnan(float(x)) or math.isnan(float(y)))
+    ]
+    front = [
+        (i, x, y)
+        for i, x, y in valid
+        if not any((ox >= x and oy >= y) and (ox > x or oy > y) for j, ox, oy in valid if j != i)
+    ]
+    front.sort(key=lambda p: (p[1], -p[2], p[0]))
+    return [i for i, _, _ in front]
+
+
+@dataclass(frozen=True)
+class TradeoffPoint:
+    """One cell and saliency method: its AUC and its explanation score, each with a 95% CI.
+
+    Attributes:
+        cell: The cell's label (:func:`cell_label`).
+        saliency: The saliency method behind the explanation score.
+        auc, auc_low, auc_high: The AUC record's value and interval (bounds may be NaN).
+        score, score_low, score_high: The explanation record's value and interval.
+    """
+
+    cell: str
+    saliency: str
+    auc: float
+    auc_low: float
+    auc_high: float
+    score: float
+    score_low: float
+    score_high: float
+
+
+def _number(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def tradeoff_points(
+    records: Iterable[Mapping[str, Any]],
+    region: str,
+    metric: str = "iou_region",
+    performance: str = "auc",
+) -> list[TradeoffPoint]:
+    """Pair each cell's performance record with its explanation records on one region.
+
+    Args:
+        records: Results records (any number of runs).
+        region: The region of the explanation score (the task's first region of interest).
+        metric: The explanation metric (one point per saliency method).
+        performance: The performance metric.
+
+    Returns:
+        One point per cell and saliency method where both records are ``ok``, sorted by cell
+        and method.
+    """
+    perf: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+    expl: list[Mapping[str, Any]] = []
+    for rec in records:
+        if rec.get("status") != "ok" or rec.get("value") is None:
+            continue
+        if rec.get("metric") == performance and rec.get("category") == "performance":
+            perf[(rec["backbone"], rec["strategy"], rec["seed"])] = rec
+        elif rec.get("metric") == metric and rec.get("region") == region and rec.get("saliency"):
+            expl.append(rec)
+    points = []
+    for rec in expl:
+        key = (rec["backbone"], rec["strategy"], rec["seed"])
+        if key not in perf:
+            continue
+        p = perf[key]
+        points.append(
+            TradeoffPoint(
+                cell=cell_label(*key),
+                saliency=str(rec["saliency"]),
+                auc=float(p["value"]),
+                auc_low=_number(p.get("ci_low")),
+                auc_high=_number(p.get("ci_high")),
+                score=float(rec["value"]),
+                score_low=_number(rec.get("ci_low")),
+                score_high=_number(rec.get("ci_high")),
+            )
+        )
+    points.sort(key=lambda t: (t.cell, t.saliency))
+    return points
+
+
+def _error(value: float, low: float, high: float) -> tuple[float, float]:
+    """Error-bar half-lengths below and above; zero where the bound is missing."""
+    below = value - low if math.isfinite(low) else 0.0
+    above = high - value if math.isfinite(high) else 0.0
+    return max(below, 0.0), max(above, 0.0)
+
+
+def tradeoff_png(
+    points: Sequence[TradeoffPoint], score_label: str = "IoU", auc_label: str = "AUC"
+) -> bytes:
+    """Scatter of AUC (x) against an explanation score (y) with 95% CIs and the Pareto front.
+
+    Colour names the cell, marker shape the saliency method. Points on the Pareto front (no
+    other point has both a higher AUC and a higher score) are circled and joined: those are
+    the only choices that are not beaten on both counts.
+    """
+    if not points:
+        return _message_png("no cell has both an AUC and an explanation score")
+    cells = list(dict.fromkeys(p.cell for p in points))
+    methods = list(dict.fromkeys(p.saliency for p in points))
+    colours = dict(zip(cells, _colours(len(cells)), strict=True))
+    markers = {m: _MARKERS[i % len(_MARKERS)] for i, m in enumerate(methods)}
+    front = pareto_front([(p.auc, p.score) for p in points])
+    with _style():
+        fig = _figure(9.5, 5.6)
+        ax = fig.add_subplot()
+        for p in points:
+            ax.errorbar(
+                p.auc,
+                p.score,
+                xerr=np.array([_error(p.auc, p.auc_low, p.auc_high)]).T,
+                yerr=np.array([_error(p.score, p.score_low, p.score_high)]).T,
+                fmt=markers[p.saliency],
+                color=colours[p.cell],
+                ecolor=colours[p.cell],
+                elinewidth=0.8,
+                alpha=0.9,
+                ms=6,
+            )
+        if front:
+            xs = [points[i].auc for i in front]
+            ys = [points[i].score for i in front]
+            ax.plot(xs, ys, color="black", lw=1.2, ls="--", zorder=3)
+            ax.scatter(xs, ys, s=170, facecolors="none", edgecolors="black", lw=1.4, zorder=4)
+        from matplotlib.lines import Line2D
+
+        cell_handles = [
+            Line2D([], [], color=colours[c], marker="o", ls="", label=_legend_text(c))
+            for c in cells
+        ]
+        method_handles = [
+            Line2D([], [], color="0.3", marker=markers[m], ls="", label=_legend_text(m))
+            for m in methods
+        ]
+        front_handle = Line2D(
+            [], [], color="black", ls="--", marker="o", mfc="none", ms=11, label="Pareto front"
+        )
+        fig.legend(handles=cell_handles, title="cell", loc="outside right upper")
+        fig.legend(
+            handles=[*method_handles, front_handle],
+            title="saliency method",
+            loc="outside right lower",
+        )
+        ax.set_xlabel(f"{auc_label} (95% CI)")
+        ax.set_ylabel(f"{score_label} (95% CI)")
+        return _png(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# Forest plot of paired differences
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ForestRow:
+    """One paired comparison: the leader minus a cell, with its CI and Holm-adjusted p-value.
+
+    Attributes:
+        label: The compared cell.
+        difference: The paired difference (leader minus cell).
+        low, high: Its 95% confidence interval (NaN when there is none).
+        p_holm: The Holm-adjusted p-value (NaN when there is none).
+    """
+
+    label: str
+    difference: float
+    low: float
+    high: float
+    p_holm: float
+
+
+def forest_png(rows: Sequence[ForestRow], title: str, alpha: float = 0.05) -> bytes:
+    """A forest plot: one paired difference per row with its CI, a zero line and Holm's p.
+
+    Rows whose adjusted p-value is below ``alpha`` are drawn in a strong colour; the others in
+    grey, so that "not distinguishable from the leader" reads at a glance.
+    """
+    if not rows:
+        return _message_png(f"{title}: no paired comparison")
+    with _style():
+        height = 1.1 + 0.32 * len(rows)
+        fig = _figure(8.5, height)
+        ax = fig.add_subplot()
+        ys = np.arange(len(rows))[::-1]
+        for y, row in zip(ys, rows, strict=True):
+            significant = math.isfinite(row.p_holm) and row.p_holm < alpha
+            colour = "#a4262c" if significant else "0.35"
+            ax.errorbar(
+                row.difference,
+                y,
+                xerr=np.array([_error(row.difference, row.low, row.high)]).T,
+                fmt="s",
+                color=colour,
+                ms=5,
+                capsize=3,
+                elinewidth=1.2,
+            )
+            p_text = "p(Holm) n/a" if not math.isfinite(row.p_holm) else f"p(Holm) {row.p_holm:.3g}"
+            ax.annotate(
+                p_text,
+                xy=(1.01, y),
+                xycoords=("axes fraction", "data"),
+                va="center",
+                fontsize=8,
+                color=colour,
+            )
+        ax.axvline(0.0, color="black", lw=0.9)
+        ax.set_yticks(ys, [_legend_text(r.label) for r in rows])
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.grid(axis="y", visible=False)
+        ax.set_xlabel("difference, leader − cell (95% CI)")  # noqa: RUF001 (minus sign)
+        ax.set_title(title, loc="left")
+        return _png(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# Reliability diagram
+# --------------------------------------------------------------------------------------------
+
+
+def reliability_png(rows: pd.DataFrame) -> bytes:
+    """Reliability diagrams: observed frequency against mean confidence per bin, per cell.
+
+    Args:
+        rows: Calibration rows with ``backbone``, ``strategy``, ``seed``, ``kind``, ``ece``
+            and the curve columns ``bin_low``, ``bin_high``, ``n``, ``mean_confidence``,
+            ``observed`` (one row per bin). One panel per ``kind``; empty bins are skipped, and
+            each bin's marker area shows how many images it holds (``n``).
+    """
+    needed = {"backbone", "strategy", "seed", "mean_confidence", "observed"}
+    if rows.empty or not needed <= set(rows.columns):
+        return _message_png("no reliability curve")
+    frame = rows.copy()
+    if "kind" not in frame:
+        frame["kind"] = "calibration"
+    kinds = list(dict.fromkeys(frame["kind"].astype(str)))
+    cells = sorted(
+        {(str(b), str(s), str(d)) for b, s, d in frame[["backbone", "strategy", "seed"]].values}
+    )
+    colours = dict(zip(cells, _colours(len(cells)), strict=True))
+    rows_n, cols = _grid(len(kinds), 2)
+    with _style():
+        fig = _figure(4.6 * cols, 4.4 * rows_n)
+        axes = fig.subplots(rows_n, cols, squeeze=False)
+        for ax, kind in zip(axes.flat, kinds, strict=False):
+            ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls=":", label="perfect calibration")
+            part = frame[frame["kind"].astype(str) == kind]
+            for cell in cells:
+                curve = part[
+                    (part["backbone"].astype(str) == cell[0])
+                    & (part["strategy"].astype(str) == cell[1])
+                    & (part["seed"].astype(str) == cell[2])
+                ]
+                curve = curve.dropna(subset=["mean_confidence", "observed"])
+                if "n" in curve:
+                    curve = curve[curve["n"].fillna(0) > 0]
+                if curve.empty:
+                    continue
+                curve = curve.sort_values("mean_confidence")
+                total = float(curve["n"].sum()) if "n" in curve else 0.0
+                ece = curve["ece"].iloc[0] if "ece" in curve else float("nan")
+                ece_text = f" (ECE {float(ece):.3f})" if pd.notna(ece) else ""
+                ax.plot(
+                    curve["mean_confidence"],
+                    curve["observed"],
+                    marker="o",
+                    ms=3,
+                    lw=1.2,
+                    color=colours[cell],
+                    label=_legend_text(cell_label(*cell) + ece_text),
+                )
+                if "n" in curve and total > 0:
+                    # marker area grows with the bin's share of images: a bin of one image
+                    # that lands at 0 or 1 should not look as weighty as a full one
+                    share = curve["n"].to_numpy(dtype=float) / total
+                    ax.scatter(
+                        curve["mean_confidence"],
+                        curve["observed"],
+                        s=8 + 400 * share,
+                        color=colours[cell],
+                        alpha=0.35,
+                        linewidths=0,
+                    )
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_aspect("equal")
+            ax.set_title(kind.replace("_", " "))
+            ax.set_xlabel("mean confidence in bin")
+            ax.set_ylabel("observed frequency")
+            ax.legend(loc="upper left", fontsize=7)
+        for ax in axes.flat[len(kinds) :]:
+            ax.set_visible(False)
+        return _png(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# Sanity checks
+# --------------------------------------------------------------------------------------------
+
+
+def sanity_png(records: Iterable[Mapping[str, Any]]) -> bytes:
+    """Sanity-check panel, one per saliency method.
+
+    With ``details.cascade`` in the model-randomisation records: each cell's Spearman
+    similarity after every cascading randomisation step (head first, then the layers from the
+    top), its target-randomisation similarity as a cross at the right, and the pass threshold.
+    Without cascades: horizontal bars of each cell's mean similarities under both checks. A
+    method passes a check when the similarity falls below the threshold.
+    """
+    sanity = [r for r in records if r.get("category") == "sanity" and r.get("saliency")]
+    if not sanity:
+        return _message_png("no sanity-check records")
+    methods = list(dict.fromkeys(str(r["saliency"]) for r in sanity))
+    cells = sorted({(r["backbone"], r["strategy"], r["seed"]) for r in sanity}, key=str)
+    colours = dict(zip(cells, _colours(len(cells)), strict=True))
+    thresholds = [
+        r["details"]["threshold"]
+        for r in sanity
+        if isinstance(r.get("details"), Mapping) and r["details"].get("threshold") is not None
+    ]
+    threshold = float(thresholds[0]) if thresholds else 0.5
+    cascades = any(
+        isinstance(r.get("details"), Mapping) and r["details"].get("cascade")
+        for r in sanity
+        if "model" in str(r.get("metric"))
+    )
+
+    def find(method: str, cell: tuple[Any, ...], check: str) -> Mapping[str, Any] | None:
+        for r in sanity:
+            if (
+                str(r["saliency"]) == method
+                and (r["backbone"], r["strategy"], r["seed"]) == cell
+                and check in str(r["metric"])
+            ):
+                return r
+        return None
+
+    rows_n, cols = _grid(len(methods), 2)
+    with _style():
+        if cascades:
+            fig = _figure(5.2 * cols, 3.8 * rows_n + 0.8)
+        else:
+            fig = _figure(5.2 * cols, (1.2 + 0.35 * len(cells)) * rows_n + 0.8)
+        axes = fig.subplots(rows_n, cols, squeeze=False)
+        steps = 1
+        for ax, method in zip(axes.flat, methods, strict=False):
+            if cascades:
+                for cell in cells:
+                    model = find(method, cell, "model")
+                    target = find(method, cell, "target")
+                    cascade = (model or {}).get("details", {}).get("cascade") or []
+                    ys = [_number(step.get("spearman")) for step in cascade]
+                    steps = max(steps, len(ys))
+                    colour = colours[cell]
+                    if ys:
+                        ax.plot(range(1, len(ys) + 1), ys, marker="o", ms=3.5, color=colour)
+                    if target is not None and target.get("value") is not None:
+                        ax.plot([0], [float(target["value"])], marker="x", ms=7, color=colour)
+                ax.axhline(threshold, color="#a4262c", lw=1, ls="--")
+                ax.set_ylim(-1.05, 1.05)
+                ax.set_ylabel("Spearman similarity to trained maps")
+            else:
+                y = np.arange(len(cells))[::-1]
+                model_vals = [_number((find(method, c, "model") or {}).get("value")) for c in cells]
+                target_vals = [
+                    _number((find(method, c, "target") or {}).get("value")) for c in cells
+                ]
+                ax.barh(y + 0.18, model_vals, height=0.34, color="#1f5fa8", label="model")
+                ax.barh(y - 0.18, target_vals, height=0.34, color="#e08a00", label="target")
+                ax.axvline(threshold, color="#a4262c", lw=1, ls="--", label="threshold")
+                ax.set_yticks(y, [_legend_text(cell_label(*c)) for c in cells])
+                ax.set_xlim(-1.05, 1.05)
+                ax.set_xlabel("mean Spearman similarity")
+            ax.set_title(method)
+        if cascades:
+            for ax in axes.flat[: len(methods)]:
+                ax.set_xlim(-0.5, steps + 0.5)
+                ax.set_xticks(range(steps + 1), ["target", *[str(i) for i in range(1, steps + 1)]])
+                ax.set_xlabel("check: target, or model randomisation step (1 = head)")
+            from matplotlib.lines import Line2D
+
+            handles = [
+                Line2D([], [], color=colours[c], marker="o", label=_legend_text(cell_label(*c)))
+                for c in cells
+            ]
+            handles.append(Line2D([], [], color="#a4262c", ls="--", label="pass threshold"))
+            fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)))
+        else:
+            fig.legend(
+                *axes.flat[0].get_legend_handles_labels(), loc="outside lower center", ncols=3
+            )
+        for ax in axes.flat[len(methods) :]:
+            ax.set_visible(False)
+        return _png(fig)

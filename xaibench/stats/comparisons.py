@@ -1,0 +1,645 @@
+"""Paired comparisons between benchmark cells, and the correction for making many of them.
+
+Every cell of a grid is evaluated on the *same* test images, so two cells' numbers are
+correlated: an image that is hard for one model tends to be hard for the other. Comparing the
+two confidence intervals for overlap ignores that correlation and wastes most of the power (and
+overlap is not a test anyway). The comparisons here work on the per-image pairs instead, and
+each returns the difference ``a - b`` with its confidence interval and a two-sided p-value in a
+:class:`PairedComparison`:
+
+* :func:`delong_comparison`: the difference of two ROC AUCs, with DeLong et al.'s (1988) paired
+  variance giving both the test and a normal-theory interval (computed by
+  :mod:`xaibench.stats.intervals`, so the test is exactly ``delong_paired_test``).
+* :func:`mcnemar_comparison`: the difference of two accuracies. Only discordant images carry
+  information about it, so the p-value is McNemar's (1947) test in its exact form (a binomial
+  test on the discordant pairs), which Fagerland et al. (2014) recommend over the asymptotic one
+  for the small discordant counts a benchmark produces. The interval is Newcombe's (1998)
+  method 10: the Wilson intervals of the two accuracies combined with a correction for their
+  correlation. Unlike the Wald interval it stays within [-1, 1] and does not collapse to a point
+  when there are no discordant pairs.
+* :func:`paired_bootstrap_mean`: the difference of the means of a per-image explanation score
+  (IoU, pointing game, relevance mass, ...), from a percentile bootstrap over image pairs.
+* :func:`paired_bootstrap_delta_auc`: the difference of two cells' Δ_region (AUC lost when a
+  region is perturbed), from a bootstrap over images stratified by class, the same images
+  feeding all four AUCs of a replicate.
+* :func:`holm`: Holm's (1979) step-down adjustment of p-values. A 12-cell grid has 66 pairs;
+  testing them all at 5% would find "significant" differences by chance alone. Holm's procedure
+  controls the family-wise error rate under any dependence between the tests, as Bonferroni's
+  does, and is uniformly more powerful than it.
+
+Bootstrap p-values. The two bootstrap comparisons report the p-value dual to their percentile
+interval: with ``B`` replicates ``r_i`` of the difference,
+``p = min(1, 2 * (min(#{r_i <= 0}, #{r_i >= 0}) + 1) / (B + 1))``, i.e. twice the smaller
+fraction of replicates on either side of zero, with the usual ``+1`` correction (Davison &
+Hinkley 1997, section 4.4) so that a finite number of resamples never reports ``p = 0``. It is
+chosen over the "shifted null" p-value (replicates recentred at zero) because it agrees with the
+interval printed beside it: ``p < 1 - level`` exactly when zero lies outside the percentile
+interval, up to the ``+1`` correction and the interpolation of quantiles, so a table never shows
+a 95% interval excluding zero next to ``p > 0.05``. Its smallest value is ``2 / (B + 1)``:
+about 0.002 for the default 1000 resamples, which limits what survives a Holm correction over
+many pairs; raise ``resamples`` when that matters.
+
+Every error the caller can cause (mismatched lengths, NaN where it is not allowed, labels that
+are not binary, an empty class, a level outside (0, 1), fewer than one resample) raises
+:class:`~xaibench.errors.XaibenchError` naming the argument.
+
+References:
+    E. R. DeLong, D. M. DeLong, D. L. Clarke-Pearson. Comparing the areas under two or more
+    correlated receiver operating characteristic curves: a nonparametric approach.
+    Biometrics 44(3):837-845, 1988.
+
+    Q. McNemar. Note on the sampling error of the difference between correlated proportions or
+    percentages. Psychometrika 12(2):153-157, 1947.
+
+    R. G. Newcombe. Improved confidence intervals for the difference between binomial
+    proportions based on paired data. Statistics in Medicine 17(22):2635-2650, 1998.
+
+    M. W. Fagerland, S. Lydersen, P. Laake. Recommended tests and confidence intervals for
+    paired binomial proportions. Statistics in Medicine 33(16):2850-2875, 2014.
+
+    S. Holm. A simple sequentially rejective multiple test procedure. Scandinavian Journal of
+    Statistics 6(2):65-70, 1979.
+
+    B. Efron, R. J. Tibshirani. An Introduction to the Bootstrap. Chapman & Hall, 1993.
+
+    A. C. Davison, D. V. Hinkley. Bootstrap Methods and their Application. Cambridge
+    University Press, 1997.
+
+    Kim et al. Osteoporosis International, 2025, doi:10.1007/s00198-025-07727-3 (Δ_bone, the
+    Δ_region compared by :func:`paired_bootstrap_delta_auc`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, SupportsIndex
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.stats import binomtest, rankdata
+
+from xaibench.errors import XaibenchError
+from xaibench.stats.intervals import (
+    _block_sizes,
+    _check_resamples,
+    _delong_components,
+    _delong_paired,
+    _percentile_interval,
+    _split_classes,
+    _z_value,
+    wilson_ci,
+)
+
+__all__ = [
+    "PairedComparison",
+    "delong_comparison",
+    "holm",
+    "mcnemar_comparison",
+    "paired_bootstrap_delta_auc",
+    "paired_bootstrap_mean",
+]
+
+# The perturbed AUC is floored here in Δ_region (Kim et al. 2025), as in
+# ``xaibench.metrics.functional.delta_auc``: a model driven below chance is not credited with
+# losing more than its whole skill.
+_CHANCE_AUC = 0.5
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """The comparison of two benchmark cells on the same cases.
+
+    Attributes:
+        test: The method, e.g. ``"delong"``, ``"mcnemar"`` or ``"paired bootstrap"``.
+        difference: The statistic of cell ``a`` minus that of cell ``b``.
+        ci: The confidence interval of ``difference``, or ``None`` where a method has none.
+        p_value: Two-sided p-value of the null hypothesis of no difference.
+        n: Number of paired cases the comparison used (after dropping any NaN pairs).
+        details: Method-specific numbers (discordant counts, z, the two cells' values, ...).
+    """
+
+    test: str
+    difference: float
+    ci: tuple[float, float] | None
+    p_value: float
+    n: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The comparison as plain Python values, ready for ``json.dumps(..., allow_nan=False)``.
+
+        NumPy scalars become ``float``/``int``, the interval a two-element list, and non-finite
+        floats (such as DeLong's ``z = inf`` when the estimated variance is zero) ``None``,
+        since strict JSON has no infinity.
+        """
+        return {
+            "test": self.test,
+            "difference": _json_value(self.difference),
+            "ci": None if self.ci is None else [_json_value(bound) for bound in self.ci],
+            "p_value": _json_value(self.p_value),
+            "n": int(self.n),
+            "details": _json_value(self.details),
+        }
+
+
+def _json_value(value: Any) -> Any:
+    """``value`` as plain JSON-compatible Python: finite floats, ints, strings, lists, dicts."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return {str(key): _json_value(item) for key, item in value.items()}
+    if isinstance(value, np.ndarray):
+        return [_json_value(item) for item in value.tolist()]
+    if isinstance(value, Sequence):
+        return [_json_value(item) for item in value]
+    raise TypeError(f"cannot convert {type(value).__name__} to JSON")
+
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _score_vector(name: str, values: ArrayLike, *, allow_nan: bool = False) -> NDArray[np.float64]:
+    """Validate a 1-D numeric vector, naming it in every error.
+
+    Args:
+        name: The argument's name, for messages.
+        values: The vector.
+        allow_nan: Whether NaN entries are allowed (infinite ones never are).
+
+    Returns:
+        The vector as float64.
+
+    Raises:
+        XaibenchError: Not numeric, not 1-D, infinite values, or NaN when not allowed.
+    """
+    try:
+        vector = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise XaibenchError(f"{name} must be numeric") from error
+    if vector.ndim != 1:
+        raise XaibenchError(f"{name} must be 1-D, got shape {vector.shape}")
+    if np.isinf(vector).any():
+        raise XaibenchError(f"{name} contains infinite values")
+    if not allow_nan and np.isnan(vector).any():
+        raise XaibenchError(f"{name} contains NaN")
+    return vector
+
+
+def _same_length(**vectors: NDArray[Any]) -> int:
+    """The common length of named 1-D vectors; raises naming the first one that differs."""
+    items = list(vectors.items())
+    first_name, first = items[0]
+    for name, vector in items[1:]:
+        if vector.size != first.size:
+            raise XaibenchError(
+                f"{name} has {vector.size} values but {first_name} has {first.size}; "
+                "paired inputs must describe the same cases in the same order"
+            )
+    return int(first.size)
+
+
+def _binary_vector(name: str, values: ArrayLike) -> NDArray[np.bool_]:
+    """Validate a 1-D vector of 0/1 (or False/True) outcomes, naming it in every error."""
+    vector = np.asarray(values)
+    if vector.ndim != 1:
+        raise XaibenchError(f"{name} must be 1-D, got shape {vector.shape}")
+    if vector.dtype == np.bool_:
+        return vector
+    try:
+        as_float = vector.astype(np.float64)
+    except (TypeError, ValueError) as error:
+        raise XaibenchError(f"{name} must hold 0/1 or False/True") from error
+    if np.isnan(as_float).any():
+        raise XaibenchError(f"{name} contains NaN")
+    if not np.all((as_float == 0.0) | (as_float == 1.0)):
+        raise XaibenchError(f"{name} must hold 0/1 or False/True")
+    return as_float == 1.0
+
+
+def _binary_labels(y_true: ArrayLike, min_per_class: int) -> NDArray[np.bool_]:
+    """Validate binary labels with at least ``min_per_class`` cases in each class."""
+    labels = _binary_vector("y_true", y_true)
+    n_pos = int(np.count_nonzero(labels))
+    n_neg = labels.size - n_pos
+    if min(n_pos, n_neg) < min_per_class:
+        raise XaibenchError(
+            f"y_true needs at least {min_per_class} positive and {min_per_class} negative "
+            f"case(s), got {n_pos} positive and {n_neg} negative"
+        )
+    return labels
+
+
+def _bootstrap_p_value(replicates: NDArray[np.float64]) -> float:
+    """Two-sided p-value of "difference = 0" dual to the percentile interval.
+
+    Twice the smaller fraction of replicates on either side of zero (a replicate at exactly zero
+    counts on both sides), each count plus one over ``B + 1``, capped at 1. See the module
+    docstring for why this definition.
+    """
+    count = replicates.size
+    below = int(np.count_nonzero(replicates <= 0.0))
+    above = int(np.count_nonzero(replicates >= 0.0))
+    return min(1.0, 2.0 * (min(below, above) + 1) / (count + 1))
+
+
+# --------------------------------------------------------------------------------------------
+# AUC: DeLong
+# --------------------------------------------------------------------------------------------
+
+
+def delong_comparison(
+    y_true: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike, level: float = 0.95
+) -> PairedComparison:
+    """Compare two cells' ROC AUCs on the same cases with DeLong's paired method.
+
+    The test is :func:`~xaibench.stats.intervals.delong_paired_test`: DeLong et al.'s (1988)
+    estimate of ``var(auc_a - auc_b)`` from both scorers' structural components, covariance
+    included, and ``z = difference / sqrt(variance)``. The interval uses the same variance,
+    ``difference +/- z_level * sqrt(variance)``, clipped to [-1, 1] (the range of a difference
+    of AUCs), so that it excludes zero exactly when ``p < 1 - level`` (before clipping).
+
+    A zero estimated variance (identical scores, or scores equal up to an order-preserving map
+    on these cases) gives a zero-width interval at the difference, with ``p = 1`` when the
+    difference is zero and ``p = 0`` otherwise, as ``delong_paired_test`` documents; a
+    degenerate sample, not certainty.
+
+    Args:
+        y_true: Binary labels, 1 (or True) for positive cases.
+        scores_a: Cell ``a``'s scores of the cases, higher meaning more likely positive.
+        scores_b: Cell ``b``'s scores of the same cases, in the same order.
+        level: Confidence level of the interval, strictly between 0 and 1.
+
+    Returns:
+        A :class:`PairedComparison` with ``test="delong"``, ``difference = auc_a - auc_b``,
+        ``n`` the number of cases and ``details`` holding ``auc_a``, ``auc_b``, ``z``,
+        ``variance``, ``n_positive`` and ``n_negative``.
+
+    Raises:
+        XaibenchError: Inputs are mismatched, not 1-D or contain NaN/inf; labels are not
+            binary; a class has fewer than two cases; ``level`` is not in (0, 1).
+    """
+    z_level = _z_value(level)
+    a = _score_vector("scores_a", scores_a)
+    b = _score_vector("scores_b", scores_b)
+    labels = _binary_labels(y_true, min_per_class=2)  # the variance needs two per class
+    _same_length(y_true=labels, scores_a=a, scores_b=b)
+
+    result = _delong_paired(labels, a, b)
+    half_width = z_level * math.sqrt(result.variance)
+    ci = (
+        max(-1.0, result.difference - half_width),
+        min(1.0, result.difference + half_width),
+    )
+    return PairedComparison(
+        test="delong",
+        difference=result.difference,
+        ci=ci,
+        p_value=result.p_value,
+        n=result.n_positive + result.n_negative,
+        details={
+            "auc_a": result.auc_a,
+            "auc_b": result.auc_b,
+            "z": result.z,
+            "variance": result.variance,
+            "n_positive": result.n_positive,
+            "n_negative": result.n_negative,
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Accuracy: McNemar and Newcombe
+# --------------------------------------------------------------------------------------------
+
+
+def _newcombe_paired_interval(
+    both: int, only_a: int, only_b: int, neither: int, level: float
+) -> tuple[float, float]:
+    """Newcombe's (1998) method 10 interval for ``p_a - p_b`` from a paired 2x2 table.
+
+    With ``n`` pairs, ``p_a = (both + only_a) / n`` and ``p_b = (both + only_b) / n`` have Wilson
+    intervals ``(l_a, u_a)`` and ``(l_b, u_b)``. The limits combine the distances from each
+    estimate to its Wilson limits ("square and add"), less a correlation term:
+
+        low  = d - sqrt((p_a - l_a)^2 - 2 phi (p_a - l_a)(u_b - p_b) + (u_b - p_b)^2)
+        high = d + sqrt((p_b - l_b)^2 - 2 phi (p_b - l_b)(u_a - p_a) + (u_a - p_a)^2)
+
+    where ``phi`` is the phi coefficient of the table with Newcombe's continuity correction:
+    with ``A = both * neither - only_a * only_b`` and ``D`` the product of the four margins,
+    ``phi = (A - n/2) / sqrt(D)`` if ``A > n/2``, ``0`` if ``0 <= A <= n/2`` and ``A / sqrt(D)``
+    if ``A < 0``; ``phi = 0`` when a margin is empty.
+    """
+    n = both + only_a + only_b + neither
+    p_a, p_b = (both + only_a) / n, (both + only_b) / n
+    low_a, high_a = wilson_ci(both + only_a, n, level)
+    low_b, high_b = wilson_ci(both + only_b, n, level)
+
+    margins = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    phi = 0.0
+    if margins > 0:
+        association = both * neither - only_a * only_b
+        if association > n / 2.0:
+            phi = (association - n / 2.0) / math.sqrt(margins)
+        elif association < 0:
+            phi = association / math.sqrt(margins)
+
+    difference = p_a - p_b
+    down_a, up_b = p_a - low_a, high_b - p_b
+    down_b, up_a = p_b - low_b, high_a - p_a
+    low = difference - math.sqrt(max(0.0, down_a**2 - 2.0 * phi * down_a * up_b + up_b**2))
+    high = difference + math.sqrt(max(0.0, down_b**2 - 2.0 * phi * down_b * up_a + up_a**2))
+    return max(-1.0, low), min(1.0, high)
+
+
+def mcnemar_comparison(
+    correct_a: ArrayLike, correct_b: ArrayLike, level: float = 0.95
+) -> PairedComparison:
+    """Compare two cells' accuracies on the same cases: exact McNemar test, Newcombe interval.
+
+    Cases both cells get right, or both get wrong, say nothing about which is more accurate;
+    the ``b`` cases only ``a`` gets right and the ``c`` cases only ``b`` gets right do. Under
+    the null hypothesis each discordant case is equally likely to fall either way, so ``b`` is
+    binomial with ``b + c`` trials and probability 1/2; the p-value is the two-sided exact
+    binomial test of that (``scipy.stats.binomtest``), and 1 when there are no discordant cases.
+    The interval is Newcombe's (1998) method 10 (see :func:`_newcombe_paired_interval`).
+
+    The two are not exact duals: the exact test is conservative, so near the boundary the
+    interval can exclude zero while ``p`` is a little above ``1 - level`` (e.g. 9 against 2
+    discordant cases out of 36: ``p = 0.065``, 95% interval 0.013 to 0.361). Report both; the
+    test is the one that holds its size.
+
+    Args:
+        correct_a: Per case, whether cell ``a`` classified it correctly (0/1 or False/True).
+        correct_b: The same for cell ``b``, on the same cases in the same order.
+        level: Confidence level of the interval, strictly between 0 and 1.
+
+    Returns:
+        A :class:`PairedComparison` with ``test="mcnemar"``, ``difference`` the accuracy of
+        ``a`` minus that of ``b`` (equal to ``(b - c) / n``), ``n`` the number of cases and
+        ``details`` holding the discordant counts ``b`` and ``c`` and both accuracies.
+
+    Raises:
+        XaibenchError: Inputs are not 1-D, hold anything but 0/1 (NaN included), differ in
+            length or are empty; ``level`` is not in (0, 1).
+    """
+    _z_value(level)  # validates level
+    a = _binary_vector("correct_a", correct_a)
+    b = _binary_vector("correct_b", correct_b)
+    n = _same_length(correct_a=a, correct_b=b)
+    if n == 0:
+        raise XaibenchError("correct_a and correct_b are empty; a comparison needs cases")
+
+    both = int(np.count_nonzero(a & b))
+    only_a = int(np.count_nonzero(a & ~b))
+    only_b = int(np.count_nonzero(~a & b))
+    neither = n - both - only_a - only_b
+    discordant = only_a + only_b
+    p_value = 1.0 if discordant == 0 else float(binomtest(only_a, discordant, 0.5).pvalue)
+    return PairedComparison(
+        test="mcnemar",
+        difference=(only_a - only_b) / n,
+        ci=_newcombe_paired_interval(both, only_a, only_b, neither, level),
+        p_value=min(1.0, p_value),
+        n=n,
+        details={
+            "b": only_a,
+            "c": only_b,
+            "accuracy_a": (both + only_a) / n,
+            "accuracy_b": (both + only_b) / n,
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Multiple comparisons
+# --------------------------------------------------------------------------------------------
+
+
+def holm(p_values: ArrayLike) -> NDArray[np.float64]:
+    """Holm-Bonferroni adjusted p-values, in the order given.
+
+    With the ``m`` p-values sorted ascending, ``p_(1) <= ... <= p_(m)``, the ``i``-th (1-based)
+    is multiplied by ``m - i + 1``; a running maximum keeps the adjusted values in the order of
+    the raw ones (a hypothesis is rejected only if all smaller ones are), and they are capped at
+    1. Rejecting where the adjusted value is below ``alpha`` controls the family-wise error rate
+    at ``alpha`` under any dependence between the tests (Holm 1979).
+
+    NaN entries (a comparison that could not be made) stay NaN and are not counted in ``m``.
+
+    Args:
+        p_values: The raw p-values, 1-D, each in [0, 1] or NaN.
+
+    Returns:
+        The adjusted p-values, same shape and order as the input.
+
+    Raises:
+        XaibenchError: Input not 1-D or not numeric, or a value outside [0, 1] (infinite
+            values included).
+    """
+    raw = _score_vector("p_values", p_values, allow_nan=True)
+    defined = ~np.isnan(raw)
+    if np.any((raw[defined] < 0.0) | (raw[defined] > 1.0)):
+        raise XaibenchError("p_values must lie in [0, 1] (or be NaN)")
+    adjusted = np.full(raw.shape, np.nan)
+    values = raw[defined]
+    m = values.size
+    if m == 0:
+        return adjusted
+    order = np.argsort(values, kind="stable")
+    stepped = np.maximum.accumulate(values[order] * np.arange(m, 0, -1, dtype=np.float64))
+    in_order = np.empty(m)
+    in_order[order] = np.minimum(stepped, 1.0)
+    adjusted[defined] = in_order
+    return adjusted
+
+
+# --------------------------------------------------------------------------------------------
+# Bootstrap comparisons
+# --------------------------------------------------------------------------------------------
+
+
+def paired_bootstrap_mean(
+    a: ArrayLike,
+    b: ArrayLike,
+    *,
+    resamples: SupportsIndex = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> PairedComparison:
+    """Compare two cells' mean per-image explanation scores on the same images.
+
+    The per-image differences ``a_i - b_i`` are resampled with replacement (a percentile
+    bootstrap over image pairs, Efron & Tibshirani 1993), which keeps the correlation between
+    the cells and assumes nothing about the scores' distribution (bounded, skewed or binary, as
+    IoU and pointing-game scores are). Pairs where either score is NaN (a metric undefined for
+    that image in either cell) are dropped first, so both means are over the same images. The
+    p-value is the one dual to the percentile interval (see the module docstring). Resampling
+    uses ``numpy.random.default_rng(seed)``, so the same inputs and seed give the same result.
+
+    Args:
+        a: Cell ``a``'s per-image scores, 1-D; NaN marks an undefined score.
+        b: Cell ``b``'s scores of the same images, in the same order.
+        resamples: Number of bootstrap resamples, at least 1.
+        level: Confidence level of the interval, strictly between 0 and 1.
+        seed: Seed of the random generator.
+
+    Returns:
+        A :class:`PairedComparison` with ``test="paired bootstrap"``, ``difference`` the mean of
+        ``a`` minus the mean of ``b`` over the ``n`` complete pairs, and ``details`` holding
+        both means, the number of pairs dropped and ``resamples``.
+
+    Raises:
+        XaibenchError: Inputs not 1-D, not numeric or of different lengths; infinite values;
+            fewer than two complete pairs; ``resamples < 1``; ``level`` not in (0, 1).
+    """
+    _z_value(level)  # validates level
+    count = _check_resamples(resamples)
+    first = _score_vector("a", a, allow_nan=True)
+    second = _score_vector("b", b, allow_nan=True)
+    total = _same_length(a=first, b=second)
+    complete = ~(np.isnan(first) | np.isnan(second))
+    differences = first[complete] - second[complete]
+    size = differences.size
+    if size < 2:
+        raise XaibenchError(
+            f"a paired bootstrap needs at least 2 images where both a and b are defined (not "
+            f"NaN), got {size}"
+        )
+
+    rng = np.random.default_rng(seed)
+    replicates = np.concatenate(
+        [
+            differences[rng.integers(0, size, size=(block, size))].mean(axis=1)
+            for block in _block_sizes(count, size)
+        ]
+    )
+    return PairedComparison(
+        test="paired bootstrap",
+        difference=float(differences.mean()),
+        ci=_percentile_interval(replicates, level),
+        p_value=_bootstrap_p_value(replicates),
+        n=size,
+        details={
+            "mean_a": float(first[complete].mean()),
+            "mean_b": float(second[complete].mean()),
+            "dropped": total - size,
+            "resamples": count,
+        },
+    )
+
+
+def paired_bootstrap_delta_auc(
+    y_true: ArrayLike,
+    intact_a: ArrayLike,
+    perturbed_a: ArrayLike,
+    intact_b: ArrayLike,
+    perturbed_b: ArrayLike,
+    *,
+    resamples: SupportsIndex = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    chance_floor: bool = True,
+) -> PairedComparison:
+    """Compare two cells' Δ_region: does cell ``a`` lose more AUC than ``b`` when it is perturbed?
+
+    ``Δ = AUC(intact) - AUC(perturbed)`` is the AUC a cell loses when the region is perturbed;
+    by default the perturbed AUC is floored at 0.5 first, exactly as the leaderboard's Δ_region
+    (``xaibench.metrics.functional.delta_auc``, Kim et al. 2025), so that ``difference`` is the
+    difference of the two leaderboard values; ``chance_floor=False`` gives the plain
+    difference of AUCs.
+
+    The four AUCs share the test images, so the comparison resamples *images*: positives and
+    negatives separately, each to its own count (as in
+    :func:`~xaibench.stats.intervals.bootstrap_auc_ci`, so every replicate has both classes),
+    and the same drawn images feed all four score vectors of a replicate. The difference is
+    computed on the original data; the interval is the percentile interval of the replicates,
+    and the p-value the one dual to it (see the module docstring). AUCs are Mann-Whitney
+    statistics with ties counted one half, computed from midranks for all replicates of a
+    block at once. Resampling uses ``numpy.random.default_rng(seed)``.
+
+    Args:
+        y_true: Binary labels of the images, 1 (or True) for positive cases.
+        intact_a: Cell ``a``'s scores of the intact images, higher meaning more likely positive.
+        perturbed_a: Cell ``a``'s scores of the same images with the region perturbed.
+        intact_b: Cell ``b``'s scores of the intact images.
+        perturbed_b: Cell ``b``'s scores of the perturbed images.
+        resamples: Number of bootstrap resamples, at least 1.
+        level: Confidence level of the interval, strictly between 0 and 1.
+        seed: Seed of the random generator.
+        chance_floor: Floor the perturbed AUCs at 0.5, as Δ_region does.
+
+    Returns:
+        A :class:`PairedComparison` with ``test="paired bootstrap"``,
+        ``difference = Δ_a - Δ_b``, ``n`` the number of images and ``details`` holding
+        ``delta_a``, ``delta_b``, the four AUCs, ``n_positive``, ``n_negative`` and
+        ``resamples``.
+
+    Raises:
+        XaibenchError: Inputs mismatched, not 1-D or containing NaN/inf; labels not binary;
+            a class empty; ``resamples < 1``; ``level`` not in (0, 1).
+    """
+    _z_value(level)  # validates level
+    count = _check_resamples(resamples)
+    names = ("intact_a", "perturbed_a", "intact_b", "perturbed_b")
+    vectors = {
+        name: _score_vector(name, values)
+        for name, values in zip(names, (intact_a, perturbed_a, intact_b, perturbed_b), strict=True)
+    }
+    labels = _binary_labels(y_true, min_per_class=1)
+    _same_length(y_true=labels, **vectors)
+    positives, negatives = _split_classes(labels, *vectors.values(), min_per_class=1)
+
+    aucs = _delong_components(positives, negatives)[0]  # intact_a, perturbed_a, intact_b, ...
+    floor = _CHANCE_AUC if chance_floor else -math.inf
+    delta_a = float(aucs[0] - max(aucs[1], floor))
+    delta_b = float(aucs[2] - max(aucs[3], floor))
+
+    pos, neg = np.stack(positives), np.stack(negatives)  # (4, m) and (4, n)
+    m, n = pos.shape[1], neg.shape[1]
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for block in _block_sizes(count, 4 * (m + n)):
+        drawn = np.concatenate(
+            [
+                pos[:, rng.integers(0, m, size=(block, m))],
+                neg[:, rng.integers(0, n, size=(block, n))],
+            ],
+            axis=2,
+        )  # (4, block, m + n), the same images for all four score vectors
+        ranks = rankdata(drawn, method="average", axis=2)
+        replicate_aucs = (ranks[:, :, :m].sum(axis=2) - m * (m + 1) / 2.0) / (m * n)
+        lost_a = replicate_aucs[0] - np.maximum(replicate_aucs[1], floor)
+        lost_b = replicate_aucs[2] - np.maximum(replicate_aucs[3], floor)
+        blocks.append(lost_a - lost_b)
+    replicates = np.concatenate(blocks)
+
+    return PairedComparison(
+        test="paired bootstrap",
+        difference=delta_a - delta_b,
+        ci=_percentile_interval(replicates, level),
+        p_value=_bootstrap_p_value(replicates),
+        n=m + n,
+        details={
+            "delta_a": delta_a,
+            "delta_b": delta_b,
+            "auc_intact_a": float(aucs[0]),
+            "auc_perturbed_a": float(aucs[1]),
+            "auc_intact_b": float(aucs[2]),
+            "auc_perturbed_b": float(aucs[3]),
+            "n_positive": m,
+            "n_negative": n,
+            "resamples": count,
+        },
+    )

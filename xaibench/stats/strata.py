@@ -1,0 +1,658 @@
+"""Stratified tables: performance and explanation scores within subgroups of the test set.
+
+A model can score well on average and fail a subgroup (older patients, one scanner, one
+class), and an explanation score averaged over all images can hide that maps land on bone for
+correct calls and elsewhere for wrong ones. These pure functions take a run's per-image tables
+(``predictions.csv`` and ``explanations.csv`` as DataFrames) and report each cell's numbers
+per stratum, with intervals:
+
+* :func:`strata_from_table` turns a per-sample attribute table (age, sex, site, ...) into
+  stratification variables, banding continuous columns into quartiles.
+* :func:`stratified_performance`: AUC of the positive class (DeLong interval) and accuracy of
+  the positive call (Wilson interval) per stratum.
+* :func:`stratified_explanations`: the mean of each explanation score per stratum, with a
+  percentile-bootstrap interval.
+
+Besides the caller's variables, two are built in: ``true_class`` (the true class's name) and
+``prediction`` (``"correct"`` or ``"wrong"``, where correct means the thresholded positive
+call ``called_positive`` equals ``label == positive_class``).
+
+Decisions, and why:
+
+* Only **intact test** predictions are used: rows whose ``perturbation`` is empty (``""``, or
+  NaN as read back from a CSV) and, when a ``split`` column is present, whose split is
+  ``"test"`` (the threshold was chosen on validation, which must not be scored).
+* Strata with fewer than ``min_n`` images are reported with their ``n`` and ``None`` values,
+  reason ``"fewer than min_n images"``: a stratum of one or two images would publish
+  individual results (and intervals over so few are meaningless). ``n_positive`` is withheld
+  too, as it would reveal individual labels.
+* A sample missing from a variable (absent from its Series, or NaN there) is left out of that
+  variable's strata only.
+* Rows are sorted by cell (``backbone``, ``strategy``, ``seed``), then (for explanations)
+  ``metric``, ``saliency``, ``region``, then variable name, then level in its natural order
+  (class order for ``true_class``; ``correct`` before ``wrong``; category order for banded or
+  other categorical variables; sorted values otherwise). Every level of a variable appears in
+  every cell, with ``n = 0`` where a cell has none, so tables of different cells line up.
+* Values are JSON-ready: Python ``str``, ``int``, ``float`` or ``None`` (never NaN).
+
+Every error the caller can cause (a missing column, an unknown positive class, a reserved or
+duplicated name) raises :class:`~xaibench.errors.XaibenchError` naming the column or argument.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from typing import Any, SupportsIndex
+
+import numpy as np
+import pandas as pd
+
+from xaibench.errors import XaibenchError
+from xaibench.stats.classwise import _auc_summary, _check_class_names, _check_level, _rate
+from xaibench.stats.intervals import bootstrap_mean_ci
+
+__all__ = [
+    "BUILTIN_VARIABLES",
+    "CELL_COLUMNS",
+    "EXPLANATION_KEYS",
+    "PERFORMANCE_KEYS",
+    "SMALL_STRATUM_REASON",
+    "strata_from_table",
+    "stratified_explanations",
+    "stratified_performance",
+]
+
+#: The columns that identify a cell of the grid.
+CELL_COLUMNS = ("backbone", "strategy", "seed")
+
+#: Variables every stratified table has, whatever the caller passes.
+BUILTIN_VARIABLES = ("true_class", "prediction")
+
+#: Keys of each row of :func:`stratified_performance`, in order.
+PERFORMANCE_KEYS = (
+    *CELL_COLUMNS,
+    "variable",
+    "level",
+    "n",
+    "n_positive",
+    "auc",
+    "auc_low",
+    "auc_high",
+    "accuracy",
+    "accuracy_low",
+    "accuracy_high",
+    "reason",
+)
+
+#: Keys of each row of :func:`stratified_explanations`, in order.
+EXPLANATION_KEYS = (
+    *CELL_COLUMNS,
+    "metric",
+    "saliency",
+    "region",
+    "variable",
+    "level",
+    "n",
+    "mean",
+    "low",
+    "high",
+    "reason",
+)
+
+#: The reason given for a stratum too small to report.
+SMALL_STRATUM_REASON = "fewer than min_n images"
+
+_PREDICTION_COLUMNS = (*CELL_COLUMNS, "sample_id", "label", "perturbation", "called_positive")
+_EXPLANATION_COLUMNS = (
+    *CELL_COLUMNS,
+    "sample_id",
+    "label",
+    "metric",
+    "saliency",
+    "region",
+    "value",
+)
+_PREDICTION_LEVELS = ("correct", "wrong")
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _scalar(value: Any) -> Any:
+    """A JSON-ready Python scalar: numpy scalars unwrapped, NaN as ``None``."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _check_int(value: SupportsIndex, name: str, minimum: int) -> int:
+    """Validate an integer argument of at least ``minimum``."""
+    try:
+        number = operator.index(value)
+    except TypeError as error:
+        raise XaibenchError(f"{name} must be an integer, got {value!r}") from error
+    if number < minimum:
+        raise XaibenchError(f"{name} must be at least {minimum}, got {number}")
+    return number
+
+
+def _require_columns(frame: Any, columns: Sequence[str], name: str) -> None:
+    """Raise naming every column of ``columns`` that ``frame`` lacks."""
+    if not isinstance(frame, pd.DataFrame):
+        raise XaibenchError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise XaibenchError(
+            f"{name} lacks column(s) {', '.join(repr(c) for c in missing)}"
+            f" (it has {', '.join(map(str, frame.columns))})"
+        )
+
+
+def _label_indices(frame: pd.DataFrame, n_classes: int, name: str) -> np.ndarray:
+    """The ``label`` column as int64 class indices, validated against ``n_classes``."""
+    try:
+        numeric = pd.to_numeric(frame["label"]).to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise XaibenchError(f"{name} column 'label' must hold integer class indices") from error
+    if not np.all(np.isfinite(numeric)) or not np.all(numeric == np.round(numeric)):
+        raise XaibenchError(f"{name} column 'label' must hold integer class indices, without NaN")
+    if numeric.size and (numeric.min() < 0 or numeric.max() >= n_classes):
+        raise XaibenchError(
+            f"{name} column 'label' must lie in [0, {n_classes - 1}] (one per class name), got "
+            f"values from {int(numeric.min())} to {int(numeric.max())}"
+        )
+    return numeric.astype(np.int64)
+
+
+def _as_bool(column: pd.Series, name: str) -> np.ndarray:
+    """A boolean column, accepting bool, 0/1 and the strings ``True``/``False`` of a CSV."""
+    if column.dtype == bool:
+        return column.to_numpy(dtype=bool)
+    mapping = {"True": True, "False": False, "true": True, "false": False}
+    converted = []
+    for value in column.tolist():
+        if isinstance(value, str) and value in mapping:
+            converted.append(mapping[value])
+        elif isinstance(value, bool | int | np.bool_ | np.integer | float) and value in (0, 1):
+            converted.append(bool(value))
+        else:
+            raise XaibenchError(f"{name} must hold True/False, got {value!r}")
+    return np.asarray(converted, dtype=bool)
+
+
+def _positive_index(class_names: Sequence[str], positive_class: str) -> tuple[list[str], int]:
+    """Validated class names and the index of the positive class."""
+    names = _check_class_names(class_names)
+    if positive_class not in names:
+        raise XaibenchError(f"positive_class {positive_class!r} is not one of {names}")
+    return names, names.index(positive_class)
+
+
+def _intact_predictions(
+    predictions: pd.DataFrame, class_names: Sequence[str], positive_class: str
+) -> pd.DataFrame:
+    """The intact test predictions, one row per cell and image, with derived columns.
+
+    Returns:
+        A frame with the cell columns, ``sample_id``, ``label`` (int), ``score`` (probability
+        of the positive class), ``is_positive`` and ``correct``.
+
+    Raises:
+        XaibenchError: A column is missing or invalid, no intact test row is left, or an image
+            appears twice in one cell.
+    """
+    names, positive = _positive_index(class_names, positive_class)
+    score_column = f"prob_{positive_class}"
+    _require_columns(predictions, [*_PREDICTION_COLUMNS, score_column], "predictions")
+    perturbation = predictions["perturbation"]
+    keep = perturbation.isna() | (perturbation.astype(str) == "")
+    if "split" in predictions.columns:
+        keep &= predictions["split"].astype(str) == "test"
+    frame = predictions.loc[keep]
+    if frame.empty:
+        raise XaibenchError(
+            "predictions has no intact test row (column 'perturbation' empty"
+            + (", column 'split' == 'test')" if "split" in predictions.columns else ")")
+        )
+    labels = _label_indices(frame, len(names), "predictions")
+    try:
+        scores = pd.to_numeric(frame[score_column]).to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise XaibenchError(f"predictions column {score_column!r} must be numeric") from error
+    if not np.all(np.isfinite(scores)):
+        raise XaibenchError(f"predictions column {score_column!r} contains NaN or infinite values")
+    called = _as_bool(frame["called_positive"], "predictions column 'called_positive'")
+    is_positive = labels == positive
+    out = pd.DataFrame(
+        {
+            **{column: frame[column].to_numpy() for column in CELL_COLUMNS},
+            "sample_id": frame["sample_id"].to_numpy(),
+            "label": labels,
+            "score": scores,
+            "is_positive": is_positive,
+            "correct": called == is_positive,
+        }
+    )
+    duplicated = out.duplicated([*CELL_COLUMNS, "sample_id"])
+    if duplicated.any():
+        first = out.loc[duplicated].iloc[0]
+        raise XaibenchError(
+            f"predictions column 'sample_id' repeats {first['sample_id']!r} among the intact "
+            f"test rows of cell {tuple(_scalar(first[c]) for c in CELL_COLUMNS)}"
+        )
+    return out
+
+
+def _check_strata(strata: Mapping[str, pd.Series] | None) -> dict[str, pd.Series]:
+    """Validate the caller's stratification variables."""
+    if strata is None:
+        return {}
+    if not isinstance(strata, Mapping):
+        raise XaibenchError(
+            f"strata must map variable names to pandas Series, got {type(strata).__name__}"
+        )
+    checked = {}
+    for name, series in strata.items():
+        if name in BUILTIN_VARIABLES:
+            raise XaibenchError(
+                f"strata variable {name!r} is reserved for the built-in variable of that name"
+            )
+        if not isinstance(series, pd.Series):
+            raise XaibenchError(
+                f"strata variable {name!r} must be a pandas Series indexed by sample_id, got "
+                f"{type(series).__name__}"
+            )
+        if series.index.has_duplicates:
+            repeated = series.index[series.index.duplicated()][0]
+            raise XaibenchError(f"strata variable {name!r} repeats sample_id {repeated!r}")
+        checked[str(name)] = series
+    return checked
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    """Sort numbers before strings, each among their own kind."""
+    if isinstance(value, bool | int | float | np.number):
+        return (0, value)
+    return (1, str(value))
+
+
+def _variable_levels(series: pd.Series, sample_ids: pd.Index) -> list[Any]:
+    """The levels of a caller's variable in their natural order (see the module docstring)."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return list(series.cat.categories)
+    observed = series[series.index.isin(sample_ids)].dropna().unique()
+    return sorted(observed, key=_sort_key)
+
+
+def _user_levels(strata: dict[str, pd.Series], sample_ids: pd.Index) -> dict[str, list[Any]]:
+    """Levels of every caller variable; raise when a variable shares no sample with the data."""
+    levels = {}
+    for name, series in strata.items():
+        if not series.index.isin(sample_ids).any():
+            example = repr(series.index[0]) if len(series) else "none"
+            raise XaibenchError(
+                f"strata variable {name!r} shares no sample_id with the predictions (e.g. "
+                f"{example} vs {sample_ids[0]!r}; check that both use the same id type)"
+            )
+        levels[name] = _variable_levels(series, sample_ids)
+    return levels
+
+
+def _stratum_masks(
+    variables: dict[str, tuple[pd.Series, list[Any]]],
+) -> Iterator[tuple[str, Any, np.ndarray]]:
+    """``(variable, level, mask)`` in output order, from each variable's assignment and levels.
+
+    Args:
+        variables: Per variable, the level of each row (aligned with the rows, NaN where a
+            row has none) and the levels to report.
+    """
+    for name in sorted(variables):
+        assigned, levels = variables[name]
+        for level in levels:
+            yield name, level, (assigned == level).to_numpy(dtype=bool)
+
+
+# --------------------------------------------------------------------------------------------
+# Stratification variables from an attribute table
+# --------------------------------------------------------------------------------------------
+
+
+def _format_edge(value: float, digits: int) -> str:
+    """A band edge as a short number (``40`` rather than ``40.0``)."""
+    return f"{value:.{digits}g}"
+
+
+def _quartile_bands(values: pd.Series, column: str) -> pd.Series:
+    """Cut a numeric Series into quartile bands labelled ``[low, high)`` (last ``[low, high]``).
+
+    Edges are the 0, 25, 50, 75 and 100th percentiles (``numpy.quantile``, linear
+    interpolation); repeated edges of heavily tied data are merged, so fewer than four bands
+    can result. A value equal to an edge goes to the band that starts there. Edges print with
+    six significant digits, more if that would make two labels equal.
+    """
+    numeric = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    finite = numeric[~np.isnan(numeric)]
+    if np.isinf(finite).any():
+        raise XaibenchError(f"table column {column!r} contains infinite values")
+    edges = np.unique(np.quantile(finite, [0.0, 0.25, 0.5, 0.75, 1.0]))
+    for digits in (6, 10, 17):
+        text = [_format_edge(edge, digits) for edge in edges]
+        if len(set(text)) == len(text):
+            break
+    labels = [f"[{text[i]}, {text[i + 1]})" for i in range(len(edges) - 2)]
+    labels.append(f"[{text[-2]}, {text[-1]}]")
+    codes = np.full(numeric.shape, -1, dtype=np.int64)
+    present = ~np.isnan(numeric)
+    codes[present] = np.minimum(
+        np.searchsorted(edges, numeric[present], side="right") - 1, len(labels) - 1
+    )
+    banded = pd.Categorical.from_codes(codes, categories=labels, ordered=True)
+    return pd.Series(banded, index=values.index, name=column).cat.remove_unused_categories()
+
+
+def strata_from_table(
+    table: pd.DataFrame, columns: Sequence[str], max_levels: SupportsIndex = 8
+) -> dict[str, pd.Series]:
+    """Pick stratification variables from a per-sample attribute table.
+
+    Categorical, string and boolean columns are used as they are, and so are numeric columns
+    with at most ``max_levels`` distinct values (codes such as 0/1 or a handful of sites).
+    Numeric columns with more distinct values (age, BMI, dose) are cut into quartile bands
+    labelled ``"[40, 55)"``, the last band closed (``"[70, 92]"``): quartiles give strata of
+    about equal size, so none is too small to report while each still spans a meaningful
+    range. Columns with a single level (or none) cannot stratify anything and are dropped.
+
+    Args:
+        table: One row per sample; sample ids in a ``sample_id`` column, or else the index.
+        columns: The columns to use.
+        max_levels: The most distinct values a numeric column may have and be kept as is.
+
+    Returns:
+        Per kept column, in the order of ``columns``, a Series of levels indexed by sample id
+        (NaN where a sample has no value). Banded columns are ordered categoricals whose
+        categories are the bands in ascending order.
+
+    Raises:
+        XaibenchError: ``table`` is not a DataFrame, a column is missing or holds infinite
+            values, ``columns`` names a reserved variable (``sample_id``, ``true_class``,
+            ``prediction``), sample ids repeat, or ``max_levels`` is not a positive integer.
+    """
+    limit = _check_int(max_levels, "max_levels", 1)
+    if isinstance(columns, str):
+        raise XaibenchError(
+            f"columns must be a sequence of column names, got the string {columns!r}"
+        )
+    wanted = [str(column) for column in columns]
+    reserved = [c for c in wanted if c in ("sample_id", *BUILTIN_VARIABLES)]
+    if reserved:
+        raise XaibenchError(f"columns may not include reserved name(s) {reserved}")
+    _require_columns(table, wanted, "table")
+    if "sample_id" in table.columns:
+        ids = pd.Index(table["sample_id"], name="sample_id")
+    else:
+        ids = pd.Index(table.index, name="sample_id")
+    if ids.has_duplicates:
+        raise XaibenchError(f"table repeats sample_id {ids[ids.duplicated()][0]!r}")
+
+    strata: dict[str, pd.Series] = {}
+    for column in wanted:
+        series = table[column].copy()  # keeps the dtype (categorical, nullable integer, ...)
+        series.index = ids
+        distinct = series.dropna().nunique()
+        if distinct <= 1:
+            continue
+        numeric = pd.api.types.is_numeric_dtype(table[column]) and not (
+            pd.api.types.is_bool_dtype(table[column])
+        )
+        strata[column] = _quartile_bands(series, column) if numeric and distinct > limit else series
+    return strata
+
+
+# --------------------------------------------------------------------------------------------
+# Stratified performance
+# --------------------------------------------------------------------------------------------
+
+
+def _cell_values(key: tuple[Hashable, ...]) -> dict[str, Any]:
+    return {column: _scalar(value) for column, value in zip(CELL_COLUMNS, key, strict=True)}
+
+
+def stratified_performance(
+    predictions: pd.DataFrame,
+    class_names: Sequence[str],
+    positive_class: str,
+    strata: Mapping[str, pd.Series] | None,
+    level: float = 0.95,
+    min_n: SupportsIndex = 5,
+) -> list[dict[str, Any]]:
+    """Per cell and stratum: AUC of the positive class and accuracy of the positive call.
+
+    The AUC ranks ``prob_<positive_class>`` against ``label == positive_class`` with DeLong's
+    interval; it is ``None``, with a reason, in strata lacking positives or negatives (within
+    ``true_class`` strata always, by construction) and has no bounds with a single case in a
+    class. Accuracy is the fraction of images whose ``called_positive`` equals ``label ==
+    positive_class`` (so it is 1 in the ``correct`` stratum and 0 in ``wrong``), with a Wilson
+    interval.
+
+    Args:
+        predictions: The run's predictions table (see the module docstring for the rows used).
+        class_names: The task's class names, in label order.
+        positive_class: The class the threshold calls.
+        strata: The caller's variables, each a Series of levels indexed by sample id (e.g.
+            from :func:`strata_from_table`); ``None`` or empty for the built-ins only.
+        level: Confidence level of the intervals.
+        min_n: The fewest images a stratum must have for its values to be reported.
+
+    Returns:
+        One dict per cell, variable and level with the keys of :data:`PERFORMANCE_KEYS`
+        (``reason`` is ``None`` when every value is defined), sorted as described in the
+        module docstring.
+
+    Raises:
+        XaibenchError: A column is missing or invalid, ``positive_class`` is not a class,
+            a variable is invalid or shares no sample with the predictions, or ``level`` or
+            ``min_n`` is out of range.
+    """
+    confidence = _check_level(level)
+    smallest = _check_int(min_n, "min_n", 1)
+    names, _ = _positive_index(class_names, positive_class)
+    intact = _intact_predictions(predictions, names, positive_class)
+    user = _check_strata(strata)
+    user_levels = _user_levels(user, pd.Index(intact["sample_id"].unique()))
+    what = f"class {positive_class!r}"
+
+    rows: list[dict[str, Any]] = []
+    for key, cell in intact.groupby(list(CELL_COLUMNS), sort=True):
+        ids = pd.Index(cell["sample_id"])
+        variables = {
+            "true_class": (
+                pd.Series(np.asarray(names, dtype=object)[cell["label"].to_numpy()]),
+                list(names),
+            ),
+            "prediction": (
+                pd.Series(np.where(cell["correct"].to_numpy(), "correct", "wrong")),
+                list(_PREDICTION_LEVELS),
+            ),
+            **{
+                name: (series.reindex(ids).reset_index(drop=True), user_levels[name])
+                for name, series in user.items()
+            },
+        }
+        scores = cell["score"].to_numpy()
+        positives = cell["is_positive"].to_numpy()
+        correct = cell["correct"].to_numpy()
+        for variable, stratum, mask in _stratum_masks(variables):
+            n = int(mask.sum())
+            row: dict[str, Any] = {
+                **_cell_values(key),
+                "variable": variable,
+                "level": _scalar(stratum),
+                "n": n,
+            }
+            if n < smallest:
+                row.update(dict.fromkeys(PERFORMANCE_KEYS[6:-1]))
+                row["reason"] = SMALL_STRATUM_REASON
+            else:
+                auc = _auc_summary(positives[mask], scores[mask], confidence, what)
+                accuracy, low, high = _rate(int(correct[mask].sum()), n, confidence)
+                row.update(
+                    n_positive=int(positives[mask].sum()),
+                    auc=auc["auc"],
+                    auc_low=auc["auc_low"],
+                    auc_high=auc["auc_high"],
+                    accuracy=accuracy,
+                    accuracy_low=low,
+                    accuracy_high=high,
+                    reason=auc["reason"],
+                )
+            rows.append({name: row[name] for name in PERFORMANCE_KEYS})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Stratified explanation scores
+# --------------------------------------------------------------------------------------------
+
+
+def _clean_explanations(explanations: pd.DataFrame, n_classes: int) -> pd.DataFrame:
+    """Validated explanations: ``region`` NaN read as ``""``, ``value`` as float."""
+    _require_columns(explanations, _EXPLANATION_COLUMNS, "explanations")
+    labels = _label_indices(explanations, n_classes, "explanations")
+    try:
+        values = pd.to_numeric(explanations["value"]).to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise XaibenchError("explanations column 'value' must be numeric") from error
+    if np.isinf(values).any():
+        raise XaibenchError("explanations column 'value' contains infinite values")
+    frame = explanations[list(_EXPLANATION_COLUMNS)].copy()
+    frame["label"] = labels
+    frame["value"] = values
+    frame["region"] = frame["region"].fillna("").astype(str)
+    frame["metric"] = frame["metric"].astype(str)
+    frame["saliency"] = frame["saliency"].astype(str)
+    return frame.reset_index(drop=True)
+
+
+def stratified_explanations(
+    explanations: pd.DataFrame,
+    predictions: pd.DataFrame,
+    class_names: Sequence[str],
+    positive_class: str,
+    strata: Mapping[str, pd.Series] | None,
+    resamples: SupportsIndex = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    min_n: SupportsIndex = 5,
+) -> list[dict[str, Any]]:
+    """Per cell, explanation score and stratum: the mean score with a bootstrap interval.
+
+    Each (``metric``, ``saliency``, ``region``) of each cell is averaged over the images of
+    each stratum, NaN values (a score undefined for an image, e.g. an empty mask) left out of
+    both the mean and ``n``. The interval is
+    :func:`~xaibench.stats.intervals.bootstrap_mean_ci` with the given ``resamples`` and
+    ``seed``, the same seed for every group so that the table is reproducible. The
+    ``prediction`` variable comes from the cell's intact test predictions joined on
+    ``sample_id``; an image without one is left out of that variable.
+
+    Args:
+        explanations: The run's explanations table.
+        predictions: The run's predictions table (for the ``prediction`` variable).
+        class_names: The task's class names, in label order.
+        positive_class: The class the threshold calls.
+        strata: The caller's variables, as for :func:`stratified_performance`.
+        resamples: Bootstrap resamples per interval.
+        level: Confidence level of the intervals.
+        seed: Seed of the bootstrap's random generator.
+        min_n: The fewest non-NaN values a stratum must have for its mean to be reported.
+
+    Returns:
+        One dict per cell, metric, saliency method, region, variable and level with the keys
+        of :data:`EXPLANATION_KEYS` (``region`` is ``""`` for faithfulness metrics; ``reason``
+        is ``None`` when every value is defined), sorted as described in the module docstring.
+
+    Raises:
+        XaibenchError: A column of either table is missing or invalid, ``positive_class`` is
+            not a class, a variable is invalid or shares no sample with the predictions, or
+            ``resamples``, ``level`` or ``min_n`` is out of range.
+    """
+    confidence = _check_level(level)
+    smallest = _check_int(min_n, "min_n", 1)
+    count = _check_int(resamples, "resamples", 1)
+    generator_seed = _check_int(seed, "seed", 0)
+    names, _ = _positive_index(class_names, positive_class)
+    frame = _clean_explanations(explanations, len(names))
+    intact = _intact_predictions(predictions, names, positive_class)
+    user = _check_strata(strata)
+    all_ids = pd.Index(pd.concat([intact["sample_id"], frame["sample_id"]]).unique())
+    user_levels = _user_levels(user, all_ids)
+    outcome = {
+        key: pd.Series(
+            np.where(cell["correct"].to_numpy(), "correct", "wrong"),
+            index=pd.Index(cell["sample_id"]),
+        )
+        for key, cell in intact.groupby(list(CELL_COLUMNS), sort=True)
+    }
+    empty = pd.Series([], dtype=object)
+
+    rows: list[dict[str, Any]] = []
+    for key, cell in frame.groupby(list(CELL_COLUMNS), sort=True):
+        cell = cell.reset_index(drop=True)
+        ids = pd.Index(cell["sample_id"])
+        variables = {
+            "true_class": (
+                pd.Series(np.asarray(names, dtype=object)[cell["label"].to_numpy()]),
+                list(names),
+            ),
+            "prediction": (
+                outcome.get(key, empty).reindex(ids).reset_index(drop=True),
+                list(_PREDICTION_LEVELS),
+            ),
+            **{
+                name: (series.reindex(ids).reset_index(drop=True), user_levels[name])
+                for name, series in user.items()
+            },
+        }
+        masks = list(_stratum_masks(variables))
+        for (metric, saliency, region), group in cell.groupby(
+            ["metric", "saliency", "region"], sort=True
+        ):
+            values = np.full(len(cell), np.nan)
+            values[group.index.to_numpy()] = group["value"].to_numpy()
+            for variable, stratum, mask in masks:
+                chosen = values[mask]
+                chosen = chosen[~np.isnan(chosen)]
+                n = int(chosen.size)
+                row: dict[str, Any] = {
+                    **_cell_values(key),
+                    "metric": metric,
+                    "saliency": saliency,
+                    "region": region,
+                    "variable": variable,
+                    "level": _scalar(stratum),
+                    "n": n,
+                    "mean": None,
+                    "low": None,
+                    "high": None,
+                    "reason": None,
+                }
+                if n < smallest:
+                    row["reason"] = SMALL_STRATUM_REASON
+                else:
+                    row["mean"] = float(chosen.mean())
+                    try:
+                        low, high = bootstrap_mean_ci(
+                            chosen, resamples=count, level=confidence, seed=generator_seed
+                        )
+                    except XaibenchError as error:  # one value: no interval
+                        row["reason"] = str(error)
+                    else:
+                        row["low"], row["high"] = float(low), float(high)
+                rows.append(row)
+    return rows
