@@ -24,10 +24,12 @@ from xaibench.metrics.functional import delta_auc
 from xaibench.stats.comparisons import (
     PairedComparison,
     delong_comparison,
+    delta_auc_replicates,
     holm,
     mcnemar_comparison,
     paired_bootstrap_delta_auc,
     paired_bootstrap_mean,
+    paired_delta_from_replicates,
 )
 from xaibench.stats.intervals import delong_paired_test
 
@@ -449,19 +451,28 @@ def test_paired_bootstrap_mean_detects_a_clear_shift():
     b = rng.uniform(size=80)
     a = b + 0.1 + rng.normal(0, 0.05, 80)  # a higher on every image, by about 0.1
     result = paired_bootstrap_mean(a, b, resamples=1000)
-    assert result.p_value < 0.01
-    assert result.p_value == pytest.approx(2 / 1001)  # no replicate at or below zero
+    assert result.p_value < 1e-10  # no floor at 2 / (B + 1): z is far out
     assert 0.0 < result.ci[0] < result.difference < result.ci[1]
 
 
-def test_paired_bootstrap_p_value_definition_on_a_two_pair_sample():
-    # Differences (3, -1): a replicate's mean is -1 (prob 1/4), 1 (1/2) or 3 (1/4), so the
-    # fraction of replicates at or below zero is 1/4 and p = 2 * 1/4 = 1/2.
-    result = paired_bootstrap_mean([3.0, 0.0], [0.0, 1.0], resamples=40000, seed=1)
-    assert result.p_value == pytest.approx(0.5, abs=0.015)
-    assert result.ci == (-1.0, 3.0)
-    # Differences (1, -1): three quarters of replicates on each side; p is capped at 1.
-    assert paired_bootstrap_mean([1.0, 0.0], [0.0, 1.0], resamples=500).p_value == 1.0
+def test_paired_bootstrap_p_value_is_the_normal_test_with_the_bootstrap_se():
+    rng = np.random.default_rng(13)
+    b = rng.uniform(size=50)
+    a = b + rng.normal(0.03, 0.1, 50)
+    result = paired_bootstrap_mean(a, b, resamples=4000, seed=2)
+    # the replicates' spread is the standard error of the mean difference, sd / sqrt(n)
+    d = a - b
+    se = d.std(ddof=1) / np.sqrt(d.size)
+    assert result.p_value == pytest.approx(2 * norm.sf(abs(d.mean()) / se), rel=0.25)
+    # by hand from the replicates themselves: same seed, same draws
+    draws = np.random.default_rng(2).integers(0, 50, size=(4000, 50))
+    replicates = d[draws].mean(axis=1)
+    expected = 2 * norm.sf(abs(d.mean()) / replicates.std(ddof=1))
+    assert result.p_value == pytest.approx(expected, rel=1e-9)
+    # two-pair sample with differences (3, -1): mean 1, replicate sd by enumeration sqrt(2)
+    two = paired_bootstrap_mean([3.0, 0.0], [0.0, 1.0], resamples=40000, seed=1)
+    assert two.ci == (-1.0, 3.0)
+    assert two.p_value == pytest.approx(2 * norm.sf(1 / np.sqrt(2)), abs=0.01)
 
 
 def test_paired_bootstrap_mean_interval_agrees_with_scipy():
@@ -576,8 +587,10 @@ def test_delta_auc_replicates_match_a_loop_over_the_same_draws(chance_floor):
         y, ia, pa, ib, pb, resamples=resamples, seed=seed, chance_floor=chance_floor
     )
     assert result.ci == pytest.approx(tuple(np.quantile(replicates, [0.025, 0.975])), abs=1e-12)
-    below, above = (replicates <= 0).sum(), (replicates >= 0).sum()
-    assert result.p_value == pytest.approx(min(1, 2 * (min(below, above) + 1) / (resamples + 1)))
+    difference = result.difference
+    assert result.p_value == pytest.approx(
+        min(1.0, 2 * norm.sf(abs(difference) / replicates.std(ddof=1))), rel=1e-9
+    )
 
 
 def test_delta_auc_of_identical_cells_is_zero_with_p_one():
@@ -648,3 +661,16 @@ def test_delta_auc_rejects_bad_input(change, message):
     }
     with pytest.raises(XaibenchError, match=message):
         paired_bootstrap_delta_auc(**arguments)
+
+
+def test_per_cell_replicates_pair_into_the_same_comparison():
+    """A leaderboard bootstraps each cell once; pairing the replicates changes nothing."""
+    y, ia, pa, ib, pb = _delta_sample(np.random.default_rng(21), loss_a=0.5, loss_b=0.2)
+    direct = paired_bootstrap_delta_auc(y, ia, pa, ib, pb, resamples=300, seed=4)
+    a = delta_auc_replicates(y, ia, pa, resamples=300, seed=4)
+    b = delta_auc_replicates(y, ib, pb, resamples=300, seed=4)
+    assert paired_delta_from_replicates(a, b) == direct
+    assert a.delta - b.delta == pytest.approx(direct.difference)
+    other_seed = delta_auc_replicates(y, ib, pb, resamples=300, seed=5)
+    with pytest.raises(XaibenchError, match="cannot be paired"):
+        paired_delta_from_replicates(a, other_seed)

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageStat
-from test_report import write_fake_run
+from test_report import TINY
 
+from xaibench.benchmark import run_benchmark
+from xaibench.config import resolve_config
 from xaibench.report.build import write_report
 
 REQUIRE = os.environ.get("XAIBENCH_REQUIRE_BROWSER") == "1"
@@ -44,15 +46,18 @@ def _chromium() -> str:
     raise AssertionError("unreachable")
 
 
-def test_report_renders_in_chromium_without_errors(tmp_path: Path):
+def test_report_renders_in_chromium_without_errors(components, tmp_path: Path):
+    """End to end: a real (tiny) run, `xaibench report`'s writer, and the page in Chromium."""
     try:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
     except ImportError:
         _unavailable("the playwright package is not installed (pip install -e '.[test]')")
     executable = _chromium()
-    run = write_fake_run(tmp_path / "run")
-    report = write_report([run], tmp_path / "report.html")
+    defaults = components.tasks.create("osteoporosis").defaults()
+    outcome = run_benchmark(resolve_config(defaults, TINY, {}), components, tmp_path / "run")
+    assert (outcome.run_dir / "gallery" / "index.json").is_file()
+    report = write_report([outcome.run_dir], tmp_path / "report.html")
 
     errors: list[str] = []
     requests: list[str] = []

@@ -25,12 +25,15 @@ import pandas as pd
 
 from xaibench.errors import XaibenchError
 from xaibench.stats.comparisons import (
+    DeltaReplicates,
     PairedComparison,
     delong_comparison,
+    delta_auc_replicates,
     holm,
     mcnemar_comparison,
     paired_bootstrap_delta_auc,
     paired_bootstrap_mean,
+    paired_delta_from_replicates,
 )
 
 if TYPE_CHECKING:
@@ -324,78 +327,109 @@ def _cell_key(row: Any) -> tuple[Any, ...]:
 
 
 class _PerImage:
-    """Per-image inputs of the paired tests, looked up per cell and aligned on sample ids."""
+    """Per-image inputs of the paired tests, indexed once per cell and aligned on sample ids."""
 
-    def __init__(self, runs: Sequence[RunFiles]) -> None:
+    def __init__(self, runs: Sequence[RunFiles], *, resamples: int, seed: int) -> None:
         task = runs[0].task
         self.positive = f"prob_{task['positive_class']}"
         self.positive_index = list(task["class_names"]).index(task["positive_class"])
+        self.resamples, self.seed = resamples, seed
         preds = _merged(runs, "predictions")
+        self._preds: dict[tuple[Any, ...], pd.DataFrame] = {}
         if not preds.empty:
             preds = preds[preds["split"] == "test"]
-        self.preds = preds
-        self.expl = _merged(runs, "explanations")
+            keys = [*CELL_COLUMNS, "perturbation", "region"]
+            for key, group in preds.groupby(keys, sort=False):
+                cell = (key[0], key[1], int(key[2]))
+                self._preds[(cell, key[3], key[4])] = group.set_index("sample_id").sort_index()
+        expl = _merged(runs, "explanations")
+        self._expl: dict[tuple[Any, ...], pd.Series] = {}
+        if not expl.empty:
+            keys = [*CELL_COLUMNS, "metric", "saliency", "region"]
+            for key, group in expl.groupby(keys, sort=False):
+                cell = (key[0], key[1], int(key[2]))
+                self._expl[(cell, *key[3:])] = group.set_index("sample_id")["value"].sort_index()
+        self._replicates: dict[tuple[Any, ...], tuple[tuple[str, ...], DeltaReplicates]] = {}
 
-    def _pred(self, cell: tuple[Any, ...], perturbation: str, region: str) -> pd.DataFrame:
-        p = self.preds
-        if p.empty:
-            return p
-        m = (
-            (p["backbone"] == cell[0])
-            & (p["strategy"] == cell[1])
-            & (p["seed"] == cell[2])
-            & (p["perturbation"] == perturbation)
-            & (p["region"] == region)
-        )
-        return p[m].set_index("sample_id")
+    def _pred(self, cell: tuple[Any, ...], perturbation: str, region: str) -> pd.DataFrame | None:
+        return self._preds.get((cell, perturbation, region))
 
     def intact(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> pd.DataFrame | None:
         """Labels, positive scores and calls of two cells on their shared test images."""
         pa, pb = self._pred(a, "", ""), self._pred(b, "", "")
-        if pa.empty or pb.empty:
+        if pa is None or pb is None:
             return None
         b_cols = pb[[self.positive, "called_positive"]].rename(columns=lambda c: f"{c}_b")
-        joined = pa[["label", self.positive, "called_positive"]].join(b_cols, how="inner")
-        return joined.sort_index()
+        return pa[["label", self.positive, "called_positive"]].join(b_cols, how="inner")
+
+    def _cell_delta(
+        self, cell: tuple[Any, ...], perturbation: str, region: str
+    ) -> tuple[tuple[str, ...], DeltaReplicates] | None:
+        """One cell's Δ replicates on its images (bootstrapped once, shared by every pair)."""
+        key = (cell, perturbation, region)
+        if key not in self._replicates:
+            intact, perturbed = self._pred(cell, "", ""), self._pred(cell, perturbation, region)
+            if intact is None or perturbed is None:
+                return None
+            joined = intact[["label", self.positive]].join(
+                perturbed[[self.positive]].rename(columns={self.positive: "perturbed"}),
+                how="inner",
+            )
+            y = (joined["label"].to_numpy() == self.positive_index).astype(int)
+            reps = delta_auc_replicates(
+                y,
+                joined[self.positive].to_numpy(),
+                joined["perturbed"].to_numpy(),
+                resamples=self.resamples,
+                seed=self.seed,
+            )
+            self._replicates[key] = (tuple(joined.index), reps)
+        return self._replicates[key]
 
     def delta(
-        self, a: tuple[Any, ...], b: tuple[Any, ...], perturbation: str, region: str
-    ) -> pd.DataFrame | None:
-        if self.preds.empty:
+        self,
+        a: tuple[Any, ...],
+        b: tuple[Any, ...],
+        perturbation: str,
+        region: str,
+        level: float,
+    ) -> PairedComparison | None:
+        """Paired bootstrap of Δ_a - Δ_b (cached per-cell replicates when the images agree)."""
+        ra, rb = (
+            self._cell_delta(a, perturbation, region),
+            self._cell_delta(b, perturbation, region),
+        )
+        if ra is None or rb is None:
             return None
+        if ra[0] == rb[0]:  # the same images in the same order: the draws pair exactly
+            return paired_delta_from_replicates(ra[1], rb[1], level)
         parts = [
-            self._pred(a, "", "")[["label", self.positive]],
-            self._pred(a, perturbation, region)[[self.positive]],
-            self._pred(b, "", "")[[self.positive]],
-            self._pred(b, perturbation, region)[[self.positive]],
-        ]
-        if any(part.empty for part in parts):
-            return None
+            self._pred(a, "", ""), self._pred(a, perturbation, region),
+            self._pred(b, "", ""), self._pred(b, perturbation, region),
+        ]  # fmt: skip
         names = ["intact_a", "perturbed_a", "intact_b", "perturbed_b"]
-        joined = parts[0].rename(columns={self.positive: names[0]})
-        for part, name in zip(parts[1:], names[1:], strict=True):
-            joined = joined.join(part.rename(columns={self.positive: name}), how="inner")
-        return joined.sort_index()
+        joined = parts[0][["label"]]  # type: ignore[index]
+        for part, name in zip(parts, names, strict=True):
+            joined = joined.join(
+                part[[self.positive]].rename(columns={self.positive: name}),  # type: ignore[index]
+                how="inner",
+            )
+        y = (joined["label"].to_numpy() == self.positive_index).astype(int)
+        return paired_bootstrap_delta_auc(
+            y, *(joined[name].to_numpy() for name in names),
+            resamples=self.resamples, level=level, seed=self.seed,
+        )  # fmt: skip
 
     def scores(
         self, a: tuple[Any, ...], b: tuple[Any, ...], metric: str, saliency: str, region: str
     ) -> pd.DataFrame | None:
-        e = self.expl
-        if e.empty:
+        sa, sb = (
+            self._expl.get((a, metric, saliency, region)),
+            self._expl.get((b, metric, saliency, region)),
+        )
+        if sa is None or sb is None:
             return None
-        m = (e["metric"] == metric) & (e["saliency"] == saliency) & (e["region"] == region)
-        sub = e[m]
-        out = []
-        for cell in (a, b):
-            rows = sub[
-                (sub["backbone"] == cell[0])
-                & (sub["strategy"] == cell[1])
-                & (sub["seed"] == cell[2])
-            ]
-            if rows.empty:
-                return None
-            out.append(rows.set_index("sample_id")["value"])
-        return pd.concat(out, axis=1, keys=["a", "b"], join="inner").sort_index()
+        return pd.concat([sa, sb], axis=1, keys=["a", "b"], join="inner")
 
 
 def _specs(records: Sequence[dict[str, Any]], category: str) -> dict[str, dict[str, Any]]:
@@ -444,20 +478,7 @@ def _comparison(
             truth = y[keep] == 1
             return mcnemar_comparison(calls_a[keep] == truth, calls_b[keep] == truth, level)
         if metric == "delta_region":
-            joined = data.delta(a, b, spec["perturbation"], spec["region"])
-            if joined is None:
-                return None
-            y = (joined["label"].to_numpy() == data.positive_index).astype(int)
-            return paired_bootstrap_delta_auc(
-                y,
-                joined["intact_a"].to_numpy(),
-                joined["perturbed_a"].to_numpy(),
-                joined["intact_b"].to_numpy(),
-                joined["perturbed_b"].to_numpy(),
-                resamples=resamples,
-                level=level,
-                seed=seed,
-            )
+            return data.delta(a, b, spec["perturbation"], spec["region"], level)
         if spec.get("saliency") and metric != "energy_ratio":  # a mean over images
             pairs = data.scores(a, b, metric, spec["saliency"], spec.get("region") or "")
             if pairs is None:
@@ -605,7 +626,7 @@ def build_leaderboards(
     """
     check_compatible(runs)
     records = [rec for run in runs for rec in run.records]
-    data = _PerImage(runs)
+    data = _PerImage(runs, resamples=resamples, seed=seed)
     primary = (runs[0].task.get("regions_of_interest") or [None])[0]
     tables = {
         "performance": performance_table(records),

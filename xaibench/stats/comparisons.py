@@ -27,17 +27,17 @@ each returns the difference ``a - b`` with its confidence interval and a two-sid
   controls the family-wise error rate under any dependence between the tests, as Bonferroni's
   does, and is uniformly more powerful than it.
 
-Bootstrap p-values. The two bootstrap comparisons report the p-value dual to their percentile
-interval: with ``B`` replicates ``r_i`` of the difference,
-``p = min(1, 2 * (min(#{r_i <= 0}, #{r_i >= 0}) + 1) / (B + 1))``, i.e. twice the smaller
-fraction of replicates on either side of zero, with the usual ``+1`` correction (Davison &
-Hinkley 1997, section 4.4) so that a finite number of resamples never reports ``p = 0``. It is
-chosen over the "shifted null" p-value (replicates recentred at zero) because it agrees with the
-interval printed beside it: ``p < 1 - level`` exactly when zero lies outside the percentile
-interval, up to the ``+1`` correction and the interpolation of quantiles, so a table never shows
-a 95% interval excluding zero next to ``p > 0.05``. Its smallest value is ``2 / (B + 1)``:
-about 0.002 for the default 1000 resamples, which limits what survives a Holm correction over
-many pairs; raise ``resamples`` when that matters.
+Bootstrap p-values. The two bootstrap comparisons report a percentile interval and a p-value
+from the bootstrap standard error: ``z = difference / sd(replicates)``, ``p = 2 * Phi(-|z|)``
+(the "normal bootstrap" test; Efron & Tibshirani 1993, section 16). The p-value that counts
+replicates on either side of zero cannot go below ``2 / (B + 1)``: about 0.002 with the default
+1000 resamples, and under Holm's correction over the 66 pairs of a 12-cell grid no pair could
+ever reach 0.05, so every cell would share the top tier by construction, not by the data. The
+normal test has no such floor; both the difference of two means and that of two AUC drops are
+asymptotically normal, which is what it assumes. Where the replicates hug one side of zero the
+two can disagree near the 5% line; the interval is shown beside every p-value. Identical cells
+(every replicate zero) give ``p = 1``; a difference with no bootstrap variability gives
+``p = 0``.
 
 Every error the caller can cause (mismatched lengths, NaN where it is not allowed, labels that
 are not binary, an empty class, a level outside (0, 1), fewer than one resample) raises
@@ -79,7 +79,7 @@ from typing import Any, SupportsIndex
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.stats import binomtest, rankdata
+from scipy.stats import binomtest, norm, rankdata
 
 from xaibench.errors import XaibenchError
 from xaibench.stats.intervals import (
@@ -241,17 +241,12 @@ def _binary_labels(y_true: ArrayLike, min_per_class: int) -> NDArray[np.bool_]:
     return labels
 
 
-def _bootstrap_p_value(replicates: NDArray[np.float64]) -> float:
-    """Two-sided p-value of "difference = 0" dual to the percentile interval.
-
-    Twice the smaller fraction of replicates on either side of zero (a replicate at exactly zero
-    counts on both sides), each count plus one over ``B + 1``, capped at 1. See the module
-    docstring for why this definition.
-    """
-    count = replicates.size
-    below = int(np.count_nonzero(replicates <= 0.0))
-    above = int(np.count_nonzero(replicates >= 0.0))
-    return min(1.0, 2.0 * (min(below, above) + 1) / (count + 1))
+def _bootstrap_p_value(replicates: NDArray[np.float64], difference: float) -> float:
+    """Two-sided p of "difference = 0" from the bootstrap standard error (module docstring)."""
+    spread = float(np.std(replicates, ddof=1)) if replicates.size > 1 else 0.0
+    if spread <= 0.0 or not math.isfinite(spread):
+        return 1.0 if difference == 0.0 else 0.0
+    return min(1.0, float(2.0 * norm.sf(abs(difference) / spread)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -525,11 +520,12 @@ def paired_bootstrap_mean(
             for block in _block_sizes(count, size)
         ]
     )
+    difference = float(differences.mean())
     return PairedComparison(
         test="paired bootstrap",
-        difference=float(differences.mean()),
+        difference=difference,
         ci=_percentile_interval(replicates, level),
-        p_value=_bootstrap_p_value(replicates),
+        p_value=_bootstrap_p_value(replicates, difference),
         n=size,
         details={
             "mean_a": float(first[complete].mean()),
@@ -599,17 +595,65 @@ def paired_bootstrap_delta_auc(
     }
     labels = _binary_labels(y_true, min_per_class=1)
     _same_length(y_true=labels, **vectors)
-    positives, negatives = _split_classes(labels, *vectors.values(), min_per_class=1)
+    a = delta_auc_replicates(
+        labels, vectors["intact_a"], vectors["perturbed_a"],
+        resamples=count, seed=seed, chance_floor=chance_floor,
+    )  # fmt: skip
+    b = delta_auc_replicates(
+        labels, vectors["intact_b"], vectors["perturbed_b"],
+        resamples=count, seed=seed, chance_floor=chance_floor,
+    )  # fmt: skip
+    return paired_delta_from_replicates(a, b, level)
 
-    aucs = _delong_components(positives, negatives)[0]  # intact_a, perturbed_a, intact_b, ...
+
+@dataclass(frozen=True)
+class DeltaReplicates:
+    """One cell's Δ (AUC lost under a perturbation) and its bootstrap replicates.
+
+    Replicates drawn with the same labels, ``resamples`` and ``seed`` use the same resampled
+    images, so two cells' replicates subtract into the paired bootstrap of their difference
+    (:func:`paired_delta_from_replicates`). A leaderboard of k cells thus bootstraps each cell
+    once instead of each of its k(k-1)/2 pairs.
+    """
+
+    delta: float
+    auc_intact: float
+    auc_perturbed: float
+    replicates: NDArray[np.float64]
+    n_positive: int
+    n_negative: int
+    seed: int
+
+
+def delta_auc_replicates(
+    y_true: ArrayLike,
+    intact: ArrayLike,
+    perturbed: ArrayLike,
+    *,
+    resamples: SupportsIndex = 1000,
+    seed: int = 0,
+    chance_floor: bool = True,
+) -> DeltaReplicates:
+    """Δ of one cell and its class-stratified bootstrap replicates (see the pairing note).
+
+    Raises:
+        XaibenchError: As :func:`paired_bootstrap_delta_auc`.
+    """
+    count = _check_resamples(resamples)
+    scores = {
+        "intact": _score_vector("intact", intact),
+        "perturbed": _score_vector("perturbed", perturbed),
+    }
+    labels = _binary_labels(y_true, min_per_class=1)
+    _same_length(y_true=labels, **scores)
+    positives, negatives = _split_classes(labels, *scores.values(), min_per_class=1)
+    aucs = _delong_components(positives, negatives)[0]
     floor = _CHANCE_AUC if chance_floor else -math.inf
-    delta_a = float(aucs[0] - max(aucs[1], floor))
-    delta_b = float(aucs[2] - max(aucs[3], floor))
-
-    pos, neg = np.stack(positives), np.stack(negatives)  # (4, m) and (4, n)
+    pos, neg = np.stack(positives), np.stack(negatives)  # (2, m) and (2, n)
     m, n = pos.shape[1], neg.shape[1]
     rng = np.random.default_rng(seed)
     blocks = []
+    # Blocks depend on the number of images only, so every cell draws the same images.
     for block in _block_sizes(count, 4 * (m + n)):
         drawn = np.concatenate(
             [
@@ -617,19 +661,51 @@ def paired_bootstrap_delta_auc(
                 neg[:, rng.integers(0, n, size=(block, n))],
             ],
             axis=2,
-        )  # (4, block, m + n), the same images for all four score vectors
+        )  # (2, block, m + n), the same images for both score vectors
         ranks = rankdata(drawn, method="average", axis=2)
         replicate_aucs = (ranks[:, :, :m].sum(axis=2) - m * (m + 1) / 2.0) / (m * n)
-        lost_a = replicate_aucs[0] - np.maximum(replicate_aucs[1], floor)
-        lost_b = replicate_aucs[2] - np.maximum(replicate_aucs[3], floor)
-        blocks.append(lost_a - lost_b)
-    replicates = np.concatenate(blocks)
+        blocks.append(replicate_aucs[0] - np.maximum(replicate_aucs[1], floor))
+    return DeltaReplicates(
+        delta=float(aucs[0] - max(aucs[1], floor)),
+        auc_intact=float(aucs[0]),
+        auc_perturbed=float(aucs[1]),
+        replicates=np.concatenate(blocks),
+        n_positive=m,
+        n_negative=n,
+        seed=seed,
+    )
 
+
+def paired_delta_from_replicates(
+    a: DeltaReplicates, b: DeltaReplicates, level: float = 0.95
+) -> PairedComparison:
+    """The paired comparison ``Δ_a - Δ_b`` from two cells' replicates on the same draws.
+
+    Raises:
+        XaibenchError: The replicates were not drawn alike (other images, resamples or seed),
+            so they do not pair.
+    """
+    _z_value(level)
+    same = a.replicates.shape == b.replicates.shape and (a.n_positive, a.n_negative, a.seed) == (
+        b.n_positive,
+        b.n_negative,
+        b.seed,
+    )
+    if not same:
+        raise XaibenchError(
+            "Δ replicates of the two cells were drawn differently (images, resamples or seed); "
+            "they cannot be paired"
+        )
+    replicates = a.replicates - b.replicates
+    delta_a, delta_b = a.delta, b.delta
+    count, m, n = replicates.size, a.n_positive, a.n_negative
+    aucs = (a.auc_intact, a.auc_perturbed, b.auc_intact, b.auc_perturbed)
+    difference = delta_a - delta_b
     return PairedComparison(
         test="paired bootstrap",
-        difference=delta_a - delta_b,
+        difference=difference,
         ci=_percentile_interval(replicates, level),
-        p_value=_bootstrap_p_value(replicates),
+        p_value=_bootstrap_p_value(replicates, difference),
         n=m + n,
         details={
             "delta_a": delta_a,
