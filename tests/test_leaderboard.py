@@ -177,3 +177,19 @@ def test_unreadable_results_name_the_file(tmp_path, content, message):
         (run / "results.json").write_text(content)
     with pytest.raises(XaibenchError, match=message):
         load_run(run)
+
+
+def test_report_and_leaderboard_name_a_missing_run_and_exit_2(tmp_path):
+    for args in (
+        ["report", str(tmp_path / "nope")],
+        ["leaderboard", str(tmp_path / "nope"), "--out", str(tmp_path / "lb")],
+        ["leaderboard", "--check", str(tmp_path / "empty")],
+    ):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        proc = cli(*args, cwd=tmp_path)
+        assert proc.returncode == 2, args
+        assert proc.stderr.startswith("xaibench: error:"), proc.stderr
+        assert "nope" in proc.stderr or "no leaderboard.json" in proc.stderr
+    proc = cli("leaderboard", str(tmp_path / "empty"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "give exactly one of --out DIR and --check DIR" in proc.stderr
