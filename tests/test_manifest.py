@@ -649,5 +649,5 @@ def test_metadata_columns_are_the_strata_and_the_label_source_is_not(tmp_path: P
     assert set(dataset.strata_columns) == {"site", "age"}
     assert "t_score" not in dataset.strata_columns
     assert "patient_id" not in dataset.strata_columns
-    strata = strata_from_table(dataset.table(), dataset.strata_columns)
+    strata = strata_from_table(dataset.table(), dataset.strata_columns, min_level=1)
     assert strata["site"].value_counts().to_dict() == {"A": 3, "B": 3}

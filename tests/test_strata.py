@@ -17,6 +17,7 @@ from xaibench.stats.intervals import bootstrap_mean_ci, delong_auc_ci, wilson_ci
 from xaibench.stats.strata import (
     EXPLANATION_KEYS,
     PERFORMANCE_KEYS,
+    RARE_LEVEL,
     SMALL_STRATUM_REASON,
     strata_from_table,
     stratified_explanations,
@@ -309,12 +310,12 @@ def test_strata_from_table_bands_and_levels():
     assert list(strata) == ["age", "sex", "site"]
     age = strata["age"]
     assert list(age.index[:2]) == ["p0", "p1"]
-    expected = ["[1, 25.75)", "[25.75, 50.5)", "[50.5, 75.25)", "[75.25, 100]"]
-    assert list(age.cat.categories) == expected
+    expected = ["< 25.75", "[25.75, 50.5)", "[50.5, 75.25)", ">= 75.25"]
+    assert list(age.cat.categories) == expected  # open outer bands: no extreme value printed
     assert age.value_counts().reindex(expected).tolist() == [25, 25, 25, 25]
-    assert age["p0"] == "[1, 25.75)"
+    assert age["p0"] == "< 25.75"
     assert age["p25"] == "[25.75, 50.5)"  # 26 is at or past 25.75
-    assert age["p99"] == "[75.25, 100]"  # the last band is closed
+    assert age["p99"] == ">= 75.25"
     assert strata["sex"]["p1"] == "M"
     assert sorted(strata["site"].unique()) == [0, 1, 2]
 
@@ -325,13 +326,27 @@ def test_strata_from_table_index_ids_nan_and_integer_edges():
     )
     strata = strata_from_table(table, ["age"], max_levels=4)
     assert list(strata["age"].cat.categories) == [
-        "[40, 48.75)",
+        "< 48.75",
         "[48.75, 57.5)",
         "[57.5, 66.25)",
-        "[66.25, 75]",
+        ">= 66.25",
     ]
     assert pd.isna(strata["age"]["i"])
-    assert strata["age"]["a"] == "[40, 48.75)"
+    assert strata["age"]["a"] == "< 48.75"
+
+
+def test_rare_values_never_become_a_label():
+    ids = [f"p{i}" for i in range(30)]
+    table = pd.DataFrame(
+        {
+            "sample_id": ids,
+            "site": ["A"] * 12 + ["B"] * 12 + ["ZZ-ONE-OFF"] * 2 + ["C"] * 4,
+            "name": [f"Patient {i}" for i in range(30)],  # one per person: merged away entirely
+        }
+    )
+    strata = strata_from_table(table, ["site", "name"], min_level=5)
+    assert set(strata) == {"site"}  # "name" is one merged level: it cannot stratify, dropped
+    assert strata["site"].value_counts().to_dict() == {"A": 12, "B": 12, RARE_LEVEL: 6}
 
 
 def test_strata_from_table_feeds_stratified_performance(predictions):

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
+import yaml
 
 from xaibench import __version__
 from xaibench.analysis import (
@@ -19,14 +21,24 @@ from xaibench.analysis import (
     perturbation_rank_agreement,
 )
 from xaibench.breakdowns import run_breakdowns
+from xaibench.cache import write_atomic
+from xaibench.cell_job import RunCellJob, cell_id
+from xaibench.checkpoints import (
+    cell_key,
+    checkpoint_galleries,
+    load_cell,
+    read_run_state,
+    remove_partial,
+    write_run_state,
+)
 from xaibench.config import RunConfig
 from xaibench.errors import XaibenchError
-from xaibench.grid import Cell, build_cells, check_components
+from xaibench.grid import build_cells, check_components
 from xaibench.leaderboard import Leaderboards, build_leaderboards, write_leaderboard_files
 from xaibench.plugins import Components
 from xaibench.progress import NullProgress, Progress
 from xaibench.report.run_files import load_run
-from xaibench.results import build_document, environment, write_run
+from xaibench.results import build_document, component_provenance, environment, write_run
 from xaibench.runner import CellResult, CellRunner, RunData, prepare_data
 from xaibench.stats.strata import strata_from_table
 
@@ -54,30 +66,60 @@ def run_benchmark(
 ) -> RunOutcome:
     """Resolve every component, run every cell, write results and leaderboards to ``run_dir``.
 
+    A run directory that already holds this configuration's run is resumed: cells with a
+    checkpoint (``xaibench.checkpoints``) are read back, not recomputed; failed cells are
+    retried. The results files are always assembled from the checkpoints, so a resumed run
+    writes what an uninterrupted one would.
+
     Raises:
-        XaibenchError: A name, option or region is wrong, or ``run_dir`` is not empty; nothing is
-            run or written in that case.
+        XaibenchError: A name, option or region is wrong; or ``run_dir`` is not empty and holds
+            no run, or a run of another configuration. Nothing is run or written then.
     """
     progress = progress or NullProgress()
     check_components(config, components)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise XaibenchError(
-            f"run directory {str(run_dir)!r} exists and is not empty; choose another --out"
-        )
-    started = datetime.now(UTC)
+    # Deterministic kernels for every cell, and recorded as such even when every cell comes
+    # from a checkpoint (each cell also asks for them when it seeds itself).
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    state = _resumable(run_dir, config)
+    if state:
+        remove_partial(run_dir)
+    started = datetime.fromisoformat(state["started"]) if state else datetime.now(UTC)
     cells = build_cells(config)
     executor = components.executors.create(config.executor.name, config.executor.options)
-    progress.log(f"xaibench {__version__}: task {config.task}, {len(cells)} cells -> {run_dir}")
+    verb = "resuming" if state else "starting"
+    progress.log(
+        f"xaibench {__version__}: {verb} task {config.task}, {len(cells)} cells -> {run_dir}"
+    )
     data = prepare_data(config, components, progress)
-    runner = CellRunner(config, components, data, progress)
+    # Only now, with every component and the data checked, does the run directory appear.
+    write_run_state(run_dir, config, started.isoformat(timespec="seconds"))
+    write_atomic(
+        run_dir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    )
+    versions = component_provenance(config, components)
+    fingerprint = data.dataset.fingerprint()
+    keys = {cell_id(c): cell_key(config, c, fingerprint, versions) for c in cells}
     advance = progress.start("cells", total=len(cells))
-
-    def run_cell(cell: Cell) -> CellResult:
-        result = runner(cell)
-        advance()
-        return result
-
-    results = executor.run(cells, run_cell)
+    todo = []
+    for cell in cells:
+        previous = load_cell(run_dir, cell, keys[cell_id(cell)])
+        if previous is not None and previous.status == "ok":
+            progress.log(f"cell {cell.label()}: finished earlier (checkpoint)")
+            advance()
+        else:
+            todo.append(cell)
+    runner = CellRunner(config, components, data, progress)
+    job = RunCellJob(config, run_dir, keys, runner, on_done=lambda _: advance())
+    computed = {cell_id(r.cell): r for r in executor.run(todo, job)} if todo else {}
+    results = []
+    for cell in cells:
+        checkpoint = load_cell(run_dir, cell, keys[cell_id(cell)])
+        # a lost cell is checkpointed as failed if the executor passed it to `done`; if not,
+        # its `lost` result stands
+        results.append(checkpoint if checkpoint is not None else computed[cell_id(cell)])
+    galleries = [
+        g for cell in cells for g in checkpoint_galleries(run_dir, cell, keys[cell_id(cell)])
+    ]
     records = [rec for r in results for rec in r.records]
     analysis = {
         "explanation_drift": explanation_drift(
@@ -98,7 +140,7 @@ def run_benchmark(
     document = build_document(
         config, components, data, results, environment(config), started, analysis
     )
-    write_run(run_dir, document, results)
+    write_run(run_dir, document, results, galleries)
     # The leaderboards are built from the files just written, exactly as
     # `xaibench leaderboard RUN_DIR` would: one code path, and `--check` holds on a fresh run.
     progress.log("leaderboards: paired tests between cells")
@@ -107,6 +149,29 @@ def run_benchmark(
     )
     write_leaderboard_files(boards, run_dir)
     return RunOutcome(run_dir, document, results, boards)
+
+
+def _resumable(run_dir: Path, config: RunConfig) -> dict[str, Any] | None:
+    """The state of the run to resume in ``run_dir``, None for a new run.
+
+    Raises:
+        XaibenchError: ``run_dir`` is not empty but holds no run, or another configuration's.
+    """
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return None
+    state = read_run_state(run_dir)
+    if state is None:
+        raise XaibenchError(
+            f"run directory {str(run_dir)!r} exists, is not empty and holds no xaibench run; "
+            "choose another --out"
+        )
+    if state.get("study_hash") != config.study_hash():
+        raise XaibenchError(
+            f"run directory {str(run_dir)!r} holds a run of another configuration; resume it "
+            f"with `xaibench run {config.task} --resume --out {run_dir}` (its own config.yaml), "
+            "or choose another --out"
+        )
+    return state
 
 
 def _breakdowns(

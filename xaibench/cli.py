@@ -109,7 +109,12 @@ def data() -> None:
 @data.command(name="check")
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option("--quick", is_flag=True, help="Skip decoding images (columns, files, values only).")
-def data_check(manifest: Path, quick: bool) -> int:
+@click.option(
+    "--allow-outside-paths",
+    is_flag=True,
+    help="Accept paths that lead outside the manifest's folder (refused by default).",
+)
+def data_check(manifest: Path, quick: bool, allow_outside_paths: bool) -> int:
     """Check MANIFEST (a CSV, see docs/data.md): list every problem with its row number.
 
     Every image and mask is decoded unless --quick. Exit status 0 when the manifest can run,
@@ -119,7 +124,12 @@ def data_check(manifest: Path, quick: bool) -> int:
     from xaibench.progress import RichProgress
 
     with RichProgress() as progress:
-        problems = check_manifest(manifest, decode=not quick, progress=progress)
+        problems = check_manifest(
+            manifest,
+            decode=not quick,
+            progress=progress,
+            allow_outside_paths=allow_outside_paths,
+        )
     if not problems:
         click.echo(f"{manifest}: no problems found")
         return 0
@@ -231,6 +241,18 @@ def data_drr(
 @click.option(
     "-o", "--out", "out_dir", type=click.Path(path_type=Path), help="Run directory to create."
 )
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Finish the run in --out DIR with its own configuration (DIR/config.yaml; only "
+    "--executor may change); finished cells are not recomputed. (A run directory of the same "
+    "configuration resumes anyway.)",
+)
+@click.option(
+    "--allow-outside-paths",
+    is_flag=True,
+    help="Let manifest paths point outside the manifest's folder (refused by default).",
+)
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def run(
     task: str,
@@ -250,6 +272,8 @@ def run(
     device: str | None,
     precision: str | None,
     out_dir: Path | None,
+    resume: bool,
+    allow_outside_paths: bool,
     quiet: bool,
 ) -> int:
     """Run TASK's benchmark grid and print its leaderboards.
@@ -263,6 +287,20 @@ def run(
     state = _state()
     components = state.components
     task_obj = components.tasks.create(task)
+    if resume:
+        given = {
+            "--config": config_file, "--grid": grid, "--data": data_path,
+            "--backbone": backbones, "--strategy": strategies, "--saliency": saliency,
+            "--perturbation": perturbations, "--metric": metrics, "--seed": seeds,
+            "--random-init": random_init, "--epochs": epochs,
+            "--max-explain-images": max_explain_images,
+            "--device": device, "--precision": precision,
+            "--allow-outside-paths": allow_outside_paths,
+        }  # fmt: skip
+        resumed = _resumed_config(task, out_dir, given)
+        if executor:  # where the rest runs may change; what it computes may not
+            resumed = resolve_config(resumed.model_dump(mode="json"), {"executor": executor})
+        return _execute(resumed, components, out_dir, quiet)
     file_layer = load_config_file(config_file) if config_file else {}
     if "task" in file_layer and file_layer["task"] != task:
         raise XaibenchError(f"config file is for task {file_layer['task']!r}, not {task!r}")
@@ -278,7 +316,12 @@ def run(
         if values:
             cli_layer[key] = list(values)
     if data_path is not None:
-        cli_layer["dataset"] = {"name": "manifest", "options": {"path": str(data_path)}}
+        options: dict[str, Any] = {"path": str(data_path)}
+        if allow_outside_paths:
+            options["allow_outside_paths"] = True
+        cli_layer["dataset"] = {"name": "manifest", "options": options}
+    elif allow_outside_paths:
+        cli_layer["dataset"] = {"options": {"allow_outside_paths": True}}
     if epochs is not None:
         cli_layer["train"] = {"epochs": epochs}
     if max_explain_images is not None:
@@ -310,6 +353,111 @@ def run(
         ]
         config = resolve_config(config.model_dump(), {"backbones": untrained})
     return _execute(config, components, out_dir, quiet)
+
+
+def _resumed_config(task: str, out_dir: Path | None, given: dict[str, Any]) -> Any:
+    """The configuration of the run in ``out_dir``, for ``--resume``.
+
+    Raises:
+        click.UsageError: No --out, or options that would change the configuration.
+        XaibenchError: ``out_dir`` holds no run, or a run of another task.
+    """
+    from xaibench.checkpoints import read_run_state
+    from xaibench.config import load_config_file, resolve_config
+
+    if out_dir is None:
+        raise click.UsageError("--resume needs --out RUN_DIR, the run to finish")
+    extra = [name for name, value in given.items() if value not in (None, False, ())]
+    if extra:
+        raise click.UsageError(
+            f"--resume takes the configuration from {out_dir}/config.yaml; drop " + ", ".join(extra)
+        )
+    state = read_run_state(out_dir)
+    if state is None or not (out_dir / "config.yaml").is_file():
+        raise XaibenchError(f"{out_dir}: no xaibench run to resume (no run-state.json)")
+    stored = load_config_file(out_dir / "config.yaml")
+    if stored.get("task") != task:
+        raise XaibenchError(f"{out_dir} holds a run of task {stored.get('task')!r}, not {task!r}")
+    config = resolve_config(stored)
+    if config.study_hash() != state.get("study_hash"):
+        raise XaibenchError(
+            f"{out_dir}/config.yaml no longer matches the run it started (edited by hand?)"
+        )
+    return config
+
+
+@cli.group()
+def cache() -> None:
+    """Inspect and prune xaibench's disk cache (frozen features, rendered phantom images)."""
+
+
+_CACHE_DIR_OPTION = click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    help="Cache folder (default: $XAIBENCH_CACHE_DIR, else $XDG_CACHE_HOME/xaibench).",
+)
+
+
+@cache.command(name="info")
+@_CACHE_DIR_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def cache_info_command(cache_dir: Path | None, as_json: bool) -> None:
+    """Where the cache is, and files and bytes per namespace."""
+    from datetime import UTC, datetime
+
+    from xaibench.cache import cache_info, default_cache_dir
+
+    root = cache_dir or default_cache_dir()
+    rows = cache_info(root)
+    if as_json:
+        click.echo(json.dumps({"root": str(root), "namespaces": rows}, indent=2))
+        return
+    click.echo(f"cache: {root}")
+    if not rows:
+        click.echo("  (empty)")
+    for row in rows:
+        newest = (
+            datetime.fromtimestamp(row["newest"], UTC).strftime("%Y-%m-%d %H:%M")
+            if row["newest"]
+            else "-"
+        )
+        click.echo(
+            f"  {row['namespace']:<12} {row['files']:>7} files {row['bytes'] / 1e6:>10.1f} MB"
+            f"   newest {newest} UTC"
+        )
+
+
+@cache.command(name="prune")
+@_CACHE_DIR_OPTION
+@click.option(
+    "--older-than",
+    "older_than",
+    type=click.FloatRange(min=0),
+    help="Delete entries written more than DAYS ago.",
+)
+@click.option("--all", "everything", is_flag=True, help="Delete every entry.")
+@click.option("--namespace", help="Only this namespace (see `xaibench cache info`).")
+@click.option("--dry-run", is_flag=True, help="Say what would go, delete nothing.")
+def cache_prune_command(
+    cache_dir: Path | None,
+    older_than: float | None,
+    everything: bool,
+    namespace: str | None,
+    dry_run: bool,
+) -> None:
+    """Delete cache entries (everything here is recomputed when needed)."""
+    from xaibench.cache import default_cache_dir, prune_cache
+
+    root = cache_dir or default_cache_dir()
+    count, size = prune_cache(
+        root,
+        older_than_days=older_than,
+        namespace=namespace,
+        everything=everything,
+        dry_run=dry_run,
+    )
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {count} files, {size / 1e6:.1f} MB from {root}")
 
 
 @cli.command(name="leaderboard")

@@ -202,6 +202,17 @@ class RunConfig(BaseModel):
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
+    def study_hash(self) -> str:
+        """SHA-256 of the configuration without where it runs (``executor``).
+
+        Two configurations with the same study hash compute the same numbers, so a run may be
+        resumed on another executor (started locally, finished on a Ray cluster).
+        """
+        settings = self.model_dump(mode="json")
+        settings.pop("executor", None)
+        blob = json.dumps(settings, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """Merge ``override`` into ``base``: mappings merge recursively, anything else replaces.

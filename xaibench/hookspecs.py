@@ -106,8 +106,9 @@ def register_datasets(register: Register) -> None:
 def register_executors(register: Register) -> None:
     """Register executors (subclasses of ``xaibench.executors.base.Executor``).
 
-    An executor runs a list of independent cells and returns their results in order
-    (``local``). Since 0.1.
+    An executor runs a picklable job on a list of independent cells and returns their results
+    in order, calling ``job.done`` on each as it arrives (``local``; ``ray`` in the
+    ``xaibench-ray`` package). Since 0.1.
     """
 
 

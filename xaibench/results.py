@@ -7,7 +7,8 @@ A run directory holds::
     results.json             schema_version + provenance + flat records (docs/results-schema.md)
     predictions.csv          per test image: class probabilities, intact and perturbed
     explanations.csv         per test image: explanation scores (IoU per region and method)
-    gallery/*.png            the first test images with each method's maps, per cell
+    gallery/*.png            best, worst and random test images with each method's maps, per cell
+    cells/<cell>__<key>/     per-cell checkpoints (what --resume reads back)
     leaderboard_performance.{md,csv}
     leaderboard_explainability.{md,csv}
 
@@ -24,16 +25,19 @@ import subprocess
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import yaml
 
-from xaibench import __version__
+from xaibench import __version__, failpoints
+from xaibench.cache import write_atomic
 from xaibench.config import RunConfig
 from xaibench.plugins import Components
-from xaibench.report.gallery import gallery_filename, write_gallery
 from xaibench.runner import CellResult, RunData
+
+if TYPE_CHECKING:
+    from xaibench.checkpoints import GalleryFile
 
 SCHEMA_VERSION = "1.2"
 
@@ -200,46 +204,42 @@ def build_document(
     )
 
 
-def write_run(run_dir: Path, document: dict[str, Any], results: list[CellResult]) -> None:
-    """Write config, environment, results and per-sample tables into ``run_dir``."""
+def write_run(
+    run_dir: Path,
+    document: dict[str, Any],
+    results: list[CellResult],
+    galleries: list[GalleryFile] | None = None,
+) -> None:
+    """Write config, environment, results, per-sample tables and galleries into ``run_dir``.
+
+    Every file is written atomically (temporary file, then rename): a run killed while writing
+    leaves each file whole, old or new, and the next ``--resume`` rewrites them all.
+    ``results.json`` is written last, so its presence means the other files are complete.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(document["config"], sort_keys=False))
-    (run_dir / "environment.json").write_text(json.dumps(document["environment"], indent=2) + "\n")
-    tmp = run_dir / "results.json.tmp"
-    tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
-    tmp.replace(run_dir / "results.json")
+    write_atomic(run_dir / "config.yaml", yaml.safe_dump(document["config"], sort_keys=False))
+    write_atomic(run_dir / "environment.json", json.dumps(document["environment"], indent=2) + "\n")
     index = []
-    for r in results:
-        for g in r.galleries:
-            name = gallery_filename(
-                r.cell.backbone.key, r.cell.strategy.key, r.cell.seed, f"{g.saliency}__{g.kind}"
-            )
-            write_gallery(run_dir / "gallery" / name, g.images, g.maps, g.masks)
-            index.append(
-                {
-                    "backbone": r.cell.backbone.key,
-                    "strategy": r.cell.strategy.key,
-                    "seed": r.cell.seed,
-                    "saliency": g.saliency,
-                    "kind": g.kind,
-                    "file": name,
-                    "sample_ids": list(g.sample_ids),
-                    "scores": _clean(list(g.scores)),
-                    "score_metric": g.score_metric,
-                    "region": g.region,
-                }
-            )
+    for g in galleries or []:
+        write_atomic(run_dir / "gallery" / g.entry["file"], g.path.read_bytes())
+        index.append(g.entry)
     if index:
-        (run_dir / "gallery" / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+        write_atomic(run_dir / "gallery" / "index.json", json.dumps(index, indent=2) + "\n")
     preds = [f for r in results for f in r.predictions]
     expl = [f for r in results for f in r.explanations]
+    failpoints.hit("write-run")  # tests: killed between two results files
     if preds:
-        pd.concat(preds, ignore_index=True).to_csv(run_dir / "predictions.csv", index=False)
+        write_atomic(
+            run_dir / "predictions.csv", pd.concat(preds, ignore_index=True).to_csv(index=False)
+        )
     if expl:
-        pd.concat(expl, ignore_index=True).to_csv(run_dir / "explanations.csv", index=False)
+        write_atomic(
+            run_dir / "explanations.csv", pd.concat(expl, ignore_index=True).to_csv(index=False)
+        )
     for name, rows in document.get("analysis", {}).items():
         if rows:
-            pd.DataFrame(rows).to_csv(run_dir / f"{name}.csv", index=False)
+            write_atomic(run_dir / f"{name}.csv", pd.DataFrame(rows).to_csv(index=False))
+    write_atomic(run_dir / "results.json", json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 
 def load_records(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:

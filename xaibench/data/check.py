@@ -8,8 +8,9 @@ A manifest is a CSV with one row per image (the format is documented in ``docs/d
 Checking is split in two because reading 20,000 radiographs takes minutes:
 
 * :func:`read_manifest` does the **cheap** checks — the CSV parses, required columns exist, every
-  file exists, labels and T-scores are valid, no image is listed twice, splits are valid and keep
-  each patient in one split, every class has images. :class:`~xaibench.data.manifest.
+  path stays inside the manifest's folder, every file exists, labels and T-scores are valid, no
+  image is listed twice, splits are valid and keep each patient in one split, every class has
+  images. :class:`~xaibench.data.manifest.
   ManifestDataset` runs it on construction and refuses to load on any problem.
 * :func:`check_manifest` adds the **decode** checks — every image and mask is read: corrupt files,
   colour or multi-frame images, compressed DICOM without a decoder, masks of another size than
@@ -18,6 +19,16 @@ Checking is split in two because reading 20,000 radiographs takes minutes:
 
 Both collect every problem instead of stopping at the first, each with its 1-based CSV data row
 (the first line after the header is row 1) and column, so a user fixes a file in one pass.
+
+**Containment.** Image and mask paths must resolve — after ``..``, ``~`` and symlinks — to a file
+inside the manifest's folder (see :func:`outside_folder`). A manifest is data, often received
+from someone else, and the benchmark reads, hashes and decodes every file it names; without this
+rule a crafted manifest (``../../home/me/.ssh/id_rsa``, an absolute path, or a symlink planted in
+the data folder) would make xaibench open arbitrary files of whoever runs it, and turn its error
+messages ("not a readable image: ...", "file not found: ...") into a probe of that user's disk.
+Paths outside are reported as problems and never opened, not even to test that they exist.
+``allow_outside_paths`` (``--allow-outside-paths`` on the command line) lifts the rule for a
+manifest the user wrote themselves over a shared image store.
 """
 
 from __future__ import annotations
@@ -227,13 +238,19 @@ class ManifestRows:
 
 
 def read_manifest(
-    path: str | Path, class_names: Sequence[str] = WHO_CLASSES
+    path: str | Path,
+    class_names: Sequence[str] = WHO_CLASSES,
+    *,
+    allow_outside_paths: bool = False,
 ) -> tuple[ManifestRows | None, list[Problem]]:
     """Read a manifest and run every check that needs no image decoding.
 
     Args:
         path: The CSV file; image and mask paths in it are relative to its folder.
         class_names: Classes in label order; ``label`` cells must name one (or give its index).
+        allow_outside_paths: Accept image and mask paths that resolve outside the manifest's
+            folder. Off by default: such a path is a problem (:func:`outside_problem`) and the
+            file is not even tested for existence (see the module docstring).
 
     Returns:
         The parsed manifest (None when the file or its required columns are unusable) and the
@@ -296,6 +313,7 @@ def read_manifest(
         return None, problems
 
     root = csv.resolve().parent
+    contained = _Containment(root)
     n = len(frame)
     images = tuple(_resolve(root, v) for v in frame["image"])
     first_row: dict[Path, int] = {}
@@ -304,7 +322,10 @@ def read_manifest(
         if not cell:
             problems.append(Problem(row, "image", "empty image path"))
             continue
-        if not image.is_file():
+        escape = None if allow_outside_paths else contained.problem(row, "image", cell)
+        if escape is not None:
+            problems.append(escape)
+        elif not image.is_file():
             problems.append(Problem(row, "image", f"file not found: {image}"))
         if image in first_row:
             problems.append(
@@ -319,8 +340,13 @@ def read_manifest(
     masks: dict[str, tuple[Path | None, ...]] = {}
     for column in mask_columns:
         paths = tuple(_resolve(root, v) if v else None for v in frame[column])
-        for i, mask in enumerate(paths):
-            if mask is not None and not mask.is_file():
+        for i, (cell, mask) in enumerate(zip(frame[column], paths, strict=True)):
+            if mask is None:
+                continue
+            escape = None if allow_outside_paths else contained.problem(i + 1, column, cell)
+            if escape is not None:
+                problems.append(escape)
+            elif not mask.is_file():
                 problems.append(Problem(i + 1, column, f"file not found: {mask}"))
         masks[column[len(MASK_PREFIX) :]] = paths
 
@@ -364,6 +390,96 @@ def _resolve(root: Path, cell: str) -> Path:
     """Absolute path of a cell, relative to the manifest's folder; backslashes read as ``/``."""
     path = Path(cell.replace("\\", "/")).expanduser()
     return Path(os.path.normpath(path if path.is_absolute() else root / path))
+
+
+def outside_folder(root: Path, path: Path) -> Path | None:
+    """Where ``path`` really leads, if that is outside the folder ``root``; else None.
+
+    Both are resolved first (``..`` collapsed, every symlink followed, also for files that do
+    not exist), so ``a/../../x``, an absolute path elsewhere, and a symlink inside ``root`` that
+    points out of it all count as outside, while ``a/../b.png`` and a symlink to another file
+    inside ``root`` do not. ``root`` itself is resolved too, so a manifest folder reached through
+    a symlink is no obstacle.
+
+    Args:
+        root: The manifest's folder.
+        path: An image or mask path, absolute or relative to ``root``.
+
+    Returns:
+        The resolved path when it lies outside ``root`` (for the message), else None. A path
+        that cannot be resolved (a symlink loop) is returned as given: containment cannot be
+        shown, so it counts as outside.
+    """
+    try:
+        target = (root / path).resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+        return root / path
+    return None if target.is_relative_to(root.resolve()) else target
+
+
+class _Containment:
+    """:func:`outside_folder` for many paths under one resolved ``root``.
+
+    Resolving follows every component of a path, which for 20,000 rows of deep paths costs
+    seconds; most rows share their folders, so each folder is resolved once and only the file
+    name itself is looked at per row (followed when it is a symlink). Meant for one pass over
+    a manifest: a folder swapped for a symlink afterwards is caught by the re-check before each
+    file is read (:class:`~xaibench.data.manifest.ManifestDataset`).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._folders: dict[Path, Path] = {}
+
+    def outside(self, path: Path) -> Path | None:
+        """The resolved ``path`` when outside :attr:`root`, else None.
+
+        ``path`` comes from :func:`_resolve`: absolute and normalised (no ``..``); anything else
+        takes the plain :func:`outside_folder`.
+        """
+        if not path.is_absolute() or ".." in path.parts:
+            return outside_folder(self.root, path)
+        try:
+            folder = self._folders.get(path.parent)
+            if folder is None:
+                folder = self._folders[path.parent] = path.parent.resolve()
+            target = folder / path.name
+            if target.is_symlink():
+                target = target.resolve()
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+            return path
+        return None if target.is_relative_to(self.root) else target
+
+    def problem(self, row: int, column: str, cell: str) -> Problem | None:
+        """The problem of ``cell`` when its path leaves :attr:`root` (:func:`outside_problem`)."""
+        path = _resolve(self.root, cell)
+        target = self.outside(path)
+        if target is None:
+            return None
+        via = "through a symlink " if path.is_relative_to(self.root) else ""
+        return Problem(
+            row,
+            column,
+            f"path {cell!r} leads {via}outside the manifest's folder {self.root} (to {target}); "
+            f"move the file into {self.root} and give its path relative to the manifest, "
+            "or pass --allow-outside-paths (dataset option allow_outside_paths: true) "
+            "if you trust this manifest",
+        )
+
+
+def outside_problem(root: Path, row: int, column: str, cell: str) -> Problem | None:
+    """The problem of a manifest cell whose path leaves the manifest's folder ``root``, or None.
+
+    The message quotes the cell as written (so the user finds it in their CSV), says where it
+    leads and whether a symlink took it there, and gives both fixes.
+
+    Args:
+        root: The manifest's folder.
+        row: 1-based CSV data row.
+        column: ``image`` or ``mask_<region>``.
+        cell: The cell's text.
+    """
+    return _Containment(root.resolve()).problem(row, column, cell)
 
 
 def _typed(column: pd.Series) -> pd.Series:
@@ -458,23 +574,27 @@ def check_manifest(
     decode: bool = True,
     class_names: Sequence[str] = WHO_CLASSES,
     progress: Progress | None = None,
+    allow_outside_paths: bool = False,
 ) -> list[Problem]:
     """Check a manifest completely: the cheap checks, then (``decode``) every image and mask.
 
     Decoding finds corrupt or truncated files, colour images with no grey meaning, multi-frame
     or compressed DICOM that cannot be decoded, and masks of another size than their image.
+    A file whose path leaves the manifest's folder is reported and never decoded.
 
     Args:
         path: The CSV file.
         decode: Also read every image and mask (slow for large cohorts, but complete).
         class_names: Classes in label order.
         progress: Shows progress over the rows while decoding.
+        allow_outside_paths: Accept paths outside the manifest's folder (``xaibench data check
+            --allow-outside-paths``); see :func:`read_manifest`.
 
     Returns:
         Every problem found, whole-file problems first, then by row; empty when the manifest
         is fit to run.
     """
-    rows, problems = read_manifest(path, class_names)
+    rows, problems = read_manifest(path, class_names, allow_outside_paths=allow_outside_paths)
     if rows is None or not decode:
         return problems
     progress = progress or NullProgress()

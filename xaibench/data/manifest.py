@@ -22,10 +22,20 @@ Decisions, each also in the docs:
   column, ``bone`` is the union of the bone parts present (:data:`~xaibench.data.check.
   BONE_PARTS`: spine, ribs, clavicles, ...); an image has it only when every such part is
   annotated on it.
-* **Checks.** Construction runs every check that needs no decoding (columns, files exist,
-  labels, splits, duplicates) and refuses a faulty manifest with all problems listed by row.
+* **Checks.** Construction runs every check that needs no decoding (columns, paths inside the
+  manifest's folder, files exist, labels, splits, duplicates) and refuses a faulty manifest with
+  all problems listed by row.
   Decoding problems appear while images load — before any training — and all at once with
   ``xaibench data check``.
+* **Containment.** Image and mask paths must resolve (``..`` and symlinks followed) inside the
+  CSV's folder unless ``allow_outside_paths`` is set, so a manifest from someone else cannot
+  make the benchmark read arbitrary files (:mod:`xaibench.data.check` explains the threat).
+  The rule is checked when the CSV is read and again right before each file is opened, so a
+  symlink swapped in between is refused too.
+* **Nothing from file headers.** Decoding keeps pixels only (for DICOM, the pixel data and the
+  attributes that scale it); no header value — patient name, ids, dates, institution — is kept
+  in a :class:`~xaibench.data.base.Sample` or in :meth:`ManifestDataset.table`, so none can
+  reach a results file.
 * **Fingerprint**: hashes of the CSV and of every image and mask file's bytes (taken while the
   images load, so each file is read once), so replacing a file invalidates caches.
 """
@@ -48,6 +58,7 @@ from xaibench.data.check import (
     MASK_PREFIX,
     ManifestRows,
     format_problems,
+    outside_problem,
     read_manifest,
 )
 from xaibench.data.images import (
@@ -89,6 +100,12 @@ class ManifestDataset(Dataset):
     image_size: int | None = Field(256, ge=16, le=4096)
     """Side of the square grid every image and mask is resized to; null keeps the native size
     (all images must then have the same size)."""
+    allow_outside_paths: bool = False
+    """Accept image and mask paths that resolve (after ``..`` and symlinks) outside the CSV's
+    folder. Off by default, so a manifest received from someone else cannot make the benchmark
+    read arbitrary files of whoever runs it; turn it on for a manifest you wrote yourself over a
+    shared image store (``--allow-outside-paths``). It does not change the data, so it is not
+    part of the fingerprint."""
 
     _rows: ManifestRows | None = PrivateAttr(default=None)
     _key: tuple[object, ...] | None = PrivateAttr(default=None)
@@ -100,10 +117,11 @@ class ManifestDataset(Dataset):
         self._manifest()
 
     def _manifest(self) -> ManifestRows:
-        # Keyed by the path, since ``model_copy(update=...)`` copies private attributes.
-        key = (self.path,)
+        # Keyed by the options read_manifest sees, since ``model_copy(update=...)`` copies
+        # private attributes.
+        key = (self.path, self.allow_outside_paths)
         if self._rows is None or self._key != key:
-            rows, problems = read_manifest(self.path)
+            rows, problems = read_manifest(self.path, allow_outside_paths=self.allow_outside_paths)
             if problems or rows is None:
                 raise ManifestError(
                     f"manifest {self.path} has {len(problems)} problem"
@@ -270,6 +288,16 @@ class ManifestDataset(Dataset):
         return out
 
     def _read(self, i: int, column: str, path: Path) -> bytes:
+        """The bytes of row ``i``'s file in ``column``, re-checking containment just before.
+
+        The CSV was checked when it was read, but a symlink may have been swapped in since.
+        """
+        if not self.allow_outside_paths:
+            rows = self._manifest()
+            cell = str(rows.frame[column].iat[i])
+            escape = outside_problem(rows.path.parent, i + 1, column, cell)
+            if escape is not None:
+                raise self._row_error(i, column, escape.message)
         try:
             return path.read_bytes()
         except OSError as exc:
@@ -300,7 +328,9 @@ class ManifestDataset(Dataset):
         payload = {
             "class": type(self).__name__,
             "version": self.version,
-            "options": {k: v for k, v in self.options().items() if k != "path"},
+            "options": {
+                k: v for k, v in self.options().items() if k not in ("path", "allow_outside_paths")
+            },
             "csv": rows.csv_sha256,
             "files": [self._digests[i] for i in range(len(rows))],
         }

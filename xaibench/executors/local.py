@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TypeVar
 
-from xaibench.executors.base import Executor
+from xaibench.executors.base import CellJob, Executor
 
 C = TypeVar("C")
 R = TypeVar("R")
@@ -16,6 +16,11 @@ class LocalExecutor(Executor):
 
     display_name = "Local"
 
-    def run(self, cells: Sequence[C], fn: Callable[[C], R]) -> list[R]:
-        """Run each cell in order."""
-        return [fn(cell) for cell in cells]
+    def run(self, cells: Sequence[C], job: CellJob[C, R]) -> list[R]:
+        """Run each cell in order, checkpointing each as it finishes."""
+        results = []
+        for index, cell in enumerate(cells):
+            result = job(cell)
+            job.done(index, result)
+            results.append(result)
+        return results

@@ -58,6 +58,7 @@ __all__ = [
     "CELL_COLUMNS",
     "EXPLANATION_KEYS",
     "PERFORMANCE_KEYS",
+    "RARE_LEVEL",
     "SMALL_STRATUM_REASON",
     "strata_from_table",
     "stratified_explanations",
@@ -330,49 +331,75 @@ def _format_edge(value: float, digits: int) -> str:
 
 
 def _quartile_bands(values: pd.Series, column: str) -> pd.Series:
-    """Cut a numeric Series into quartile bands labelled ``[low, high)`` (last ``[low, high]``).
+    """Cut a numeric Series into quartile bands labelled ``< q1``, ``[q1, q2)``, ..., ``>= q3``.
 
-    Edges are the 0, 25, 50, 75 and 100th percentiles (``numpy.quantile``, linear
-    interpolation); repeated edges of heavily tied data are merged, so fewer than four bands
-    can result. A value equal to an edge goes to the band that starts there. Edges print with
-    six significant digits, more if that would make two labels equal.
+    Edges are the 25, 50 and 75th percentiles (``numpy.quantile``, linear interpolation);
+    repeated edges of heavily tied data are merged, so fewer than four bands can result. A
+    value equal to an edge goes to the band that starts there. The outer bands are open: their
+    labels never show the smallest or largest value, which belong to one person (the oldest
+    patient's age). Edges print with six significant digits, more if two labels would be equal.
     """
     numeric = values.to_numpy(dtype=np.float64, na_value=np.nan)
     finite = numeric[~np.isnan(numeric)]
     if np.isinf(finite).any():
         raise XaibenchError(f"table column {column!r} contains infinite values")
-    edges = np.unique(np.quantile(finite, [0.0, 0.25, 0.5, 0.75, 1.0]))
+    quartiles = np.quantile(finite, [0.25, 0.5, 0.75])
+    inner = np.unique(quartiles[(quartiles > finite.min()) & (quartiles <= finite.max())])
     for digits in (6, 10, 17):
-        text = [_format_edge(edge, digits) for edge in edges]
+        text = [_format_edge(edge, digits) for edge in inner]
         if len(set(text)) == len(text):
             break
-    labels = [f"[{text[i]}, {text[i + 1]})" for i in range(len(edges) - 2)]
-    labels.append(f"[{text[-2]}, {text[-1]}]")
+    labels = [f"< {text[0]}"]
+    labels += [f"[{text[i]}, {text[i + 1]})" for i in range(len(inner) - 1)]
+    labels.append(f">= {text[-1]}")
     codes = np.full(numeric.shape, -1, dtype=np.int64)
     present = ~np.isnan(numeric)
-    codes[present] = np.minimum(
-        np.searchsorted(edges, numeric[present], side="right") - 1, len(labels) - 1
-    )
+    codes[present] = np.searchsorted(inner, numeric[present], side="right")
     banded = pd.Categorical.from_codes(codes, categories=labels, ordered=True)
     return pd.Series(banded, index=values.index, name=column).cat.remove_unused_categories()
 
 
+#: The level that rare values of a categorical variable are merged into.
+RARE_LEVEL = "other (rare values)"
+
+
+def _merge_rare(series: pd.Series, min_level: int) -> pd.Series:
+    """Replace values held by fewer than ``min_level`` samples with :data:`RARE_LEVEL`.
+
+    A value that few images share (a name, an accession number, a one-off site) would identify
+    those images if it became a stratum's label, even where the stratum's numbers are withheld.
+    """
+    counts = series.value_counts()
+    rare = counts.index[counts < min_level]
+    if len(rare) == 0:
+        return series
+    out = series.astype(object).where(~series.isin(rare), RARE_LEVEL)
+    return out.where(series.notna())
+
+
 def strata_from_table(
-    table: pd.DataFrame, columns: Sequence[str], max_levels: SupportsIndex = 8
+    table: pd.DataFrame,
+    columns: Sequence[str],
+    max_levels: SupportsIndex = 8,
+    min_level: SupportsIndex = 5,
 ) -> dict[str, pd.Series]:
     """Pick stratification variables from a per-sample attribute table.
 
     Categorical, string and boolean columns are used as they are, and so are numeric columns
     with at most ``max_levels`` distinct values (codes such as 0/1 or a handful of sites).
     Numeric columns with more distinct values (age, BMI, dose) are cut into quartile bands
-    labelled ``"[40, 55)"``, the last band closed (``"[70, 92]"``): quartiles give strata of
-    about equal size, so none is too small to report while each still spans a meaningful
-    range. Columns with a single level (or none) cannot stratify anything and are dropped.
+    labelled ``"< 40"``, ``"[40, 55)"``, ..., ``">= 70"``: quartiles give strata of about equal
+    size, so none is too small to report while each still spans a meaningful range, and the
+    open outer bands never print an extreme value. In the other columns, values that fewer
+    than ``min_level`` samples share are merged into :data:`RARE_LEVEL`, so that no label names
+    a handful of images. Columns left with a single level (or none) cannot stratify anything
+    and are dropped.
 
     Args:
         table: One row per sample; sample ids in a ``sample_id`` column, or else the index.
         columns: The columns to use.
         max_levels: The most distinct values a numeric column may have and be kept as is.
+        min_level: The fewest samples a value of a categorical column needs to be its own level.
 
     Returns:
         Per kept column, in the order of ``columns``, a Series of levels indexed by sample id
@@ -385,6 +412,7 @@ def strata_from_table(
             ``prediction``), sample ids repeat, or ``max_levels`` is not a positive integer.
     """
     limit = _check_int(max_levels, "max_levels", 1)
+    rare_below = _check_int(min_level, "min_level", 1)
     if isinstance(columns, str):
         raise XaibenchError(
             f"columns must be a sequence of column names, got the string {columns!r}"
@@ -411,7 +439,12 @@ def strata_from_table(
         numeric = pd.api.types.is_numeric_dtype(table[column]) and not (
             pd.api.types.is_bool_dtype(table[column])
         )
-        strata[column] = _quartile_bands(series, column) if numeric and distinct > limit else series
+        if numeric and distinct > limit:
+            strata[column] = _quartile_bands(series, column)
+            continue
+        merged = _merge_rare(series, rare_below)
+        if merged.dropna().nunique() > 1:
+            strata[column] = merged
     return strata
 
 

@@ -1,0 +1,273 @@
+"""Per-cell checkpoints in the run directory: what makes a killed run resumable.
+
+A full study is hours of compute; a run killed at any point (SIGKILL, a lost node, a full disk)
+must restart where it stopped and finish with the results an uninterrupted run gives. Each cell's
+complete output — records, per-image predictions and explanation scores, galleries, drift maps —
+is written, as soon as the cell finishes, to ``RUN_DIR/cells/<key>/``, where ``<key>`` is a hash
+of everything the cell's numbers depend on (:func:`cell_key`). The directory is first written
+under a temporary name and then renamed, which is atomic: a checkpoint is either whole or absent.
+
+The results files are always assembled from the checkpoints (also in an uninterrupted run), so a
+resumed run and an uninterrupted one go through the same bytes and give identical results.
+Nothing here is pickled: JSON, CSV, PNG and ``.npz`` without object arrays, so opening a run
+directory someone sent you cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from xaibench import __version__, failpoints
+from xaibench.analysis import CellMaps
+from xaibench.cache import write_atomic
+from xaibench.config import RunConfig
+from xaibench.errors import XaibenchError
+from xaibench.grid import Cell
+from xaibench.report.gallery import gallery_filename, write_gallery
+from xaibench.runner import CellResult
+
+#: Bumped when the checkpoint layout changes; older checkpoints are then recomputed.
+CHECKPOINT_FORMAT = 1
+
+CELLS_DIR = "cells"
+
+#: Run-level state written when a run starts: its study hash (for resuming).
+RUN_STATE = "run-state.json"
+
+#: Columns read back as text, where an empty cell means "none" (the intact condition).
+_TEXT = (
+    "backbone", "strategy", "split", "sample_id", "perturbation", "region", "metric", "saliency",
+)  # fmt: skip
+
+#: Configuration fields that do not change a cell's numbers (where it runs, how it is shown).
+_NOT_NUMBERS = ("backbones", "strategies", "seeds", "executor", "cache", "cache_dir")
+
+
+def cell_key(config: RunConfig, cell: Cell, data_fingerprint: str, versions: dict[str, Any]) -> str:
+    """A hash of everything a cell's results depend on.
+
+    The cell's backbone, strategy (with options) and seed; every other configuration field that
+    changes numbers (data, split, training, saliency, perturbations, metrics, regions, sanity,
+    analysis, precision, device); the dataset fingerprint; and the versions of xaibench and of
+    every component the run uses. Any change makes a new key, so a stale checkpoint is never
+    reused.
+    """
+    settings = config.model_dump(mode="json")
+    for name in _NOT_NUMBERS:
+        settings.pop(name, None)
+    blob = json.dumps(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "xaibench": __version__,
+            "cell": {
+                "backbone": cell.backbone.model_dump(mode="json"),
+                "strategy": cell.strategy.model_dump(mode="json"),
+                "seed": cell.seed,
+            },
+            "settings": settings,
+            "data": data_fingerprint,
+            "versions": versions,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _dir_name(cell: Cell, key: str) -> str:
+    raw = f"{cell.backbone.key}__{cell.strategy.key}__seed{cell.seed}"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", raw) + f"__{key[:12]}"
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class GalleryFile:
+    """A gallery PNG kept with a checkpoint, and its index entry."""
+
+    path: Path
+    entry: dict[str, Any]
+
+
+def save_cell(run_dir: Path, key: str, result: CellResult) -> Path:
+    """Write ``result`` as the checkpoint of its cell, atomically; return its directory."""
+    root = run_dir / CELLS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / _dir_name(result.cell, key)
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    galleries = []
+    for g in result.galleries:
+        name = gallery_filename(
+            result.cell.backbone.key,
+            result.cell.strategy.key,
+            result.cell.seed,
+            f"{g.saliency}__{g.kind}",
+        )
+        write_gallery(tmp / "gallery" / name, g.images, g.maps, g.masks)
+        galleries.append(
+            {
+                "backbone": result.cell.backbone.key,
+                "strategy": result.cell.strategy.key,
+                "seed": result.cell.seed,
+                "saliency": g.saliency,
+                "kind": g.kind,
+                "file": name,
+                "sample_ids": list(g.sample_ids),
+                "scores": [None if s is None or not np.isfinite(s) else s for s in g.scores],
+                "score_metric": g.score_metric,
+                "region": g.region,
+            }
+        )
+    drift: dict[str, np.ndarray] = {}
+    for method, maps in result.drift_maps.items():
+        drift[f"{method}::ids"] = np.asarray(maps.sample_ids, dtype=str)
+        drift[f"{method}::maps"] = np.asarray(maps.maps)
+    if drift:
+        np.savez(tmp / "drift.npz", **drift)  # type: ignore[arg-type]
+    if result.predictions:
+        pd.concat(result.predictions, ignore_index=True).to_csv(
+            tmp / "predictions.csv", index=False
+        )
+    if result.explanations:
+        pd.concat(result.explanations, ignore_index=True).to_csv(
+            tmp / "explanations.csv", index=False
+        )
+    document = {
+        "format": CHECKPOINT_FORMAT,
+        "key": key,
+        "cell": {
+            "backbone": result.cell.backbone.model_dump(mode="json"),
+            "strategy": result.cell.strategy.model_dump(mode="json"),
+            "seed": result.cell.seed,
+        },
+        "status": result.status,
+        "error": result.error,
+        "traceback": result.traceback,
+        "random_init": result.random_init,
+        "weights": result.weights,
+        "seconds": result.seconds,
+        "fit": result.fit,
+        "records": result.records,
+        "galleries": galleries,
+        "drift_methods": list(result.drift_maps),
+    }
+    # allow_nan: records may hold NaN inside details; JSON's NaN literal reads back exactly
+    (tmp / "cell.json").write_text(json.dumps(document, default=_json_default) + "\n")
+    failpoints.hit("checkpoint")  # tests: killed with a checkpoint half made
+    if final.exists():  # an older checkpoint of the same key: replace it whole
+        shutil.rmtree(final)
+    tmp.replace(final)
+    return final
+
+
+def _read_frame(path: Path) -> list[pd.DataFrame]:
+    if not path.is_file():
+        return []
+    frame = pd.read_csv(
+        path,
+        keep_default_na=False,
+        na_values={"value": [""]},
+        dtype=dict.fromkeys(_TEXT, str),
+    )
+    for column in _TEXT:
+        if column in frame:
+            frame[column] = frame[column].fillna("")
+    return [frame]
+
+
+def load_cell(run_dir: Path, cell: Cell, key: str) -> CellResult | None:
+    """The checkpointed result of ``cell`` under ``key``, or None when there is none.
+
+    Raises:
+        XaibenchError: A checkpoint exists but cannot be read (the message names it; delete
+            the directory to recompute the cell).
+    """
+    folder = run_dir / CELLS_DIR / _dir_name(cell, key)
+    file = folder / "cell.json"
+    if not file.is_file():
+        return None
+    try:
+        document = json.loads(file.read_text())
+        if document.get("format") != CHECKPOINT_FORMAT or document.get("key") != key:
+            return None
+        result = CellResult(cell)
+        result.status = document["status"]
+        result.error = document["error"]
+        result.traceback = document["traceback"]
+        result.random_init = document["random_init"]
+        result.weights = document["weights"]
+        result.seconds = document["seconds"]
+        result.fit = document["fit"]
+        result.records = document["records"]
+        result.predictions = _read_frame(folder / "predictions.csv")
+        result.explanations = _read_frame(folder / "explanations.csv")
+        if document["drift_methods"]:
+            with np.load(folder / "drift.npz", allow_pickle=False) as arrays:
+                for method in document["drift_methods"]:
+                    ids = tuple(str(s) for s in arrays[f"{method}::ids"])
+                    result.drift_maps[method] = CellMaps(ids, arrays[f"{method}::maps"])
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise XaibenchError(
+            f"checkpoint {folder} is unreadable ({exc}); delete it to recompute the cell"
+        ) from None
+    return result
+
+
+def checkpoint_galleries(run_dir: Path, cell: Cell, key: str) -> list[GalleryFile]:
+    """The gallery PNGs of a cell's checkpoint, with their index entries."""
+    folder = run_dir / CELLS_DIR / _dir_name(cell, key)
+    file = folder / "cell.json"
+    if not file.is_file():
+        return []
+    document = json.loads(file.read_text())
+    return [
+        GalleryFile(folder / "gallery" / entry["file"], entry)
+        for entry in document.get("galleries", [])
+    ]
+
+
+def write_run_state(run_dir: Path, config: RunConfig, started: str) -> None:
+    """Record, when a run starts, what it is (so that it can be resumed and nothing else)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = {"study_hash": config.study_hash(), "started": started, "task": config.task}
+    write_atomic(run_dir / RUN_STATE, json.dumps(state, indent=2) + "\n")
+
+
+def read_run_state(run_dir: Path) -> dict[str, Any] | None:
+    """The state of a run directory, or None when it holds no run."""
+    file = run_dir / RUN_STATE
+    if not file.is_file():
+        return None
+    try:
+        state = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise XaibenchError(f"{file}: not valid JSON ({exc})") from None
+    return state if isinstance(state, dict) else None
+
+
+def remove_partial(run_dir: Path) -> int:
+    """Delete checkpoints a killed run left half-written (never read, but clutter); count them."""
+    root = run_dir / CELLS_DIR
+    stale = list(root.glob(".tmp-*")) if root.is_dir() else []
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(stale)
