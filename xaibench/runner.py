@@ -2,13 +2,17 @@
 
 Flow, one direction only::
 
-    task + dataset -> patient-level split -> tensors (shared by all cells)
+    task + dataset -> patient-level split -> split arrays on scratch disk (shared by all cells)
     cell: build backbone -> strategy prepares & fits -> predictions (val threshold, test metrics)
           -> region perturbations -> Delta metrics
           -> saliency maps (batched) -> region metrics per image
     -> records (one per cell x metric x method x region) -> results files -> leaderboards
 
 A cell that raises is recorded as ``failed`` with its error; the other cells still run.
+
+Every stage reads its images batch by batch (:mod:`xaibench.data.arrays`), and perturbed test
+images shared between cells are kept on scratch disk, so a run's memory does not grow with the
+number of images beyond its per-image score tables.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import dataclasses
 import random
 import time
 import traceback
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +35,13 @@ import torch.nn.functional as F
 from xaibench.analysis import CellMaps
 from xaibench.cache import TensorCache, content_key
 from xaibench.config import RunConfig
-from xaibench.data.arrays import SplitArrays, materialize
+from xaibench.data.arrays import ImageWriter, LazyRows, MappedRows, Rows, SplitArrays, materialize
 from xaibench.data.base import Dataset
 from xaibench.data.check import format_problems, normalise_split, split_problems
 from xaibench.data.splits import SPLITS, patient_split
 from xaibench.device import Runtime, resolve_device
 from xaibench.errors import XaibenchError
-from xaibench.grid import Cell, create_backbone
+from xaibench.grid import Cell, build_cells, create_backbone
 from xaibench.metrics.base import (
     FaithfulnessMetric,
     Metric,
@@ -58,8 +63,8 @@ from xaibench.stats.intervals import study_wald_ci
 from xaibench.strategies.base import FitContext
 from xaibench.tasks.base import Task
 
-#: Memory kept for perturbed test images shared between cells (recomputed beyond it).
-PERTURBED_CACHE_BYTES = 2 * 1024**3
+#: Scratch-disk bytes kept for perturbed test images shared between cells (recomputed beyond).
+PERTURBED_CACHE_BYTES = 16 * 1024**3
 
 
 @dataclass
@@ -111,7 +116,7 @@ REGION_USES: tuple[str, str, str] = ("explain_regions", "perturb_regions", "comp
 
 @dataclass
 class RunData:
-    """The task, dataset and split tensors, shared by every cell.
+    """The task, dataset and split arrays, shared by every cell.
 
     Attributes:
         regions: Per use (``explain_regions``, ``perturb_regions``, ``complement_regions``), the
@@ -140,7 +145,7 @@ def seed_everything(seed: int) -> None:
 
 
 def prepare_data(config: RunConfig, components: Components, progress: Progress) -> RunData:
-    """Build the task and dataset, split by patient and load the splits into tensors.
+    """Build the task and dataset, split by patient and stream the splits to scratch files.
 
     The dataset's ``split`` column, when it has one, makes the splits; otherwise
     :func:`~xaibench.data.splits.patient_split` does. Configured regions the dataset lacks, or
@@ -262,9 +267,9 @@ def _batches(n: int, size: int) -> Iterator[slice]:
 
 @torch.inference_mode()
 def predict(
-    model: Classifier, images: torch.Tensor, batch_size: int, runtime: Runtime | None = None
+    model: Classifier, images: Rows, batch_size: int, runtime: Runtime | None = None
 ) -> np.ndarray:
-    """Softmax probabilities ``[N, C]`` (float64, CPU) for raw images."""
+    """Softmax probabilities ``[N, C]`` (float64, CPU) for raw images, read batch by batch."""
     runtime = runtime or Runtime()
     model.eval()
     out = []
@@ -305,8 +310,10 @@ class CellRunner:
         self.saliency: dict[str, SaliencyMethod] = {
             ref.key: components.saliency.create(ref.name, ref.options) for ref in config.saliency
         }
-        self._perturbed: dict[tuple[str, str, bool, int], torch.Tensor] = {}
+        self._perturbed: dict[tuple[str, str, bool, int], LazyRows] = {}
         self._perturbed_bytes = 0
+        # Perturbed images are worth keeping only for a later cell of the same seed.
+        self._cells_per_seed = Counter(cell.seed for cell in build_cells(config))
         self._resized_masks: set[str] = set()
 
     def __call__(self, cell: Cell) -> CellResult:
@@ -474,32 +481,50 @@ class CellRunner:
         frame["called_positive"] = preds.scores >= preds.threshold
         return frame
 
-    def _perturbed_images(
+    def _perturbed_batches(
         self, pname: str, perturbation: Perturbation, region: str, complement: bool, seed: int
-    ) -> torch.Tensor:
-        """The test images with ``region`` (or everything but it) perturbed.
+    ) -> Iterator[torch.Tensor]:
+        """The test images with ``region`` (or everything but it) perturbed, batch by batch.
 
         Perturbations act on raw images and masks only, so the result is the same for every
-        cell with the same seed; it is computed once per run and kept while it fits the memory
-        budget (inpainting a large region costs far more than scoring it).
+        cell with the same seed. When a later cell of that seed will need it, it is written to
+        scratch disk as it streams past and read back from there (inpainting a large region
+        costs far more than scoring it), within :data:`PERTURBED_CACHE_BYTES` of disk;
+        otherwise, or beyond that budget, it is recomputed. Either way only one batch is in
+        memory at a time.
         """
         key = (pname, region, complement, seed)
-        if key in self._perturbed:
-            return self._perturbed[key]
-        test, bs = self.data.splits["test"], self.config.train.eval_batch_size
+        bs = self.config.train.eval_batch_size
+        cached = self._perturbed.get(key)
+        if cached is not None:
+            for s in _batches(len(cached), bs):
+                yield cached[s]
+            return
+        test = self.data.splits["test"]
         masks = self._mask(test, region)
         if complement:
-            masks = ~masks
+            masks = MappedRows(masks, torch.logical_not)
+        size = tuple(int(d) for d in test.images.shape[-2:])
+        keep = self._cells_per_seed[seed] > 1 and (
+            self._perturbed_bytes + len(test) * size[0] * size[1] * 4 <= PERTURBED_CACHE_BYTES
+        )
+        writer = ImageWriter((size[0], size[1])) if keep else None
         # A fresh generator per (perturbation, region): results do not depend on order.
         gen = torch.Generator().manual_seed(seed)
-        images = torch.cat(
-            [perturbation.apply(test.images[s], masks[s], gen) for s in _batches(len(test), bs)]
-        )
-        size = images.numel() * images.element_size()
-        if self._perturbed_bytes + size <= PERTURBED_CACHE_BYTES:
-            self._perturbed[key] = images
-            self._perturbed_bytes += size
-        return images
+        for s in _batches(len(test), bs):
+            batch = perturbation.apply(test.images[s], masks[s], gen).contiguous()
+            if writer is not None:
+                if batch.dtype == torch.float32 and batch.ndim == 4 and batch.shape[1] == 1:
+                    try:
+                        writer.append(batch[:, 0].cpu().numpy())
+                    except OSError:  # a full scratch disk only costs recomputation
+                        writer = None
+                else:  # only float32 [B, 1, H, W] round-trips through the scratch file
+                    writer = None
+            yield batch
+        if writer is not None:
+            self._perturbed[key] = writer.finish()
+            self._perturbed_bytes += writer.nbytes
 
     def _regions(self, use: str) -> list[str]:
         """The configured regions of ``use`` that this dataset can score."""
@@ -530,13 +555,17 @@ class CellRunner:
                             )  # fmt: skip
         return records
 
-    def _mask(self, split: SplitArrays, region: str) -> torch.Tensor:
-        """Region masks on the image grid (resized nearest-neighbour when they differ)."""
+    def _mask(self, split: SplitArrays, region: str) -> Rows:
+        """Region masks on the image grid (resized nearest-neighbour, per batch, when they differ).
+
+        The resize is row-wise, so resizing each batch as it is read equals resizing the whole
+        split, without holding it.
+        """
         masks = split.regions[region]
-        size = tuple(split.images.shape[-2:])
+        size = (int(split.images.shape[-2]), int(split.images.shape[-1]))
         if tuple(masks.shape[-2:]) != size:
-            masks = align_mask(masks, (int(size[0]), int(size[1])))
             self._resized_masks.add(region)
+            return MappedRows(masks, lambda m: align_mask(m, size), row_shape=size)
         return masks
 
     def _perturb(
@@ -551,10 +580,13 @@ class CellRunner:
         for pname, perturbation in self.perturbations.items():
             for region, complement in variants:
                 label = f"outside_{region}" if complement else region
-                images = self._perturbed_images(
+                batches = self._perturbed_batches(
                     pname, perturbation, region, complement, base["seed"]
                 )
-                probs = predict(model, images, cfg.train.eval_batch_size, self.runtime)
+                # One batch at a time, each predicted as a whole: the same forward passes as
+                # predicting the perturbed split in batches of eval_batch_size.
+                bs = cfg.train.eval_batch_size
+                probs = np.concatenate([predict(model, b, bs, self.runtime) for b in batches])
                 perturbed = Predictions(
                     intact.labels, probs, intact.positive_class, intact.threshold
                 )
@@ -643,7 +675,8 @@ class CellRunner:
             for s in self.progress.track(
                 batches, total=len(batches), description=f"saliency {sname}"
             ):
-                images = self.runtime.to(test.images[s])
+                batch = test.images[s]  # read once, used by the map and the faithfulness scores
+                images = self.runtime.to(batch)
                 targets = torch.full((len(images),), task.positive_index, dtype=torch.long)
                 maps = method.explain(model, images, self.runtime.to(targets)).cpu()
                 flat = maps.flatten(1)
@@ -652,13 +685,19 @@ class CellRunner:
                     grid = cfg.analysis.drift_grid
                     small = F.adaptive_avg_pool2d(maps.unsqueeze(1).double(), grid)[:, 0]
                     drift.append(small.float().numpy())
+                # each region's masks read once per batch, for every region metric
+                batch_masks = (
+                    {region: masks[region][s] for region in explain_regions}
+                    if region_metrics
+                    else {}
+                )
                 for mname, metric in region_metrics.items():
                     for region in explain_regions:
                         values.setdefault((mname, region), []).append(
-                            metric.per_sample(maps, masks[region][s]).double()
+                            metric.per_sample(maps, batch_masks[region]).double()
                         )
                 for mname, fmetric in faithfulness.items():
-                    value, floor = fmetric.per_sample(score, test.images[s], maps, gen)
+                    value, floor = fmetric.per_sample(score, batch, maps, gen)
                     values.setdefault((mname, None), []).append(value.double())
                     floors.setdefault(mname, []).append(floor.double())
                 if cfg.gallery_images:
