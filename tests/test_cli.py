@@ -90,6 +90,11 @@ def test_results_document_has_schema_provenance_and_flat_records(tiny_run):
     assert doc["schema_version"] == "1.2"
     assert doc["config"]["seeds"] == [0]
     assert doc["environment"]["libraries"]["torch"]
+    env = doc["environment"]
+    assert env["deterministic_algorithms"] is True
+    assert env["gpus"] == [] or all(isinstance(g, str) for g in env["gpus"])
+    assert "cpu_model" in env
+    assert doc["config"]["train"]["batch_size"] == 16  # batch sizes travel with the config
     assert doc["components"]["saliency"]["example_method"]["distribution"] == "xaibench-example"
     assert doc["components"]["backbones"]["test_vit.random"]["distribution"] == "xaibench"
     assert len(doc["cells"]) == 4

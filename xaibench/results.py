@@ -88,6 +88,17 @@ def git_commit() -> str | None:
     return lines[1]
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux ``/proc/cpuinfo``, else ``platform.processor()``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def environment(config: RunConfig) -> dict[str, Any]:
     """Versions, hardware and seeds, for reproducing a run."""
     import torch
@@ -102,8 +113,12 @@ def environment(config: RunConfig) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "device": config.device,
         "precision": config.precision,
+        "cpu_model": cpu_model(),
         "cuda_available": torch.cuda.is_available(),
         "cuda_version": torch.version.cuda,
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if torch.cuda.is_available()
+        else [],
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "libraries": {name: _version(name) for name in _LIBRARIES},
         "seeds": {"cells": config.seeds, "split": config.split.seed},
