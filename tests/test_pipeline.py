@@ -110,7 +110,8 @@ def test_leaderboards_rank_and_label_from_records_alone():
 
 
 def test_same_config_and_seed_give_identical_results(components, tmp_path: Path):
-    config = tiny_config(components)
+    # no cache: the second run must train and explain again, not read the first one's work
+    config = tiny_config(components, cache=False)
     docs = [run_benchmark(config, components, tmp_path / f"run{i}").document for i in range(2)]
     for doc in docs:
         for key in ("created", "finished"):

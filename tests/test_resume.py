@@ -41,6 +41,9 @@ RUN = {
     "gallery_images": 2,
     "sanity": {"images": 2, "steps": 2},
     "analysis": {"bootstrap": 200},
+    # every run computes its cells itself (no trained models from another run's cache), so
+    # "not recomputed" can only come from the run directory's checkpoints
+    "cache": False,
 }
 
 

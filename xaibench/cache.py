@@ -1,7 +1,8 @@
 """A small content-addressed cache on disk for expensive, reusable tensors (frozen features).
 
 Namespaces are top-level folders (``features``: frozen backbone features; ``phantom``: rendered
-phantom chunks); :func:`cache_info` and :func:`prune_cache` back ``xaibench cache info|prune``.
+phantom chunks; ``fits``: trained models, see :mod:`xaibench.fit_cache`); :func:`cache_info`
+and :func:`prune_cache` back ``xaibench cache info|prune``.
 
 Entries are keyed by a hash of everything they depend on, written atomically (temporary file,
 then rename) so a killed run never leaves a half-written entry, and stored as safetensors.

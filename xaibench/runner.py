@@ -41,6 +41,7 @@ from xaibench.data.check import format_problems, normalise_split, split_problems
 from xaibench.data.splits import SPLITS, patient_split
 from xaibench.device import Runtime, resolve_device
 from xaibench.errors import XaibenchError
+from xaibench.fit_cache import FitCache, fit_key
 from xaibench.grid import Cell, build_cells, create_backbone
 from xaibench.metrics.base import (
     FaithfulnessMetric,
@@ -409,7 +410,31 @@ class CellRunner:
                 data.dataset.fingerprint(),
             ),
         )
-        report = strategy.fit(model, data.splits["train"], data.splits["val"], cfg.train, context)
+        report = None
+        fits = FitCache(self.feature_cache.root.parent) if self.feature_cache else None
+        key = fit_key(
+            context.feature_key,
+            getattr(type(factory), "version", None),
+            cell.strategy.model_dump(mode="json"),
+            f"{type(strategy).__module__}:{type(strategy).__qualname__}",
+            getattr(type(strategy), "version", None),
+            cell.seed,
+            cfg.train.model_dump(mode="json"),
+            cfg.split.model_dump(mode="json"),
+            data.split_sizes,
+            cfg.device,
+            cfg.precision,
+        )
+        if fits is not None:
+            report = fits.load(key, model)
+            if report is not None:
+                self.progress.log("  trained model from the cache (not trained again)")
+        if report is None:
+            report = strategy.fit(
+                model, data.splits["train"], data.splits["val"], cfg.train, context
+            )
+            if fits is not None:
+                fits.save(key, model, report)
         result.fit = {**report.__dict__}
         model.eval()
 
