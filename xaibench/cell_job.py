@@ -17,6 +17,7 @@ from typing import Any
 from xaibench.checkpoints import save_cell
 from xaibench.config import RunConfig
 from xaibench.grid import Cell
+from xaibench.plugins import PluginSelection
 from xaibench.runner import CellResult, CellRunner, prepare_data
 
 #: Runners built in worker processes, per configuration hash (one per run and process).
@@ -28,13 +29,13 @@ def cell_id(cell: Cell) -> tuple[str, str, int]:
     return (cell.backbone.key, cell.strategy.key, cell.seed)
 
 
-def _worker_runner(config: RunConfig) -> CellRunner:
+def _worker_runner(config: RunConfig, selection: PluginSelection | None) -> CellRunner:
     key = config.config_hash()
     if key not in _WORKER_RUNNERS:
         from xaibench.plugins import collect_components, get_plugin_manager
         from xaibench.progress import NullProgress
 
-        components = collect_components(get_plugin_manager())
+        components = collect_components(get_plugin_manager(selection=selection))
         data = prepare_data(config, components, NullProgress())
         _WORKER_RUNNERS.clear()  # one run per worker process at a time
         _WORKER_RUNNERS[key] = CellRunner(config, components, data)
@@ -50,6 +51,8 @@ class RunCellJob:
         keys: Checkpoint key per :func:`cell_id`.
         runner: The calling process's runner (None: build one on first call).
         on_done: Called in the calling process after each checkpoint (progress).
+        selection: The plugins the calling process loaded; a worker loads the same ones
+            (None: the runner's, else the worker's environment).
     """
 
     def __init__(
@@ -59,8 +62,12 @@ class RunCellJob:
         keys: dict[tuple[str, str, int], str],
         runner: CellRunner | None = None,
         on_done: Callable[[CellResult], None] | None = None,
+        selection: PluginSelection | None = None,
     ) -> None:
         self.config = config
+        if selection is None and runner is not None:
+            selection = runner.components.selection
+        self.selection = selection
         self.run_dir = Path(run_dir)
         self.keys = dict(keys)
         self._runner = runner
@@ -75,7 +82,11 @@ class RunCellJob:
 
     def __call__(self, cell: Cell) -> CellResult:
         """Run ``cell`` (its failures come back as a ``failed`` result)."""
-        runner = self._runner if self._runner is not None else _worker_runner(self.config)
+        runner = (
+            self._runner
+            if self._runner is not None
+            else _worker_runner(self.config, self.selection)
+        )
         return runner(cell)
 
     def done(self, index: int, result: CellResult) -> None:

@@ -20,6 +20,8 @@ from xaibench import __version__
 from xaibench.errors import MultipleErrors, XaibenchError
 from xaibench.kinds import KIND_ALIASES, KIND_BY_KEY
 from xaibench.plugins import (
+    DISABLE_PLUGINS_ENV,
+    PLUGINS_DIR_ENV,
     Components,
     PluginManager,
     collect_components,
@@ -45,8 +47,73 @@ class State:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="xaibench")
-def cli() -> None:
-    """Benchmark vision models on medical images: prediction and explanation, together."""
+@click.option(
+    "--plugins-dir",
+    "plugins_dirs",
+    multiple=True,
+    metavar="DIR",
+    help="Also load every *.py file in DIR as a plugin (repeatable; before the command).",
+)
+@click.option(
+    "--disable-plugin",
+    "disabled_plugins",
+    multiple=True,
+    metavar="NAME",
+    help="Do not load plugin NAME (repeatable; before the command; see 'xaibench plugins').",
+)
+def cli(plugins_dirs: tuple[str, ...], disabled_plugins: tuple[str, ...]) -> None:
+    """Benchmark vision models on medical images: prediction and explanation, together.
+
+    Plugins: XAIBENCH_LOAD_PLUGINS=a,b loads only these third-party plugins (empty: none),
+    XAIBENCH_TRACE_PLUGINS=1 traces hook calls to stderr; --plugins-dir and --disable-plugin
+    are read before the plugins load (so they must come before the command name).
+    """
+
+
+#: Group options that decide which plugins load: read from argv before click parses it, since
+#: plugins add commands (``register_commands``) and so must be loaded first.
+_PLUGIN_OPTIONS = {"--plugins-dir": PLUGINS_DIR_ENV, "--disable-plugin": DISABLE_PLUGINS_ENV}
+
+
+def _plugin_arguments(argv: Sequence[str]) -> dict[str, list[str]]:
+    """The values of ``--plugins-dir`` and ``--disable-plugin`` before the command name.
+
+    Raises:
+        click.UsageError: One of them is given without a value.
+    """
+    found: dict[str, list[str]] = {env: [] for env in _PLUGIN_OPTIONS.values()}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("-") or arg == "--":
+            break  # the command: what follows belongs to it
+        name, eq, value = arg.partition("=")
+        if name in _PLUGIN_OPTIONS:
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise click.UsageError(f"option {name} requires a value")
+                i += 1
+                value = argv[i]
+            found[_PLUGIN_OPTIONS[name]].append(value)
+        i += 1
+    return found
+
+
+def _apply_plugin_arguments(argv: Sequence[str]) -> None:
+    """Put the plugin options into the environment, so worker processes load the same plugins."""
+    import os
+
+    found = _plugin_arguments(argv)
+    dirs = found[PLUGINS_DIR_ENV]
+    if dirs:
+        previous = [d for d in os.environ.get(PLUGINS_DIR_ENV, "").split(os.pathsep) if d]
+        os.environ[PLUGINS_DIR_ENV] = os.pathsep.join(
+            [*previous, *(str(Path(d).resolve()) for d in dirs)]
+        )
+    names = found[DISABLE_PLUGINS_ENV]
+    if names:
+        previous = [n for n in os.environ.get(DISABLE_PLUGINS_ENV, "").split(",") if n]
+        os.environ[DISABLE_PLUGINS_ENV] = ",".join([*previous, *names])
 
 
 def _state() -> State:
@@ -355,6 +422,50 @@ def run(
     return _execute(config, components, out_dir, quiet)
 
 
+@cli.command()
+@click.argument("config_file", metavar="CONFIG", type=click.Path(path_type=Path))
+@click.option("--task", help="The task, when CONFIG has no 'task' key.")
+@click.option("--grid", help="Named grid preset of the task, applied under CONFIG.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the report (and resolved config) as JSON."
+)
+def validate(config_file: Path, task: str | None, grid: str | None, as_json: bool) -> int:
+    """Check CONFIG without running it: every key, component, option, weight and region.
+
+    Resolves CONFIG as 'xaibench run TASK --config CONFIG' would (the task's defaults, then
+    --grid, then the file) and lists every problem at once: unknown keys, unknown components
+    (with did-you-mean), options a component rejects, backbone weights not found, an
+    unavailable device. Regions the dataset lacks are warnings (the run skips them). Nothing
+    is trained and no weight is loaded. Exit status 0 when the run would start, 2 otherwise.
+    """
+    from xaibench.validation import validate_config_file
+
+    report = validate_config_file(config_file, _state().components, task=task, grid=grid)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for warning in report.warnings:
+            click.echo(f"xaibench: warning: {_one_line(warning)}", err=True)
+        if report.ok and report.config is not None:
+            c = report.config
+            click.echo(
+                f"{config_file}: ok: task {c.task}, dataset {c.dataset.key}, {report.cells} "
+                f"cells ({len(c.backbones)} backbones x {len(c.strategies)} strategies x "
+                f"{len(c.seeds)} seeds), {len(c.saliency)} saliency methods, "
+                f"{len(c.perturbations)} perturbations, {len(c.metrics)} metrics"
+            )
+            for row in report.components:
+                click.echo(f"  {row['kind']:<13} {row['key']:<40} [{row['provider']}]")
+    if not report.ok:
+        if not as_json:
+            noun = "problem" if len(report.problems) == 1 else "problems"
+            click.echo(f"xaibench: error: {config_file}: {len(report.problems)} {noun}:", err=True)
+            for problem in report.problems:
+                click.echo(f"  - {_one_line(problem)}", err=True)
+        return 2
+    return 0
+
+
 def _resumed_config(task: str, out_dir: Path | None, given: dict[str, Any]) -> Any:
     """The configuration of the run in ``out_dir``, for ``--resume``.
 
@@ -652,11 +763,13 @@ def _one_line(message: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``xaibench`` console script and ``python -m xaibench``."""
+    args = list(argv) if argv is not None else sys.argv[1:]
     try:
+        _apply_plugin_arguments(args)
         pm = get_plugin_manager()
         pm.hook.register_commands(cli=cli)
         code = cli.main(
-            args=list(argv) if argv is not None else None,
+            args=args,
             prog_name="xaibench",
             standalone_mode=False,
             obj=State(pm),

@@ -50,8 +50,20 @@ def build_component(cls: type[Component], options: dict[str, Any], *, label: str
     try:
         return cls(**options)
     except ValidationError as exc:
+        import difflib
+
+        known = sorted(cls.model_fields)
         problems = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "(options)"
-            problems.append(f"{where}: {err['msg']}")
-        raise InvalidOptionsError(f"bad options for {label}: {'; '.join(problems)}") from None
+            if err["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                problems.append(
+                    f"{where}: unknown option{hint} (options: {', '.join(known) or 'none'})"
+                )
+            else:
+                problems.append(f"{where}: {err['msg']}")
+        raise InvalidOptionsError(
+            f"bad options for {label}: {'; '.join(problems)}", problems
+        ) from None

@@ -278,6 +278,29 @@ def resolve_config(*layers: Mapping[str, Any]) -> RunConfig:
         problems = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "(config)"
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            msg = _unknown_key(err["loc"]) if err["type"] == "extra_forbidden" else err["msg"]
             problems.append(f"{where}: {msg}")
-        raise InvalidOptionsError(f"invalid run configuration: {'; '.join(problems)}") from None
+        raise InvalidOptionsError(
+            f"invalid run configuration: {'; '.join(problems)}", problems
+        ) from None
+
+
+def _unknown_key(loc: tuple[int | str, ...]) -> str:
+    """``unknown key``, with did-you-mean from the keys allowed where it appeared."""
+    import difflib
+
+    model: type[BaseModel] | None = RunConfig
+    for part in loc[:-1]:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            model = None
+            break
+        annotation = model.model_fields[part].annotation
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+    if model is None:
+        return "unknown key"
+    close = difflib.get_close_matches(str(loc[-1]), sorted(model.model_fields), n=1, cutoff=0.6)
+    return f"unknown key; did you mean {close[0]!r}?" if close else "unknown key"

@@ -40,7 +40,15 @@ class RegistryCollisionError(XaibenchError):
 
 
 class InvalidOptionsError(XaibenchError):
-    """Options given to a component (or the run) failed validation."""
+    """Options given to a component (or the run) failed validation.
+
+    Attributes:
+        problems: Each problem on its own (``key: message``), when there were several.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems or [])
 
 
 class MultipleErrors(XaibenchError):  # noqa: N818 (a list of errors, not one)

@@ -1,0 +1,214 @@
+"""Check a run configuration without running it (``xaibench validate CONFIG``).
+
+A study file is usually written once and run on a cluster later; a misspelled metric or a LoRA
+rank given as a string should be found on the laptop in a second, all at once, not one per
+failed submission. Validation therefore collects *every* problem instead of stopping at the
+first: unknown keys, unknown component names (with did-you-mean), options each component
+rejects, missing backbone weights, an unavailable device, and regions the dataset does not
+provide. Nothing is trained, no image is decoded and no weight is loaded: weights are only
+located, and the dataset is only constructed (a manifest reads its CSV header and rows).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xaibench.config import RunConfig, load_config_file, resolve_config
+from xaibench.errors import InvalidOptionsError, XaibenchError
+from xaibench.plugins import Components
+
+#: Configuration keys whose values name dataset regions.
+REGION_KEYS = ("explain_regions", "perturb_regions", "complement_regions")
+
+
+@dataclass
+class ValidationReport:
+    """What validation found.
+
+    Attributes:
+        source: The configuration file.
+        config: The resolved configuration (None when it does not validate as a whole).
+        problems: Errors that would stop ``xaibench run``, each naming its key or component.
+        warnings: Things the run would skip with a recorded reason (a region the dataset lacks).
+        components: One row per resolved component: ``kind``, ``key``, ``name``, ``provider``.
+    """
+
+    source: str
+    config: RunConfig | None = None
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    components: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether ``xaibench run`` would start."""
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready summary (the resolved configuration included when it validated)."""
+        return {
+            "source": self.source,
+            "ok": self.ok,
+            "problems": self.problems,
+            "warnings": self.warnings,
+            "components": self.components,
+            "cells": self.cells,
+            "config": self.config.model_dump(mode="json") if self.config else None,
+        }
+
+    @property
+    def cells(self) -> int:
+        """Cells in the grid (0 when the configuration did not validate)."""
+        if self.config is None:
+            return 0
+        c = self.config
+        return len(c.backbones) * len(c.strategies) * len(c.seeds)
+
+
+def validate_config_file(
+    path: Path,
+    components: Components,
+    *,
+    task: str | None = None,
+    grid: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ValidationReport:
+    """Resolve ``path`` the way ``xaibench run`` would and check everything it names.
+
+    Args:
+        path: The YAML configuration.
+        components: The registries (the plugins the run would load).
+        task: The task, when the file has no ``task`` key (must agree when both are given).
+        grid: A named grid preset of the task, applied under the file.
+        overrides: A last configuration layer (the run's command-line options).
+
+    Returns:
+        The report; ``report.ok`` is False when any problem was found.
+
+    Raises:
+        XaibenchError: The file cannot be read or is not a YAML mapping.
+    """
+    report = ValidationReport(source=str(path))
+    layer = load_config_file(path)
+    named = layer.get("task")
+    if named is not None and task is not None and named != task:
+        report.problems.append(f"task: the file is for task {named!r}, not {task!r}")
+        return report
+    task = task or named
+    if not task:
+        report.problems.append("task: missing (add 'task: <name>' to the file, or --task)")
+        return report
+    if not isinstance(task, str):
+        report.problems.append(f"task: must be a task name, got {task!r}")
+        return report
+    try:
+        task_obj = components.tasks.create(task)
+    except XaibenchError as exc:
+        report.problems.append(f"task: {exc}")
+        return report
+    layers: list[Mapping[str, Any]] = [task_obj.defaults()]
+    if grid is not None:
+        presets = task_obj.grids()
+        if grid not in presets:
+            close = difflib.get_close_matches(grid, list(presets), n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            report.problems.append(
+                f"grid: unknown grid {grid!r} for task {task!r}{hint} "
+                f"(grids: {', '.join(sorted(presets)) or 'none'})"
+            )
+            return report
+        layers.append(presets[grid])
+    layers.append(layer)
+    layers.append({"task": task, **(overrides or {})})
+    try:
+        config = resolve_config(*layers)
+    except InvalidOptionsError as exc:
+        report.problems.extend(exc.problems or [str(exc)])
+        # Unknown top-level keys alone: check the rest too, so one pass finds everything.
+        if not exc.problems or not all(": unknown key" in p for p in exc.problems):
+            return report
+        unknown = {p.split(": unknown key")[0] for p in exc.problems}
+        try:
+            known = [{k: v for k, v in x.items() if k not in unknown} for x in layers]
+            config = resolve_config(*known)
+        except InvalidOptionsError:
+            return report
+        _check_components(config, components, report)
+        return report
+    report.config = config
+    _check_components(config, components, report)
+    return report
+
+
+def _check_components(config: RunConfig, components: Components, report: ValidationReport) -> None:
+    """Resolve every component of ``config`` and build it with its options, noting problems."""
+    from xaibench.device import resolve_device
+    from xaibench.grid import create_backbone
+    from xaibench.models.weights import MissingWeightsError
+
+    try:
+        resolve_device(config.device)
+    except XaibenchError as exc:
+        report.problems.append(f"device: {exc}")
+    # (registry, config key, the references, whether the key holds a list)
+    groups: list[tuple[str, str, list[Any], bool]] = [
+        ("backbones", "backbones", list(config.backbones), True),
+        ("strategies", "strategies", list(config.strategies), True),
+        ("saliency", "saliency", list(config.saliency), True),
+        ("perturbations", "perturbations", list(config.perturbations), True),
+        ("metrics", "metrics", list(config.metrics), True),
+        ("datasets", "dataset", [config.dataset], False),
+        ("executors", "executor", [config.executor], False),
+    ]
+    dataset = None
+    for kind, key, refs, listed in groups:
+        registry = components[kind]
+        for i, ref in enumerate(refs):
+            where = f"{key}[{i}]" if listed else key
+            try:
+                entry = registry.get(ref.name)
+            except XaibenchError as exc:
+                report.problems.append(f"{where}: {exc}")
+                continue
+            try:
+                if kind == "backbones":
+                    create_backbone(components, ref).locate_weights(ref.key)
+                else:
+                    built = registry.create(ref.name, ref.options)
+                    if kind == "datasets":
+                        dataset = built
+            except (MissingWeightsError, XaibenchError) as exc:
+                report.problems.append(f"{where}: {exc}")
+            report.components.append(
+                {
+                    "kind": kind,
+                    "key": ref.key,
+                    "name": ref.name,
+                    "provider": f"{entry.provider.distribution} {entry.provider.version}",
+                }
+            )
+    if dataset is not None:
+        _check_regions(config, dataset, report)
+
+
+def _check_regions(config: RunConfig, dataset: Any, report: ValidationReport) -> None:
+    """Regions the dataset does not provide: the run skips them, so they are warnings."""
+    try:
+        available = list(dataset.region_names)
+    except XaibenchError as exc:
+        report.problems.append(f"dataset: {exc}")
+        return
+    for key in REGION_KEYS:
+        for i, region in enumerate(getattr(config, key)):
+            if region in available:
+                continue
+            close = difflib.get_close_matches(region, available, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            report.warnings.append(
+                f"{key}[{i}]: dataset {config.dataset.name!r} has no region {region!r}{hint} "
+                f"(it has: {', '.join(available) or 'none'}); the run would skip it"
+            )
