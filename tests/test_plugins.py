@@ -73,8 +73,14 @@ def test_entry_point_plugin_is_discovered_with_its_version():
     example = info["example"]
     assert example["distribution"] == "xaibench-example"
     assert example["version"] == dist.version
-    assert example["hooks"] == ["register_saliency_methods"]
-    assert example["components"] == {"saliency": ["example_method"]}
+    assert example["hooks"] == [
+        "register_metrics", "register_perturbations", "register_saliency_methods"
+    ]  # fmt: skip
+    assert example["components"] == {
+        "saliency": ["example_method"],
+        "perturbations": ["example_median"],
+        "metrics": ["example_top_hit"],
+    }
     assert example["builtin"] is False
 
 
@@ -112,14 +118,38 @@ def test_listing_components_imports_no_torch():
     assert out.stdout.strip() == "False"
 
 
+def _documented_hooks() -> set[str]:
+    doc = (ROOT / "docs" / "plugins" / "hooks.md").read_text()
+    return set(re.findall(r"^## `(register_\w+\(.*\).*)`$", doc, flags=re.M))
+
+
+def _hook_signatures() -> set[str]:
+    return {
+        f"{name}{inspect.signature(fn)}".replace("'", "")
+        for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+        if hasattr(fn, "xaibench_spec")
+    }
+
+
 def test_every_hook_is_documented_with_its_exact_signature():
-    doc = (ROOT / "docs" / "plugins.md").read_text()
-    headings = set(re.findall(r"^### `(.+)`$", doc, flags=re.M))
-    for name, fn in inspect.getmembers(hookspecs, inspect.isfunction):
-        if not hasattr(fn, "xaibench_spec"):
-            continue
-        signature = f"{name}{inspect.signature(fn)}".replace("'", "")
-        assert signature in headings, f"docs/plugins.md has no heading `{signature}`"
+    """A new hook without a section, or a changed signature, fails here."""
+    missing = _hook_signatures() - _documented_hooks()
+    assert not missing, f"docs/plugins/hooks.md has no heading for {sorted(missing)}"
+
+
+def test_no_section_documents_a_hook_that_does_not_exist():
+    stale = _documented_hooks() - _hook_signatures()
+    assert not stale, f"docs/plugins/hooks.md documents hooks that are gone: {sorted(stale)}"
+
+
+def test_every_hook_section_says_what_it_receives_and_shows_an_example():
+    doc = (ROOT / "docs" / "plugins" / "hooks.md").read_text()
+    sections = re.split(r"^## ", doc, flags=re.M)
+    for signature in _hook_signatures():
+        body = next(s for s in sections if s.startswith(f"`{signature}`"))
+        assert "**Receives**" in body, signature
+        assert "@hookimpl" in body, signature
+        assert f"def {signature.split('(')[0]}(" in body, signature
 
 
 def test_plugins_command_prints_json():

@@ -6,8 +6,8 @@ distribution provided it), and the plugin calls ``register(name, target, summary
 once per component. ``target`` is a class or, better, a lazy ``"module:Class"`` string.
 
 Plugins implement hooks with :data:`hookimpl` and are found through the entry-point group
-``xaibench``. The docs (``docs/plugins.md``) have one section per hook whose heading is the exact
-signature; a test keeps the two in step.
+``xaibench``. The docs (``docs/plugins/hooks.md``) have one section per hook whose heading is
+the exact signature; a test keeps the two in step.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""An example xaibench plugin: registers the saliency method ``example_method``."""
+"""An example xaibench plugin: one component of each common kind, registered through hooks.
+
+Copy this package to start your own: rename it, change the entry point in ``pyproject.toml``,
+and keep the tests (they run the conformance kit on every component the package registers).
+"""
 
 from __future__ import annotations
 
@@ -15,4 +19,24 @@ def register_saliency_methods(register: Register) -> None:
         "example_method",
         "xaibench_example.method:GradientTimesInput",
         summary="|gradient x input| (example plugin)",
+    )
+
+
+@hookimpl
+def register_perturbations(register: Register) -> None:
+    """Register ``example_median``: fill the region with the median of the rest of the image."""
+    register(
+        "example_median",
+        "xaibench_example.perturbation:MedianFill",
+        summary="region set to the median outside it (example plugin)",
+    )
+
+
+@hookimpl
+def register_metrics(register: Register) -> None:
+    """Register ``example_top_hit``: share of the top 5% salient pixels inside the region."""
+    register(
+        "example_top_hit",
+        "xaibench_example.metric:TopFractionHit",
+        summary="share of the top 5% salient pixels inside the region (example plugin)",
     )
