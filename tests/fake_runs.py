@@ -151,7 +151,7 @@ def write_fake_run(
             }
         )  # fmt: skip
     document = {
-        "schema_version": "1.2",
+        "schema_version": "1.3",
         "created": "2026-01-01T00:00:00+00:00",
         "finished": "2026-01-01T00:01:00+00:00",
         "config": {

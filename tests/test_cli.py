@@ -87,8 +87,16 @@ def test_run_writes_the_run_directory(tiny_run):
 
 def test_results_document_has_schema_provenance_and_flat_records(tiny_run):
     doc = json.loads((tiny_run[0] / "results.json").read_text())
-    assert doc["schema_version"] == "1.2"
+    assert doc["schema_version"] == "1.3"
     assert doc["config"]["seeds"] == [0]
+    # every option as it ran, defaults included (the config holds only what was given)
+    options = doc["component_options"]
+    assert set(options) == {
+        "backbones", "strategies", "saliency", "perturbations", "metrics", "executors"
+    }  # fmt: skip
+    assert options["backbones"]["test_vit.random"]["random_init"] is True
+    assert set(options["saliency"]) == {"gradcam", "example_method"}
+    assert options["metrics"]["iou_region"]["binarization"] == "otsu"  # a default, not given
     assert doc["environment"]["libraries"]["torch"]
     env = doc["environment"]
     assert env["deterministic_algorithms"] is True

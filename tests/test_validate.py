@@ -135,3 +135,39 @@ def test_cli_exit_status_and_json(tmp_path):
     missing = _cli(str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2
     assert "nope.yaml" in missing.stderr
+
+
+def test_several_files_merge_in_order(tmp_path, components):
+    base = tmp_path / "base.yaml"
+    base.write_text("task: osteoporosis\nbackbones: [test_resnet.random]\ntrain: {epochs: 3}\n")
+    over = tmp_path / "over.yaml"
+    over.write_text("train: {epochs: 5}\nseeds: [0, 1]\n")
+    report = validate_config_file([base, over], components)
+    assert report.ok, report.problems
+    assert report.config is not None
+    assert report.config.train.epochs == 5
+    assert report.cells == 2 * 3
+
+
+def test_run_takes_several_config_files_and_names_the_wrong_one(tmp_path):
+    """A second --config used to replace the first silently; now they merge, and are checked."""
+    base = tmp_path / "base.yaml"
+    base.write_text("task: osteoporosis\n")
+    other = tmp_path / "other.yaml"
+    other.write_text("task: cardiomegaly\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "xaibench", "run", "osteoporosis",
+         "--config", str(base), "--config", str(other), "--out", str(tmp_path / "never")],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "other.yaml' is for task 'cardiomegaly'" in proc.stderr
+    assert not (tmp_path / "never").exists()
+
+
+def test_unknown_name_hint_names_the_listing_command(components):
+    from xaibench.errors import UnknownComponentError
+
+    with pytest.raises(UnknownComponentError) as info:
+        components.saliency.get("gradcma")
+    assert "see `xaibench ls saliency`" in str(info.value)

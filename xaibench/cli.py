@@ -270,7 +270,11 @@ def data_drr(
 @cli.command()
 @click.argument("task")
 @click.option(
-    "--config", "config_file", type=click.Path(path_type=Path), help="YAML run configuration."
+    "--config",
+    "config_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="YAML run configuration (repeatable: later files override earlier ones).",
 )
 @click.option("--grid", help="Named grid preset of the task (osteoporosis: quick, paper).")
 @click.option(
@@ -323,7 +327,7 @@ def data_drr(
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def run(
     task: str,
-    config_file: Path | None,
+    config_files: tuple[Path, ...],
     grid: str | None,
     data_path: Path | None,
     backbones: tuple[str, ...],
@@ -356,7 +360,7 @@ def run(
     task_obj = components.tasks.create(task)
     if resume:
         given = {
-            "--config": config_file, "--grid": grid, "--data": data_path,
+            "--config": config_files, "--grid": grid, "--data": data_path,
             "--backbone": backbones, "--strategy": strategies, "--saliency": saliency,
             "--perturbation": perturbations, "--metric": metrics, "--seed": seeds,
             "--random-init": random_init, "--epochs": epochs,
@@ -368,9 +372,12 @@ def run(
         if executor:  # where the rest runs may change; what it computes may not
             resumed = resolve_config(resumed.model_dump(mode="json"), {"executor": executor})
         return _execute(resumed, components, out_dir, quiet)
-    file_layer = load_config_file(config_file) if config_file else {}
-    if "task" in file_layer and file_layer["task"] != task:
-        raise XaibenchError(f"config file is for task {file_layer['task']!r}, not {task!r}")
+    file_layers = [load_config_file(path) for path in config_files]
+    for path, layer in zip(config_files, file_layers, strict=True):
+        if "task" in layer and layer["task"] != task:
+            raise XaibenchError(
+                f"config file {str(path)!r} is for task {layer['task']!r}, not {task!r}"
+            )
     cli_layer: dict[str, Any] = {"task": task}
     for key, values in (
         ("backbones", backbones),
@@ -412,7 +419,7 @@ def run(
                 f"(grids: {', '.join(sorted(presets)) or 'none'})"
             )
         grid_layer = presets[grid]
-    config = resolve_config(task_obj.defaults(), grid_layer, file_layer, cli_layer)
+    config = resolve_config(task_obj.defaults(), grid_layer, *file_layers, cli_layer)
     if random_init:
         untrained = [
             {**ref.model_dump(), "options": {**ref.options, "random_init": True}}
@@ -423,24 +430,30 @@ def run(
 
 
 @cli.command()
-@click.argument("config_file", metavar="CONFIG", type=click.Path(path_type=Path))
+@click.argument(
+    "config_files", metavar="CONFIG...", nargs=-1, required=True, type=click.Path(path_type=Path)
+)
 @click.option("--task", help="The task, when CONFIG has no 'task' key.")
 @click.option("--grid", help="Named grid preset of the task, applied under CONFIG.")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the report (and resolved config) as JSON."
 )
-def validate(config_file: Path, task: str | None, grid: str | None, as_json: bool) -> int:
+def validate(
+    config_files: tuple[Path, ...], task: str | None, grid: str | None, as_json: bool
+) -> int:
     """Check CONFIG without running it: every key, component, option, weight and region.
 
     Resolves CONFIG as 'xaibench run TASK --config CONFIG' would (the task's defaults, then
-    --grid, then the file) and lists every problem at once: unknown keys, unknown components
-    (with did-you-mean), options a component rejects, backbone weights not found, an
-    unavailable device. Regions the dataset lacks are warnings (the run skips them). Nothing
-    is trained and no weight is loaded. Exit status 0 when the run would start, 2 otherwise.
+    --grid, then the file; several files merge in order, later wins) and lists every problem
+    at once: unknown keys, unknown components (with did-you-mean), options a component
+    rejects, backbone weights not found, an unavailable device. Regions the dataset lacks are
+    warnings (the run skips them). Nothing is trained and no weight is loaded. Exit status 0
+    when the run would start, 2 otherwise.
     """
     from xaibench.validation import validate_config_file
 
-    report = validate_config_file(config_file, _state().components, task=task, grid=grid)
+    report = validate_config_file(config_files, _state().components, task=task, grid=grid)
+    config_file = ", ".join(str(p) for p in config_files)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

@@ -29,7 +29,10 @@ class UnknownComponentError(XaibenchError, KeyError):
         shown = self.available[:12]
         more = "" if len(self.available) <= 12 else f", ... ({len(self.available)} in all)"
         if shown:
-            message += f" (available: {', '.join(shown)}{more}; see `xaibench ls {self.kind}`)"
+            from xaibench.kinds import KINDS  # the listing takes the kind's key, not its noun
+
+            key = next((k.key for k in KINDS if k.noun == self.kind), self.kind)
+            message += f" (available: {', '.join(shown)}{more}; see `xaibench ls {key}`)"
         else:
             message += f" (no {self.kind} is registered; see `xaibench plugins`)"
         return message

@@ -39,7 +39,7 @@ from xaibench.runner import CellResult, RunData
 if TYPE_CHECKING:
     from xaibench.checkpoints import GalleryFile
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 _LIBRARIES = (
     "torch",
@@ -148,7 +148,31 @@ def component_provenance(config: RunConfig, components: Components) -> dict[str,
                 "distribution": entry.provider.distribution,
                 "version": entry.provider.version,
                 "component_version": getattr(cls, "version", None),
+                "display_name": getattr(cls, "display_name", "") or name,
+                "citation": getattr(cls, "citation", ""),
             }
+    return out
+
+
+def component_options(config: RunConfig, components: Components) -> dict[str, dict[str, Any]]:
+    """Every option of every component the run used, defaults included, by config key.
+
+    The configuration records only the options a user gave; a default that changes between
+    versions would otherwise change numbers without a trace in the results.
+    """
+    from xaibench.grid import create_backbone
+
+    out: dict[str, dict[str, Any]] = {
+        "backbones": {r.key: create_backbone(components, r).options() for r in config.backbones}
+    }
+    for kind, refs in (
+        ("strategies", config.strategies),
+        ("saliency", config.saliency),
+        ("perturbations", config.perturbations),
+        ("metrics", config.metrics),
+        ("executors", [config.executor]),
+    ):
+        out[kind] = {r.key: components[kind].create(r.name, r.options).options() for r in refs}
     return out
 
 
@@ -198,6 +222,7 @@ def build_document(
             },
             "environment": env,
             "components": component_provenance(config, components),
+            "component_options": component_options(config, components),
             "cells": [
                 {
                     "backbone": r.cell.backbone.key,

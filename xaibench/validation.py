@@ -12,7 +12,7 @@ located, and the dataset is only constructed (a manifest reads its CSV header an
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,7 @@ class ValidationReport:
 
 
 def validate_config_file(
-    path: Path,
+    path: Path | Sequence[Path],
     components: Components,
     *,
     task: str | None = None,
@@ -80,7 +80,8 @@ def validate_config_file(
     """Resolve ``path`` the way ``xaibench run`` would and check everything it names.
 
     Args:
-        path: The YAML configuration.
+        path: The YAML configuration, or several, merged in order (later wins), as repeated
+            ``--config`` options of ``xaibench run`` are.
         components: The registries (the plugins the run would load).
         task: The task, when the file has no ``task`` key (must agree when both are given).
         grid: A named grid preset of the task, applied under the file.
@@ -92,13 +93,15 @@ def validate_config_file(
     Raises:
         XaibenchError: The file cannot be read or is not a YAML mapping.
     """
-    report = ValidationReport(source=str(path))
-    layer = load_config_file(path)
-    named = layer.get("task")
-    if named is not None and task is not None and named != task:
-        report.problems.append(f"task: the file is for task {named!r}, not {task!r}")
-        return report
-    task = task or named
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    report = ValidationReport(source=", ".join(str(p) for p in paths))
+    file_layers = [load_config_file(Path(p)) for p in paths]
+    for p, layer in zip(paths, file_layers, strict=True):
+        named = layer.get("task")
+        if named is not None and task is not None and named != task:
+            report.problems.append(f"task: {str(p)!r} is for task {named!r}, not {task!r}")
+            return report
+        task = task or named
     if not task:
         report.problems.append("task: missing (add 'task: <name>' to the file, or --task)")
         return report
@@ -122,7 +125,7 @@ def validate_config_file(
             )
             return report
         layers.append(presets[grid])
-    layers.append(layer)
+    layers.extend(file_layers)
     layers.append({"task": task, **(overrides or {})})
     try:
         config = resolve_config(*layers)

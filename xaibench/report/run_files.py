@@ -18,7 +18,7 @@ import pandas as pd
 from xaibench.errors import XaibenchError
 
 #: Schema versions this code reads (``docs/results-schema.md``).
-READABLE_SCHEMAS = ("1.0", "1.1", "1.2")
+READABLE_SCHEMAS = ("1.0", "1.1", "1.2", "1.3")
 
 #: Columns whose empty cells mean "none" (the intact condition), never NaN.
 _TEXT_COLUMNS = ("backbone", "strategy", "split", "sample_id", "perturbation", "region", "metric")
