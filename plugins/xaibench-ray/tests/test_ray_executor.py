@@ -169,6 +169,7 @@ def _comparable(document: dict) -> str:
     for key in ("executor", "cache_dir"):
         document["config"].pop(key)
     document["components"].pop("executors")
+    document["component_options"].pop("executors")
     for cell in document["cells"]:
         cell.pop("seconds")
     return json.dumps(document, sort_keys=True)
