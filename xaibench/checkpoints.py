@@ -62,7 +62,7 @@ def cell_key(config: RunConfig, cell: Cell, data_fingerprint: str, versions: dic
     every component the run uses. Any change makes a new key, so a stale checkpoint is never
     reused.
     """
-    settings = config.model_dump(mode="json")
+    settings = config.hashed_settings()
     for name in _NOT_NUMBERS:
         settings.pop(name, None)
     blob = json.dumps(

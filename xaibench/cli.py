@@ -310,6 +310,13 @@ def data_drr(
     help="bf16 autocast for training and inference (saliency stays fp32).",
 )
 @click.option(
+    "--compile/--no-compile",
+    "compile_",
+    default=None,
+    help="torch.compile the network for training and inference (saliency stays eager; "
+    "default: off).",
+)
+@click.option(
     "-o", "--out", "out_dir", type=click.Path(path_type=Path), help="Run directory to create."
 )
 @click.option(
@@ -342,6 +349,7 @@ def run(
     executor: str | None,
     device: str | None,
     precision: str | None,
+    compile_: bool | None,
     out_dir: Path | None,
     resume: bool,
     allow_outside_paths: bool,
@@ -365,7 +373,7 @@ def run(
             "--perturbation": perturbations, "--metric": metrics, "--seed": seeds,
             "--random-init": random_init, "--epochs": epochs,
             "--max-explain-images": max_explain_images,
-            "--device": device, "--precision": precision,
+            "--device": device, "--precision": precision, "--compile": compile_,
             "--allow-outside-paths": allow_outside_paths,
         }  # fmt: skip
         resumed = _resumed_config(task, out_dir, given)
@@ -406,6 +414,8 @@ def run(
         cli_layer["device"] = device
     if precision:
         cli_layer["precision"] = precision
+    if compile_ is not None:
+        cli_layer["compile"] = compile_
     grid_layer: dict[str, Any] = {}
     if grid is not None:
         presets = task_obj.grids()

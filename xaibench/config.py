@@ -168,6 +168,13 @@ class RunConfig(BaseModel):
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16 autocast for training and inference (saliency stays fp32)."
     )
+    compile: bool = Field(
+        False,
+        description="Run the network of training and inference passes through torch.compile "
+        "(saliency maps always use the eager model). Numbers match eager ones to float rounding, "
+        "not bit for bit; compiling costs time up front (tens of seconds per graph on a GPU), so "
+        "it pays off on long GPU training only. Needs a C compiler on the CPU.",
+    )
 
     @field_validator("strategies", "saliency", "perturbations", "metrics")
     @classmethod
@@ -197,9 +204,22 @@ class RunConfig(BaseModel):
             raise ValueError(f"seeds must be unique, got {value}")
         return value
 
+    def hashed_settings(self) -> dict[str, Any]:
+        """The configuration as hashed: fields added later are left out while at their default.
+
+        So a field added in a later version (``compile``) does not change the hash of a
+        configuration that does not use it: runs started before it existed still resume, and
+        their checkpoints and cached stages are still found.
+        """
+        settings = self.model_dump(mode="json")
+        for name, default in _HASHED_ONLY_WHEN_SET.items():
+            if settings.get(name) == default:
+                settings.pop(name)
+        return settings
+
     def config_hash(self) -> str:
         """SHA-256 of the canonical JSON form: equal configs, equal hashes."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        blob = json.dumps(self.hashed_settings(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
     def study_hash(self) -> str:
@@ -208,10 +228,14 @@ class RunConfig(BaseModel):
         Two configurations with the same study hash compute the same numbers, so a run may be
         resumed on another executor (started locally, finished on a Ray cluster).
         """
-        settings = self.model_dump(mode="json")
+        settings = self.hashed_settings()
         settings.pop("executor", None)
         blob = json.dumps(settings, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
+
+
+#: Fields added after runs existed, with the default that keeps them out of every hash.
+_HASHED_ONLY_WHEN_SET: dict[str, Any] = {"compile": False}
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -273,10 +273,11 @@ def predict(
     """Softmax probabilities ``[N, C]`` (float64, CPU) for raw images, read batch by batch."""
     runtime = runtime or Runtime()
     model.eval()
+    forward = runtime.forward(model)
     out = []
     for s in _batches(len(images), batch_size):
         with runtime.autocast():
-            logits = model(runtime.to(images[s]))
+            logits = forward(runtime.to(images[s]))
         out.append(torch.softmax(logits.float(), dim=1).cpu())
     return torch.cat(out).double().numpy()
 
@@ -295,7 +296,7 @@ class CellRunner:
         self.components = components
         self.data = data
         self.progress = progress or NullProgress()
-        self.runtime = Runtime(resolve_device(config.device), config.precision)
+        self.runtime = Runtime(resolve_device(config.device), config.precision, config.compile)
         self.feature_cache = (
             TensorCache(Path(config.cache_dir) if config.cache_dir else None)
             if config.cache
@@ -408,6 +409,8 @@ class CellRunner:
                 ["random", cell.seed] if weights.random_init else weights.sha256,
                 dataclasses.asdict(model.backbone.input_spec),
                 data.dataset.fingerprint(),
+                # bf16 features differ from fp32 ones beyond rounding (keys of fp32 unchanged)
+                *(["bf16"] if cfg.precision == "bf16" else []),
             ),
         )
         report = None
@@ -424,6 +427,7 @@ class CellRunner:
             data.split_sizes,
             cfg.device,
             cfg.precision,
+            *(["compile"] if cfg.compile else []),  # keys of eager runs unchanged
         )
         if fits is not None:
             report = fits.load(key, model)
@@ -657,13 +661,14 @@ class CellRunner:
 
     def _score_fn(self, model: Classifier, target: int) -> ScoreFn:
         bs = self.config.train.eval_batch_size
+        forward = self.runtime.forward(model)  # inference only: no hooks, no input gradients
 
         @torch.inference_mode()
         def score(images: torch.Tensor) -> torch.Tensor:
             out = []
             for s in _batches(len(images), bs):
                 with self.runtime.autocast():
-                    logits = model(self.runtime.to(images[s]))
+                    logits = forward(self.runtime.to(images[s]))
                 out.append(torch.softmax(logits.float(), dim=1)[:, target].cpu())
             return torch.cat(out)
 

@@ -57,11 +57,12 @@ def extract_features(
     """Pooled features ``[N, D]`` (float32, on the CPU) of every image in ``split``."""
     runtime = runtime or Runtime()
     backbone.eval()
+    forward = runtime.forward(backbone)
     starts = range(0, len(split), batch_size)
     chunks = []
     for s in progress.track(starts, total=len(starts), description=f"features ({split.name})"):
         with runtime.autocast():
-            chunks.append(backbone(runtime.to(split.images[s : s + batch_size])).float().cpu())
+            chunks.append(forward(runtime.to(split.images[s : s + batch_size])).float().cpu())
     return torch.cat(chunks)
 
 

@@ -69,10 +69,11 @@ def evaluate(
     """(cross-entropy, positive-vs-rest AUC) on ``split``; the AUC is ``None`` if undefined."""
     runtime = runtime or Runtime()
     model.eval()
+    forward = runtime.forward(model)
     chunks = []
     for s in range(0, len(split), batch_size):
         with runtime.autocast():
-            chunks.append(model(runtime.to(split.images[s : s + batch_size])).float().cpu())
+            chunks.append(forward(runtime.to(split.images[s : s + batch_size])).float().cpu())
     logits = torch.cat(chunks)
     loss = float(F.cross_entropy(logits, split.labels, weight=weight))
     scores = torch.softmax(logits.double(), dim=1)[:, positive_class].numpy()
@@ -122,6 +123,7 @@ def train_supervised(
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    forward = runtime.forward(model)
     best_score, best_epoch, best_loss, best_auc, best_state = -math.inf, -1, math.inf, None, None
     stale, epochs_run = 0, 0
     for epoch in context.progress.track(
@@ -134,7 +136,7 @@ def train_supervised(
         for i, start in enumerate(starts):
             batch = order[start : start + settings.batch_size]
             with runtime.autocast():
-                logits = model(runtime.to(train.images[batch]))
+                logits = forward(runtime.to(train.images[batch]))
             labels = runtime.to(train.labels[batch])
             loss = F.cross_entropy(logits.float(), labels, weight=device_weight)
             (loss / settings.accumulate).backward()
