@@ -2,7 +2,29 @@
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+
+def interleaved(fns: Mapping[str, Callable[[], object]], rounds: int = 21) -> dict[str, float]:
+    """Median seconds of each function, calling them in turn in every round so that drift in
+    machine load hits all alike (one untimed call of each first)."""
+    for f in fns.values():
+        f()
+    times: dict[str, list[float]] = {key: [] for key in fns}
+    for _ in range(rounds):
+        for key, f in fns.items():
+            start = time.perf_counter()
+            f()
+            times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(t) for key, t in times.items()}
+
+
+def interleaved_medians(
+    fn: Callable[[], object], baseline: Callable[[], object], rounds: int = 21
+) -> tuple[float, float]:
+    """Median seconds of ``fn`` and of ``baseline``, alternating them (see :func:`interleaved`)."""
+    medians = interleaved({"fn": fn, "baseline": baseline}, rounds)
+    return medians["fn"], medians["baseline"]
 
 
 def interleaved_ratio(
@@ -10,11 +32,5 @@ def interleaved_ratio(
 ) -> float:
     """Median time of ``fn`` over median time of ``baseline``, alternating them so that drift in
     machine load hits both alike."""
-    fn(), baseline()
-    times: dict[str, list[float]] = {"fn": [], "baseline": []}
-    for _ in range(rounds):
-        for key, f in (("fn", fn), ("baseline", baseline)):
-            start = time.perf_counter()
-            f()
-            times[key].append(time.perf_counter() - start)
-    return statistics.median(times["fn"]) / statistics.median(times["baseline"])
+    t_fn, t_baseline = interleaved_medians(fn, baseline, rounds)
+    return t_fn / t_baseline

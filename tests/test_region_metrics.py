@@ -348,17 +348,17 @@ def test_pixel_auc_and_rank_match_brute_force(dtype: torch.dtype) -> None:
         assert rank[i].item() == pytest.approx(_rank_by_expectation(flat, mask), abs=1e-12)
 
 
-def test_pixel_auc_float32_and_general_paths_agree() -> None:
-    # The float32 kernel (integer-key sorts) and the general one (argsort and runs of ties)
-    # must agree exactly on the same values, with and without ties.
+def test_pixel_auc_is_the_same_for_float32_and_float64_maps_of_the_same_values() -> None:
+    # Float32 values are exact in float64, so the order (and every tie) is the same: the
+    # counts, hence the scores, must be equal bit for bit, with and without ties.
     rng = np.random.default_rng(11)
     smooth = rng.normal(size=(16, 20, 20)).astype(np.float32)
     tied = np.round(smooth, 0)
     region = torch.from_numpy(rng.random((16, 20, 20)) > 0.7)
     for values in (smooth, tied, -np.abs(tied)):
-        fast = pixel_auc(torch.from_numpy(values), region)
-        general = pixel_auc(torch.from_numpy(values.astype(np.float64)), region)
-        torch.testing.assert_close(fast, general, rtol=0, atol=0)
+        single = pixel_auc(torch.from_numpy(values), region)
+        double = pixel_auc(torch.from_numpy(values.astype(np.float64)), region)
+        torch.testing.assert_close(single, double, rtol=0, atol=0)
 
 
 def test_pointing_game_fraction_on_plateaus() -> None:

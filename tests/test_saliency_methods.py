@@ -517,3 +517,22 @@ def test_random_maps_follow_the_torch_seed():
     assert torch.equal(a, c)
     assert (a >= 0).all()
     assert (a < 1).all()
+
+
+def test_gradcam_of_a_frozen_backbone_equals_that_of_a_trainable_one():
+    # With nothing trainable below the CAM layer, the graph starts at the CAM layer: the map
+    # must not change, and a batch made under inference mode must still be explainable when the
+    # layers below do train (LoRA, last block).
+    model = make_model("test_resnet", size=64)
+    images, targets = torch.rand(2, 1, 64, 64), torch.tensor([1, 2])
+    for p in model.parameters():
+        p.requires_grad_(True)
+    trainable = GradCAM().explain(model, images, targets)
+    with torch.inference_mode():
+        inference_batch = images.clone()
+    torch.testing.assert_close(GradCAM().explain(model, inference_batch, targets), trainable)
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    frozen = GradCAM().explain(model, images, targets)
+    torch.testing.assert_close(frozen, trainable, rtol=0, atol=0)
+    assert all(p.grad is None for p in model.parameters())

@@ -16,7 +16,7 @@ from xaibench.strategies.base import FitContext, TrainSettings
 from xaibench.strategies.last_block import LastBlock
 from xaibench.strategies.linear_probe import LinearProbe
 from xaibench.strategies.lora import LoRA
-from xaibench.strategies.training import class_weights
+from xaibench.strategies.training import changing_state, class_weights
 
 SETTINGS = TrainSettings(epochs=2, batch_size=8, lr=1e-2)
 
@@ -131,3 +131,28 @@ def test_balanced_class_weights_by_hand():
     assert class_weights(labels, 3, "none") is None
     with pytest.raises(XaibenchError, match=r"\[3\]"):
         class_weights(labels, 4, "balanced")
+
+
+def test_best_epoch_checkpoint_holds_what_training_can_change_and_restores_it():
+    model = LoRA(rank=4).prepare(adapter("test_resnet"), 3)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    buffers = set(model.state_dict()) - frozen - trainable  # persistent buffers only
+    assert frozen
+    assert trainable
+    assert any("running_mean" in b for b in buffers)
+    state = changing_state(model)
+    assert set(state) == trainable | buffers
+    saved = {k: v.clone() for k, v in state.items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(1.0)
+        for b in model.buffers():
+            if b.is_floating_point():
+                b.mul_(2.0)
+    assert any(not torch.equal(saved[k], v) for k, v in model.state_dict().items() if k in saved)
+    model.load_state_dict(state, strict=False)
+    after = model.state_dict()
+    for key, value in saved.items():
+        assert torch.equal(after[key], value), key  # a copy, not a view the update moved

@@ -858,9 +858,13 @@ def relevance_rank(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     if batch == 0 or n_pixels == 0:
         return _all_undefined(batch, maps.device)
     k = _count(region)
-    # The K-th largest value is the (N - K)-th smallest; K varies per map, so sort every row.
+    # The K-th largest value is the (N - K)-th smallest. K varies per map, so each row gets its
+    # own selection (linear time, against a sort's N log N: several times faster at 224 px).
     position = np.minimum(n_pixels - k, n_pixels - 1).astype(np.int64)
-    cut = np.sort(values, axis=1)[np.arange(batch), position][:, None]
+    cut = np.array(
+        [np.partition(row, p)[p] for row, p in zip(values, position, strict=True)],
+        dtype=values.dtype,
+    )[:, None]
     above = values > cut
     tied = values == cut
     n_above = _count(above)
@@ -868,56 +872,32 @@ def relevance_rank(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return _scores(hits / np.maximum(k, 1.0), k == 0, maps.device)
 
 
-def _twice_u_float32(values: np.ndarray, inside: np.ndarray) -> np.ndarray:
-    """``2 U`` per row for float32 values, from two sorts of integer keys.
+def _twice_u(values: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """``2 U`` per row: over the region pixels, outside pixels below plus those at or below.
 
-    Each pixel gets an int64 key: its value's bits turned into an integer of the same order
-    (negative floats have their magnitude bits flipped), shifted left once, plus a tie bit.
-    With tie bit = "inside", equal values sort outside-first, so the outside pixels before
-    each region pixel are those at or below its value; with tie bit = "outside" they are
-    those strictly below it. For a region pixel at sorted position p, the outside pixels
-    before it are p minus the region pixels before it, so their sum over the region is
-    ``sum(p) - P (P - 1) / 2``. Adding both orders gives ``2 U`` with ties counted one half.
-    Integer sorts are exact, so no order among equal values can change the result.
+    Each tie therefore counts one half of 2. Per row, the outside values and the region values
+    are each sorted, and ``searchsorted`` counts, for every region value, the outside values
+    below it (``left``) and at or below it (``right``, searched only when some region value
+    equals an outside one). Sorting the queries too keeps the searches cheap (each continues
+    from the previous one's place), so a row costs about one sort of its pixels. Comparisons
+    of real values are exact (``-0.0 == +0.0``; NaN was refused by the caller), so the counts
+    do not depend on how a sort ordered equal values, and one kernel serves every dtype. A
+    loop over rows rather than one batched sort: the rows have different numbers of outside
+    pixels, and per row the work is already vectorised.
     """
-    n_pixels = values.shape[1]
-    # Adding +0.0 turns -0.0 into +0.0: they compare equal, so they must share a key.
-    bits = (values + np.float32(0.0)).view(np.int32)
-    keys = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64) << 1
-    positions = np.arange(n_pixels, dtype=np.int64)
-    n_inside = inside.sum(axis=1, dtype=np.int64)
-    region_first = np.sort(keys | ~inside, axis=1)  # tie bit 0 = inside
-    outside_first = np.sort(keys | inside, axis=1)  # tie bit 1 = inside
-    below = (n_pixels * (n_pixels - 1) // 2 - (region_first & 1) @ positions) - (
-        n_inside * (n_inside - 1) // 2
-    )
-    at_or_below = (outside_first & 1) @ positions - n_inside * (n_inside - 1) // 2
-    result: np.ndarray = below + at_or_below
-    return result
-
-
-def _twice_u_general(values: np.ndarray, inside: np.ndarray) -> np.ndarray:
-    """``2 U`` per row for values of any real dtype, from one argsort and runs of ties.
-
-    Walking the values in ascending order, the outside pixels strictly below (at or below) a
-    value are the running outside count at the start (end) of its run of equal values. The
-    running count never decreases, so a running maximum of its values at run starts (a
-    running minimum from the right of those at run ends) carries them across each run.
-    """
-    n_pixels = values.shape[1]
-    order = np.argsort(values, axis=1)
-    ascending = np.take_along_axis(values, order, axis=1)
-    region = np.take_along_axis(inside, order, axis=1)
-    outside = (~region).astype(np.int64)
-    through = np.cumsum(outside, axis=1)  # outside pixels at or before each position
-    before = through - outside  # ... strictly before it
-    starts = np.ones_like(region)
-    np.not_equal(ascending[:, 1:], ascending[:, :-1], out=starts[:, 1:])
-    ends = np.ones_like(region)
-    ends[:, :-1] = starts[:, 1:]
-    below = np.maximum.accumulate(np.where(starts, before, 0), axis=1)
-    at_or_below = np.minimum.accumulate(np.where(ends, through, n_pixels)[:, ::-1], axis=1)
-    result: np.ndarray = np.where(region, below + at_or_below[:, ::-1], 0).sum(axis=1)
+    result = np.zeros(values.shape[0], dtype=np.int64)
+    outside_of = ~inside
+    for i, row in enumerate(values):
+        outside, queries = row[outside_of[i]], row[inside[i]]  # copies: sorted in place
+        outside.sort()
+        queries.sort()
+        below = np.searchsorted(outside, queries, "left")
+        result[i] = 2 * below.sum()
+        # "at or below" differs from "below" only where a region value equals an outside one:
+        # the second search is needed only then (never for a continuous map without ties).
+        nearest = outside[np.minimum(below, outside.size - 1)] if outside.size else queries[:0]
+        if queries.size and outside.size and np.any(nearest == queries):
+            result[i] += (np.searchsorted(outside, queries, "right") - below).sum()
     return result
 
 
@@ -930,8 +910,7 @@ def pixel_auc(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     threshold rather than one. It is computed as the Mann-Whitney U statistic: each region
     pixel is credited with the outside pixels strictly below its value plus half of those
     equal to it, all as exact integer counts, so the result does not depend on how a sort
-    happened to order equal values. Float32 maps (the usual case) use two integer-key sorts
-    (about 3x faster); other dtypes use one argsort and explicit runs of ties.
+    happened to order equal values. Per map it costs about one sort of its pixels.
 
     Args:
         maps: Finite real tensor [B, H, W]; raw values (no absolute value).
@@ -950,8 +929,7 @@ def pixel_auc(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         return _all_undefined(batch, maps.device)
     n_inside = _count(region)
     n_outside = n_pixels - n_inside
-    kernel = _twice_u_float32 if values.dtype == np.float32 else _twice_u_general
-    twice_u = kernel(values, region).astype(np.float64)
+    twice_u = _twice_u(values, region).astype(np.float64)
     pairs = np.maximum(n_inside * n_outside, 1.0)
     return _scores(twice_u / (2.0 * pairs), (n_inside == 0) | (n_outside == 0), maps.device)
 

@@ -38,14 +38,20 @@ def activation_and_gradient(
     layer = model.backbone.cam_layer()
     captured: list[torch.Tensor] = []
 
-    def keep(_module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> None:
+    def keep(_module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+        if not output.requires_grad:
+            # Nothing trainable upstream (a frozen backbone): the graph starts here, so the
+            # layers below the CAM layer run without recording one (a copy, not a leaf, so
+            # that an in-place operation downstream stays legal).
+            output = output.detach().requires_grad_(True).clone()
         captured.append(output)
+        return output
 
     handle = layer.register_forward_hook(keep)
     try:
         with torch.enable_grad():
-            x = images.detach().clone().requires_grad_(True)  # gradients reach frozen layers
-            logits = model(x)
+            # A plain copy: an inference-mode batch could not be saved for a backward pass.
+            logits = model(images.detach().clone())
             score = logits.gather(1, targets.view(-1, 1)).sum()
             activation = captured[-1]
             (grad,) = torch.autograd.grad(score, activation)

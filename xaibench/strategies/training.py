@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import OrderedDict
 from typing import ClassVar
 
 import torch
@@ -55,6 +56,25 @@ def freeze_norm_statistics(model: nn.Module) -> None:
             p.requires_grad for p in module.parameters(recurse=False)
         ):
             module.eval()
+
+
+def changing_state(model: nn.Module) -> OrderedDict[str, torch.Tensor]:
+    """A copy of the state training can change: every entry but the frozen parameters.
+
+    Nothing updates a parameter that does not require grad, so the best-epoch checkpoint need not
+    copy a frozen backbone (for LoRA or last-block tuning that copy would be nearly the whole
+    model, held on the device). Buffers are all kept (batch-norm statistics change in training).
+    Restore it with ``model.load_state_dict(state, strict=False)``.
+    """
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    state = model.state_dict()
+    kept = OrderedDict(
+        (k, v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v))
+        for k, v in state.items()
+        if k not in frozen
+    )
+    kept._metadata = getattr(state, "_metadata", None)  # type: ignore[attr-defined]
+    return kept
 
 
 @torch.inference_mode()
@@ -154,14 +174,14 @@ def train_supervised(
             score = -val_loss if math.isfinite(val_loss) else -math.inf
         if score > best_score:
             best_score, best_epoch, best_loss, best_auc = score, epoch, val_loss, val_auc
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = changing_state(model)
             stale = 0
         else:
             stale += 1
             if settings.patience is not None and stale >= settings.patience:
                 break
     if best_state is not None:
-        model.load_state_dict(best_state)
+        model.load_state_dict(best_state, strict=False)  # frozen parameters were not copied
     model.eval()
     trainable, total_params = count_parameters(model)
     return FitReport(epochs_run, best_epoch, best_loss, best_auc, trainable, total_params)
