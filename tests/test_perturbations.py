@@ -314,3 +314,25 @@ def test_inpaint_result_is_clipped():
     out = BiharmonicInpaint().apply(images, masks, gen())
     assert out.max() <= 1
     assert out.min() >= 0
+
+
+def test_inpainting_in_threads_equals_inpainting_one_image_at_a_time():
+    # Images are solved side by side in torch's thread count; each solve is independent, so
+    # the result must not change with the number of threads.
+    rng = np.random.default_rng(4)
+    images = torch.from_numpy(rng.random((5, 1, 24, 24)).astype(np.float32))
+    masks = torch.zeros(5, 24, 24, dtype=torch.bool)
+    masks[:, 6:15, 4:18] = True
+    masks[2] = False  # nothing to inpaint
+    masks[3] = True  # everything: the mean fallback
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = BiharmonicInpaint().apply(images, masks, gen())
+        torch.set_num_threads(3)
+        threaded = BiharmonicInpaint().apply(images, masks, gen())
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(serial, threaded)
+    assert torch.equal(threaded[2], images[2])
+    assert not torch.equal(threaded[0], images[0])

@@ -96,3 +96,39 @@ def test_explanation_scores_get_a_bootstrap_interval_over_images():
     half_width = (mv.ci[1] - mv.ci[0]) / 2
     assert half_width == pytest.approx(1.96 * np.nanstd(values) / np.sqrt(195), rel=0.2)
     assert metric.aggregate(np.array([0.5])).ci is None
+
+
+def test_delta_interval_equals_the_midrank_auc_of_every_resample():
+    # The interval from draw counts must equal the one computed the textbook way: draw the
+    # same resamples, rank each with scipy (midranks for ties) and take U from the ranks.
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 60)
+    labels[:4] = [0, 1, 2, 2]
+    probs = rng.dirichlet(np.ones(3), 60)
+    probs[::5] = np.round(probs[::5], 1)  # ties across classes
+    intact = Predictions(labels, probs, positive_class=2, threshold=0.5)
+    shaken = np.roll(probs, 7, axis=0)
+    perturbed = Predictions(labels, shaken, positive_class=2, threshold=0.5)
+    got = delta_bootstrap_ci(intact, perturbed, resamples=300, seed=5)
+
+    positive = np.flatnonzero(intact.is_positive)
+    negative = np.flatnonzero(~intact.is_positive)
+    draw = np.random.default_rng(5)
+    idx = np.concatenate(
+        [
+            positive[draw.integers(0, len(positive), (300, len(positive)))],
+            negative[draw.integers(0, len(negative), (300, len(negative)))],
+        ],
+        axis=1,
+    )
+    n1, n0 = len(positive), len(negative)
+
+    def aucs(scores):
+        ranks = rankdata(scores[idx], axis=1)
+        return (ranks[:, :n1].sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+    deltas = aucs(intact.scores) - np.maximum(aucs(perturbed.scores), 0.5)
+    assert got == (float(np.quantile(deltas, 0.025)), float(np.quantile(deltas, 0.975)))
+    assert got[0] < got[1]

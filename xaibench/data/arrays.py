@@ -247,8 +247,13 @@ Rows: TypeAlias = torch.Tensor | LazyRows
 
 
 def _decode_u16(codes: np.ndarray) -> np.ndarray:
-    """The float32 images that 16-bit ``codes`` stand for (``code / 65535``)."""
-    return codes.astype(np.float32) / _U16_SCALE
+    """The float32 images that 16-bit ``codes`` stand for (``code / 65535``).
+
+    Divided in place: one float32 array per batch instead of two (the same values).
+    """
+    images = codes.astype(np.float32)
+    images /= _U16_SCALE
+    return images
 
 
 def _as_u16(images: np.ndarray) -> np.ndarray | None:

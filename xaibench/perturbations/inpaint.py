@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
@@ -21,7 +23,8 @@ class BiharmonicInpaint(Perturbation):
     whether a model needs the region's content; its weakness is that a large region becomes a
     featureless smooth patch, which is its own kind of unnatural.
 
-    Uses ``skimage.restoration.inpaint_biharmonic``, one image at a time on the CPU (a sparse
+    Uses ``skimage.restoration.inpaint_biharmonic``, one solve per image on the CPU, images
+    solved side by side in as many threads as torch uses (a sparse
     solve whose size is the number of masked pixels: about 20 ms for a 10 % region of a 128 x 128
     image, about 0.1 s for 90 %, about 0.4 s for 90 % of 224 x 224). The result is clipped to
     [0, 1] because the surface can overshoot the intensities around it. Edge cases:
@@ -51,6 +54,7 @@ class BiharmonicInpaint(Perturbation):
         pixels = images.detach().to(device="cpu", dtype=torch.float64).numpy()
         holes = masks.detach().to(device="cpu", dtype=torch.bool).numpy()
         filled = pixels.copy()
+        solves = []
         for i in range(pixels.shape[0]):
             hole = holes[i]
             if not hole.any():
@@ -59,7 +63,22 @@ class BiharmonicInpaint(Perturbation):
                 if hole.all():
                     filled[i, c] = pixels[i, c].mean()
                 else:
-                    filled[i, c] = inpaint_biharmonic(pixels[i, c], hole)
+                    solves.append((i, c))
+
+        def solve(job: tuple[int, int]) -> None:
+            i, c = job
+            filled[i, c] = inpaint_biharmonic(pixels[i, c], holes[i])
+
+        # SciPy's sparse solver releases the GIL, so threads solve images side by side (1.8x on
+        # two cores); as many as torch may use, so a run limited to one thread stays on one.
+        # Each image is solved on its own: the result does not depend on the threads.
+        workers = max(1, min(torch.get_num_threads(), len(solves)))
+        if workers == 1:
+            for job in solves:
+                solve(job)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(solve, solves))  # list(): re-raises a solve's exception
         np.clip(filled, 0.0, 1.0, out=filled)
         result = torch.from_numpy(filled).to(device=images.device, dtype=images.dtype)
         return torch.where(masks.unsqueeze(1), result, images)
