@@ -16,6 +16,7 @@ from xaibench.data.arrays import (
     MaskRows,
     SplitArrays,
     materialize,
+    read_ahead,
 )
 from xaibench.data.base import Dataset, Sample
 from xaibench.data.phantom import PhantomDataset
@@ -289,3 +290,23 @@ def test_perturbed_images_kept_on_disk_give_the_same_predictions(components, mon
     recomputed, runner = predictions(0)
     assert not runner._perturbed
     pd.testing.assert_frame_equal(shared, recomputed)
+
+
+def test_read_ahead_yields_each_batch_as_indexing_would(phantom):
+    split, images, _ = phantom
+    keys = [slice(0, 7), torch.tensor([9, 2, 2, 5]), slice(7, 19), [0]]
+    got = list(read_ahead(split.images, keys))
+    assert len(got) == len(keys)
+    for batch, key in zip(got, keys, strict=True):
+        assert same(batch, images[key])
+    in_memory = list(read_ahead(images, keys))  # a tensor is indexed directly, no thread
+    assert all(same(a, images[k]) for a, k in zip(in_memory, keys, strict=True))
+    assert list(read_ahead(split.images, [])) == []
+
+
+def test_read_ahead_raises_a_read_error_when_its_batch_is_reached(phantom):
+    split, images, _ = phantom
+    batches = read_ahead(split.images, [slice(0, 4), [99], slice(4, 8)])
+    assert same(next(batches), images[0:4])  # the failing read ahead does not raise early
+    with pytest.raises(IndexError):
+        next(batches)

@@ -35,7 +35,15 @@ import torch.nn.functional as F
 from xaibench.analysis import CellMaps
 from xaibench.cache import TensorCache, content_key
 from xaibench.config import RunConfig
-from xaibench.data.arrays import ImageWriter, LazyRows, MappedRows, Rows, SplitArrays, materialize
+from xaibench.data.arrays import (
+    ImageWriter,
+    LazyRows,
+    MappedRows,
+    Rows,
+    SplitArrays,
+    materialize,
+    read_ahead,
+)
 from xaibench.data.base import Dataset
 from xaibench.data.check import format_problems, normalise_split, split_problems
 from xaibench.data.splits import SPLITS, patient_split
@@ -275,9 +283,9 @@ def predict(
     model.eval()
     forward = runtime.forward(model)
     out = []
-    for s in _batches(len(images), batch_size):
+    for batch in read_ahead(images, list(_batches(len(images), batch_size))):
         with runtime.autocast():
-            logits = forward(runtime.to(images[s]))
+            logits = forward(runtime.to(batch))
         out.append(torch.softmax(logits.float(), dim=1).cpu())
     return torch.cat(out).double().numpy()
 

@@ -33,7 +33,8 @@ import tempfile
 import threading
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -520,3 +521,24 @@ def materialize(
         sample_ids=tuple(sample_ids),
         regions=regions,
     )
+
+
+def read_ahead(rows: Rows, keys: Sequence[Any]) -> Iterator[torch.Tensor]:
+    """``rows[key]`` for each of ``keys`` in order, the next one read while this one is used.
+
+    Rows on scratch files are read and decoded in one background thread, so reading a batch
+    overlaps with the model's work on the previous one (file reads and NumPy's decoding release
+    the GIL). At most two batches are in memory. Tensors already in memory are indexed directly.
+    The values are exactly ``rows[key]``: only when they are read changes.
+    """
+    if not isinstance(rows, LazyRows) or len(keys) < 2:
+        for key in keys:
+            yield rows[key]
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="xaibench-read") as pool:
+        pending = pool.submit(operator.getitem, rows, keys[0])
+        for key in keys[1:]:
+            following = pool.submit(operator.getitem, rows, key)
+            yield pending.result()
+            pending = following
+        yield pending.result()

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from xaibench.cache import content_key
-from xaibench.data.arrays import SplitArrays
+from xaibench.data.arrays import SplitArrays, read_ahead
 from xaibench.device import Runtime
 from xaibench.errors import XaibenchError
 from xaibench.metrics.functional import binary_auc
@@ -58,11 +58,13 @@ def extract_features(
     runtime = runtime or Runtime()
     backbone.eval()
     forward = runtime.forward(backbone)
-    starts = range(0, len(split), batch_size)
+    slices = [slice(s, s + batch_size) for s in range(0, len(split), batch_size)]
+    batches = read_ahead(split.images, slices)
+    description = f"features ({split.name})"
     chunks = []
-    for s in progress.track(starts, total=len(starts), description=f"features ({split.name})"):
+    for images in progress.track(batches, total=len(slices), description=description):
         with runtime.autocast():
-            chunks.append(forward(runtime.to(split.images[s : s + batch_size])).float().cpu())
+            chunks.append(forward(runtime.to(images)).float().cpu())
     return torch.cat(chunks)
 
 

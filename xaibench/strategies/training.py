@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xaibench.data.arrays import SplitArrays
+from xaibench.data.arrays import SplitArrays, read_ahead
 from xaibench.device import Runtime
 from xaibench.errors import XaibenchError
 from xaibench.metrics.functional import binary_auc
@@ -91,9 +91,10 @@ def evaluate(
     model.eval()
     forward = runtime.forward(model)
     chunks = []
-    for s in range(0, len(split), batch_size):
+    slices = [slice(s, s + batch_size) for s in range(0, len(split), batch_size)]
+    for images in read_ahead(split.images, slices):
         with runtime.autocast():
-            chunks.append(forward(runtime.to(split.images[s : s + batch_size])).float().cpu())
+            chunks.append(forward(runtime.to(images)).float().cpu())
     logits = torch.cat(chunks)
     loss = float(F.cross_entropy(logits, split.labels, weight=weight))
     scores = torch.softmax(logits.double(), dim=1)[:, positive_class].numpy()
@@ -153,10 +154,11 @@ def train_supervised(
         freeze_norm_statistics(model)
         order = torch.randperm(len(train), generator=context.generator)
         optimizer.zero_grad(set_to_none=True)
-        for i, start in enumerate(starts):
-            batch = order[start : start + settings.batch_size]
+        batches = [order[start : start + settings.batch_size] for start in starts]
+        read = read_ahead(train.images, batches)
+        for i, (batch, images) in enumerate(zip(batches, read, strict=True)):
             with runtime.autocast():
-                logits = forward(runtime.to(train.images[batch]))
+                logits = forward(runtime.to(images))
             labels = runtime.to(train.labels[batch])
             loss = F.cross_entropy(logits.float(), labels, weight=device_weight)
             (loss / settings.accumulate).backward()
