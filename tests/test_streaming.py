@@ -310,3 +310,28 @@ def test_read_ahead_raises_a_read_error_when_its_batch_is_reached(phantom):
     assert same(next(batches), images[0:4])  # the failing read ahead does not raise early
     with pytest.raises(IndexError):
         next(batches)
+
+
+def test_read_ahead_works_in_a_forked_child_after_the_parent_used_it(phantom):
+    # The parent's read thread does not exist in a forked child (a worker process): the child
+    # must start its own instead of waiting forever on the parent's.
+    import multiprocessing
+
+    split, images, _ = phantom
+    keys = [slice(0, 5), slice(5, 10), slice(10, 19)]
+
+    def read_all() -> bool:
+        got = read_ahead(split.images, keys)
+        return all(same(a, images[k]) for a, k in zip(got, keys, strict=True))
+
+    assert read_all()
+
+    def child() -> None:
+        raise SystemExit(0 if read_all() else 3)
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(timeout=60)
+    if process.is_alive():
+        process.kill()
+    assert process.exitcode == 0

@@ -523,22 +523,44 @@ def materialize(
     )
 
 
+_READER: tuple[int, ThreadPoolExecutor] | None = None
+_READER_LOCK = threading.Lock()
+
+
+def _reader() -> ThreadPoolExecutor:
+    """The process's read-ahead thread, started on first use and again after a fork.
+
+    One thread for the whole process: starting a thread per batch loop costs more than reading
+    a small split. A forked child (a worker process) inherits the executor but not its thread,
+    so the owner's process id is kept and a child starts its own.
+    """
+    global _READER
+    with _READER_LOCK:
+        if _READER is None or _READER[0] != os.getpid():
+            _READER = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="xaibench-read"))
+        return _READER[1]
+
+
 def read_ahead(rows: Rows, keys: Sequence[Any]) -> Iterator[torch.Tensor]:
     """``rows[key]`` for each of ``keys`` in order, the next one read while this one is used.
 
-    Rows on scratch files are read and decoded in one background thread, so reading a batch
+    Rows on scratch files are read and decoded in a background thread, so reading a batch
     overlaps with the model's work on the previous one (file reads and NumPy's decoding release
     the GIL). At most two batches are in memory. Tensors already in memory are indexed directly.
-    The values are exactly ``rows[key]``: only when they are read changes.
+    The values are exactly ``rows[key]``: only when they are read changes. Reads are
+    independent, so several of these iterators may share the thread.
     """
     if not isinstance(rows, LazyRows) or len(keys) < 2:
         for key in keys:
             yield rows[key]
         return
-    with ThreadPoolExecutor(1, thread_name_prefix="xaibench-read") as pool:
-        pending = pool.submit(operator.getitem, rows, keys[0])
+    pool = _reader()
+    pending = pool.submit(operator.getitem, rows, keys[0])
+    try:
         for key in keys[1:]:
             following = pool.submit(operator.getitem, rows, key)
             yield pending.result()
             pending = following
         yield pending.result()
+    finally:
+        pending.cancel()  # abandoned early: a read not yet started is not needed
