@@ -201,3 +201,7 @@ def test_performance_explanation_correlation_is_spearman_over_cells():
     assert row["ci_low"] <= row["spearman"] <= row["ci_high"]
     again = performance_explanation_correlation(records, resamples=200)
     assert again == [row]
+    (unbooted,) = performance_explanation_correlation(records, resamples=0)
+    assert unbooted["spearman"] == row["spearman"]
+    assert unbooted["ci_low"] is None
+    assert unbooted["ci_high"] is None

@@ -183,9 +183,12 @@ def performance_explanation_correlation(
         rho = _spearman(x, y)
         # The resamples drawn one by one (the same stream as ever), their correlations in one
         # batch: a thousand tiny rank correlations per column cost seconds one at a time.
-        idx = np.stack([rng.integers(0, len(cells), len(cells)) for _ in range(resamples)])
-        every = spearman_per_image(torch.from_numpy(x[idx]), torch.from_numpy(y[idx]))
-        boot = every[~np.isnan(every)]  # resamples where either side is constant are dropped
+        draws = [rng.integers(0, len(cells), len(cells)) for _ in range(resamples)]
+        boot = np.empty(0)
+        if draws:
+            idx = np.stack(draws)
+            every = spearman_per_image(torch.from_numpy(x[idx]), torch.from_numpy(y[idx]))
+            boot = every[~np.isnan(every)]  # resamples where either side is constant: dropped
         low = float(np.quantile(boot, 0.025)) if len(boot) >= 10 else None
         high = float(np.quantile(boot, 0.975)) if len(boot) >= 10 else None
         rows.append(
