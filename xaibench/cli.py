@@ -24,6 +24,7 @@ from xaibench.plugins import (
     PLUGINS_DIR_ENV,
     Components,
     PluginManager,
+    add_commands,
     collect_components,
     describe_plugins,
     get_plugin_manager,
@@ -790,7 +791,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         _apply_plugin_arguments(args)
         pm = get_plugin_manager()
-        pm.hook.register_commands(cli=cli)
+        add_commands(pm, cli)
         code = cli.main(
             args=args,
             prog_name="xaibench",

@@ -226,7 +226,9 @@ def _load_entry_points(
         try:
             plugin = ep.load()
             pm.register_plugin(plugin, provider)
-        except Exception as exc:  # a broken plugin must not take the others down
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit too: a broken plugin, not an exit
             _broken(pm, provider, exc)
     return seen
 
@@ -275,12 +277,20 @@ def _load_plugins_dir(pm: PluginManager, folder: Path, disabled: set[str]) -> se
                     sys.modules.pop(module_name, None)
                     raise
             pm.register_plugin(module, provider)
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit too: a broken plugin, not an exit
             _broken(pm, provider, exc)
     return seen
 
 
-def _broken(pm: PluginManager, provider: Provider, exc: Exception) -> None:
+def _broken(pm: PluginManager, provider: Provider, exc: BaseException) -> None:
+    """Record a plugin that failed to load, and warn; the others still load.
+
+    Any exception counts, ``SystemExit`` included: a plugin calling ``sys.exit()`` at import
+    would otherwise end every command silently with its status (a tampered leaderboard's
+    ``--check`` exiting 0). Only ``KeyboardInterrupt`` is let through.
+    """
     pm.broken.append(
         BrokenPlugin(
             provider.plugin, provider.distribution, provider.version, f"{type(exc).__name__}: {exc}"
@@ -288,7 +298,7 @@ def _broken(pm: PluginManager, provider: Provider, exc: Exception) -> None:
     )
     print(
         f"xaibench: warning: plugin {provider.plugin!r} ({provider.distribution}) failed to "
-        f"load: {exc}",
+        f"load: {type(exc).__name__}: {exc}",
         file=sys.stderr,
     )
 
@@ -361,6 +371,31 @@ class Components:
         return self.registries["executors"]
 
 
+def add_commands(pm: PluginManager, cli: Any) -> None:
+    """Call every plugin's ``register_commands(cli)``, one plugin at a time.
+
+    Raises:
+        XaibenchError: A plugin raised (``SystemExit`` included), naming it and the hook, so a
+            plugin cannot end every command silently.
+    """
+    impls = pm.hook.register_commands.get_hookimpls()
+    _trace(pm, f"register_commands(cli): {len(impls)} implementation(s)")
+    for impl in impls:
+        provider = pm.providers.get(impl.plugin_name) or Provider(
+            impl.plugin_name, "unknown", "unknown"
+        )
+        _trace(pm, f"register_commands({provider.describe()})")
+        try:
+            impl.function(cli=cli)
+        except (XaibenchError, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # a plugin's SystemExit is its failure too
+            raise XaibenchError(
+                f"plugin {provider.describe()} failed in register_commands: "
+                f"{type(exc).__name__}: {exc} (--disable-plugin {provider.plugin} leaves it out)"
+            ) from exc
+
+
 def collect_components(pm: PluginManager) -> Components:
     """Call every registration hook, one plugin at a time, and return the filled registries.
 
@@ -379,9 +414,9 @@ def collect_components(pm: PluginManager) -> Components:
             started = time.perf_counter()
             try:
                 impl.function(register=make_register(registry, provider))
-            except XaibenchError:
+            except (XaibenchError, KeyboardInterrupt):
                 raise  # collisions and invalid registrations must stop the run
-            except Exception as exc:
+            except BaseException as exc:  # a plugin's SystemExit is its failure too
                 raise XaibenchError(
                     f"plugin {provider.describe()} failed in {kind.hook}: "
                     f"{type(exc).__name__}: {exc} (XAIBENCH_LOAD_PLUGINS can leave it out)"
