@@ -32,6 +32,7 @@ from xaibench.analysis import CellMaps
 from xaibench.cache import write_atomic
 from xaibench.config import RunConfig
 from xaibench.errors import XaibenchError
+from xaibench.escape import csv_frame_back, to_csv
 from xaibench.grid import Cell
 from xaibench.report.gallery import gallery_filename, write_gallery
 from xaibench.runner import CellResult
@@ -144,12 +145,12 @@ def save_cell(run_dir: Path, key: str, result: CellResult) -> Path:
     if drift:
         np.savez(tmp / "drift.npz", **drift)  # type: ignore[arg-type]
     if result.predictions:
-        pd.concat(result.predictions, ignore_index=True).to_csv(
-            tmp / "predictions.csv", index=False
+        (tmp / "predictions.csv").write_text(
+            to_csv(pd.concat(result.predictions, ignore_index=True))
         )
     if result.explanations:
-        pd.concat(result.explanations, ignore_index=True).to_csv(
-            tmp / "explanations.csv", index=False
+        (tmp / "explanations.csv").write_text(
+            to_csv(pd.concat(result.explanations, ignore_index=True))
         )
     document = {
         "format": CHECKPOINT_FORMAT,
@@ -191,7 +192,7 @@ def _read_frame(path: Path) -> list[pd.DataFrame]:
     for column in _TEXT:
         if column in frame:
             frame[column] = frame[column].fillna("")
-    return [frame]
+    return [csv_frame_back(frame, _TEXT)]
 
 
 def load_cell(run_dir: Path, cell: Cell, key: str) -> CellResult | None:

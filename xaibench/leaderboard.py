@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from xaibench.errors import XaibenchError
+from xaibench.escape import markdown_code, markdown_text, to_csv
 from xaibench.stats.comparisons import (
     DeltaReplicates,
     PairedComparison,
@@ -232,11 +233,15 @@ def format_p(value: Any) -> str:
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table (cells escaped for pipes)."""
-    header = [str(c) for c in frame.columns]
+    """A GitHub-flavoured Markdown table; headers and cells escaped (:func:`markdown_text`).
+
+    Labels, component names and run names may come from someone else's configuration: no cell
+    can add HTML or links, or break the table.
+    """
+    header = [markdown_text(c) for c in frame.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in frame.itertuples(index=False):
-        cells = [format_value(v).replace("|", "\\|") for v in row]
+        cells = [markdown_text(format_value(v)) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -770,7 +775,8 @@ def _markdown(board: pd.DataFrame, title: str, lb: Leaderboards) -> str:
     lines = [
         f"# {title}",
         "",
-        f"Task `{lb.meta['task']['name']}`; ranked by {_ranking_text(title, ranking)}. "
+        f"Task {markdown_code(lb.meta['task']['name'])}; ranked by "
+        f"{_ranking_text(title, ranking)}. "
         f"Values with {int(lb.meta['level'] * 100)}% CIs. Tier: cells whose paired difference "
         "from the tier's best is not significant "
         f"(Holm-adjusted p >= {lb.meta['alpha']}) share it.",
@@ -783,7 +789,7 @@ def _markdown(board: pd.DataFrame, title: str, lb: Leaderboards) -> str:
 
 def _ranking_text(title: str, ranking: dict[str, str | None]) -> str:
     column = ranking["performance" if title.startswith("Performance") else "explainability"]
-    return f"`{column}`" if column else "no column"
+    return markdown_code(column) if column else "no column"
 
 
 def _sources_markdown(lb: Leaderboards, base: Path | None = None) -> str:
@@ -791,8 +797,9 @@ def _sources_markdown(lb: Leaderboards, base: Path | None = None) -> str:
     for src in lb.meta["sources"]:
         commit = f", commit {src['git_commit'][:12]}" if src.get("git_commit") else ""
         lines.append(
-            f"- `{src['path']}`: xaibench {src.get('xaibench_version')}{commit}, "
-            f"results sha256 {src['results_sha256'][:16]}"
+            f"- {markdown_code(src['path'])}: xaibench "
+            f"{markdown_text(src.get('xaibench_version'))}{markdown_text(commit)}, "
+            f"results sha256 {markdown_text(src['results_sha256'][:16])}"
         )
     return "\n".join(lines) + "\n"
 
@@ -819,8 +826,8 @@ def render_files(lb: Leaderboards, out_dir: Path) -> dict[str, bytes]:
     ):
         board = getattr(lb, name)
         files[f"leaderboard_{name}.md"] = _markdown(board, title, lb).encode()
-        files[f"leaderboard_{name}.csv"] = _rounded(board).to_csv(index=False).encode()
-    files["comparisons.csv"] = _rounded(lb.comparisons).to_csv(index=False).encode()
+        files[f"leaderboard_{name}.csv"] = to_csv(_rounded(board)).encode()
+    files["comparisons.csv"] = to_csv(_rounded(lb.comparisons)).encode()
     document = {
         "format": LEADERBOARD_FORMAT,
         **lb.meta,

@@ -33,6 +33,7 @@ import yaml
 from xaibench import __version__, failpoints
 from xaibench.cache import write_atomic
 from xaibench.config import RunConfig
+from xaibench.escape import to_csv
 from xaibench.plugins import Components
 from xaibench.runner import CellResult, RunData
 
@@ -268,17 +269,14 @@ def write_run(
     preds = [f for r in results for f in r.predictions]
     expl = [f for r in results for f in r.explanations]
     failpoints.hit("write-run")  # tests: killed between two results files
+    # Text cells through to_csv: labels and manifest metadata may start a spreadsheet formula.
     if preds:
-        write_atomic(
-            run_dir / "predictions.csv", pd.concat(preds, ignore_index=True).to_csv(index=False)
-        )
+        write_atomic(run_dir / "predictions.csv", to_csv(pd.concat(preds, ignore_index=True)))
     if expl:
-        write_atomic(
-            run_dir / "explanations.csv", pd.concat(expl, ignore_index=True).to_csv(index=False)
-        )
+        write_atomic(run_dir / "explanations.csv", to_csv(pd.concat(expl, ignore_index=True)))
     for name, rows in document.get("analysis", {}).items():
         if rows:
-            write_atomic(run_dir / f"{name}.csv", pd.DataFrame(rows).to_csv(index=False))
+            write_atomic(run_dir / f"{name}.csv", to_csv(pd.DataFrame(rows)))
     write_atomic(run_dir / "results.json", json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from xaibench.errors import XaibenchError
+from xaibench.escape import csv_frame_back
 
 #: Schema versions this code reads (``docs/results-schema.md``).
 READABLE_SCHEMAS = ("1.0", "1.1", "1.2", "1.3")
@@ -84,6 +85,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
     for column in _TEXT_COLUMNS:
         if column in frame:
             frame[column] = frame[column].fillna("")
+    frame = csv_frame_back(frame, (*_TEXT_COLUMNS, "saliency"))  # undo escape.to_csv
     for column in frame.columns:
         if column.startswith("prob_") or column == "value":
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
