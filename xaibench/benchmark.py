@@ -5,6 +5,7 @@ The CLI is a thin layer over :func:`run_benchmark`; notebooks and tests call it 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,6 @@ from xaibench.analysis import (
     perturbation_rank_agreement,
 )
 from xaibench.breakdowns import run_breakdowns
-from xaibench.cache import write_atomic
 from xaibench.cell_job import RunCellJob, cell_id
 from xaibench.checkpoints import (
     cell_key,
@@ -35,10 +35,12 @@ from xaibench.config import RunConfig
 from xaibench.errors import XaibenchError
 from xaibench.grid import build_cells, check_components
 from xaibench.leaderboard import Leaderboards, build_leaderboards, write_leaderboard_files
+from xaibench.paths import is_temporary, write_whole
 from xaibench.plugins import Components
 from xaibench.progress import NullProgress, Progress
 from xaibench.report.run_files import load_run
 from xaibench.results import build_document, component_provenance, environment, write_run
+from xaibench.run_lock import LOCK_FILE, run_lock
 from xaibench.runner import CellResult, CellRunner, RunData, prepare_data
 from xaibench.stats.strata import strata_from_table
 
@@ -71,18 +73,33 @@ def run_benchmark(
     retried. The results files are always assembled from the checkpoints, so a resumed run
     writes what an uninterrupted one would.
 
+    The run holds an exclusive lock on ``run_dir`` (``xaibench.run_lock``) from before it
+    looks at the folder until its last file is written.
+
     Raises:
-        XaibenchError: A name, option or region is wrong; or ``run_dir`` is not empty and holds
-            no run, or a run of another configuration. Nothing is run or written then.
+        XaibenchError: A name, option or region is wrong; ``run_dir`` cannot be a run folder
+            (a file, under a file, not writable); another run holds it; or it is not empty and
+            holds no run, or a run of another configuration. Nothing is run or written then.
     """
     progress = progress or NullProgress()
     check_components(config, components)
     # Deterministic kernels for every cell, and recorded as such even when every cell comes
     # from a checkpoint (each cell also asks for them when it seeds itself).
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # The folder is made and locked before any work: an --out that cannot be written fails
+    # now, not after training, and no other run can write into it until this one is done.
+    with run_lock(run_dir) as lock:
+        if lock.warning:
+            progress.log(f"[yellow]warning[/yellow]: {lock.warning}")
+        return _run_locked(config, components, run_dir, progress)
+
+
+def _run_locked(
+    config: RunConfig, components: Components, run_dir: Path, progress: Progress
+) -> RunOutcome:
+    """The rest of :func:`run_benchmark`, with the run folder locked."""
     state = _resumable(run_dir, config)
-    if state:
-        remove_partial(run_dir)
+    remove_partial(run_dir)  # temporary files of an unfinished write (safe: we hold the lock)
     started = datetime.fromisoformat(state["started"]) if state else datetime.now(UTC)
     cells = build_cells(config)
     executor = components.executors.create(config.executor.name, config.executor.options)
@@ -91,9 +108,9 @@ def run_benchmark(
         f"xaibench {__version__}: {verb} task {config.task}, {len(cells)} cells -> {run_dir}"
     )
     data = prepare_data(config, components, progress)
-    # Only now, with every component and the data checked, does the run directory appear.
+    # Only now, with every component and the data checked, is the run recorded in its folder.
     write_run_state(run_dir, config, started.isoformat(timespec="seconds"))
-    write_atomic(
+    write_whole(
         run_dir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     )
     versions = component_provenance(config, components)
@@ -120,26 +137,12 @@ def run_benchmark(
     galleries = [
         g for cell in cells for g in checkpoint_galleries(run_dir, cell, keys[cell_id(cell)])
     ]
-    records = [rec for r in results for rec in r.records]
-    analysis = {
-        "explanation_drift": explanation_drift(
-            {
-                (r.cell.backbone.key, r.cell.strategy.key, r.cell.seed): r.drift_maps
-                for r in results
-                if r.status == "ok" and r.drift_maps
-            },
-            resamples=config.analysis.bootstrap,
-            seed=config.seeds[0],
-        ),
-        "perturbation_rank_agreement": perturbation_rank_agreement(records),
-        "performance_explanation_correlation": performance_explanation_correlation(
-            records, resamples=config.analysis.bootstrap, seed=config.seeds[0]
-        ),
-    }
-    analysis.update(_breakdowns(config, data, results))
+    analysis, failures = _analyses(config, data, results, progress)
     document = build_document(
         config, components, data, results, environment(config), started, analysis
     )
+    if failures:
+        document["analysis_failures"] = failures
     write_run(run_dir, document, results, galleries)
     # The leaderboards are built from the files just written, exactly as
     # `xaibench leaderboard RUN_DIR` would: one code path, and `--check` holds on a fresh run.
@@ -154,10 +157,16 @@ def run_benchmark(
 def _resumable(run_dir: Path, config: RunConfig) -> dict[str, Any] | None:
     """The state of the run to resume in ``run_dir``, None for a new run.
 
+    A folder that holds nothing but the lock file and temporary files of an unfinished write
+    (a full disk, a killed first write) is empty: a new run starts there.
+
     Raises:
         XaibenchError: ``run_dir`` is not empty but holds no run, or another configuration's.
     """
-    if not run_dir.exists() or not any(run_dir.iterdir()):
+    if not run_dir.is_dir():
+        return None
+    content = [p for p in run_dir.iterdir() if p.name != LOCK_FILE and not is_temporary(p.name)]
+    if not content:
         return None
     state = read_run_state(run_dir)
     if state is None:
@@ -172,6 +181,52 @@ def _resumable(run_dir: Path, config: RunConfig) -> dict[str, Any] | None:
             "or choose another --out"
         )
     return state
+
+
+def _analyses(
+    config: RunConfig, data: RunData, results: list[CellResult], progress: Progress
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+    """The cross-cell tables, each on its own: one that raises is left out, never the run.
+
+    Every cell's results are in their checkpoints by now; an analysis that fails (a bug, or a
+    corner no test foresaw) must not lose them, nor make ``--resume`` fail the same way
+    forever. Its error is returned (``analysis_failures`` in ``results.json``) and logged.
+    """
+    records = [rec for r in results for rec in r.records]
+    stages: dict[str, Callable[[], dict[str, list[dict[str, Any]]]]] = {
+        "explanation_drift": lambda: {
+            "explanation_drift": explanation_drift(
+                {
+                    (r.cell.backbone.key, r.cell.strategy.key, r.cell.seed): r.drift_maps
+                    for r in results
+                    if r.status == "ok" and r.drift_maps
+                },
+                resamples=config.analysis.bootstrap,
+                seed=config.seeds[0],
+            )
+        },
+        "perturbation_rank_agreement": lambda: {
+            "perturbation_rank_agreement": perturbation_rank_agreement(records)
+        },
+        "performance_explanation_correlation": lambda: {
+            "performance_explanation_correlation": performance_explanation_correlation(
+                records, resamples=config.analysis.bootstrap, seed=config.seeds[0]
+            )
+        },
+        "breakdowns": lambda: _breakdowns(config, data, results),
+    }
+    analysis: dict[str, list[dict[str, Any]]] = {}
+    failures: dict[str, str] = {}
+    for name, compute in stages.items():
+        try:
+            analysis.update(compute())
+        except Exception as exc:  # the cells' results stand without this table
+            failures[name] = f"{type(exc).__name__}: {exc}"
+            progress.log(
+                f"[yellow]warning[/yellow]: analysis {name} failed ({failures[name]}); "
+                "its tables are left out, every cell's results are kept"
+            )
+    return analysis, failures
 
 
 def _breakdowns(

@@ -8,11 +8,17 @@ This replaces ``**kwargs`` sinks, whose typos silently change nothing.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from xaibench.errors import InvalidOptionsError
+
+#: Largest seed: NumPy's legacy ``np.random.seed`` takes 32-bit seeds, and every run seeds it.
+MAX_SEED = 2**32 - 1
+
+#: A seed every generator of a run accepts (Python, NumPy, torch): 0 to :data:`MAX_SEED`.
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class Component(BaseModel):
@@ -25,7 +31,11 @@ class Component(BaseModel):
             results and leaderboards never mix versions silently.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    # allow_inf_nan=False: an option of inf or NaN (`.inf` in YAML) is refused up front instead
+    # of failing a cell, or silently giving NaN scores, hours later.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False
+    )
 
     display_name: ClassVar[str] = ""
     citation: ClassVar[str] = ""

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from xaibench.component import Seed
 from xaibench.errors import InvalidOptionsError, XaibenchError
 from xaibench.strategies.base import TrainSettings
 
@@ -64,10 +65,10 @@ class ComponentRef(BaseModel):
 class SplitSettings(BaseModel):
     """Patient-level split of the dataset."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    seed: int = 0
+    seed: Seed = 0
 
     @field_validator("fractions")
     @classmethod
@@ -87,7 +88,7 @@ class SplitSettings(BaseModel):
 class SanitySettings(BaseModel):
     """Saliency sanity checks run in every cell (see :mod:`xaibench.sanity`)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     images: int = Field(
         8, ge=0, le=1024, description="Test images the checks run on per cell and method (0: off)."
@@ -104,7 +105,7 @@ class SanitySettings(BaseModel):
 class AnalysisSettings(BaseModel):
     """Cross-cell analyses (see :mod:`xaibench.analysis`)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     drift_grid: int = Field(
         32,
@@ -112,19 +113,21 @@ class AnalysisSettings(BaseModel):
         le=256,
         description="Keep maps on this grid for explanation drift between strategies (0: off).",
     )
-    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for the drift CIs.")
+    bootstrap: int = Field(
+        1000, ge=0, le=100_000, description="Bootstrap resamples for the drift CIs."
+    )
 
 
 class RunConfig(BaseModel):
     """Everything that determines a run's numbers (recorded, hashed, in every results file)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     task: str
     dataset: ComponentRef
     backbones: list[ComponentRef] = Field(min_length=1)
     strategies: list[ComponentRef] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     saliency: list[ComponentRef] = Field(default_factory=list)
     perturbations: list[ComponentRef] = Field(default_factory=list)
     metrics: list[ComponentRef] = Field(min_length=1)
@@ -138,7 +141,10 @@ class RunConfig(BaseModel):
         "positive", description="Which class the maps explain: the task's positive class."
     )
     max_explain_images: int | None = Field(
-        None, ge=1, description="Explain at most this many test images (all by default)."
+        None,
+        ge=1,
+        le=10_000_000,
+        description="Explain at most this many test images (all by default).",
     )
     gallery_images: int = Field(
         4,

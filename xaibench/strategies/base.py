@@ -25,12 +25,16 @@ class TrainSettings(BaseModel):
     reported model.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    epochs: int = Field(10, ge=1, description="Maximum passes over the training split.")
-    batch_size: int = Field(32, ge=1, description="Training batch size (per step).")
-    accumulate: int = Field(1, ge=1, description="Batches per optimiser step (accumulation).")
-    eval_batch_size: int = Field(64, ge=1, description="Batch size for inference and saliency.")
+    epochs: int = Field(10, ge=1, le=100_000, description="Maximum passes over the training split.")
+    batch_size: int = Field(32, ge=1, le=65_536, description="Training batch size (per step).")
+    accumulate: int = Field(
+        1, ge=1, le=65_536, description="Batches per optimiser step (accumulation)."
+    )
+    eval_batch_size: int = Field(
+        64, ge=1, le=65_536, description="Batch size for inference and saliency."
+    )
     lr: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW, cosine decay).")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up, in epochs.")
