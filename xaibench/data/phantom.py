@@ -67,6 +67,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 from scipy import ndimage, special
 
 from xaibench.cache import content_key, default_cache_dir
+from xaibench.component import Seed
 from xaibench.data.base import Dataset, Sample
 from xaibench.data.phantom_anatomy import (
     BONE_GROUPS,
@@ -139,6 +140,9 @@ MARKER_BOX_CM: tuple[float, float, float, float] = (14.6, -20.0, 5.4, 2.75)  # x
 #: Side of the (square) lead marker, cm: big enough to keep its contrast at 64 px, where the
 #: detector blur spreads a smaller one over air.
 MARKER_SIDE_CM: float = 1.8
+
+#: Most images a phantom may have: its cohort table is drawn for every image up front.
+MAX_PHANTOM_IMAGES = 1_000_000
 
 # Random-stream tags: each stream is ``default_rng([seed, patient, (visit,) tag])``.
 _STREAM_COHORT = 0
@@ -470,11 +474,12 @@ class PhantomDataset(Dataset):
     #: Whether generated chunks are cached on disk (tests and benchmarks may switch it off).
     disk_cache: ClassVar[bool] = True
 
-    n_images: int = Field(1000, ge=1)
-    """Number of images (rows); patients are drawn until this many images exist."""
+    n_images: int = Field(1000, ge=1, le=MAX_PHANTOM_IMAGES)
+    """Number of images (rows); patients are drawn until this many images exist (at most
+    1,000,000: the cohort table and the split arrays are built for every image up front)."""
     image_size: int = Field(128, ge=32, le=1024)
     """Side of the square images in pixels (the 40 cm field is the same at every size)."""
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
     """Seed of every random stream; the same seed and options give identical samples."""
     class_shares: tuple[float, float, float] = STUDY_CLASS_SHARES
     """Probability of normal, osteopenia and osteoporosis per patient (default: the study's
