@@ -235,6 +235,11 @@ def test_an_outside_file_is_never_opened(layout, monkeypatch):
     (Resolving a path looks at its components' metadata, as symlinks must be followed; what the
     user is told is the same whether the file exists or not.)
     """
+    import os
+    import sys
+
+    from xaibench.data import files as files_module
+
     data, outside = layout
     rows = [image_row("../does-not-exist.png", "A"), image_row("../outside.png", "B")]
     path = write_manifest(data, [*rows, *clean_rows(data)])
@@ -247,6 +252,16 @@ def test_an_outside_file_is_never_opened(layout, monkeypatch):
             return __original(self, *args, **kwargs)
 
         monkeypatch.setattr(Path, name, spy)
+    for name in ("stat", "open"):  # how xaibench.data.files tests and opens files
+        original = getattr(os, name)
+
+        def os_spy(target, *args, __original=original, **kwargs):
+            # Only xaibench's own calls: Path.resolve stats what it resolved, internally.
+            if sys._getframe(1).f_code.co_filename == files_module.__file__:
+                touched.append(Path(os.fsdecode(target)))
+            return __original(target, *args, **kwargs)
+
+        monkeypatch.setattr(os, name, os_spy)
     problems = check_manifest(path)
     monkeypatch.undo()
     assert [p.row for p in problems] == [1, 2]
@@ -279,14 +294,14 @@ def test_backslashes_and_home_are_no_way_out(layout, monkeypatch):
     assert f"(to {outside.parent.resolve() / 'elsewhere.png'})" in problems[1].message
 
 
-def test_a_symlink_loop_counts_as_outside(tmp_path: Path):
+def test_a_symlink_loop_is_a_problem_named_as_such(tmp_path: Path):
     data = tmp_path / "data"
     data.mkdir()
     (data / "x.png").symlink_to(data / "y.png")
     (data / "y.png").symlink_to(data / "x.png")
     problems = check_manifest(write_manifest(data, [image_row("x.png", "A"), *clean_rows(data)]))
     assert [(p.row, p.column) for p in problems] == [(1, "image")]
-    assert "--allow-outside-paths" in problems[0].message
+    assert problems[0].message == f"path 'x.png' is a symlink loop (at {data / 'x.png'})"
 
 
 def test_data_check_command_reports_outside_paths(layout):

@@ -7,15 +7,18 @@ A manifest is a CSV with one row per image (the format is documented in ``docs/d
 
 Checking is split in two because reading 20,000 radiographs takes minutes:
 
-* :func:`read_manifest` does the **cheap** checks — the CSV parses, required columns exist, every
-  path stays inside the manifest's folder, every file exists, labels and T-scores are valid, no
-  image is listed twice, splits are valid and keep each patient in one split, every class has
-  images. :class:`~xaibench.data.manifest.
-  ManifestDataset` runs it on construction and refuses to load on any problem.
-* :func:`check_manifest` adds the **decode** checks — every image and mask is read: corrupt files,
-  colour or multi-frame images, compressed DICOM without a decoder, masks of another size than
-  their image. ``xaibench data check`` runs it; a run meets the same problems one at a time while
-  loading images (still before any training).
+* :func:`read_manifest` does the **cheap** checks — the CSV parses (strictly, see
+  :mod:`xaibench.data.csvtext`), required columns exist, every path stays inside the manifest's
+  folder and names a regular file with one link, labels and T-scores are valid, no image is
+  listed twice (by file identity), splits are valid and keep each patient in one split, every
+  class has images. :class:`~xaibench.data.manifest.ManifestDataset` runs it on construction
+  and refuses to load on any problem.
+* :func:`check_manifest` adds the **decode** checks — every image and mask is read: empty,
+  corrupt or truncated files, images over the pixel budget (refused from the header, before
+  decoding), colour or multi-frame images, compressed DICOM without a decoder, masks of another
+  size than their image, masks that are empty or cover (almost) the whole image.
+  ``xaibench data check`` runs it; a run meets the decoding problems one at a time while loading
+  images (still before any training).
 
 Both collect every problem instead of stopping at the first, each with its 1-based CSV data row
 (the first line after the header is row 1) and column, so a user fixes a file in one pass.
@@ -28,14 +31,19 @@ the data folder) would make xaibench open arbitrary files of whoever runs it, an
 messages ("not a readable image: ...", "file not found: ...") into a probe of that user's disk.
 Paths outside are reported as problems and never opened, not even to test that they exist.
 ``allow_outside_paths`` (``--allow-outside-paths`` on the command line) lifts the rule for a
-manifest the user wrote themselves over a shared image store.
+manifest the user wrote themselves over a shared image store. :mod:`xaibench.data.files` has the
+rules for what a path may be (regular file, one hard link) and how a file is read (opened once,
+checked on its descriptor).
+
+**Messages** are one line each and free of control characters (:func:`format_problem` escapes
+them), so a crafted cell cannot rewrite the terminal or forge lines of the report.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +51,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xaibench.data.images import ImageReadError, decode_image, decode_mask
+from xaibench.data.csvtext import parse_csv
+from xaibench.data.files import (
+    Containment,
+    FileRefusedError,
+    read_plain_file,
+    resolve_cell,
+)
+from xaibench.data.files import (
+    outside_folder as outside_folder,  # re-exported: the public containment rule
+)
+from xaibench.data.images import DEFAULT_MAX_PIXELS, ImageReadError, decode_image, decode_mask
 from xaibench.data.splits import SPLITS
 from xaibench.data.who import WHO_CLASSES, who_class
 from xaibench.progress import NullProgress, Progress
@@ -80,6 +98,16 @@ BONE_PARTS: tuple[str, ...] = (
 )
 #: A T-score beyond this magnitude is almost certainly another quantity (BMD, age, Z-score x10).
 T_SCORE_LIMIT = 10.0
+#: A mask covering at least this share of its image is flagged: nearly every such mask is an
+#: export error (inverted polarity, background saved as the region), and perturbing it perturbs
+#: the whole image, so its Δ says nothing about the region. Real regions stay far below: the
+#: lungs cover about a third of a chest radiograph, the union of bones about a quarter.
+FULL_MASK_FRACTION = 0.99
+#: A plain decimal number: digits, an optional point and exponent; ASCII only, so no ``1_0``
+#: (Python's ``float`` reads it as 10), no ``0x10``, no Arabic-Indic or full-width digits.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+#: Spellings of a non-finite float, reported as such rather than as "not a number".
+_NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 
 _REGION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -101,13 +129,42 @@ class Problem:
 
 
 def format_problem(problem: Problem) -> str:
-    """One line for ``problem``: ``row 3 (image): file not found: ...``."""
+    """One line for ``problem``: ``row 3 (image): file not found: ...``.
+
+    Control and format characters (newlines, escape sequences, bidirectional overrides) are
+    written as escapes: messages quote the user's cells and file names.
+    """
     if problem.row is not None:
         where = f"row {problem.row}" + (f" ({problem.column})" if problem.column else "")
-        return f"{where}: {problem.message}"
+        return printable(f"{where}: {problem.message}")
     if problem.column is not None:
-        return f"column {problem.column}: {problem.message}"
-    return problem.message
+        return printable(f"column {problem.column}: {problem.message}")
+    return printable(problem.message)
+
+
+def printable(text: str) -> str:
+    """``text`` with every control, format, surrogate or separator character escaped."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch
+        if ch.isprintable() or ch == " "
+        else ascii(ch)[1:-1]
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
+        else ch
+        for ch in text
+    )
+
+
+def parse_decimal(text: str) -> float | None:
+    """The value of a plain decimal number (``-2.5``, ``+1``, ``.5``, ``-2.5e0``), else None.
+
+    Stricter than :func:`float`, which also reads ``1_0`` (as 10), ``nan``, ``inf`` and digits
+    of any script: a T-score cell that is not written as a plain number is a problem to show,
+    not a value to guess. Surrounding spaces are ignored.
+    """
+    text = text.strip()
+    return float(text) if _DECIMAL.fullmatch(text) else None
 
 
 def format_problems(problems: Sequence[Problem], limit: int | None = 20) -> str:
@@ -136,9 +193,8 @@ def parse_label(value: object, class_names: Sequence[str] = WHO_CLASSES) -> int 
     lowered = [name.lower() for name in class_names]
     if text.lower() in lowered:
         return lowered.index(text.lower())
-    try:
-        number = float(text)
-    except ValueError:
+    number = parse_decimal(text)
+    if number is None:
         return None
     if number.is_integer() and 0 <= number < len(class_names):
         return int(number)
@@ -256,22 +312,16 @@ def read_manifest(
         The parsed manifest (None when the file or its required columns are unusable) and the
         problems found; the manifest is only fit to load when the list is empty.
     """
-    csv = Path(path).expanduser()
+    csv = _expand(Path(path))
     problems: list[Problem] = []
-    if not csv.is_file():
-        return None, [Problem(None, None, f"manifest not found: {csv}")]
-    raw = csv.read_bytes()
     try:
-        frame = pd.read_csv(
-            csv,
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            skipinitialspace=True,
-            encoding="utf-8-sig",
-        )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        return None, [Problem(None, None, f"cannot parse {csv} as CSV: {exc}")]
+        raw = read_plain_file(csv, what="manifest")
+    except FileRefusedError as exc:
+        return None, [Problem(None, None, str(exc))]
+    text = parse_csv(raw)
+    if text.fatal:
+        return None, [Problem(*finding) for finding in text.findings]
+    frame = pd.DataFrame(text.rows, columns=pd.Index(text.header, dtype=object), dtype=str)
     original = [str(c) for c in frame.columns]
     columns = [c.strip().lower() for c in original]
     if len(columns) == 1 and any(sep in original[0] for sep in (";", "\t")):
@@ -311,43 +361,42 @@ def read_manifest(
             )
     if problems:
         return None, problems
+    # Rows the parser found wrong (not UTF-8, too many values); the row checks go on.
+    problems.extend(Problem(*finding) for finding in text.findings)
 
     root = csv.resolve().parent
-    contained = _Containment(root)
+    files = Containment(root, allow_outside_paths=allow_outside_paths)
     n = len(frame)
-    images = tuple(_resolve(root, v) for v in frame["image"])
-    first_row: dict[Path, int] = {}
+    images = tuple(resolve_cell(root, v) for v in frame["image"])
+    first_row: dict[object, int] = {}
     for i, (cell, image) in enumerate(zip(frame["image"], images, strict=True)):
         row = i + 1
         if not cell:
             problems.append(Problem(row, "image", "empty image path"))
             continue
-        escape = None if allow_outside_paths else contained.problem(row, "image", cell)
-        if escape is not None:
-            problems.append(escape)
-        elif not image.is_file():
-            problems.append(Problem(row, "image", f"file not found: {image}"))
-        if image in first_row:
+        problem = files.problem(cell)
+        if problem is not None:
+            problems.append(Problem(row, "image", problem))
+        # Duplicates by file identity, so a symlink or another spelling of a file counts.
+        key = (files.identity(cell) if problem is None else None) or image
+        if key in first_row:
             problems.append(
-                Problem(row, "image", f"same image file as row {first_row[image]} (listed twice)")
+                Problem(row, "image", f"same image file as row {first_row[key]} (listed twice)")
             )
         else:
-            first_row[image] = row
+            first_row[key] = row
     for i, pid in enumerate(frame["patient_id"]):
         if not pid:
             problems.append(Problem(i + 1, "patient_id", "empty patient_id"))
 
     masks: dict[str, tuple[Path | None, ...]] = {}
     for column in mask_columns:
-        paths = tuple(_resolve(root, v) if v else None for v in frame[column])
-        for i, (cell, mask) in enumerate(zip(frame[column], paths, strict=True)):
-            if mask is None:
-                continue
-            escape = None if allow_outside_paths else contained.problem(i + 1, column, cell)
-            if escape is not None:
-                problems.append(escape)
-            elif not mask.is_file():
-                problems.append(Problem(i + 1, column, f"file not found: {mask}"))
+        paths = tuple(resolve_cell(root, v) if v else None for v in frame[column])
+        for i, cell in enumerate(frame[column]):
+            if cell:
+                problem = files.problem(cell)
+                if problem is not None:
+                    problems.append(Problem(i + 1, column, problem))
         masks[column[len(MASK_PREFIX) :]] = paths
 
     t_score, label, classes = _classes(frame, class_names, problems)
@@ -386,92 +435,21 @@ def read_manifest(
     )
 
 
-def _resolve(root: Path, cell: str) -> Path:
-    """Absolute path of a cell, relative to the manifest's folder; backslashes read as ``/``."""
-    path = Path(cell.replace("\\", "/")).expanduser()
-    return Path(os.path.normpath(path if path.is_absolute() else root / path))
-
-
-def outside_folder(root: Path, path: Path) -> Path | None:
-    """Where ``path`` really leads, if that is outside the folder ``root``; else None.
-
-    Both are resolved first (``..`` collapsed, every symlink followed, also for files that do
-    not exist), so ``a/../../x``, an absolute path elsewhere, and a symlink inside ``root`` that
-    points out of it all count as outside, while ``a/../b.png`` and a symlink to another file
-    inside ``root`` do not. ``root`` itself is resolved too, so a manifest folder reached through
-    a symlink is no obstacle.
-
-    Args:
-        root: The manifest's folder.
-        path: An image or mask path, absolute or relative to ``root``.
-
-    Returns:
-        The resolved path when it lies outside ``root`` (for the message), else None. A path
-        that cannot be resolved (a symlink loop) is returned as given: containment cannot be
-        shown, so it counts as outside.
-    """
+def _expand(path: Path) -> Path:
+    """``path`` with ``~`` expanded where it can be (an unknown user leaves it as written)."""
     try:
-        target = (root / path).resolve()
-    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
-        return root / path
-    return None if target.is_relative_to(root.resolve()) else target
-
-
-class _Containment:
-    """:func:`outside_folder` for many paths under one resolved ``root``.
-
-    Resolving follows every component of a path, which for 20,000 rows of deep paths costs
-    seconds; most rows share their folders, so each folder is resolved once and only the file
-    name itself is looked at per row (followed when it is a symlink). Meant for one pass over
-    a manifest: a folder swapped for a symlink afterwards is caught by the re-check before each
-    file is read (:class:`~xaibench.data.manifest.ManifestDataset`).
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._folders: dict[Path, Path] = {}
-
-    def outside(self, path: Path) -> Path | None:
-        """The resolved ``path`` when outside :attr:`root`, else None.
-
-        ``path`` comes from :func:`_resolve`: absolute and normalised (no ``..``); anything else
-        takes the plain :func:`outside_folder`.
-        """
-        if not path.is_absolute() or ".." in path.parts:
-            return outside_folder(self.root, path)
-        try:
-            folder = self._folders.get(path.parent)
-            if folder is None:
-                folder = self._folders[path.parent] = path.parent.resolve()
-            target = folder / path.name
-            if target.is_symlink():
-                target = target.resolve()
-        except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
-            return path
-        return None if target.is_relative_to(self.root) else target
-
-    def problem(self, row: int, column: str, cell: str) -> Problem | None:
-        """The problem of ``cell`` when its path leaves :attr:`root` (:func:`outside_problem`)."""
-        path = _resolve(self.root, cell)
-        target = self.outside(path)
-        if target is None:
-            return None
-        via = "through a symlink " if path.is_relative_to(self.root) else ""
-        return Problem(
-            row,
-            column,
-            f"path {cell!r} leads {via}outside the manifest's folder {self.root} (to {target}); "
-            f"move the file into {self.root} and give its path relative to the manifest, "
-            "or pass --allow-outside-paths (dataset option allow_outside_paths: true) "
-            "if you trust this manifest",
-        )
+        return path.expanduser()
+    except RuntimeError:
+        return path
 
 
 def outside_problem(root: Path, row: int, column: str, cell: str) -> Problem | None:
-    """The problem of a manifest cell whose path leaves the manifest's folder ``root``, or None.
+    """The problem of a manifest cell whose file must not be read, or None.
 
-    The message quotes the cell as written (so the user finds it in their CSV), says where it
-    leads and whether a symlink took it there, and gives both fixes.
+    A path that leaves the manifest's folder ``root`` (the message quotes the cell as written, so
+    the user finds it in their CSV, says where it leads and whether a symlink took it there, and
+    gives both fixes), a symlink loop, a missing or special file, or one with several hard links
+    (:meth:`~xaibench.data.files.Containment.problem`).
 
     Args:
         root: The manifest's folder.
@@ -479,7 +457,8 @@ def outside_problem(root: Path, row: int, column: str, cell: str) -> Problem | N
         column: ``image`` or ``mask_<region>``.
         cell: The cell's text.
     """
-    return _Containment(root.resolve()).problem(row, column, cell)
+    problem = Containment(root).problem(cell, cached=False)
+    return None if problem is None else Problem(row, column, problem)
 
 
 def _typed(column: pd.Series) -> pd.Series:
@@ -505,12 +484,12 @@ def _classes(
         for i, cell in enumerate(frame["t_score"]):
             if not cell:
                 continue
-            try:
-                value = float(cell)
-            except ValueError:
-                problems.append(Problem(i + 1, "t_score", f"not a number: {cell!r}"))
+            value = parse_decimal(cell)
+            if value is None:
+                finite = "a finite" if _NON_FINITE.fullmatch(cell) else "a"
+                problems.append(Problem(i + 1, "t_score", f"not {finite} number: {cell!r}"))
                 continue
-            if not np.isfinite(value):
+            if not np.isfinite(value):  # 1e999
                 problems.append(Problem(i + 1, "t_score", f"not a finite number: {cell!r}"))
             elif abs(value) > T_SCORE_LIMIT:
                 problems.append(
@@ -575,20 +554,30 @@ def check_manifest(
     class_names: Sequence[str] = WHO_CLASSES,
     progress: Progress | None = None,
     allow_outside_paths: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[Problem]:
     """Check a manifest completely: the cheap checks, then (``decode``) every image and mask.
 
-    Decoding finds corrupt or truncated files, colour images with no grey meaning, multi-frame
-    or compressed DICOM that cannot be decoded, and masks of another size than their image.
-    A file whose path leaves the manifest's folder is reported and never decoded.
+    Decoding finds empty, corrupt or truncated files, images over the pixel budget (from their
+    header, before decoding), colour images with no grey meaning, multi-frame or compressed DICOM
+    that cannot be decoded, masks of another size than their image, and masks that are empty or
+    cover at least :data:`FULL_MASK_FRACTION` of their image. A file whose path leaves the
+    manifest's folder is reported and never opened.
+
+    Empty and (almost) full masks are problems, not warnings: a mask file that marks nothing is
+    an export error (an image without the region is written as an empty cell), and one that marks
+    everything is almost always inverted; either would make a region's scores meaningless, and
+    the fix is one edit of the CSV or the mask.
 
     Args:
         path: The CSV file.
         decode: Also read every image and mask (slow for large cohorts, but complete).
         class_names: Classes in label order.
         progress: Shows progress over the rows while decoding.
-        allow_outside_paths: Accept paths outside the manifest's folder (``xaibench data check
-            --allow-outside-paths``); see :func:`read_manifest`.
+        allow_outside_paths: Accept paths outside the manifest's folder and multiply-linked
+            files (``xaibench data check --allow-outside-paths``); see :func:`read_manifest`.
+        max_pixels: The pixel budget of one image or mask (``--max-pixels``); see
+            :data:`~xaibench.data.images.DEFAULT_MAX_PIXELS`.
 
     Returns:
         Every problem found, whole-file problems first, then by row; empty when the manifest
@@ -598,6 +587,7 @@ def check_manifest(
     if rows is None or not decode:
         return problems
     progress = progress or NullProgress()
+    files = Containment(rows.path.parent, allow_outside_paths=allow_outside_paths)
     broken = {(p.row, p.column) for p in problems}
     decoded: list[Problem] = []
     for i in progress.track(range(len(rows)), total=len(rows), description="checking images"):
@@ -606,8 +596,9 @@ def check_manifest(
         if (row, "image") not in broken:
             image_path = rows.images[i]
             try:
-                shape = decode_image(image_path.read_bytes(), str(image_path)).shape
-            except (ImageReadError, OSError) as exc:
+                data = files.read(str(rows.frame["image"].iat[i]))
+                shape = decode_image(data, str(image_path), max_pixels=max_pixels).shape
+            except (ImageReadError, FileRefusedError) as exc:
                 decoded.append(Problem(row, "image", str(exc)))
         for region, paths in rows.masks.items():
             column = MASK_PREFIX + region
@@ -615,8 +606,9 @@ def check_manifest(
             if mask_path is None or (row, column) in broken:
                 continue
             try:
-                mask = decode_mask(mask_path.read_bytes(), str(mask_path))
-            except (ImageReadError, OSError) as exc:
+                data = files.read(str(rows.frame[column].iat[i]))
+                mask = decode_mask(data, str(mask_path), max_pixels=max_pixels)
+            except (ImageReadError, FileRefusedError) as exc:
                 decoded.append(Problem(row, column, str(exc)))
                 continue
             if shape is not None and mask.shape != shape:
@@ -628,6 +620,28 @@ def check_manifest(
                         f"{shape[0]}x{shape[1]}; masks must be on the image's pixel grid",
                     )
                 )
+                continue
+            coverage = _coverage_problem(mask, str(mask_path), region)
+            if coverage is not None:
+                decoded.append(Problem(row, column, coverage))
     merged = problems + decoded
     merged.sort(key=lambda p: (p.row is not None, p.row or 0))
     return merged
+
+
+def _coverage_problem(mask: np.ndarray, name: str, region: str) -> str | None:
+    """Why a mask is unusable as a region: empty, or covering almost all of its image."""
+    inside = int(np.count_nonzero(mask))
+    if inside == 0:
+        return (
+            f"{name}: the mask is empty (no pixel inside); leave the cell empty if the image "
+            f"has no annotation of {region}"
+        )
+    share = inside / mask.size
+    if share >= FULL_MASK_FRACTION:
+        return (
+            f"{name}: the mask covers {100 * share:.1f}% of the image (at least "
+            f"{100 * FULL_MASK_FRACTION:g}% is flagged); is it inverted (region 0, background "
+            "non-zero)? Perturbing it would perturb the whole image"
+        )
+    return None

@@ -17,6 +17,16 @@ every mask a boolean ``[H, W]`` array. The rules (also in ``docs/data.md``):
   Multi-frame files, colour files and compressed transfer syntaxes without an installed decoder
   are refused with a message naming the file (and, for compression, the missing package).
 
+**Pixel budget.** A file is untrusted input: an all-black PNG of 13,375 x 13,375 pixels takes
+22 KB on disk and minutes and gigabytes to decode (a *decompression bomb*; Pillow only refuses
+above 179 megapixels). Every decoder reads the image's size from its header first — Pillow's
+lazy ``Image.open`` for PNG, JPEG and the rest, ``Rows x Columns x SamplesPerPixel x
+NumberOfFrames`` for DICOM — and refuses an image over ``max_pixels``
+(:data:`DEFAULT_MAX_PIXELS` unless the caller says otherwise) before any pixel is decoded.
+
+Any failure of a parser on a file's bytes becomes an :class:`ImageReadError` naming the file,
+never a traceback: a corrupt or hostile file is a problem of that file, like any other.
+
 Decoders take the file's bytes rather than a path, so the caller can hash the same bytes it
 decodes and read each file once.
 """
@@ -35,6 +45,16 @@ LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
 
 #: File name endings treated as DICOM even without the ``DICM`` preamble.
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".dic")
+
+#: Pixels an image may have (its header says) before it is refused without decoding.
+#:
+#: 50 megapixels admits every real radiograph with room to spare: chest radiographs are at most
+#: about 4,300 x 4,300 (18.5 MP), full-field mammograms at most about 4,800 x 6,000 (29 MP,
+#: 50 µm detectors), long-leg and full-spine stitches about 3,000 x 9,000 (27 MP). Decoding
+#: holds an image a few times over in 32- and 64-bit floats, so 50 MP caps one decode at well
+#: under 2 GB, where the issue's 179 MP bomb took 3.6 GB and 76 s. Raise it with ``xaibench
+#: data check --max-pixels`` and the ``manifest`` dataset option ``max_pixels``.
+DEFAULT_MAX_PIXELS = 50_000_000
 
 #: Pillow modes that hold 16-bit unsigned grey values.
 _MODES_16BIT = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -55,26 +75,31 @@ def is_dicom(data: bytes, name: str = "") -> bool:
     return data[128:132] == b"DICM" or name.lower().endswith(DICOM_SUFFIXES)
 
 
-def decode_image(data: bytes, name: str) -> np.ndarray:
+def decode_image(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode an image file's bytes to raw grey intensities.
 
     Args:
         data: The file's bytes.
         name: How to name the file in errors (its path).
+        max_pixels: The pixel budget: an image whose header declares more pixels (all frames
+            and samples of a DICOM counted) is refused before decoding.
 
     Returns:
         A float32 ``[H, W]`` array in [0, 1], bone bright.
 
     Raises:
-        ImageReadError: Unreadable or corrupt data, several frames, a pixel format with no grey
-            meaning, or a compressed DICOM without a decoder; the message names ``name``.
+        ImageReadError: An empty file, unreadable or corrupt data, an image over the pixel
+            budget, several frames, a pixel format with no grey meaning, or a compressed DICOM
+            without a decoder; the message names ``name``.
     """
+    if not data:
+        raise ImageReadError(f"{name}: empty file (0 bytes)")
     if is_dicom(data, name):
-        return _decode_dicom(data, name)
-    return _decode_pillow_image(data, name)
+        return _decode_dicom(data, name, max_pixels)
+    return _decode_pillow_image(data, name, max_pixels)
 
 
-def decode_mask(data: bytes, name: str) -> np.ndarray:
+def decode_mask(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a mask file's bytes: any non-zero pixel is inside the region.
 
     Colour masks count a pixel as inside when any colour channel is non-zero (alpha is ignored);
@@ -83,15 +108,20 @@ def decode_mask(data: bytes, name: str) -> np.ndarray:
     Args:
         data: The file's bytes (PNG recommended; JPEG's lossy noise would leak into the mask).
         name: How to name the file in errors (its path).
+        max_pixels: The pixel budget (see :func:`decode_image`).
 
     Returns:
         A bool ``[H, W]`` array.
 
     Raises:
-        ImageReadError: Unreadable or corrupt data, or several frames; the message names ``name``.
+        ImageReadError: An empty file, unreadable or corrupt data, an image over the pixel
+            budget, or several frames; the message names ``name``.
     """
-    image = _open_pillow(data, name)
-    array = np.asarray(image)
+    image = _open_pillow(data, name, max_pixels)
+    try:
+        array = np.asarray(image)
+    except Exception as exc:  # a parser's failure on hostile bytes: the file's problem
+        raise ImageReadError(f"{name}: not a readable image ({_reason(exc)})") from None
     if image.mode in ("LA", "PA", "RGBA", "La", "RGBa"):
         array = array[..., :-1]
     if array.ndim == 3:
@@ -129,33 +159,93 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _open_pillow(data: bytes, name: str) -> Any:
-    """Open and fully decode ``data`` with Pillow; one frame only; EXIF orientation applied."""
+def check_budget(
+    name: str, rows: int, columns: int, max_pixels: int, *, frames: int = 1, samples: int = 1
+) -> None:
+    """Refuse an image whose header declares more than ``max_pixels`` pixels.
+
+    Args:
+        name: The file, for the message.
+        rows: Image height, from the header.
+        columns: Image width, from the header.
+        max_pixels: The budget.
+        frames: Frames in the file (DICOM ``NumberOfFrames``).
+        samples: Values per pixel (DICOM ``SamplesPerPixel``).
+
+    Raises:
+        ImageReadError: Over budget; the message names the file, its size, the budget and the
+            options that raise it.
+    """
+    total = rows * columns * max(frames, 1) * max(samples, 1)
+    if total <= max_pixels:
+        return
+    size = f"{rows}x{columns} pixels"
+    size += f" x {frames} frames" if frames > 1 else ""
+    size += f" x {samples} samples" if samples > 1 else ""
+    raise ImageReadError(
+        f"{name}: {size} ({total:,}) exceed the pixel budget of {max_pixels:,}, a guard against "
+        "decompression bombs; if the file is genuine, raise it with --max-pixels (dataset "
+        "option max_pixels)"
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    """A parser's error, one line and short, for a message (never an object's repr)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _open_pillow(data: bytes, name: str, max_pixels: int) -> Any:
+    """Open ``data`` with Pillow, check its size, then decode; one frame; EXIF orientation.
+
+    ``Image.open`` reads the header only, so the pixel budget is checked before any decoding.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    if not data:
+        raise ImageReadError(f"{name}: empty file (0 bytes)")
     image: Image.Image
     try:
         image = Image.open(io.BytesIO(data))
-        frames = int(getattr(image, "n_frames", 1))
-        if frames > 1:
-            raise ImageReadError(
-                f"{name}: holds {frames} frames; give one image per file"
-            ) from None
+    except UnidentifiedImageError:
+        raise ImageReadError(
+            f"{name}: not a recognised image file (neither a format Pillow reads, such as PNG "
+            "or JPEG, nor DICOM)"
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Above Pillow's own limit (179 MP), or above its warning limit where warnings are errors.
+        raise ImageReadError(
+            f"{name}: {_reason(exc)}; refused as a possible decompression bomb"
+        ) from None
+    except Exception as exc:  # a parser's failure on hostile bytes: the file's problem
+        raise ImageReadError(f"{name}: not a readable image ({_reason(exc)})") from None
+    width, height = image.size
+    check_budget(name, height, width, max_pixels)
+    try:
+        if getattr(image, "is_animated", False):
+            frames = int(getattr(image, "n_frames", 2))
+            raise ImageReadError(f"{name}: holds {frames} frames; give one image per file")
         image.load()
+        if image.getexif().get(0x0112, 1) != 1:  # EXIF orientation tag, 1 = as stored
+            image = ImageOps.exif_transpose(image)
     except ImageReadError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        # SyntaxError is how some Pillow plugins report a malformed header.
-        raise ImageReadError(f"{name}: not a readable image ({exc})") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"{name}: {exc}") from None
-    if image.getexif().get(0x0112, 1) != 1:  # EXIF orientation tag, 1 = as stored
-        image = ImageOps.exif_transpose(image)
+    except Exception as exc:  # truncated data, bad chunks, a decoder's error
+        raise ImageReadError(f"{name}: not a readable image ({_reason(exc)})") from None
     return image
 
 
-def _decode_pillow_image(data: bytes, name: str) -> np.ndarray:
-    image = _open_pillow(data, name)
+def _decode_pillow_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    image = _open_pillow(data, name, max_pixels)
+    try:
+        return _pillow_grey(image, name)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # a parser's failure on hostile bytes: the file's problem
+        raise ImageReadError(f"{name}: not a readable image ({_reason(exc)})") from None
+
+
+def _pillow_grey(image: Any, name: str) -> np.ndarray:
     mode = image.mode
     if mode == "1":
         return np.asarray(image, dtype=np.float32)
@@ -207,31 +297,52 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 
 def _read_dicom(data: bytes, name: str) -> Any:
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except (InvalidDicomError, OSError, ValueError, KeyError, EOFError) as exc:
-        raise ImageReadError(f"{name}: not a readable DICOM file ({exc})") from None
-    if "Rows" not in ds or "Columns" not in ds:
-        raise ImageReadError(f"{name}: DICOM file has no image (no Rows/Columns)")
-    meta = getattr(ds, "file_meta", None)
-    if meta is None or "TransferSyntaxUID" not in meta:
-        # Raw DICOM without file meta (some exporters): its encoding is what pydicom read.
-        from pydicom.dataset import FileMetaDataset
-        from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    except Exception as exc:  # a parser's failure on hostile bytes: the file's problem
+        raise ImageReadError(f"{name}: not a readable DICOM file ({_reason(exc)})") from None
+    try:
+        if "Rows" not in ds or "Columns" not in ds:
+            raise ImageReadError(f"{name}: DICOM file has no image (no Rows/Columns)")
+        meta = getattr(ds, "file_meta", None)
+        if meta is None or "TransferSyntaxUID" not in meta:
+            # Raw DICOM without file meta (some exporters): its encoding is what pydicom read.
+            from pydicom.dataset import FileMetaDataset
+            from pydicom.uid import (
+                ExplicitVRBigEndian,
+                ExplicitVRLittleEndian,
+                ImplicitVRLittleEndian,
+            )
 
-        implicit, little = ds.original_encoding
-        meta = meta if meta is not None else FileMetaDataset()
-        meta.TransferSyntaxUID = (
-            ImplicitVRLittleEndian
-            if implicit
-            else ExplicitVRLittleEndian
-            if little
-            else ExplicitVRBigEndian
-        )
-        ds.file_meta = meta
+            implicit, little = ds.original_encoding
+            meta = meta if meta is not None else FileMetaDataset()
+            meta.TransferSyntaxUID = (
+                ImplicitVRLittleEndian
+                if implicit
+                else ExplicitVRLittleEndian
+                if little
+                else ExplicitVRBigEndian
+            )
+            ds.file_meta = meta
+    except ImageReadError:
+        raise
+    except Exception as exc:  # elements are parsed lazily: a bad one fails here
+        raise ImageReadError(f"{name}: invalid DICOM header ({_reason(exc)})") from None
     return ds
+
+
+def _dicom_budget(ds: Any, name: str, max_pixels: int) -> None:
+    """Refuse a DICOM whose header declares more pixels than the budget (all frames, samples)."""
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except Exception as exc:  # a value of the wrong type or multiplicity
+        raise ImageReadError(
+            f"{name}: invalid DICOM image size attributes ({_reason(exc)})"
+        ) from None
+    check_budget(name, rows, columns, max_pixels, frames=frames, samples=samples)
 
 
 def _dicom_problem(ds: Any, name: str) -> str | None:
@@ -270,17 +381,21 @@ def _dicom_problem(ds: Any, name: str) -> str | None:
     return None
 
 
-def _decode_dicom(data: bytes, name: str) -> np.ndarray:
+def _decode_dicom(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
 
     ds = _read_dicom(data, name)
-    problem = _dicom_problem(ds, name)
+    _dicom_budget(ds, name, max_pixels)
+    try:
+        problem = _dicom_problem(ds, name)
+    except Exception as exc:  # a value of the wrong type, an unknown transfer syntax
+        raise ImageReadError(f"{name}: invalid DICOM header ({_reason(exc)})") from None
     if problem is not None:
         raise ImageReadError(problem)
     try:
         stored = ds.pixel_array
     except Exception as exc:  # any decoder failure means a corrupt file
-        raise ImageReadError(f"{name}: cannot decode DICOM pixel data ({exc})") from None
+        raise ImageReadError(f"{name}: cannot decode DICOM pixel data ({_reason(exc)})") from None
     if stored.ndim != 2:
         raise ImageReadError(f"{name}: DICOM pixel data is {stored.shape}, not one grey image")
     try:
@@ -305,13 +420,18 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
         else:
             ends = apply_modality_lut(stored_range, ds)
             low, high = float(ends[0]), float(ends[1])
-    except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-        raise ImageReadError(f"{name}: invalid DICOM intensity attributes ({exc})") from None
+    except Exception as exc:  # a value of the wrong type or range in the header
+        raise ImageReadError(
+            f"{name}: invalid DICOM intensity attributes ({_reason(exc)})"
+        ) from None
     if not np.isfinite([low, high]).all() or low == high:
         raise ImageReadError(f"{name}: DICOM output range [{low}, {high}] is empty")
     values = np.asarray(values, dtype=np.float64)
-    if str(ds.PhotometricInterpretation).strip() == "MONOCHROME1":
-        scaled = (high - values) / (high - low)
-    else:
-        scaled = (values - low) / (high - low)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if str(ds.PhotometricInterpretation).strip() == "MONOCHROME1":
+            scaled = (high - values) / (high - low)
+        else:
+            scaled = (values - low) / (high - low)
+    if not np.isfinite(scaled).all():
+        raise ImageReadError(f"{name}: DICOM pixel values are not finite after rescaling")
     return np.clip(scaled, 0.0, 1.0).astype(np.float32)

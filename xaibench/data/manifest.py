@@ -28,10 +28,15 @@ Decisions, each also in the docs:
   Decoding problems appear while images load — before any training — and all at once with
   ``xaibench data check``.
 * **Containment.** Image and mask paths must resolve (``..`` and symlinks followed) inside the
-  CSV's folder unless ``allow_outside_paths`` is set, so a manifest from someone else cannot
-  make the benchmark read arbitrary files (:mod:`xaibench.data.check` explains the threat).
-  The rule is checked when the CSV is read and again right before each file is opened, so a
-  symlink swapped in between is refused too.
+  CSV's folder and name regular files with one hard link, unless ``allow_outside_paths`` is
+  set, so a manifest from someone else cannot make the benchmark read arbitrary files
+  (:mod:`xaibench.data.check` explains the threat). The rules are checked when the CSV is read
+  and again on each file's open descriptor, which is then what is read
+  (:meth:`xaibench.data.files.Containment.read`), so a symlink or hard link swapped in between
+  is refused too, and a FIFO is never waited on.
+* **Pixel budget.** An image or mask whose header declares more than ``max_pixels`` pixels is
+  refused before decoding (:data:`~xaibench.data.images.DEFAULT_MAX_PIXELS`, 50 megapixels):
+  a small file can hold a decompression bomb.
 * **Nothing from file headers.** Decoding keeps pixels only (for DICOM, the pixel data and the
   attributes that scale it); no header value — patient name, ids, dates, institution — is kept
   in a :class:`~xaibench.data.base.Sample` or in :meth:`ManifestDataset.table`, so none can
@@ -46,7 +51,6 @@ import hashlib
 import json
 import operator
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -58,10 +62,12 @@ from xaibench.data.check import (
     MASK_PREFIX,
     ManifestRows,
     format_problems,
-    outside_problem,
+    printable,
     read_manifest,
 )
+from xaibench.data.files import Containment, FileRefusedError
 from xaibench.data.images import (
+    DEFAULT_MAX_PIXELS,
     ImageReadError,
     decode_image,
     decode_mask,
@@ -104,8 +110,14 @@ class ManifestDataset(Dataset):
     """Accept image and mask paths that resolve (after ``..`` and symlinks) outside the CSV's
     folder. Off by default, so a manifest received from someone else cannot make the benchmark
     read arbitrary files of whoever runs it; turn it on for a manifest you wrote yourself over a
-    shared image store (``--allow-outside-paths``). It does not change the data, so it is not
-    part of the fingerprint."""
+    shared image store (``--allow-outside-paths``). It also accepts files with several hard
+    links. It does not change the data, so it is not part of the fingerprint."""
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+    """Largest image or mask, in pixels (for DICOM: rows x columns x samples x frames), read
+    from the file's header and refused before decoding: a guard against decompression bombs
+    (a 22 KB PNG can declare 179 megapixels). The default, 50 million, admits every chest
+    radiograph (at most 18.5 MP) and mammogram (at most about 29 MP). It refuses or admits
+    files but never changes one, so it is not part of the fingerprint."""
 
     _rows: ManifestRows | None = PrivateAttr(default=None)
     _key: tuple[object, ...] | None = PrivateAttr(default=None)
@@ -221,10 +233,10 @@ class ManifestDataset(Dataset):
             raise IndexError(f"manifest index {index} out of range for {len(rows)} rows")
         digest = hashlib.sha256()
         image_path = rows.images[i]
-        data = self._read(i, "image", image_path)
+        data = self._read(i, "image")
         digest.update(data)
         try:
-            image = decode_image(data, str(image_path))
+            image = decode_image(data, str(image_path), max_pixels=self.max_pixels)
         except ImageReadError as exc:
             raise self._row_error(i, "image", str(exc)) from None
         masks: dict[str, np.ndarray] = {}
@@ -235,10 +247,10 @@ class ManifestDataset(Dataset):
                 masks[region] = np.zeros(image.shape, dtype=bool)
                 continue
             column = MASK_PREFIX + region
-            data = self._read(i, column, mask_path)
+            data = self._read(i, column)
             digest.update(data)
             try:
-                mask = decode_mask(data, str(mask_path))
+                mask = decode_mask(data, str(mask_path), max_pixels=self.max_pixels)
             except ImageReadError as exc:
                 raise self._row_error(i, column, str(exc)) from None
             if mask.shape != image.shape:
@@ -287,26 +299,26 @@ class ManifestDataset(Dataset):
             out[name] = float(value) if isinstance(value, float | np.floating) else str(value)
         return out
 
-    def _read(self, i: int, column: str, path: Path) -> bytes:
-        """The bytes of row ``i``'s file in ``column``, re-checking containment just before.
+    def _read(self, i: int, column: str) -> bytes:
+        """The bytes of row ``i``'s file in ``column``, checked as it is read.
 
-        The CSV was checked when it was read, but a symlink may have been swapped in since.
+        The CSV was checked when it was read, but a symlink, hard link or FIFO may have been
+        swapped in since: :meth:`~xaibench.data.files.Containment.read` checks containment,
+        file type and links again, on the descriptor the bytes are then read from.
         """
-        if not self.allow_outside_paths:
-            rows = self._manifest()
-            cell = str(rows.frame[column].iat[i])
-            escape = outside_problem(rows.path.parent, i + 1, column, cell)
-            if escape is not None:
-                raise self._row_error(i, column, escape.message)
+        rows = self._manifest()
+        files = Containment(rows.path.parent, allow_outside_paths=self.allow_outside_paths)
         try:
-            return path.read_bytes()
-        except OSError as exc:
-            raise self._row_error(i, column, f"cannot read {path}: {exc.strerror or exc}") from None
+            return files.read(str(rows.frame[column].iat[i]))
+        except FileRefusedError as exc:
+            raise self._row_error(i, column, str(exc)) from None
 
     def _row_error(self, i: int, column: str, message: str) -> XaibenchError:
         return XaibenchError(
-            f"manifest {self.path}, row {i + 1} ({column}): {message} "
-            f"(run `xaibench data check {self.path}` to list every problem at once)"
+            printable(
+                f"manifest {self.path}, row {i + 1} ({column}): {message} "
+                f"(run `xaibench data check {self.path}` to list every problem at once)"
+            )
         )
 
     def fingerprint(self) -> str:
@@ -318,18 +330,20 @@ class ManifestDataset(Dataset):
         rows = self._manifest()
         for i in range(len(rows)):
             if i not in self._digests:
-                digest = hashlib.sha256(self._read(i, "image", rows.images[i]))
+                digest = hashlib.sha256(self._read(i, "image"))
                 for region, paths in rows.masks.items():
                     digest.update(b"\0" + region.encode() + b"\0")
                     mask_path = paths[i]
                     if mask_path is not None:
-                        digest.update(self._read(i, MASK_PREFIX + region, mask_path))
+                        digest.update(self._read(i, MASK_PREFIX + region))
                 self._digests[i] = digest.hexdigest()
         payload = {
             "class": type(self).__name__,
             "version": self.version,
             "options": {
-                k: v for k, v in self.options().items() if k not in ("path", "allow_outside_paths")
+                k: v
+                for k, v in self.options().items()
+                if k not in ("path", "allow_outside_paths", "max_pixels")
             },
             "csv": rows.csv_sha256,
             "files": [self._digests[i] for i in range(len(rows))],
