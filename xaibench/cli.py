@@ -180,15 +180,27 @@ def data() -> None:
 @click.option(
     "--allow-outside-paths",
     is_flag=True,
-    help="Accept paths that lead outside the manifest's folder (refused by default).",
+    help="Accept paths that lead outside the manifest's folder, and hard-linked files "
+    "(refused by default).",
 )
-def data_check(manifest: Path, quick: bool, allow_outside_paths: bool) -> int:
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Refuse an image or mask whose header declares more than N pixels, before decoding "
+    "(default 50,000,000; a guard against decompression bombs).",
+)
+def data_check(
+    manifest: Path, quick: bool, allow_outside_paths: bool, max_pixels: int | None
+) -> int:
     """Check MANIFEST (a CSV, see docs/data.md): list every problem with its row number.
 
     Every image and mask is decoded unless --quick. Exit status 0 when the manifest can run,
     1 when it has problems (all listed), 2 for a usage error.
     """
     from xaibench.data.check import check_manifest, format_problem
+    from xaibench.data.images import DEFAULT_MAX_PIXELS
     from xaibench.progress import RichProgress
 
     with RichProgress() as progress:
@@ -197,6 +209,7 @@ def data_check(manifest: Path, quick: bool, allow_outside_paths: bool) -> int:
             decode=not quick,
             progress=progress,
             allow_outside_paths=allow_outside_paths,
+            max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
         )
     if not problems:
         click.echo(f"{manifest}: no problems found")
