@@ -59,6 +59,20 @@ class RunOutcome:
         """Cells that raised."""
         return [r for r in self.results if r.status == "failed"]
 
+    @property
+    def partly_failed(self) -> list[dict[str, Any]]:
+        """The ``failed`` records of cells that finished.
+
+        A saliency method, perturbation or metric that raised while the rest of its cell stood.
+        """
+        return [
+            rec
+            for r in self.results
+            if r.status == "ok"
+            for rec in r.records
+            if rec.get("status") == "failed"
+        ]
+
 
 def run_benchmark(
     config: RunConfig,

@@ -239,9 +239,9 @@ def data_check(
 @click.option(
     "--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output folder."
 )
-@click.option("--n-images", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--image-size", type=click.IntRange(min=32), default=256, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--n-images", type=click.IntRange(min=1, max=100_000), default=64, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=32, max=4096), default=256, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True)
 @click.option(
     "--class-shares",
     nargs=3,
@@ -302,7 +302,13 @@ def data_drr(
 @click.option("--saliency", multiple=True, help="Saliency method (repeatable).")
 @click.option("--perturbation", "perturbations", multiple=True, help="Perturbation (repeatable).")
 @click.option("--metric", "metrics", multiple=True, help="Metric (repeatable).")
-@click.option("--seed", "seeds", multiple=True, type=int, help="Seed (repeatable).")
+@click.option(
+    "--seed",
+    "seeds",
+    multiple=True,
+    type=click.IntRange(min=0, max=2**32 - 1),
+    help="Seed (repeatable; 0 to 2^32 - 1).",
+)
 @click.option(
     "--random-init",
     is_flag=True,
@@ -735,9 +741,27 @@ def _execute(config: Any, components: Components, out_dir: Path | None, quiet: b
     _print_tables(tables, outcome.document)
     for r in outcome.failed:
         click.echo(f"xaibench: cell {r.cell.label()} failed: {r.error}", err=True)
+    for what, error in _partial_failures(outcome.partly_failed):
+        click.echo(f"xaibench: {what} failed: {_one_line(error)}", err=True)
     click.echo(f"results written to {run_dir}")
     click.echo(f"HTML report: xaibench report {run_dir}")
-    return 1 if outcome.failed else 0
+    return 1 if outcome.failed or outcome.partly_failed else 0
+
+
+def _partial_failures(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """One line per failed method, perturbation or metric of a cell (not one per record)."""
+    seen: dict[str, str] = {}
+    for rec in records:
+        cell = f"cell {rec['backbone']} x {rec['strategy']} (seed {rec['seed']})"
+        part = (
+            f"saliency method {rec['saliency']}"
+            if rec.get("saliency")
+            else f"perturbation {rec['perturbation']}"
+            if rec.get("perturbation")
+            else f"metric {rec['metric']}"
+        )
+        seen.setdefault(f"{cell}: {part}", str(rec.get("reason")))
+    return list(seen.items())
 
 
 def _print_tables(tables: dict[str, Any], document: dict[str, Any]) -> None:

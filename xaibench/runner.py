@@ -75,6 +75,24 @@ from xaibench.tasks.base import Task
 #: Scratch-disk bytes kept for perturbed test images shared between cells (recomputed beyond).
 PERTURBED_CACHE_BYTES = 16 * 1024**3
 
+#: A region covering at least this share of a test image is flagged (``near_full_region``):
+#: perturbing it edits the whole image, and its complement almost nothing.
+NEAR_FULL_COVERAGE = 0.99
+
+#: What a failing component may raise and still fail only its own records, cell or method:
+#: any error, and ``SystemExit`` too (a plugin calling ``sys.exit()`` must not end the run).
+_ISOLATED = (Exception, SystemExit)
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _restore(model: Classifier) -> None:
+    """Back to inference after a method failed half-way: eval mode, no gradients kept."""
+    model.eval()
+    model.zero_grad(set_to_none=True)
+
 
 @dataclass
 class CellResult:
@@ -93,6 +111,16 @@ class CellResult:
     explanations: list[pd.DataFrame] = field(default_factory=list)
     galleries: list[Gallery] = field(default_factory=list)
     drift_maps: dict[str, CellMaps] = field(default_factory=dict)
+
+
+@dataclass
+class _MethodOutcome:
+    """What one saliency method produced in a cell (kept only when it finished)."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    explanations: list[pd.DataFrame] = field(default_factory=list)
+    galleries: list[Gallery] = field(default_factory=list)
+    drift: CellMaps | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +162,7 @@ class RunData:
             (the dataset lacks the region, or test images lack its annotation).
         split_from_dataset: The dataset's own ``split`` column made the splits (the configured
             split fractions and seed were not used).
+        coverage: Per usable region, the share of each test image it covers (``[N_test]``).
     """
 
     task: Task
@@ -143,6 +172,7 @@ class RunData:
     regions: dict[str, list[str]] = field(default_factory=dict)
     skipped_regions: dict[str, dict[str, str]] = field(default_factory=dict)
     split_from_dataset: bool = False
+    coverage: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -212,6 +242,12 @@ def prepare_data(config: RunConfig, components: Components, progress: Progress) 
     for split in SPLITS:
         idx = np.flatnonzero(assignment == split)
         splits[split] = materialize(dataset, split, idx, labels[idx], progress)
+    coverage = region_coverage(splits["test"], sorted({r for rs in regions.values() for r in rs}))
+    for use, reasons in empty_regions(regions, coverage).items():
+        for region, reason in reasons.items():
+            regions[use].remove(region)
+            skipped.setdefault(use, {})[region] = reason
+            progress.log(f"[yellow]skipping[/yellow] {use} {region!r}: {reason}")
     return RunData(
         task,
         dataset,
@@ -220,7 +256,54 @@ def prepare_data(config: RunConfig, components: Components, progress: Progress) 
         regions=regions,
         skipped_regions=skipped,
         split_from_dataset="split" in table.columns,
+        coverage=coverage,
     )
+
+
+def region_coverage(split: SplitArrays, regions: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per region, the share of each image of ``split`` its mask covers (read batch by batch)."""
+    out: dict[str, np.ndarray] = {}
+    for region in regions:
+        masks = split.regions[region]
+        out[region] = (
+            np.concatenate(
+                [masks[s].flatten(1).double().mean(1).numpy() for s in _batches(len(split), 256)]
+            )
+            if len(split)
+            else np.zeros(0)
+        )
+    return out
+
+
+def empty_regions(
+    regions: Mapping[str, Sequence[str]], coverage: Mapping[str, np.ndarray]
+) -> dict[str, dict[str, str]]:
+    """Per use, the usable regions whose masks are empty where the use needs them, with reasons.
+
+    An annotated but empty mask perturbs nothing, so a Δ over it would be 0 and look like a
+    real "the model does not use this region"; it is skipped like an unannotated one
+    (perturbation and complement tests need the region on every test image). Localisation
+    scores exclude an image with an empty mask (its score is undefined), so they only skip a
+    region empty on every test image.
+    """
+    found: dict[str, dict[str, str]] = {}
+    for use, names in regions.items():
+        for region in names:
+            fractions = coverage.get(region)
+            if fractions is None or not len(fractions):
+                continue
+            empty = int((fractions == 0).sum())
+            if use == "explain_regions" and empty == len(fractions):
+                reason = f"region {region!r} is empty on every test image"
+            elif use != "explain_regions" and empty:
+                reason = (
+                    f"region {region!r} is empty on {empty} of {len(fractions)} test images; "
+                    "perturbation tests need it on every test image"
+                )
+            else:
+                continue
+            found.setdefault(use, {})[region] = reason
+    return found
 
 
 def usable_regions(
@@ -333,7 +416,7 @@ class CellRunner:
         self.progress.log(f"[bold]cell[/bold] {cell.label()}")
         try:
             self._run(cell, result)
-        except Exception as exc:
+        except _ISOLATED as exc:
             result.status = "failed"
             result.error = f"{type(exc).__name__}: {exc}"
             result.traceback = traceback.format_exc()
@@ -489,6 +572,18 @@ class CellRunner:
             return self._record(
                 base, name, metric, value=None, n=None, status="skipped", reason=str(exc), **where
             )
+        except _ISOLATED as exc:  # a metric that raises fails its own record, not the cell
+            self.progress.log(f"  [red]failed[/red]: metric {name}: {_error_text(exc)}")
+            return self._record(
+                base,
+                name,
+                metric,
+                value=None,
+                n=None,
+                status="failed",
+                reason=_error_text(exc),
+                **where,
+            )
         return self._record(
             base, name, metric, value=mv.value, n=mv.n, details=mv.details, ci=mv.ci, **where
         )
@@ -617,13 +712,27 @@ class CellRunner:
         for pname, perturbation in self.perturbations.items():
             for region, complement in variants:
                 label = f"outside_{region}" if complement else region
-                batches = self._perturbed_batches(
-                    pname, perturbation, region, complement, base["seed"]
-                )
-                # One batch at a time, each predicted as a whole: the same forward passes as
-                # predicting the perturbed split in batches of eval_batch_size.
-                bs = cfg.train.eval_batch_size
-                probs = np.concatenate([predict(model, b, bs, self.runtime) for b in batches])
+                try:
+                    batches = self._perturbed_batches(
+                        pname, perturbation, region, complement, base["seed"]
+                    )
+                    # One batch at a time, each predicted as a whole: the same forward passes
+                    # as predicting the perturbed split in batches of eval_batch_size.
+                    bs = cfg.train.eval_batch_size
+                    probs = np.concatenate([predict(model, b, bs, self.runtime) for b in batches])
+                except _ISOLATED as exc:  # this perturbation fails alone; the cell stands
+                    error = _error_text(exc)
+                    self.progress.log(
+                        f"  [red]failed[/red]: perturbation {pname} on {label}: {error}"
+                    )
+                    for mname, metric in metrics.items():
+                        result.records.append(
+                            self._record(
+                                base, mname, metric, value=None, n=None, status="failed",
+                                reason=error, perturbation=pname, region=label,
+                            )
+                        )  # fmt: skip
+                    continue
                 perturbed = Predictions(
                     intact.labels, probs, intact.positive_class, intact.threshold
                 )
@@ -633,6 +742,7 @@ class CellRunner:
                 details = {"complement_of": region} if complement else {}
                 if region in self._resized_masks:
                     details["mask_resized"] = "nearest"
+                details.update(self._coverage_flags(region, complement))
                 for mname, metric in metrics.items():
                     record = self._score(
                         base,
@@ -645,8 +755,36 @@ class CellRunner:
                     record["details"] = {**record["details"], **details}
                     result.records.append(record)
 
+    def _coverage_flags(self, region: str, complement: bool) -> dict[str, Any]:
+        """``details`` flags for a region that covers (almost) the whole of some test image.
+
+        Perturbing such a region edits the whole image (its Δ measures any large edit, not the
+        region), and its complement perturbs almost nothing.
+        """
+        fractions = self.data.coverage.get(region)
+        if fractions is None:
+            return {}
+        full = int((fractions >= NEAR_FULL_COVERAGE).sum())
+        if not full:
+            return {}
+        what = "almost nothing is perturbed" if complement else "the whole image is perturbed"
+        return {
+            "near_full_region": {
+                "images": full,
+                "of": len(fractions),
+                "threshold": NEAR_FULL_COVERAGE,
+                "warning": f"region {region!r} covers at least {NEAR_FULL_COVERAGE:.0%} of "
+                f"{full} of {len(fractions)} test images: {what} there",
+            }
+        }
+
     def _skip_explanations(
-        self, base: dict[str, Any], sname: str, reason: str, metrics: dict[str, Metric]
+        self,
+        base: dict[str, Any],
+        sname: str,
+        reason: str,
+        metrics: Mapping[str, Metric],
+        status: str = "skipped",
     ) -> list[dict[str, Any]]:
         records = []
         for mname, metric in metrics.items():
@@ -659,7 +797,7 @@ class CellRunner:
                         metric,
                         value=None,
                         n=None,
-                        status="skipped",
+                        status=status,
                         reason=reason,
                         saliency=sname,
                         region=region,
@@ -683,7 +821,13 @@ class CellRunner:
         return score
 
     def _explain(self, model: Classifier, base: dict[str, Any], result: CellResult) -> None:
-        cfg, test, task = self.config, self.data.splits["test"], self.data.task
+        """Every saliency method on the test images, each on its own.
+
+        A method that raises fails alone: its records are ``failed`` with the error, and the
+        other methods, the performance and the Δ results of the cell stand. So does a metric
+        that raises on one method's maps (its records for that method are ``failed``).
+        """
+        cfg = self.config
         region_metrics = {
             n: m for n, m in self.metrics.items() if isinstance(m, SaliencyRegionMetric)
         }
@@ -691,105 +835,183 @@ class CellRunner:
         wanted = region_metrics or faithfulness or cfg.sanity.images or cfg.analysis.drift_grid
         if not wanted:
             return
+        scored: dict[str, Metric] = {**region_metrics, **faithfulness}
+        for sname, method in self.saliency.items():
+            reason = method.supports(model)
+            if reason is not None:
+                result.records.extend(self._skip_explanations(base, sname, reason, scored))
+                continue
+            try:
+                outcome = self._explain_method(model, base, sname, method)
+            except _ISOLATED as exc:
+                error = _error_text(exc)
+                self.progress.log(f"  [red]failed[/red]: saliency {sname}: {error}")
+                _restore(model)
+                result.records.extend(
+                    self._skip_explanations(base, sname, error, scored, status="failed")
+                )
+            else:
+                result.records.extend(outcome.records)
+                result.explanations.extend(outcome.explanations)
+                result.galleries.extend(outcome.galleries)
+                if outcome.drift is not None:
+                    result.drift_maps[sname] = outcome.drift
+            if cfg.sanity.images:
+                try:
+                    result.records.extend(self._sanity(model, method, base, sname))
+                except _ISOLATED as exc:
+                    error = _error_text(exc)
+                    self.progress.log(f"  [red]failed[/red]: sanity checks of {sname}: {error}")
+                    _restore(model)
+                    result.records.extend(self._failed_sanity(base, sname, error))
+
+    def _explain_method(
+        self, model: Classifier, base: dict[str, Any], sname: str, method: SaliencyMethod
+    ) -> _MethodOutcome:
+        """One method's maps on the test images, with every score; raises if the method does."""
+        cfg, test, task = self.config, self.data.splits["test"], self.data.task
+        region_metrics = {
+            n: m for n, m in self.metrics.items() if isinstance(m, SaliencyRegionMetric)
+        }
+        faithfulness = {n: m for n, m in self.metrics.items() if isinstance(m, FaithfulnessMetric)}
         n = len(test) if cfg.max_explain_images is None else min(len(test), cfg.max_explain_images)
         explain_regions = self._regions("explain_regions")
         masks = {region: self._mask(test, region) for region in explain_regions}
         score = self._score_fn(model, task.positive_index)
         gallery_key = self._gallery_key(region_metrics, explain_regions)
-        for sname, method in self.saliency.items():
-            reason = method.supports(model)
-            if reason is not None:
-                result.records.extend(
-                    self._skip_explanations(base, sname, reason, {**region_metrics, **faithfulness})
-                )
-                continue
-            values: dict[tuple[str, str | None], list[torch.Tensor]] = {}
-            floors: dict[str, list[torch.Tensor]] = {}
-            drift: list[np.ndarray] = []
-            constant = 0  # maps with no variation: no foreground, reported with the scores
-            gen = torch.Generator().manual_seed(base["seed"])
-            picker = GalleryPicker(cfg.gallery_images, n, base["seed"])
-            batches = list(_batches(n, cfg.train.eval_batch_size))
-            for s in self.progress.track(
-                batches, total=len(batches), description=f"saliency {sname}"
-            ):
-                batch = test.images[s]  # read once, used by the map and the faithfulness scores
-                images = self.runtime.to(batch)
-                targets = torch.full((len(images),), task.positive_index, dtype=torch.long)
-                maps = method.explain(model, images, self.runtime.to(targets)).cpu()
-                flat = maps.flatten(1)
-                constant += int((flat.amax(1) == flat.amin(1)).sum())
-                if cfg.analysis.drift_grid:
-                    grid = cfg.analysis.drift_grid
-                    small = F.adaptive_avg_pool2d(maps.unsqueeze(1).double(), grid)[:, 0]
-                    drift.append(small.float().numpy())
-                # each region's masks read once per batch, for every region metric
-                batch_masks = (
-                    {region: masks[region][s] for region in explain_regions}
-                    if region_metrics
-                    else {}
-                )
-                for mname, metric in region_metrics.items():
-                    for region in explain_regions:
-                        values.setdefault((mname, region), []).append(
-                            metric.per_sample(maps, batch_masks[region]).double()
-                        )
-                for mname, fmetric in faithfulness.items():
+        outcome = _MethodOutcome()
+        values: dict[tuple[str, str | None], list[torch.Tensor]] = {}
+        floors: dict[str, list[torch.Tensor]] = {}
+        errors: dict[str, str] = {}  # metric -> its error on this method's maps
+        drift: list[np.ndarray] = []
+        constant = 0  # maps with no variation: no foreground, reported with the scores
+        gen = torch.Generator().manual_seed(base["seed"])
+        picker = GalleryPicker(cfg.gallery_images, n, base["seed"])
+        batches = list(_batches(n, cfg.train.eval_batch_size))
+        for s in self.progress.track(batches, total=len(batches), description=f"saliency {sname}"):
+            batch = test.images[s]  # read once, used by the map and the faithfulness scores
+            images = self.runtime.to(batch)
+            targets = torch.full((len(images),), task.positive_index, dtype=torch.long)
+            maps = method.explain(model, images, self.runtime.to(targets)).cpu()
+            flat = maps.flatten(1)
+            constant += int((flat.amax(1) == flat.amin(1)).sum())
+            if cfg.analysis.drift_grid:
+                grid = cfg.analysis.drift_grid
+                small = F.adaptive_avg_pool2d(maps.unsqueeze(1).double(), grid)[:, 0]
+                drift.append(small.float().numpy())
+            # each region's masks read once per batch, for every region metric
+            batch_masks = (
+                {region: masks[region][s] for region in explain_regions} if region_metrics else {}
+            )
+            for mname, metric in region_metrics.items():
+                if mname in errors:
+                    continue
+                try:
+                    scores = {
+                        region: metric.per_sample(maps, batch_masks[region]).double()
+                        for region in explain_regions
+                    }
+                except _ISOLATED as exc:
+                    errors[mname] = _error_text(exc)
+                    continue
+                for region, value in scores.items():
+                    values.setdefault((mname, region), []).append(value)
+            for mname, fmetric in faithfulness.items():
+                if mname in errors:
+                    continue
+                try:
                     value, floor = fmetric.per_sample(score, batch, maps, gen)
-                    values.setdefault((mname, None), []).append(value.double())
-                    floors.setdefault(mname, []).append(floor.double())
-                if cfg.gallery_images:
-                    ranked = values.get(gallery_key) if gallery_key else None
-                    picker.add(s.start, maps.numpy(), ranked[-1].numpy() if ranked else None)
+                except _ISOLATED as exc:
+                    errors[mname] = _error_text(exc)
+                    continue
+                values.setdefault((mname, None), []).append(value.double())
+                floors.setdefault(mname, []).append(floor.double())
             if cfg.gallery_images:
-                ranked_all = values.get(gallery_key) if gallery_key else None
-                result.galleries.extend(self._galleries(sname, picker, gallery_key, ranked_all))
-            if drift:
-                result.drift_maps[sname] = CellMaps(
-                    tuple(test.sample_ids[:n]), np.concatenate(drift)
+                ranked = values.get(gallery_key) if gallery_key else None
+                if ranked is not None and gallery_key and gallery_key[0] in errors:
+                    ranked = None
+                picker.add(s.start, maps.numpy(), ranked[-1].numpy() if ranked else None)
+        if cfg.gallery_images:
+            ranked_all = values.get(gallery_key) if gallery_key else None
+            if gallery_key and gallery_key[0] in errors:
+                ranked_all = None
+            outcome.galleries = self._galleries(sname, picker, gallery_key, ranked_all)
+        if drift:
+            outcome.drift = CellMaps(tuple(test.sample_ids[:n]), np.concatenate(drift))
+        for mname, error in errors.items():
+            self.progress.log(f"  [red]failed[/red]: metric {mname} on {sname}: {error}")
+            outcome.records.extend(
+                self._skip_explanations(
+                    base, sname, error, {mname: self.metrics[mname]}, status="failed"
                 )
-            for (mname, where), chunks in values.items():
-                per_sample = torch.cat(chunks).numpy()
-                scored = self.metrics[mname]
+            )
+        for (mname, where), chunks in values.items():
+            if mname in errors:
+                continue
+            per_sample = torch.cat(chunks).numpy()
+            scored = self.metrics[mname]
+            try:
                 if isinstance(scored, FaithfulnessMetric):
                     mv = scored.aggregate(per_sample, torch.cat(floors[mname]).numpy())
                 else:
                     mv = region_metrics[mname].aggregate(per_sample)
-                details = {"explained_images": n, "constant_maps": constant, **mv.details}
-                if mv.ci is not None:
-                    details.setdefault("ci_method", "image bootstrap of the mean")
-                if where in self._resized_masks:
-                    details["mask_resized"] = "nearest"
-                result.records.append(
+            except _ISOLATED as exc:
+                outcome.records.append(
                     self._record(
-                        base,
-                        mname,
-                        scored,
-                        value=mv.value,
-                        n=mv.n,
-                        saliency=sname,
-                        region=where,
-                        details={**details, **scored.options()},
-                        ci=mv.ci,
+                        base, mname, scored, value=None, n=None, status="failed",
+                        reason=_error_text(exc), saliency=sname, region=where,
                     )
+                )  # fmt: skip
+                continue
+            details = {"explained_images": n, "constant_maps": constant, **mv.details}
+            if mv.ci is not None:
+                details.setdefault("ci_method", "image bootstrap of the mean")
+            if where in self._resized_masks:
+                details["mask_resized"] = "nearest"
+            if where is not None:
+                details.update(self._coverage_flags(where, False))
+            outcome.records.append(
+                self._record(
+                    base,
+                    mname,
+                    scored,
+                    value=mv.value,
+                    n=mv.n,
+                    saliency=sname,
+                    region=where,
+                    details={**details, **scored.options()},
+                    ci=mv.ci,
                 )
-                result.explanations.append(
-                    pd.DataFrame(
-                        {
-                            "backbone": base["backbone"],
-                            "strategy": base["strategy"],
-                            "seed": base["seed"],
-                            "sample_id": list(test.sample_ids[:n]),
-                            "label": test.labels[:n].numpy(),
-                            "metric": mname,
-                            "saliency": sname,
-                            "region": where or "",
-                            "value": per_sample,
-                        }
-                    )
+            )
+            outcome.explanations.append(
+                pd.DataFrame(
+                    {
+                        "backbone": base["backbone"],
+                        "strategy": base["strategy"],
+                        "seed": base["seed"],
+                        "sample_id": list(test.sample_ids[:n]),
+                        "label": test.labels[:n].numpy(),
+                        "metric": mname,
+                        "saliency": sname,
+                        "region": where or "",
+                        "value": per_sample,
+                    }
                 )
-            if cfg.sanity.images:
-                result.records.extend(self._sanity(model, method, base, sname))
+            )
+        return outcome
+
+    def _failed_sanity(self, base: dict[str, Any], sname: str, error: str) -> list[dict[str, Any]]:
+        """The two sanity records of a method whose checks raised, ``failed`` with the error."""
+        k = min(self.config.sanity.images, len(self.data.splits["test"]))
+        return [
+            {
+                **base, "metric": name, "category": "sanity", "higher_is_better": False,
+                "saliency": sname, "perturbation": None, "region": None, "value": None,
+                "ci_low": None, "ci_high": None, "n": k, "status": "failed", "reason": error,
+                "details": {"passed": None, "threshold": self.config.sanity.threshold},
+            }
+            for name in ("sanity_model_randomisation", "sanity_target_randomisation")
+        ]  # fmt: skip
 
     def _sanity(
         self, model: Classifier, method: SaliencyMethod, base: dict[str, Any], sname: str
