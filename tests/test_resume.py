@@ -20,6 +20,7 @@ from xaibench.checkpoints import CELLS_DIR, RUN_STATE, load_cell, save_cell
 from xaibench.config import resolve_config
 from xaibench.errors import XaibenchError
 from xaibench.grid import Cell
+from xaibench.paths import TEMPORARY_PREFIX
 from xaibench.runner import CellResult
 
 #: Four small cells: two tiny models x two strategies on a 60-image phantom at 32 px.
@@ -140,7 +141,7 @@ def test_killed_run_resumes_to_identical_results_without_recomputing(reference, 
     before = _checkpoint_stamps(folder / out)
     if failpoint == "checkpoint:2":
         assert len(before) == 1  # the first cell finished; the second died mid-checkpoint
-        assert list((folder / out / CELLS_DIR).glob(".tmp-*"))
+        assert list((folder / out / CELLS_DIR).glob(f"{TEMPORARY_PREFIX}*"))
     if failpoint == "write-run":
         assert len(before) == 4  # every cell finished before the results were written
     # resume from the run directory alone: its own config.yaml (the executor may change)
@@ -151,7 +152,7 @@ def test_killed_run_resumes_to_identical_results_without_recomputing(reference, 
     assert len(after) == 4
     for name, stamp in before.items():  # finished cells were read back, not recomputed
         assert after[name] == stamp, name
-    assert not list((folder / out / CELLS_DIR).glob(".tmp-*"))
+    assert not list((folder / out / CELLS_DIR).glob(f"{TEMPORARY_PREFIX}*"))
     _assert_same_results(folder, out)
 
 
@@ -211,36 +212,3 @@ def test_checkpoint_round_trip_is_exact(components, tmp_path):
     # the table writes back to the same bytes
     assert back.predictions[0].to_csv(index=False) == result.predictions[0].to_csv(index=False)
     assert load_cell(tmp_path, cell, "other" * 8) is None  # another key: not this checkpoint
-
-
-def test_cache_info_and_prune(tmp_path):
-    cache = tmp_path / "cache"
-    (cache / "features").mkdir(parents=True)
-    old = cache / "features" / "old.safetensors"
-    new = cache / "features" / "new.safetensors"
-    old.write_bytes(b"x" * 1000)
-    new.write_bytes(b"y" * 500)
-    (cache / "features" / ".half.123.tmp").write_bytes(b"z" * 10)
-    week = time.time() - 8 * 86400
-    os.utime(old, (week, week))
-    proc = cli("cache", "info", "--cache-dir", str(cache), "--json", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    info = json.loads(proc.stdout)
-    assert info["namespaces"] == [
-        {"namespace": "features", "files": 3, "bytes": 1510,
-         "oldest": pytest.approx(week), "newest": pytest.approx(new.stat().st_mtime)},
-    ]  # fmt: skip
-    proc = cli("cache", "prune", "--cache-dir", str(cache), "--older-than", "7", "--dry-run",
-               cwd=tmp_path)  # fmt: skip
-    assert "would delete 2 files" in proc.stdout  # the old entry and the stale temporary file
-    assert old.exists()
-    proc = cli("cache", "prune", "--cache-dir", str(cache), "--older-than", "7", cwd=tmp_path)
-    assert proc.returncode == 0
-    assert not old.exists()
-    assert new.exists()
-    proc = cli("cache", "prune", "--cache-dir", str(cache), cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "--older-than DAYS or --all" in proc.stderr
-    proc = cli("cache", "prune", "--cache-dir", str(cache), "--all", cwd=tmp_path)
-    assert "deleted 1 files" in proc.stdout
-    assert not (cache / "features").exists()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -29,11 +28,11 @@ import pandas as pd
 
 from xaibench import __version__, failpoints
 from xaibench.analysis import CellMaps
-from xaibench.cache import write_atomic
 from xaibench.config import RunConfig
 from xaibench.errors import XaibenchError
 from xaibench.escape import csv_frame_back, to_csv
 from xaibench.grid import Cell
+from xaibench.paths import TEMPORARY_PREFIX, contained, read_json, temporary_path, write_whole
 from xaibench.report.gallery import gallery_filename, write_gallery
 from xaibench.runner import CellResult
 
@@ -86,8 +85,27 @@ def cell_key(config: RunConfig, cell: Cell, data_fingerprint: str, versions: dic
 
 
 def _dir_name(cell: Cell, key: str) -> str:
+    """``<backbone>__<strategy>__seed<n>__<key[:12]>``, sanitised; the key makes it unique.
+
+    Never starts with ``.`` or ``-``: temporary checkpoints live in the ``.xaibench-tmp-``
+    namespace, which no label can reach, and a label like ``.tmp-x`` is never taken for one.
+    """
     raw = f"{cell.backbone.key}__{cell.strategy.key}__seed{cell.seed}"
-    return re.sub(r"[^A-Za-z0-9._-]", "_", raw) + f"__{key[:12]}"
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", raw)[:150]
+    if not readable[:1].isalnum():
+        readable = f"_{readable}"
+    return f"{readable}__{key[:12]}"
+
+
+def _checkpoint_folder(run_dir: Path, cell: Cell, key: str) -> Path:
+    """The checkpoint folder of ``cell``, checked to lie inside ``run_dir/cells``.
+
+    Raises:
+        XaibenchError: ``cells`` or the checkpoint folder leads outside (a symlink).
+    """
+    name = _dir_name(cell, key)
+    contained(run_dir, name, source=run_dir, what="checkpoint folder", under=CELLS_DIR)
+    return run_dir / CELLS_DIR / name
 
 
 def _json_default(value: Any) -> Any:
@@ -107,14 +125,36 @@ class GalleryFile:
 
 
 def save_cell(run_dir: Path, key: str, result: CellResult) -> Path:
-    """Write ``result`` as the checkpoint of its cell, atomically; return its directory."""
-    root = run_dir / CELLS_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / _dir_name(result.cell, key)
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    """Write ``result`` as the checkpoint of its cell, atomically; return its directory.
+
+    Raises:
+        XaibenchError: The checkpoint cannot be written (a full disk; nothing is left half
+            written then), or its folder leads outside the run folder.
+    """
+    final = _checkpoint_folder(run_dir, result.cell, key)
+    tmp = temporary_path(final)
+    try:
+        _write_checkpoint(tmp, key, result)
+        failpoints.hit("checkpoint")  # tests: killed with a checkpoint half made
+        if final.is_symlink():
+            final.unlink()
+        elif final.exists():  # an older checkpoint of the same key: replace it whole
+            shutil.rmtree(final)
+        tmp.replace(final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise XaibenchError(
+            f"checkpoint {final} cannot be written ({exc.strerror or exc}); the cells finished "
+            "so far are kept: free some space and run the same command again"
+        ) from None
+    return final
+
+
+def _write_checkpoint(tmp: Path, key: str, result: CellResult) -> None:
+    """Write the checkpoint of ``result`` into the new folder ``tmp``."""
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp.mkdir(parents=True)
     galleries = []
     for g in result.galleries:
         name = gallery_filename(
@@ -173,11 +213,6 @@ def save_cell(run_dir: Path, key: str, result: CellResult) -> Path:
     }
     # allow_nan: records may hold NaN inside details; JSON's NaN literal reads back exactly
     (tmp / "cell.json").write_text(json.dumps(document, default=_json_default) + "\n")
-    failpoints.hit("checkpoint")  # tests: killed with a checkpoint half made
-    if final.exists():  # an older checkpoint of the same key: replace it whole
-        shutil.rmtree(final)
-    tmp.replace(final)
-    return final
 
 
 def _read_frame(path: Path) -> list[pd.DataFrame]:
@@ -195,21 +230,40 @@ def _read_frame(path: Path) -> list[pd.DataFrame]:
     return [csv_frame_back(frame, _TEXT)]
 
 
-def load_cell(run_dir: Path, cell: Cell, key: str) -> CellResult | None:
-    """The checkpointed result of ``cell`` under ``key``, or None when there is none.
-
-    Raises:
-        XaibenchError: A checkpoint exists but cannot be read (the message names it; delete
-            the directory to recompute the cell).
-    """
-    folder = run_dir / CELLS_DIR / _dir_name(cell, key)
+def _read_document(folder: Path, key: str) -> dict[str, Any] | None:
+    """The parsed ``cell.json`` of a checkpoint folder; None when absent or of another key."""
     file = folder / "cell.json"
     if not file.is_file():
         return None
     try:
-        document = json.loads(file.read_text())
-        if document.get("format") != CHECKPOINT_FORMAT or document.get("key") != key:
-            return None
+        document = read_json(file)
+    except XaibenchError as exc:
+        raise XaibenchError(f"{exc}; delete {folder} to recompute the cell") from None
+    if not isinstance(document, dict):
+        raise XaibenchError(f"{file}: not a checkpoint; delete {folder} to recompute the cell")
+    if document.get("format") != CHECKPOINT_FORMAT or document.get("key") != key:
+        return None
+    return document
+
+
+def _objects(value: Any, what: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ValueError(f"{what} is not a list of objects")
+    return value
+
+
+def load_cell(run_dir: Path, cell: Cell, key: str) -> CellResult | None:
+    """The checkpointed result of ``cell`` under ``key``, or None when there is none.
+
+    Raises:
+        XaibenchError: A checkpoint exists but cannot be read, or its folder leads outside the
+            run folder (the message names it; delete the directory to recompute the cell).
+    """
+    folder = _checkpoint_folder(run_dir, cell, key)
+    document = _read_document(folder, key)
+    if document is None:
+        return None
+    try:
         result = CellResult(cell)
         result.status = document["status"]
         result.error = document["error"]
@@ -218,15 +272,18 @@ def load_cell(run_dir: Path, cell: Cell, key: str) -> CellResult | None:
         result.weights = document["weights"]
         result.seconds = document["seconds"]
         result.fit = document["fit"]
-        result.records = document["records"]
+        result.records = _objects(document["records"], "records")
         result.predictions = _read_frame(folder / "predictions.csv")
         result.explanations = _read_frame(folder / "explanations.csv")
-        if document["drift_methods"]:
+        methods = document["drift_methods"]
+        if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+            raise ValueError("drift_methods is not a list of names")
+        if methods:
             with np.load(folder / "drift.npz", allow_pickle=False) as arrays:
-                for method in document["drift_methods"]:
+                for method in methods:
                     ids = tuple(str(s) for s in arrays[f"{method}::ids"])
                     result.drift_maps[method] = CellMaps(ids, arrays[f"{method}::maps"])
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise XaibenchError(
             f"checkpoint {folder} is unreadable ({exc}); delete it to recompute the cell"
         ) from None
@@ -234,41 +291,73 @@ def load_cell(run_dir: Path, cell: Cell, key: str) -> CellResult | None:
 
 
 def checkpoint_galleries(run_dir: Path, cell: Cell, key: str) -> list[GalleryFile]:
-    """The gallery PNGs of a cell's checkpoint, with their index entries."""
-    folder = run_dir / CELLS_DIR / _dir_name(cell, key)
-    file = folder / "cell.json"
-    if not file.is_file():
+    """The gallery PNGs of a cell's checkpoint, with their index entries.
+
+    Raises:
+        XaibenchError: ``cell.json`` is unreadable, or names a gallery file that is not a
+            plain name inside the checkpoint's ``gallery`` folder.
+    """
+    folder = _checkpoint_folder(run_dir, cell, key)
+    document = _read_document(folder, key)
+    if document is None:
         return []
-    document = json.loads(file.read_text())
+    file = folder / "cell.json"
+    try:
+        entries = _objects(document.get("galleries", []), "galleries")
+    except ValueError as exc:
+        raise XaibenchError(f"{file}: {exc}; delete {folder} to recompute the cell") from None
     return [
-        GalleryFile(folder / "gallery" / entry["file"], entry)
-        for entry in document.get("galleries", [])
+        GalleryFile(
+            contained(folder, e.get("file"), source=file, what="gallery entry", under="gallery"),
+            e,
+        )
+        for e in entries
     ]
 
 
 def write_run_state(run_dir: Path, config: RunConfig, started: str) -> None:
     """Record, when a run starts, what it is (so that it can be resumed and nothing else)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
     state = {"study_hash": config.study_hash(), "started": started, "task": config.task}
-    write_atomic(run_dir / RUN_STATE, json.dumps(state, indent=2) + "\n")
+    write_whole(run_dir / RUN_STATE, json.dumps(state, indent=2) + "\n")
 
 
 def read_run_state(run_dir: Path) -> dict[str, Any] | None:
-    """The state of a run directory, or None when it holds no run."""
+    """The state of a run directory, or None when it holds no run.
+
+    Raises:
+        XaibenchError: ``run-state.json`` exists but is unreadable (not UTF-8 or JSON).
+    """
     file = run_dir / RUN_STATE
     if not file.is_file():
         return None
-    try:
-        state = json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise XaibenchError(f"{file}: not valid JSON ({exc})") from None
+    state = read_json(file)
     return state if isinstance(state, dict) else None
 
 
 def remove_partial(run_dir: Path) -> int:
-    """Delete checkpoints a killed run left half-written (never read, but clutter); count them."""
-    root = run_dir / CELLS_DIR
-    stale = list(root.glob(".tmp-*")) if root.is_dir() else []
-    for folder in stale:
-        shutil.rmtree(folder, ignore_errors=True)
+    """Delete what an unfinished write left behind; count it. Call it holding the run lock.
+
+    That is every entry of xaibench's temporary namespace (``.xaibench-tmp-*``) in the run
+    folder, its ``gallery`` and its ``cells`` folder, and the half-made checkpoints of older
+    versions (``cells/.tmp-*``; no checkpoint name starts with a dot). Nothing else is touched,
+    symlinks are removed rather than followed, and a ``cells`` or ``gallery`` folder that leads
+    outside the run folder is refused.
+
+    Raises:
+        XaibenchError: ``cells`` or ``gallery`` leads outside ``run_dir``.
+    """
+    stale: list[Path] = []
+    for sub in ("", CELLS_DIR, "gallery"):
+        folder = contained(run_dir, ".", source=run_dir, what="folder", under=sub)
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            name = entry.name
+            if name.startswith(TEMPORARY_PREFIX) or (sub == CELLS_DIR and name.startswith(".tmp-")):
+                stale.append(entry)
+    for entry in stale:
+        if entry.is_symlink() or not entry.is_dir():
+            entry.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
     return len(stale)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from xaibench.errors import XaibenchError
 from xaibench.escape import markdown_code, markdown_text, to_csv
+from xaibench.paths import contained, read_json, relative_name, write_whole
 from xaibench.stats.comparisons import (
     DeltaReplicates,
     PairedComparison,
@@ -863,52 +864,95 @@ def _html(lb: Leaderboards) -> str:
 
 
 def write_leaderboard_files(lb: Leaderboards, out_dir: Path) -> list[Path]:
-    """Write every leaderboard file into ``out_dir`` (atomically, one file at a time)."""
+    """Write every leaderboard file into ``out_dir`` (atomically, one file at a time).
+
+    Raises:
+        XaibenchError: A file cannot be written (the message names it; no temporary file is
+            left behind).
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, content in render_files(lb, out_dir).items():
         target = out_dir / name
-        tmp = out_dir / f".{name}.tmp"
-        tmp.write_bytes(content)
-        tmp.replace(target)
+        write_whole(target, content)
         written.append(target)
     return written
 
 
 def check_leaderboard_files(lb: Leaderboards, out_dir: Path) -> list[str]:
-    """Names of the files in ``out_dir`` that differ from a rebuild (missing ones included)."""
+    """Names of the files in ``out_dir`` that differ from a rebuild (missing ones included).
+
+    Raises:
+        XaibenchError: A file in ``out_dir`` leads outside it (a symlink).
+    """
     stale = []
     for name, content in render_files(lb, out_dir).items():
-        path = Path(out_dir) / name
+        path = contained(out_dir, name, source=out_dir, what="leaderboard file")
         if not path.is_file() or path.read_bytes() != content:
             stale.append(name)
     return stale
 
 
-def sources_of(out_dir: Path) -> list[Path]:
-    """The run directories a committed leaderboard was built from (from ``leaderboard.json``).
-
-    Raises:
-        XaibenchError: ``leaderboard.json`` is missing or unreadable.
-    """
+def _committed(out_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """``leaderboard.json`` of ``out_dir`` and its parsed content (an object)."""
     file = Path(out_dir) / "leaderboard.json"
     if not file.is_file():
         raise XaibenchError(f"{out_dir}: no leaderboard.json; name the run directories to check")
-    try:
-        document = json.loads(file.read_text())
-        return [Path(out_dir) / src["path"] for src in document["sources"]]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise XaibenchError(f"{file}: not a leaderboard file ({exc})") from None
+    document = read_json(contained(out_dir, file.name, source=out_dir, what="leaderboard file"))
+    if not isinstance(document, dict):
+        raise XaibenchError(f"{file}: not a leaderboard file (not a JSON object)")
+    return file, document
+
+
+def sources_of(out_dir: Path) -> list[Path]:
+    """The run directories a committed leaderboard was built from (from ``leaderboard.json``).
+
+    ``sources`` name run directories relative to ``out_dir`` (``../runs/a``, or ``.`` for a
+    run's own leaderboard), as :func:`write_leaderboard_files` writes them. They may lead out
+    of ``out_dir`` (a leaderboard sits beside its runs) and are only read, but each must be a
+    relative path to a directory that holds a ``results.json``: an absolute path, or one to
+    anything else, is refused.
+
+    Raises:
+        XaibenchError: ``leaderboard.json`` is missing or unreadable, or a source is not a
+            relative path to a run directory (the message names the file and the source).
+    """
+    file, document = _committed(out_dir)
+    sources = document.get("sources")
+    if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
+        raise XaibenchError(f"{file}: not a leaderboard file ('sources' is not a list of objects)")
+    paths = []
+    for i, src in enumerate(sources):
+        name = relative_name(src.get("path"), source=file, what=f"source {i}", base=out_dir)
+        path = Path(out_dir) / name
+        if not (path / "results.json").is_file():
+            raise XaibenchError(
+                f"{file}: source {i} {name!r} is not a run directory (no results.json there)"
+            )
+        paths.append(path)
+    return paths
+
+
+#: Settings a committed leaderboard may carry, and what each must be.
+_SETTINGS = {
+    "alpha": (lambda v: isinstance(v, float | int) and not isinstance(v, bool) and 0 < v < 1,
+              "a number between 0 and 1"),
+    "resamples": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                  "a whole number of at least 1"),
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+}  # fmt: skip
 
 
 def committed_settings(out_dir: Path) -> dict[str, Any]:
-    """``alpha``, ``resamples`` and ``seed`` a committed leaderboard was built with (may be {})."""
-    file = Path(out_dir) / "leaderboard.json"
-    if not file.is_file():
+    """``alpha``, ``resamples`` and ``seed`` a committed leaderboard was built with (may be {}).
+
+    Raises:
+        XaibenchError: ``leaderboard.json`` is unreadable, or a setting is of the wrong type.
+    """
+    if not (Path(out_dir) / "leaderboard.json").is_file():
         return {}
-    try:
-        document = json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise XaibenchError(f"{file}: not valid JSON ({exc})") from None
-    return {k: document[k] for k in ("alpha", "resamples", "seed") if k in document}
+    file, document = _committed(out_dir)
+    for key, (check, expected) in _SETTINGS.items():
+        if key in document and not check(document[key]):
+            raise XaibenchError(f"{file}: {key!r} must be {expected}, not {document[key]!r:.40}")
+    return {k: document[k] for k in _SETTINGS if k in document}

@@ -31,9 +31,10 @@ import pandas as pd
 import yaml
 
 from xaibench import __version__, failpoints
-from xaibench.cache import write_atomic
 from xaibench.config import RunConfig
+from xaibench.errors import XaibenchError
 from xaibench.escape import to_csv
+from xaibench.paths import contained, write_whole
 from xaibench.plugins import Components
 from xaibench.runner import CellResult, RunData
 
@@ -256,35 +257,56 @@ def write_run(
     Every file is written atomically (temporary file, then rename): a run killed while writing
     leaves each file whole, old or new, and the next ``--resume`` rewrites them all.
     ``results.json`` is written last, so its presence means the other files are complete.
+
+    Raises:
+        XaibenchError: A file cannot be written (a full disk: the message names it, and no
+            temporary file is left), or a gallery entry leads outside ``run_dir/gallery``.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / "config.yaml", yaml.safe_dump(document["config"], sort_keys=False))
-    write_atomic(run_dir / "environment.json", json.dumps(document["environment"], indent=2) + "\n")
+    # Gallery names came from the checkpoints' cell.json: each must stay inside gallery/, and
+    # gallery/ inside the run folder (not a symlink someone planted). All are checked before
+    # anything is written.
+    targets = [
+        contained(run_dir, g.entry["file"], source=g.path, what="gallery entry", under="gallery")
+        for g in galleries or []
+    ]
+    write_whole(run_dir / "config.yaml", yaml.safe_dump(document["config"], sort_keys=False))
+    write_whole(run_dir / "environment.json", json.dumps(document["environment"], indent=2) + "\n")
     index = []
-    for g in galleries or []:
-        write_atomic(run_dir / "gallery" / g.entry["file"], g.path.read_bytes())
+    for g, target in zip(galleries or [], targets, strict=True):
+        try:
+            picture = g.path.read_bytes()
+        except OSError as exc:
+            raise XaibenchError(
+                f"{g.path}: gallery image of a checkpoint cannot be read ({exc.strerror or exc})"
+            ) from None
+        write_whole(target, picture)
         index.append(g.entry)
     if index:
-        write_atomic(run_dir / "gallery" / "index.json", json.dumps(index, indent=2) + "\n")
+        write_whole(run_dir / "gallery" / "index.json", json.dumps(index, indent=2) + "\n")
     preds = [f for r in results for f in r.predictions]
     expl = [f for r in results for f in r.explanations]
     failpoints.hit("write-run")  # tests: killed between two results files
     # Text cells through to_csv: labels and manifest metadata may start a spreadsheet formula.
     if preds:
-        write_atomic(run_dir / "predictions.csv", to_csv(pd.concat(preds, ignore_index=True)))
+        write_whole(run_dir / "predictions.csv", to_csv(pd.concat(preds, ignore_index=True)))
     if expl:
-        write_atomic(run_dir / "explanations.csv", to_csv(pd.concat(expl, ignore_index=True)))
+        write_whole(run_dir / "explanations.csv", to_csv(pd.concat(expl, ignore_index=True)))
     for name, rows in document.get("analysis", {}).items():
         if rows:
-            write_atomic(run_dir / f"{name}.csv", to_csv(pd.DataFrame(rows)))
-    write_atomic(run_dir / "results.json", json.dumps(document, indent=2, allow_nan=False) + "\n")
+            write_whole(run_dir / f"{name}.csv", to_csv(pd.DataFrame(rows)))
+    write_whole(run_dir / "results.json", json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 
 def load_records(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Read a results document (file or run directory) and return it with its records."""
-    file = path / "results.json" if path.is_dir() else path
-    document = json.loads(file.read_text())
-    return document, document["records"]
+    """Read a results document (file or run directory) and return it with its records.
+
+    Raises:
+        XaibenchError: As :func:`xaibench.report.run_files.load_run`.
+    """
+    from xaibench.report.run_files import load_run
+
+    run = load_run(path)
+    return run.document, run.records
 
 
 def default_run_dir(task: str, root: Path | None = None) -> Path:

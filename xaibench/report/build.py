@@ -33,6 +33,7 @@ from xaibench.leaderboard import (
     display_frame,
     sanity_badges,
 )
+from xaibench.paths import contained, write_whole
 from xaibench.report import figures
 from xaibench.report.html import (
     Section,
@@ -50,7 +51,7 @@ from xaibench.report.html import (
     preformatted,
     table_html,
 )
-from xaibench.report.run_files import RunFiles, load_run
+from xaibench.report.run_files import GALLERY_INDEX, RunFiles, load_run
 
 __all__ = ["REPORT_FILE", "build_report", "render_report", "write_report"]
 
@@ -654,17 +655,17 @@ def _strata(ctx: _Context) -> Section:
     return Section(title, "".join(body), "strata")
 
 
-def _read_png(run: RunFiles, path: Path) -> bytes:
+def _read_png(run: RunFiles, entry: Mapping[str, Any]) -> bytes:
     """A gallery PNG's bytes, checked to be inside the run's gallery folder and readable."""
     from PIL import Image, UnidentifiedImageError
 
-    folder = (run.path / "gallery").resolve()
-    resolved = Path(path).resolve()
-    if folder not in resolved.parents:
-        raise XaibenchError(f"{path}: gallery entry points outside {run.path / 'gallery'}")
-    if not resolved.is_file():
+    path = contained(
+        run.path, entry.get("file"), source=run.path / GALLERY_INDEX, what="gallery entry",
+        under="gallery",
+    )  # fmt: skip
+    if not path.is_file():
         raise XaibenchError(f"{path}: gallery image named in gallery/index.json is missing")
-    data = resolved.read_bytes()
+    data = path.read_bytes()
     try:
         with Image.open(io.BytesIO(data)) as image:
             if image.format != "PNG":
@@ -729,7 +730,7 @@ def _galleries(ctx: _Context) -> Section:
     for run, entry in sorted(entries, key=order):
         cell = (str(entry.get("backbone")), str(entry.get("strategy")), str(entry.get("seed")))
         method = str(entry.get("saliency"))
-        png = _read_png(run, entry["path"])
+        png = _read_png(run, entry)
         groups.setdefault((*cell, method), []).append(
             figure(
                 png,
@@ -1000,8 +1001,5 @@ def write_report(
     target = out / REPORT_FILE if out.is_dir() else out
     runs = [load_run(Path(d)) for d in run_dirs]
     text = render_report(runs, leaderboards=leaderboards, base=target.parent)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)
+    write_whole(target, text)  # a failure (a full disk) leaves no temporary file, one line
     return target

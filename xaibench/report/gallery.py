@@ -13,6 +13,8 @@ neighbour) to at least 160 px a tile. Written with Pillow (no plotting library n
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,10 +58,32 @@ def render_gallery(images: np.ndarray, maps: np.ndarray, masks: np.ndarray | Non
     return picture
 
 
+#: A label used as it is in a file name: ASCII letters, digits, ``.`` and ``-``, single
+#: underscores between them, starting with a letter or digit (so never ``__``, never ``___``).
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*(?:_[A-Za-z0-9.-]+)*")
+
+#: Longest file name made from labels as they are; longer ones are shortened and hashed.
+_MAX_PLAIN = 200
+
+
 def gallery_filename(backbone: str, strategy: str, seed: int, method: str) -> str:
-    """A file name safe on every platform for one cell and method."""
-    raw = f"{backbone}__{strategy}__seed{seed}__{method}.png"
-    return re.sub(r"[^A-Za-z0-9._-]", "_", raw)
+    """A file name safe on every platform for one cell and method, distinct for distinct ones.
+
+    Plain labels (:data:`_PLAIN`; ``method`` is ``<saliency>__<kind>``, each plain) make
+    ``<backbone>__<strategy>__seed<seed>__<method>.png``, which reads back unambiguously since
+    no plain label holds ``__``. Any other label (``res/a``, ``a__b``, non-ASCII, very long) is
+    sanitised and followed by ``___`` and a hash of the exact labels: a plain name never holds
+    ``___``, so no label can reproduce another's hashed name, and ``res/a`` and ``res_a`` get
+    different files.
+    """
+    pieces = [backbone, strategy, *method.split("__")]
+    raw = f"{backbone}__{strategy}__seed{seed}__{method}"
+    if all(_PLAIN.fullmatch(p) for p in pieces) and len(raw) <= _MAX_PLAIN:
+        return f"{raw}.png"
+    exact = json.dumps([backbone, strategy, seed, method], ensure_ascii=False)
+    digest = hashlib.sha256(exact.encode("utf-8")).hexdigest()[:16]
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", raw)[:150].lstrip("._-")
+    return f"{readable}___{digest}.png"
 
 
 def write_gallery(

@@ -2,13 +2,14 @@
 
 Leaderboards and the HTML report are pure functions of these files (no model code runs), so
 committed results can be re-ranked, compared and published from CI. Every problem with the files
-(missing, not JSON, an unknown schema version) raises :class:`~xaibench.errors.XaibenchError`
-naming the file.
+(missing, not JSON, an unknown schema version, a record of the wrong shape, a file or gallery
+entry leading outside the run directory) raises :class:`~xaibench.errors.XaibenchError` naming
+the file, and the record or entry.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import pandas as pd
 
 from xaibench.errors import XaibenchError
 from xaibench.escape import csv_frame_back
+from xaibench.paths import contained, read_json
+from xaibench.run_lock import writer_of
 
 #: Schema versions this code reads (``docs/results-schema.md``).
 READABLE_SCHEMAS = ("1.0", "1.1", "1.2", "1.3")
@@ -92,48 +95,172 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return frame
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_Check = tuple[Callable[[Any], bool], str]
+_TEXT: _Check = (lambda v: isinstance(v, str), "a string")
+_TEXT_OR_NULL: _Check = (lambda v: v is None or isinstance(v, str), "a string or null")
+_INTEGER: _Check = (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
+_NUMBER_OR_NULL: _Check = (lambda v: v is None or _number(v), "a number or null")
+_FLAG: _Check = (lambda v: v is None or isinstance(v, bool), "true, false or null")
+_OBJECT: _Check = (lambda v: isinstance(v, dict), "an object")
+_OBJECT_OR_NULL: _Check = (lambda v: v is None or isinstance(v, dict), "an object or null")
+_TEXTS: _Check = (
+    lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "a list of strings",
+)
+_LIST: _Check = (lambda v: isinstance(v, list), "a list")
+
+#: Per record field: required, and what it must be (``docs/results-schema.md``). Optional
+#: fields are checked when present.
+_RECORD: dict[str, tuple[bool, _Check]] = {
+    "backbone": (True, _TEXT), "strategy": (True, _TEXT), "seed": (True, _INTEGER),
+    "metric": (True, _TEXT), "category": (True, _TEXT), "status": (True, _TEXT),
+    "value": (True, _NUMBER_OR_NULL), "saliency": (True, _TEXT_OR_NULL),
+    "perturbation": (True, _TEXT_OR_NULL), "region": (True, _TEXT_OR_NULL),
+    "ci_low": (False, _NUMBER_OR_NULL), "ci_high": (False, _NUMBER_OR_NULL),
+    "n": (False, _NUMBER_OR_NULL), "higher_is_better": (False, _FLAG),
+    "random_init": (False, _FLAG), "reason": (False, _TEXT_OR_NULL), "details": (False, _OBJECT),
+    "task": (False, _TEXT), "dataset": (False, _TEXT),
+}  # fmt: skip
+
+_CELL: dict[str, tuple[bool, _Check]] = {
+    "backbone": (True, _TEXT), "strategy": (True, _TEXT), "seed": (True, _INTEGER),
+    "status": (False, _TEXT), "error": (False, _TEXT_OR_NULL), "weights": (False, _OBJECT_OR_NULL),
+    "fit": (False, _OBJECT_OR_NULL), "random_init": (False, _FLAG),
+}  # fmt: skip
+
+_TASK: dict[str, tuple[bool, _Check]] = {
+    "name": (True, _TEXT), "class_names": (True, _TEXTS), "positive_class": (True, _TEXT),
+    "regions_of_interest": (False, _TEXTS),
+}  # fmt: skip
+
+#: Sections of ``results.json`` and what they must be, when present.
+_SECTIONS: dict[str, _Check] = {
+    "config": _OBJECT, "dataset": _OBJECT, "environment": _OBJECT, "components": _OBJECT,
+    "component_options": _OBJECT, "analysis": _OBJECT, "task": _OBJECT, "records": _LIST,
+    "cells": _LIST,
+}  # fmt: skip
+
+#: Deeper than this, a results file is not one xaibench wrote (its own are about 8 deep); the
+#: limit keeps every later step (YAML, JSON, copies) far from Python's recursion limit.
+MAX_DEPTH = 64
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects (iteratively: any depth is measured)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((v, level + 1) for v in children)
+    return deepest
+
+
+def _check_fields(item: Any, spec: dict[str, tuple[bool, _Check]], where: str) -> None:
+    if not isinstance(item, dict):
+        raise XaibenchError(f"{where} is not an object")
+    for key, (required, (check, expected)) in spec.items():
+        if key not in item:
+            if required:
+                raise XaibenchError(f"{where} has no {key!r}")
+        elif not check(item[key]):
+            raise XaibenchError(f"{where}: {key!r} must be {expected}, not {item[key]!r:.40}")
+
+
+def check_document(document: Any, file: Path) -> None:
+    """Check that a parsed ``results.json`` has the shape every reader relies on.
+
+    Raises:
+        XaibenchError: It is not an object, nests too deeply, lacks a required key, has a
+            schema version this xaibench cannot read, or a section, cell or record of the
+            wrong type (the message names the file and the record's index).
+    """
+    if not isinstance(document, dict):
+        raise XaibenchError(f"{file}: expected a JSON object")
+    if _depth(document) > MAX_DEPTH:
+        raise XaibenchError(f"{file}: nested too deeply (over {MAX_DEPTH} levels) to be results")
+    version = document.get("schema_version")
+    if version not in READABLE_SCHEMAS:
+        raise XaibenchError(
+            f"{file}: schema version {version!r:.40} is not one this xaibench reads "
+            f"({', '.join(READABLE_SCHEMAS)})"
+        )
+    missing = [k for k in ("task", "records", "config", "cells") if k not in document]
+    if missing:
+        raise XaibenchError(f"{file}: missing key(s) {', '.join(missing)}")
+    for key, (check, expected) in _SECTIONS.items():
+        if key in document and not check(document[key]):
+            raise XaibenchError(f"{file}: {key!r} must be {expected}")
+    _check_fields(document["task"], _TASK, f"{file}: task")
+    for name, rows in document.get("analysis", {}).items():
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise XaibenchError(f"{file}: analysis table {name!r:.40} is not a list of objects")
+    for i, cell in enumerate(document["cells"]):
+        _check_fields(cell, _CELL, f"{file}: cell {i}")
+    for i, record in enumerate(document["records"]):
+        _check_fields(record, _RECORD, f"{file}: record {i}")
+
+
+def _gallery_entries(run_dir: Path) -> list[dict[str, Any]]:
+    """``gallery/index.json``'s entries, each ``file`` checked to lie inside ``gallery/``."""
+    index = run_dir / GALLERY_INDEX
+    if not index.is_file():
+        return []
+    entries = read_json(contained(run_dir, GALLERY_INDEX, source=run_dir, what="gallery index"))
+    if not isinstance(entries, list):
+        raise XaibenchError(f"{index}: expected a list of gallery entries")
+    galleries = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise XaibenchError(f"{index}: gallery entry {i} is not an object")
+        for key in ("sample_ids", "scores"):
+            if not isinstance(entry.get(key) or [], list):
+                raise XaibenchError(f"{index}: gallery entry {i}: {key!r} must be a list or null")
+        path = contained(
+            run_dir, entry.get("file"), source=index, what="gallery entry", under="gallery"
+        )
+        galleries.append({**entry, "path": path})
+    return galleries
+
+
 def load_run(path: Path) -> RunFiles:
     """Read a run directory (or its ``results.json``).
 
+    Every file is checked to lie inside the directory (also through symlinks), and so is every
+    gallery entry inside ``gallery/``.
+
     Raises:
-        XaibenchError: The directory or ``results.json`` is missing, is not JSON, lacks the keys
-            every results file has, or has a schema version this xaibench cannot read.
+        XaibenchError: The directory or ``results.json`` is missing, is not JSON, is not of the
+            shape every results file has (:func:`check_document`), or has a schema version
+            this xaibench cannot read; a file or gallery entry leads outside the directory; or
+            a run is writing the directory right now.
     """
     path = Path(path)
     run_dir = path.parent if path.name == "results.json" else path
     file = run_dir / "results.json"
     if not run_dir.is_dir():
         raise XaibenchError(f"{run_dir}: no such run directory")
+    holder = writer_of(run_dir)
+    if holder is not None:
+        raise XaibenchError(f"{run_dir}: a run is being written there by {holder}; "
+                            "wait for it to finish")  # fmt: skip
     if not file.is_file():
         raise XaibenchError(f"{run_dir}: no results.json (is this a run directory?)")
-    try:
-        document = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise XaibenchError(f"{file}: not valid JSON ({exc})") from None
-    if not isinstance(document, dict):
-        raise XaibenchError(f"{file}: expected a JSON object")
-    version = document.get("schema_version")
-    if version not in READABLE_SCHEMAS:
-        raise XaibenchError(
-            f"{file}: schema version {version!r} is not one this xaibench reads "
-            f"({', '.join(READABLE_SCHEMAS)})"
-        )
-    missing = [k for k in ("task", "records", "config", "cells") if k not in document]
-    if missing:
-        raise XaibenchError(f"{file}: missing key(s) {', '.join(missing)}")
-    galleries: list[dict[str, Any]] = []
-    index = run_dir / GALLERY_INDEX
-    if index.is_file():
-        try:
-            entries = json.loads(index.read_text())
-        except json.JSONDecodeError as exc:
-            raise XaibenchError(f"{index}: not valid JSON ({exc})") from None
-        for entry in entries:
-            galleries.append({**entry, "path": run_dir / "gallery" / entry["file"]})
+    document = read_json(contained(run_dir, file.name, source=run_dir, what="results file"))
+    check_document(document, file)
+    tables = {
+        name: _read_csv(contained(run_dir, name, source=run_dir, what="results table"))
+        for name in ("predictions.csv", "explanations.csv")
+    }
     return RunFiles(
         path=run_dir,
         document=document,
-        predictions=_read_csv(run_dir / "predictions.csv"),
-        explanations=_read_csv(run_dir / "explanations.csv"),
-        galleries=galleries,
+        predictions=tables["predictions.csv"],
+        explanations=tables["explanations.csv"],
+        galleries=_gallery_entries(run_dir),
     )
