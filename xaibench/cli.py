@@ -818,6 +818,14 @@ def _headline_column(column: str, region: str) -> bool:
     return name in (f"Δ_{region}", f"IoU_{region}")
 
 
+def _os_error(exc: OSError) -> str:
+    """``FILE: reason`` for an error of the operating system (no traceback: not our bug)."""
+    reason = exc.strerror or str(exc)
+    files = [f for f in (exc.filename, exc.filename2) if f is not None]
+    where = " -> ".join(str(f) for f in files)
+    return f"{where}: {reason}" if where else reason
+
+
 def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 
@@ -852,4 +860,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (click.Abort, KeyboardInterrupt):
         click.echo("xaibench: interrupted", err=True)
         sys.exit(130)
+    except OSError as exc:  # a full disk, a read-only folder, a vanished file: the system's
+        click.echo(f"xaibench: error: {_one_line(_os_error(exc))}", err=True)
+        sys.exit(1)
+    except MemoryError:
+        click.echo("xaibench: error: out of memory", err=True)
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

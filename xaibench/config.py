@@ -266,31 +266,88 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return out
 
 
+#: Largest configuration file read (bytes): a run configuration is a few kilobytes.
+MAX_CONFIG_BYTES = 1_000_000
+#: Deepest nesting and most values (YAML aliases expanded) a configuration may hold.
+MAX_CONFIG_DEPTH = 64
+MAX_CONFIG_VALUES = 100_000
+
+
 def load_config_file(path: Path) -> dict[str, Any]:
-    """Read a YAML run configuration with ``yaml.safe_load``.
+    """Read a YAML run configuration with ``yaml.safe_load``, within limits.
+
+    A configuration may come from someone else, so besides ``safe_load`` (no Python objects,
+    no tags) the file must be at most :data:`MAX_CONFIG_BYTES`, UTF-8, nested at most
+    :data:`MAX_CONFIG_DEPTH` levels and hold at most :data:`MAX_CONFIG_VALUES` values with its
+    aliases expanded (a "billion laughs" file is a few lines that expand to billions of values
+    once merged and hashed).
 
     Raises:
-        XaibenchError: Missing or unreadable file, invalid YAML, or not a mapping.
+        XaibenchError: Missing, unreadable, too large, not UTF-8, invalid YAML, too deep or too
+            big once expanded, or not a mapping; the message names the file.
     """
+    name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
+        raise XaibenchError(f"cannot read config file {name!r}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
         raise XaibenchError(
-            f"cannot read config file {str(path)!r}: {exc.strerror or exc}"
+            f"config file {name!r} is larger than {MAX_CONFIG_BYTES:,} bytes; "
+            "is it a run configuration?"
+        )
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise XaibenchError(
+            f"config file {name!r} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
         ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise XaibenchError(
-            f"config file {str(path)!r} is not valid YAML: {exc}".replace("\n", " ")
+            f"config file {name!r} is not valid YAML: {exc}".replace("\n", " ")
         ) from None
+    except RecursionError:
+        raise XaibenchError(
+            f"config file {name!r} is nested too deeply to read "
+            f"(a configuration needs fewer than {MAX_CONFIG_DEPTH} levels)"
+        ) from None
+    _check_size(data, name)
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise XaibenchError(
-            f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}"
-        )
+        raise XaibenchError(f"config file {name!r} must hold a mapping, got {type(data).__name__}")
     return data
+
+
+def _check_size(data: Any, name: str) -> None:
+    """Refuse a loaded document nested deeper than the limit or too big with aliases expanded.
+
+    Walks iteratively (no recursion) and stops at the first value past a limit, so a document
+    that expands exponentially costs at most :data:`MAX_CONFIG_VALUES` steps.
+    """
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    seen = 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MAX_CONFIG_VALUES:
+            raise XaibenchError(
+                f"config file {name!r} holds more than {MAX_CONFIG_VALUES:,} values once its "
+                "aliases (&anchor / *alias) are expanded; is it a run configuration?"
+            )
+        if depth > MAX_CONFIG_DEPTH:
+            raise XaibenchError(
+                f"config file {name!r} is nested more than {MAX_CONFIG_DEPTH} levels deep"
+            )
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+            stack.extend((k, depth + 1) for k in value)
+        elif isinstance(value, list | tuple):
+            stack.extend((v, depth + 1) for v in value)
 
 
 def resolve_config(*layers: Mapping[str, Any]) -> RunConfig:
