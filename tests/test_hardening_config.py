@@ -132,3 +132,17 @@ def test_a_failing_analysis_never_loses_the_run(tmp_path: Path, components, monk
         assert "perturbation_rank_agreement" in document["analysis"]
         assert any(r["metric"] == "auc" for r in document["records"])
         assert not outcome.failed
+
+
+@pytest.mark.parametrize("label", ["two\nlines", "tab\there", "bell\x07", " padded", "rtl\u202e"])
+def test_labels_with_control_characters_are_refused(label: str):
+    with pytest.raises(InvalidOptionsError, match="label"):
+        resolve_config(BASE, {"backbones": [{"name": "test_resnet.random", "label": label}]})
+
+
+def test_ordinary_labels_are_fine():
+    for label in ("res/a", "res_a", "LoRA r=8 (α=16)", "=HYPERLINK(x)"):
+        config = resolve_config(
+            BASE, {"backbones": [{"name": "test_resnet.random", "label": label}]}
+        )
+        assert config.backbones[0].key == label

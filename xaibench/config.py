@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +46,18 @@ class ComponentRef(BaseModel):
         min_length=1,
         description="Model of a generic backbone family (the part after 'family:').",
     )
+
+    @field_validator("label")
+    @classmethod
+    def _printable_label(cls, value: str | None) -> str | None:
+        # A label names files, table rows and one-line messages: no line breaks, tabs or other
+        # control characters, and no invisible spaces at either end.
+        if value is not None:
+            if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
+                raise ValueError("a label may not contain line breaks, tabs or control characters")
+            if value != value.strip():
+                raise ValueError("a label may not start or end with a space")
+        return value
 
     @model_validator(mode="before")
     @classmethod
