@@ -41,7 +41,7 @@ def test_a_cell_run_again_loads_its_trained_model(components, tmp_path, monkeypa
     )
     first = run_benchmark(config, components, tmp_path / "first")
     assert all(r.status == "ok" for r in first.results)
-    assert len(list((cache / "fits").glob("*.safetensors"))) == 2  # one per cell
+    assert len(list((cache / "fits").glob("*.xbc"))) == 2  # one per cell
 
     calls = []
 
@@ -69,7 +69,7 @@ def test_other_training_settings_train_again(components, tmp_path):
     run_benchmark(config, components, tmp_path / "a")
     longer = resolve_config(defaults, one, {"cache_dir": str(cache), "train": {"epochs": 2}})
     run_benchmark(longer, components, tmp_path / "b")
-    assert len(list((cache / "fits").glob("*.safetensors"))) == 2
+    assert len(list((cache / "fits").glob("*.xbc"))) == 2
     # without the cache nothing is read or written
     off = resolve_config(defaults, one, {"cache_dir": str(tmp_path / "off"), "cache": False})
     run_benchmark(off, components, tmp_path / "c")
@@ -80,15 +80,17 @@ def test_other_training_settings_train_again(components, tmp_path):
 
 
 def test_a_corrupt_entry_is_a_miss(components, tmp_path):
-    from xaibench.fit_cache import FitCache
-
-    cache = FitCache(tmp_path)
-    (tmp_path / "fits").mkdir()
-    (tmp_path / "fits" / "k.safetensors").write_bytes(b"not a safetensors file")
-    (tmp_path / "fits" / "k.json").write_text("{}")
     import torch
 
+    from xaibench.cache import prepare_cache_dir
+    from xaibench.fit_cache import FitCache
+
+    prepare_cache_dir(tmp_path)  # an xaibench cache (marked), so its entries are read
+    cache = FitCache(tmp_path)
+    (tmp_path / "fits").mkdir()
+    (tmp_path / "fits" / "k.xbc").write_bytes(b"not a cache entry")
     assert cache.load("k", torch.nn.Linear(2, 2)) is None
+    assert not (tmp_path / "fits" / "k.xbc").exists()  # discarded (tests/test_cache_entries.py)
 
 
 @pytest.fixture(autouse=True)

@@ -385,7 +385,7 @@ def test_cache_hit_returns_identical_samples(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("XAIBENCH_CACHE_DIR", str(tmp_path))
     first = PhantomDataset(n_images=70, image_size=SIZE, seed=11)
     generated = [first[i] for i in (3, 65)]
-    files = sorted((tmp_path / "phantom").glob("*.safetensors"))
+    files = sorted((tmp_path / "phantom").glob("*.xbc"))
     assert len(files) == 2  # two chunks of 64 images
     assert not list((tmp_path / "phantom").glob(".*tmp"))  # written atomically
 
@@ -397,7 +397,7 @@ def test_cache_hit_returns_identical_samples(tmp_path, monkeypatch) -> None:
         second = PhantomDataset(n_images=70, image_size=SIZE, seed=11)
         assert all(_same(a, second[i]) for a, i in zip(generated, (3, 65), strict=True))
 
-    files[0].write_bytes(b"not a safetensors file")  # a corrupt entry is re-rendered
+    files[0].write_bytes(b"not a cache entry")  # a corrupt entry is re-rendered (and logged)
     third = PhantomDataset(n_images=70, image_size=SIZE, seed=11)
     assert _same(generated[0], third[3])
 
@@ -461,4 +461,4 @@ def test_run_cache_settings_reach_the_phantom(tmp_path):
     on = PhantomDataset(n_images=4, image_size=32, seed=11)
     on.use_cache(tmp_path / "on")
     assert torch.equal(on[0].image, first)
-    assert list((tmp_path / "on" / "phantom").glob("*.safetensors"))
+    assert list((tmp_path / "on" / "phantom").glob("*.xbc"))

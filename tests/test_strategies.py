@@ -120,7 +120,7 @@ def test_second_linear_probe_cell_on_a_backbone_hits_the_cache(components, tmp_p
     )  # fmt: skip
     outcome = run_benchmark(cfg, components, tmp_path / "run")
     assert [c["status"] for c in outcome.document["cells"]] == ["ok", "ok"]
-    files = list((tmp_path / "cache" / "features").glob("*.safetensors"))
+    files = list((tmp_path / "cache" / "features").glob("*.xbc"))
     assert len(files) == 2  # train and val, extracted once for both cells
 
 

@@ -121,6 +121,10 @@ def _run_locked(
     progress.log(
         f"xaibench {__version__}: {verb} task {config.task}, {len(cells)} cells -> {run_dir}"
     )
+    if config.cache:  # checked before any data or training; an unusable folder: one line here
+        from xaibench.cache import prepare_cache_dir
+
+        prepare_cache_dir(config.cache_dir, report=progress.log, recheck=True)
     data = prepare_data(config, components, progress)
     # Only now, with every component and the data checked, is the run recorded in its folder.
     write_run_state(run_dir, config, started.isoformat(timespec="seconds"))

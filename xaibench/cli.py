@@ -518,6 +518,7 @@ def _resumed_config(task: str, out_dir: Path | None, given: dict[str, Any]) -> A
     """
     from xaibench.checkpoints import read_run_state
     from xaibench.config import load_config_file, resolve_config
+    from xaibench.paths import contained
 
     if out_dir is None:
         raise click.UsageError("--resume needs --out RUN_DIR, the run to finish")
@@ -527,9 +528,10 @@ def _resumed_config(task: str, out_dir: Path | None, given: dict[str, Any]) -> A
             f"--resume takes the configuration from {out_dir}/config.yaml; drop " + ", ".join(extra)
         )
     state = read_run_state(out_dir)
-    if state is None or not (out_dir / "config.yaml").is_file():
+    config_file = contained(out_dir, "config.yaml", source=out_dir, what="configuration")
+    if state is None or not config_file.is_file():
         raise XaibenchError(f"{out_dir}: no xaibench run to resume (no run-state.json)")
-    stored = load_config_file(out_dir / "config.yaml")
+    stored = load_config_file(config_file)
     if stored.get("task") != task:
         raise XaibenchError(f"{out_dir} holds a run of task {stored.get('task')!r}, not {task!r}")
     config = resolve_config(stored)
@@ -542,7 +544,11 @@ def _resumed_config(task: str, out_dir: Path | None, given: dict[str, Any]) -> A
 
 @cli.group()
 def cache() -> None:
-    """Inspect and prune xaibench's disk cache (frozen features, rendered phantom images)."""
+    """Inspect and prune xaibench's disk cache (features, phantom images, trained models).
+
+    Only a folder marked as an xaibench cache is listed or pruned, and prune deletes only
+    entries xaibench wrote (never other files, never through a symbolic link).
+    """
 
 
 _CACHE_DIR_OPTION = click.option(
@@ -556,7 +562,7 @@ _CACHE_DIR_OPTION = click.option(
 @_CACHE_DIR_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def cache_info_command(cache_dir: Path | None, as_json: bool) -> None:
-    """Where the cache is, and files and bytes per namespace."""
+    """Where the cache is, and entries and bytes per namespace."""
     from datetime import UTC, datetime
 
     from xaibench.cache import cache_info, default_cache_dir
@@ -581,6 +587,10 @@ def cache_info_command(cache_dir: Path | None, as_json: bool) -> None:
         )
 
 
+#: Files left alone that ``cache prune`` names one by one; the rest are counted.
+_SHOWN_LEFT_ALONE = 10
+
+
 @cache.command(name="prune")
 @_CACHE_DIR_OPTION
 @click.option(
@@ -599,11 +609,16 @@ def cache_prune_command(
     namespace: str | None,
     dry_run: bool,
 ) -> None:
-    """Delete cache entries (everything here is recomputed when needed)."""
+    """Delete cache entries (everything here is recomputed when needed).
+
+    Deletes only entries xaibench wrote, and temporary files of writers gone for an hour;
+    anything else in the folder is left alone and listed. A folder that is not an xaibench
+    cache is refused (exit status 2).
+    """
     from xaibench.cache import default_cache_dir, prune_cache
 
     root = cache_dir or default_cache_dir()
-    count, size = prune_cache(
+    result = prune_cache(
         root,
         older_than_days=older_than,
         namespace=namespace,
@@ -611,7 +626,13 @@ def cache_prune_command(
         dry_run=dry_run,
     )
     verb = "would delete" if dry_run else "deleted"
-    click.echo(f"{verb} {count} files, {size / 1e6:.1f} MB from {root}")
+    click.echo(f"{verb} {result.files} files, {result.bytes / 1e6:.1f} MB from {root}")
+    if result.left_alone:
+        click.echo(f"left alone {len(result.left_alone)} files that are not cache entries:")
+        for path, why in result.left_alone[:_SHOWN_LEFT_ALONE]:
+            click.echo(f"  {path}: {why}")
+        if len(result.left_alone) > _SHOWN_LEFT_ALONE:
+            click.echo(f"  ... and {len(result.left_alone) - _SHOWN_LEFT_ALONE} more")
 
 
 @cli.command(name="leaderboard")

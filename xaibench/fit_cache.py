@@ -9,7 +9,11 @@ random states matter: saliency methods with noise (SmoothGrad, GradientSHAP, the
 control) draw from torch's and NumPy's generators after training, so restoring the states the
 training left makes every later number identical to the run that trained.
 
-Stored with safetensors and JSON only (nothing pickled), written atomically.
+One entry per fit, ``fits/<key>.xbc`` (:class:`xaibench.cache.CacheNamespace`): a safetensors
+payload of the tensors with the fit report, the random states' other fields and the names of
+the trainable parameters as JSON in a ``meta.json`` byte tensor — nothing pickled. One file
+means one atomic rename and one checksum: weights and report are never mixed from two writes.
+A corrupt entry is logged, deleted and trained again.
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ import torch
 from torch import nn
 
 from xaibench import __version__
-from xaibench.cache import content_key, write_atomic
+from xaibench.cache import CacheNamespace, content_key
 from xaibench.strategies.base import FitReport
 
 NAMESPACE = "fits"
+#: The byte tensor holding the fit's JSON metadata.
+META = "meta.json"
 
 
 def fit_key(*parts: Any) -> str:
@@ -70,51 +76,63 @@ def _restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None
 
 
 class FitCache:
-    """Trained states on disk under ``root/fits/<key>.{safetensors,json}``."""
+    """Trained states on disk under ``root/fits/<key>.xbc``."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root / NAMESPACE
+        self.store = CacheNamespace(NAMESPACE, root)
+        self.root = self.store.folder
 
     def save(self, key: str, model: nn.Module, report: FitReport) -> None:
-        """Store the trained state, the report and the current random states."""
+        """Store the trained state, the report and the current random states.
+
+        Nothing is stored when the cache is not writable (reported once).
+        """
         from safetensors.torch import save
 
         rng, rng_meta = _rng_states()
         tensors = {f"model.{k}": v for k, v in _trained_state(model).items()}
         tensors.update(rng)
-        self.root.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.root / f"{key}.safetensors", save(tensors))
         trainable = [n for n, p in model.named_parameters() if p.requires_grad]
         meta = {"report": asdict(report), "rng": rng_meta, "requires_grad": trainable}
-        write_atomic(self.root / f"{key}.json", json.dumps(meta) + "\n")
+        blob = json.dumps(meta).encode()
+        tensors[META] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+        self.store.write(key, save(tensors))
 
     def load(self, key: str, model: nn.Module) -> FitReport | None:
         """Load a stored fit into ``model`` and restore the random states; None on a miss.
 
-        A missing, partial or unreadable entry is a miss (the cell trains and overwrites it);
-        an entry whose tensors do not fit the model is a miss too.
+        A missing entry is a miss; a corrupt one is logged, deleted and a miss (the cell
+        trains and stores it again); an entry whose tensors do not fit the model is a miss too.
         """
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
-        weights, meta_file = self.root / f"{key}.safetensors", self.root / f"{key}.json"
-        if not (weights.is_file() and meta_file.is_file()):
-            return None
-        try:
-            tensors = load_file(str(weights))
-            meta = json.loads(meta_file.read_text())
-            state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-            # A strategy may set what trains in ``fit`` rather than ``prepare``: compare with
-            # the model's full state, and restore the flags the fit left.
-            current = model.state_dict()
-            if not set(state) <= set(current) or any(
-                state[k].shape != current[k].shape for k in state
+        def parse(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+            tensors = load(data)
+            meta = json.loads(tensors.pop(META).numpy().tobytes())
+            # a payload that could not be restored whole is corrupt: checked before any change
+            FitReport(**meta["report"])
+            if not (
+                {"rng.torch", "rng.numpy", "rng.python"} <= set(tensors)
+                and len(meta["rng"]["numpy"]) == 4
+                and len(meta["rng"]["python"]) == 2
+                and isinstance(meta["requires_grad"], list)
             ):
-                return None
-            model.load_state_dict(state, strict=False)
-            trainable = set(meta["requires_grad"])
-            for name, param in model.named_parameters():
-                param.requires_grad_(name in trainable)
-            _restore_rng(tensors, meta["rng"])
-            return FitReport(**meta["report"])
-        except Exception:  # corrupt entry: recompute
+                raise ValueError("incomplete fit entry")
+            return tensors, meta
+
+        entry = self.store.read(key, parse)
+        if entry is None:
             return None
+        tensors, meta = entry
+        state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+        # A strategy may set what trains in ``fit`` rather than ``prepare``: compare with
+        # the model's full state, and restore the flags the fit left.
+        current = model.state_dict()
+        if not set(state) <= set(current) or any(state[k].shape != current[k].shape for k in state):
+            return None
+        model.load_state_dict(state, strict=False)
+        trainable = set(meta["requires_grad"])
+        for name, param in model.named_parameters():
+            param.requires_grad_(name in trainable)
+        _restore_rng(tensors, meta["rng"])
+        return FitReport(**meta["report"])

@@ -66,7 +66,7 @@ import numpy as np
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 from scipy import ndimage, special
 
-from xaibench.cache import content_key, default_cache_dir
+from xaibench.cache import CacheNamespace, content_key, default_cache_dir
 from xaibench.component import Seed
 from xaibench.data.base import Dataset, Sample
 from xaibench.data.phantom_anatomy import (
@@ -638,8 +638,13 @@ class PhantomDataset(Dataset):
         self._cache_dir, self._cache_off = directory, not enabled
 
     def _cache_file(self, start: int, stop: int) -> Path:
-        root = self._cache_dir or default_cache_dir()
-        return root / "phantom" / f"{self._options_key()}-{start}-{stop}.safetensors"
+        return self._cache_store().path(self._cache_name(start, stop))
+
+    def _cache_store(self) -> CacheNamespace:
+        return CacheNamespace("phantom", self._cache_dir or default_cache_dir())
+
+    def _cache_name(self, start: int, stop: int) -> str:
+        return f"{self._options_key()}-{start}-{stop}"
 
     def _chunk(self, chunk: int) -> tuple[np.ndarray, np.ndarray]:
         key = (self._options_key(), chunk)
@@ -661,32 +666,26 @@ class PhantomDataset(Dataset):
         return result
 
     def _load(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray] | None:
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load
 
-        file = self._cache_file(start, stop)
-        if not file.is_file():
-            return None
-        try:
-            data = load_file(str(file))
-            images, labels = data["images"], data["labels"]
-        except Exception:  # a corrupt entry is a miss, regenerated and overwritten
-            return None
         shape = (stop - start, self.image_size, self.image_size)
-        if images.shape != shape or labels.shape != shape:
-            return None
-        return images, labels
+
+        def parse(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+            arrays = load(data)
+            images, labels = arrays["images"], arrays["labels"]
+            if images.shape != shape or labels.shape != shape:
+                raise ValueError(f"chunk of shape {images.shape}, expected {shape}")
+            return images, labels
+
+        # verified on read: a corrupt chunk is logged, deleted and rendered again
+        return self._cache_store().read(self._cache_name(start, stop), parse)
 
     def _store(self, start: int, stop: int, result: tuple[np.ndarray, np.ndarray]) -> None:
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
-        file = self._cache_file(start, stop)
-        try:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-            save_file({"images": result[0], "labels": result[1]}, str(tmp))
-            tmp.replace(file)
-        except OSError:  # a read-only or full cache never stops a run
-            return
+        # a read-only or full cache never stops a run (reported once)
+        payload = save({"images": result[0], "labels": result[1]})
+        self._cache_store().write(self._cache_name(start, stop), payload)
 
     def generate(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Render the images at ``indices`` without any cache.

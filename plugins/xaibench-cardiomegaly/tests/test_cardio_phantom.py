@@ -158,13 +158,30 @@ def test_fingerprint_covers_the_cardiac_options(tmp_path):
         assert _dataset(tmp_path, **change).fingerprint() != base, change
 
 
-def test_measurements_are_cached_and_survive_a_corrupt_file(tmp_path):
+def test_measurements_are_cached_and_survive_a_corrupt_file(tmp_path, caplog):
     table = _dataset(tmp_path).table()
-    [file] = (tmp_path / "cardiac_phantom").glob("*.json")
-    file.write_text("not json")
+    [file] = (tmp_path / "cardiac_phantom").iterdir()
+    data = bytearray(file.read_bytes())
+    at = data.index(b"[[") + 4  # the first decimal of the first patient's measured CTR
+    data[at] = ord("0") + (data[at] - ord("0") + 5) % 10
+    file.write_bytes(bytes(data))
     again = _dataset(tmp_path).table()
-    assert again.equals(table)
-    assert file.read_text().startswith("[[")
+    assert again.equals(table)  # measured again, never the changed value
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert str(file) in warning
+    assert "corrupt" in warning
+    assert file.read_bytes() != bytes(data)  # stored again
+    assert _dataset(tmp_path).table().equals(table)
+
+
+def test_measurements_use_the_verified_cache_api(tmp_path):
+    ds = _dataset(tmp_path)
+    ds.table()
+    [file] = (tmp_path / "cardiac_phantom").iterdir()
+    n_patients = int(file.name.removesuffix(".xbc").rsplit("-", 1)[1])
+    assert file == ds._ctr_file(n_patients)
+    assert file.name.endswith(f"-ctr-{n_patients}.xbc")
+    assert not [p for p in file.parent.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_options_are_checked():

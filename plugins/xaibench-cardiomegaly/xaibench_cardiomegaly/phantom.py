@@ -41,7 +41,9 @@ box in the corner) remains as a region that should never matter.
 
 Cached on disk like the core phantom (its images under ``<cache>/phantom`` with a key that includes
 this dataset's version and options, so it never collides with the core phantom's), plus the
-per-patient CTR measurements under ``<cache>/cardiac_phantom``.
+per-patient CTR measurements in the plugin's own cache namespace, ``<cache>/cardiac_phantom``,
+through :class:`xaibench.cache.CacheNamespace` (checksummed, verified on every read; a corrupt
+entry is logged, deleted and measured again).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from xaibench.cache import content_key, default_cache_dir
+from xaibench.cache import CacheNamespace, content_key, default_cache_dir
 from xaibench.data.base import Sample
 from xaibench.data.phantom import PhantomDataset
 from xaibench.data.phantom_anatomy import (
@@ -277,10 +279,15 @@ class CardiacPhantomDataset(PhantomDataset):
         super().use_cache(directory, enabled=enabled)
         self._ctr_cache_dir, self._ctr_cache_off = directory, not enabled
 
-    def _ctr_file(self, n_patients: int) -> Path:
-        root = self._ctr_cache_dir or default_cache_dir()
+    def _ctr_store(self) -> CacheNamespace:
+        return CacheNamespace("cardiac_phantom", self._ctr_cache_dir or default_cache_dir())
+
+    def _ctr_name(self, n_patients: int) -> str:
         key = content_key("cardiac_phantom", self.version, self._target_options())
-        return root / "cardiac_phantom" / f"{key}-ctr-{n_patients}.json"
+        return f"{key}-ctr-{n_patients}"
+
+    def _ctr_file(self, n_patients: int) -> Path:
+        return self._ctr_store().path(self._ctr_name(n_patients))
 
     def _measurements(self, n_patients: int) -> np.ndarray:
         """``[n_patients, 3]``: measured CTR, heart and thorax diameter (cm) per patient.
@@ -304,22 +311,18 @@ class CardiacPhantomDataset(PhantomDataset):
         return values
 
     def _load_measurements(self, n_patients: int) -> np.ndarray | None:
-        file = self._ctr_file(n_patients)
-        try:
-            values = np.asarray(json.loads(file.read_text()), dtype=float)
-        except (OSError, ValueError, TypeError):  # a missing or corrupt entry is a miss
-            return None
-        return values if values.shape == (n_patients, 3) else None
+        def parse(data: bytes) -> np.ndarray:
+            values = np.asarray(json.loads(data), dtype=float)
+            if values.shape != (n_patients, 3):
+                raise ValueError(f"{values.shape} measurements, expected {(n_patients, 3)}")
+            return values
+
+        # verified on read: a corrupt entry is logged, deleted and measured again
+        return self._ctr_store().read(self._ctr_name(n_patients), parse)
 
     def _store_measurements(self, values: np.ndarray) -> None:
-        file = self._ctr_file(len(values))
-        try:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(values.tolist()))
-            tmp.replace(file)
-        except OSError:  # a read-only or full cache never stops a run
-            return
+        # a read-only or full cache never stops a run (reported once)
+        self._ctr_store().write(self._ctr_name(len(values)), json.dumps(values.tolist()).encode())
 
     # ---- table and samples ---------------------------------------------------------------
 
