@@ -89,6 +89,8 @@ class FitCache:
         """
         from safetensors.torch import save
 
+        if not self.store.writable:
+            return
         rng, rng_meta = _rng_states()
         tensors = {f"model.{k}": v for k, v in _trained_state(model).items()}
         tensors.update(rng)

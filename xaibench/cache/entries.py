@@ -118,6 +118,11 @@ class CacheNamespace:
         self.cache_dir = Path(root).expanduser() if root is not None else default_cache_dir()
         self.folder = self.cache_dir / namespace
 
+    @property
+    def writable(self) -> bool:
+        """Whether entries are written (callers may skip building a payload when not)."""
+        return cache_state(self.cache_dir).writable
+
     def path(self, name: str) -> Path:
         """The file of entry ``name`` (letters, digits, ``-`` and ``_``; at most 200).
 
@@ -258,4 +263,5 @@ class TensorCache:
         """Store ``tensor`` atomically (nothing happens when the cache is not writable)."""
         from safetensors.torch import save
 
-        self.store.write(key, save({"tensor": tensor.detach().cpu().contiguous()}))
+        if self.store.writable:
+            self.store.write(key, save({"tensor": tensor.detach().cpu().contiguous()}))

@@ -684,8 +684,11 @@ class PhantomDataset(Dataset):
         from safetensors.numpy import save
 
         # a read-only or full cache never stops a run (reported once)
-        payload = save({"images": result[0], "labels": result[1]})
-        self._cache_store().write(self._cache_name(start, stop), payload)
+        store = self._cache_store()
+        if store.writable:
+            store.write(
+                self._cache_name(start, stop), save({"images": result[0], "labels": result[1]})
+            )
 
     def generate(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Render the images at ``indices`` without any cache.
