@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from fake_runs import write_fake_run
 
@@ -196,3 +197,41 @@ def test_the_report_checks_gallery_entries_of_runs_not_read_by_load_run(tmp_path
     entry = {"file": "../results.json", "path": run.path / "results.json", "kind": "best"}
     with pytest.raises(XaibenchError, match="gallery entry"):
         render_report([dataclasses.replace(run, galleries=[entry])])
+
+
+def test_checkpoint_files_leading_out_are_never_copied_into_results(tmp_path: Path):
+    """A planted symlink would copy whatever it names into the run's published tables."""
+    run = tmp_path / "run"
+    cell = _cell()
+    result = _result(cell)
+    result.predictions = [pd.DataFrame({"sample_id": ["s1"], "prob_a": [0.5]})]
+    folder = save_cell(run, KEY, result)
+    secret = tmp_path / "secret.csv"
+    secret.write_text("sample_id,prob_a\nnot yours,1\n")
+    (folder / "predictions.csv").unlink()
+    (folder / "predictions.csv").symlink_to(secret)
+    with pytest.raises(XaibenchError, match="outside"):
+        load_cell(run, cell, KEY)
+
+
+@pytest.mark.parametrize("name", ["run-state.json", "config.yaml"])
+def test_resume_refuses_run_state_or_config_leading_out(tmp_path: Path, capsys, name: str):
+    import xaibench.cli
+
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "run-state.json").write_text(json.dumps({"study_hash": "0" * 64}))
+    (elsewhere / "config.yaml").write_text("task: osteoporosis\n")
+    for file in ("run-state.json", "config.yaml"):
+        target = run / file
+        if file == name:
+            target.symlink_to(elsewhere / file)
+        else:
+            target.write_bytes((elsewhere / file).read_bytes())
+    with pytest.raises(SystemExit) as exit_info:
+        xaibench.cli.main(["run", "osteoporosis", "--resume", "--out", str(run), "--quiet"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "leads outside" in err, err
+    assert name in err

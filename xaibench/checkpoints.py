@@ -230,9 +230,14 @@ def _read_frame(path: Path) -> list[pd.DataFrame]:
     return [csv_frame_back(frame, _TEXT)]
 
 
+def _inside(folder: Path, name: str) -> Path:
+    """The file ``name`` of a checkpoint folder, refused if it leads out (a planted symlink)."""
+    return contained(folder, name, source=folder, what="checkpoint file")
+
+
 def _read_document(folder: Path, key: str) -> dict[str, Any] | None:
     """The parsed ``cell.json`` of a checkpoint folder; None when absent or of another key."""
-    file = folder / "cell.json"
+    file = _inside(folder, "cell.json")
     if not file.is_file():
         return None
     try:
@@ -273,13 +278,13 @@ def load_cell(run_dir: Path, cell: Cell, key: str) -> CellResult | None:
         result.seconds = document["seconds"]
         result.fit = document["fit"]
         result.records = _objects(document["records"], "records")
-        result.predictions = _read_frame(folder / "predictions.csv")
-        result.explanations = _read_frame(folder / "explanations.csv")
+        result.predictions = _read_frame(_inside(folder, "predictions.csv"))
+        result.explanations = _read_frame(_inside(folder, "explanations.csv"))
         methods = document["drift_methods"]
         if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
             raise ValueError("drift_methods is not a list of names")
         if methods:
-            with np.load(folder / "drift.npz", allow_pickle=False) as arrays:
+            with np.load(_inside(folder, "drift.npz"), allow_pickle=False) as arrays:
                 for method in methods:
                     ids = tuple(str(s) for s in arrays[f"{method}::ids"])
                     result.drift_maps[method] = CellMaps(ids, arrays[f"{method}::maps"])
@@ -327,7 +332,7 @@ def read_run_state(run_dir: Path) -> dict[str, Any] | None:
     Raises:
         XaibenchError: ``run-state.json`` exists but is unreadable (not UTF-8 or JSON).
     """
-    file = run_dir / RUN_STATE
+    file = contained(run_dir, RUN_STATE, source=run_dir, what="run state")
     if not file.is_file():
         return None
     state = read_json(file)
