@@ -267,3 +267,25 @@ def test_a_run_adopts_a_cache_of_an_earlier_version(tmp_path: Path) -> None:
     assert (root / "CACHEDIR.TAG").is_file()
     assert torch.equal(cache.get(content_key("new")), torch.ones(3))
     assert all(f.exists() for f in files)  # an old entry is never read, and only prune deletes it
+
+
+def test_a_cache_of_a_newer_format_or_a_file_is_refused(tmp_path: Path, capsys, caplog) -> None:
+    root = tmp_path / "cache"
+    entry = _tensor_entry(TensorCache(root), "x")
+    (root / "xaibench-cache.json").write_text('{"format": 99}')
+    code, _, err = _xaibench(capsys, "cache", "prune", "--cache-dir", str(root), "--all")
+    assert code == 2
+    assert "a cache of a newer xaibench (format 99" in err
+    assert entry.exists()
+    from xaibench.cache import prepare_cache_dir
+
+    state = prepare_cache_dir(root, recheck=True)
+    assert not state.readable
+    assert not state.writable
+    assert "newer xaibench" in caplog.records[-1].getMessage()
+    file = tmp_path / "file"
+    file.write_text("x")
+    code, _, err = _xaibench(capsys, "cache", "prune", "--cache-dir", str(file), "--all")
+    assert code == 2
+    assert "is not a folder" in err
+    assert file.read_text() == "x"

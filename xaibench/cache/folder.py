@@ -203,11 +203,12 @@ def _adoptable(root: Path) -> str | None:
                 break
     if not strays:
         return None
-    return f"not empty and no {MARKER} marker (holds {', '.join(sorted(strays)[:3])})"
+    shown = ", ".join(sorted(strays)[:3])
+    return f"not an xaibench cache: not empty and no {MARKER} marker (holds {shown})"
 
 
 def foreign_reason(root: Path) -> str | None:
-    """Why an existing ``root`` is not an xaibench cache, or None when it is (or may become) one.
+    """Why ``root`` is not an xaibench cache (a phrase after "is"), or None when it is one.
 
     A folder is xaibench's when it holds a marker of a format this version knows; a folder
     without one is xaibench's to adopt when it is empty or holds only entries of the format
@@ -218,14 +219,14 @@ def foreign_reason(root: Path) -> str | None:
     found = read_marker(root)
     if found is not None:
         if found > CACHE_FORMAT:
-            return f"of a newer xaibench (cache format {found}; this one reads {CACHE_FORMAT})"
+            return f"a cache of a newer xaibench (format {found}; this one reads {CACHE_FORMAT})"
         return None
     if (root / MARKER).exists() or (root / MARKER).is_symlink():
-        return f"its {MARKER} marker is not valid"
+        return f"not an xaibench cache: its {MARKER} marker is not valid"
     try:
         return _adoptable(root)
     except OSError as exc:
-        return f"cannot be listed ({exc.strerror or exc})"
+        return f"not an xaibench cache: cannot be listed ({exc.strerror or exc})"
 
 
 def write_marker(root: Path) -> None:
@@ -273,7 +274,7 @@ class CacheState:
                 f"cache folder {self.root} is not writable ({self.reason}): "
                 "reading entries, writing none"
             )
-        if "xaibench cache" in (self.reason or ""):
+        if (self.reason or "").startswith(("not an xaibench cache", "a cache of")):
             return f"cache folder {self.root} is {self.reason}: running without the cache"
         return f"cache folder {self.root} is not writable ({self.reason}): running uncached"
 
@@ -307,7 +308,7 @@ def _check(root: Path) -> CacheState:
         return CacheState(root, False, False, _reason(exc))
     foreign = foreign_reason(root)
     if foreign is not None:
-        return CacheState(root, False, False, f"not an xaibench cache: {foreign}")
+        return CacheState(root, False, False, foreign)
     try:
         write_marker(root)
         _probe(root)

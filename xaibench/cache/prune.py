@@ -120,7 +120,7 @@ def _namespaces(root: Path, result: PruneResult, now: float) -> tuple[list[Path]
 def _check_root(root: Path) -> None:
     reason = foreign_reason(root)
     if reason is not None:
-        raise NotACacheError(f"{root} is not an xaibench cache: {reason}; nothing deleted")
+        raise NotACacheError(f"{root} is {reason}; nothing done")
 
 
 def cache_info(root: Path | None = None) -> list[dict[str, Any]]:
