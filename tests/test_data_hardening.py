@@ -188,9 +188,22 @@ def pillow_decodes(monkeypatch) -> list[tuple[int, int]]:
 
 
 def test_default_budget_admits_the_largest_radiographs():
-    assert DEFAULT_MAX_PIXELS >= 4300 * 4300  # the largest chest radiographs
-    assert DEFAULT_MAX_PIXELS >= 4096 * 5625  # large-detector mammograms
+    assert DEFAULT_MAX_PIXELS >= 4300 * 4300 * 3  # the largest chest radiographs, as colour
+    assert DEFAULT_MAX_PIXELS >= 4800 * 6000  # large-detector mammograms
     assert DEFAULT_MAX_PIXELS < 13375 * 13375  # the issue's bomb
+
+
+def test_a_colour_pixel_counts_three_times(tmp_path: Path):
+    grey = io.BytesIO()
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(grey, "PNG")
+    colour = io.BytesIO()
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(colour, "PNG")
+    assert decode_image(grey.getvalue(), "grey.png", max_pixels=100).shape == (10, 10)
+    assert decode_image(colour.getvalue(), "rgb.png", max_pixels=300).shape == (10, 10)
+    with pytest.raises(ImageReadError, match=r"rgb\.png: 10x10 pixels x 3 channels \(300\) exceed"):
+        decode_image(colour.getvalue(), "rgb.png", max_pixels=299)
+    with pytest.raises(ImageReadError, match=r"10x10 pixels x 3 channels"):
+        decode_mask(colour.getvalue(), "rgb.png", max_pixels=299)
 
 
 def test_a_png_bomb_is_refused_from_its_header_before_decoding(tmp_path: Path, pillow_decodes):
@@ -226,11 +239,11 @@ def test_jpeg_and_dicom_bombs_are_refused_from_the_header(
     dicom = write_dicom(tmp_path / "bomb.dcm", np.zeros((2, 2)), rows=9000, columns=9000)
     with pytest.raises(ImageReadError, match=r"bomb\.dcm: 9000x9000 pixels \(81,000,000\)"):
         decode_image(dicom.read_bytes(), "bomb.dcm")
-    # Rows x Columns x frames: 30 frames of 2000 x 1000 pixels are 60 megapixels.
+    # Rows x Columns x frames: 31 frames of 2000 x 1000 pixels are 62 megapixels.
     frames = write_dicom(
-        tmp_path / "cine.dcm", np.zeros((2, 2)), rows=2000, columns=1000, frames=30
+        tmp_path / "cine.dcm", np.zeros((2, 2)), rows=2000, columns=1000, frames=31
     )
-    with pytest.raises(ImageReadError, match=r"2000x1000 pixels x 30 frames \(60,000,000\)"):
+    with pytest.raises(ImageReadError, match=r"2000x1000 pixels x 31 frames \(62,000,000\)"):
         decode_image(frames.read_bytes(), "cine.dcm")
     assert decoded == []
 
@@ -556,7 +569,7 @@ def test_well_formed_manifests_parse_as_pandas_parsed_them():
     from xaibench.data.csvtext import parse_csv
 
     rng = np.random.default_rng(16)
-    alphabet = list("ab1.-_/ é,\"\n") + ["", " ", "x y", "Ünï", "-2.5", "1e3"]
+    alphabet = [*'ab1.-_/ é,"\n', "", " ", "x y", "Ünï", "-2.5", "1e3"]
     for _ in range(300):
         width = int(rng.integers(1, 6))
         header = [f"Col{k}" if rng.random() < 0.8 else f" c{k} " for k in range(width)]
@@ -598,3 +611,28 @@ def test_well_formed_manifests_parse_as_pandas_parsed_them():
         ours = pd.DataFrame(parsed.rows, columns=pd.Index(parsed.header, dtype=object), dtype=str)
         assert list(ours.columns) == [str(c) for c in frame.columns], raw
         assert ours.to_numpy().tolist() == frame.to_numpy().tolist(), raw
+
+
+def test_parser_warnings_never_reach_the_terminal(tmp_path: Path):
+    """pydicom and Pillow warn about odd header values, quoting them; data check stays quiet.
+
+    Run as a subprocess: the suite turns warnings into errors, a user's Python prints them.
+    """
+    import subprocess
+    import sys
+
+    dicom = write_dicom(tmp_path / "odd.dcm", np.zeros((4, 4), np.uint16))
+    # An invalid transfer syntax UID: pydicom warns, quoting it, when it reads the file meta.
+    syntax = b"1.2.840.10008.1.2.1\x00"
+    dicom.write_bytes(dicom.read_bytes().replace(syntax, b"1.2.840.10008.\x1b.2.1\x00"))
+    rows = [row("odd.dcm", "A")]
+    path = write_manifest(tmp_path, [*rows, *clean_rows(tmp_path)])
+    proc = subprocess.run(
+        [sys.executable, "-m", "xaibench", "data", "check", str(path)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "row 1 (image): " in proc.stdout
+    assert "no decoder for transfer syntax 1.2.840.10008.\\x1b.2.1" in proc.stdout
+    assert "Warning" not in proc.stderr, proc.stderr
+    assert "\x1b" not in proc.stdout + proc.stderr

@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -587,6 +588,24 @@ def check_manifest(
     if rows is None or not decode:
         return problems
     progress = progress or NullProgress()
+    with warnings.catch_warnings():
+        # pydicom and Pillow warn about odd header values of files they still read; a check
+        # reports what stops a file from being used, one line each, and nothing else.
+        warnings.simplefilter("ignore")
+        decoded = _decode_problems(rows, problems, progress, allow_outside_paths, max_pixels)
+    merged = problems + decoded
+    merged.sort(key=lambda p: (p.row is not None, p.row or 0))
+    return merged
+
+
+def _decode_problems(
+    rows: ManifestRows,
+    problems: list[Problem],
+    progress: Progress,
+    allow_outside_paths: bool,
+    max_pixels: int,
+) -> list[Problem]:
+    """Decode every file of ``rows`` whose cell has no problem yet (:func:`check_manifest`)."""
     files = Containment(rows.path.parent, allow_outside_paths=allow_outside_paths)
     broken = {(p.row, p.column) for p in problems}
     decoded: list[Problem] = []
@@ -624,9 +643,7 @@ def check_manifest(
             coverage = _coverage_problem(mask, str(mask_path), region)
             if coverage is not None:
                 decoded.append(Problem(row, column, coverage))
-    merged = problems + decoded
-    merged.sort(key=lambda p: (p.row is not None, p.row or 0))
-    return merged
+    return decoded
 
 
 def _coverage_problem(mask: np.ndarray, name: str, region: str) -> str | None:

@@ -7,9 +7,9 @@ ignored, empty header cells named ``Unnamed: <k>``), and differs where pandas wo
 * **Encoding.** UTF-8 only. Undecodable bytes (a Latin-1 or Windows-1252 export) are reported
   per row and column instead of failing the whole file; UTF-16 (Excel's "Unicode text") is named.
 * **Field counts.** A row with more values than the header has columns is reported (an unquoted
-  comma in a value, most often); pandas would silently turn the leading values into an index and
-  shift every column. Extra *empty* values (trailing commas) are ignored. Missing values at the
-  end of a row are empty cells.
+  comma in a value, most often): its values may have shifted by a column, which empty trailing
+  values do not disprove. pandas would turn the leading values into an index and shift every
+  column, or fail the whole file. Missing values at the end of a row are empty cells.
 * **Quotes.** A quote left open swallows the rest of the file in a lenient parser; here it is an
   error naming the row where parsing stopped.
 * **Duplicate column names** are kept as written so they can be reported (pandas renames the
@@ -130,16 +130,14 @@ def parse_csv(raw: bytes) -> CsvText:
     width = len(header)
     for n, record in enumerate(records[1:], start=1):
         if len(record) > width:
-            extra = record[width:]
-            if any(value.strip() for value in extra):
-                out.findings.append(
-                    (
-                        n,
-                        None,
-                        f"{len(record)} values but the header has {width} columns (an unquoted "
-                        "comma in a value?); quote values that contain commas",
-                    )
+            out.findings.append(
+                (
+                    n,
+                    None,
+                    f"{len(record)} values but the header has {width} columns (an unquoted "
+                    "comma in a value, or a trailing comma?); quote values that contain commas",
                 )
+            )
             record = record[:width]
         elif len(record) < width:
             record = record + [""] * (width - len(record))

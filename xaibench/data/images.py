@@ -20,8 +20,8 @@ every mask a boolean ``[H, W]`` array. The rules (also in ``docs/data.md``):
 **Pixel budget.** A file is untrusted input: an all-black PNG of 13,375 x 13,375 pixels takes
 22 KB on disk and minutes and gigabytes to decode (a *decompression bomb*; Pillow only refuses
 above 179 megapixels). Every decoder reads the image's size from its header first — Pillow's
-lazy ``Image.open`` for PNG, JPEG and the rest, ``Rows x Columns x SamplesPerPixel x
-NumberOfFrames`` for DICOM — and refuses an image over ``max_pixels``
+lazy ``Image.open`` for PNG, JPEG and the rest (width x height x channels), ``Rows x Columns x
+SamplesPerPixel x NumberOfFrames`` for DICOM — and refuses an image over ``max_pixels``
 (:data:`DEFAULT_MAX_PIXELS` unless the caller says otherwise) before any pixel is decoded.
 
 Any failure of a parser on a file's bytes becomes an :class:`ImageReadError` naming the file,
@@ -46,15 +46,19 @@ LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
 #: File name endings treated as DICOM even without the ``DICM`` preamble.
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".dic")
 
-#: Pixels an image may have (its header says) before it is refused without decoding.
+#: Pixel values an image may have (its header says) before it is refused without decoding: rows
+#: x columns x channels (a colour pixel counts three times, as it is decoded as three values)
+#: x frames.
 #:
-#: 50 megapixels admits every real radiograph with room to spare: chest radiographs are at most
-#: about 4,300 x 4,300 (18.5 MP), full-field mammograms at most about 4,800 x 6,000 (29 MP,
-#: 50 µm detectors), long-leg and full-spine stitches about 3,000 x 9,000 (27 MP). Decoding
-#: holds an image a few times over in 32- and 64-bit floats, so 50 MP caps one decode at well
-#: under 2 GB, where the issue's 179 MP bomb took 3.6 GB and 76 s. Raise it with ``xaibench
-#: data check --max-pixels`` and the ``manifest`` dataset option ``max_pixels``.
-DEFAULT_MAX_PIXELS = 50_000_000
+#: 60 million admits every real radiograph with room to spare: chest radiographs are at most
+#: about 4,300 x 4,300 (18.5 MP; 55.5 million values even when exported as colour JPEG),
+#: full-field mammograms at most about 4,800 x 6,000 (29 MP, 50 µm detectors), long-leg and
+#: full-spine stitches about 3,000 x 9,000 (27 MP). It also bounds memory: decoding and
+#: resizing one image at the budget peaked at 1.3 GB (grey PNG), 1.4 GB (colour PNG) and 2.1 GB
+#: (16-bit DICOM) measured for the whole process, where the issue's 13,375 x 13,375 bomb (179 MP
+#: in 22 KB) took 3.6 GB and 76 s. Raise it with ``xaibench data check --max-pixels`` and the
+#: ``manifest`` dataset option ``max_pixels``.
+DEFAULT_MAX_PIXELS = 60_000_000
 
 #: Pillow modes that hold 16-bit unsigned grey values.
 _MODES_16BIT = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -81,8 +85,8 @@ def decode_image(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS
     Args:
         data: The file's bytes.
         name: How to name the file in errors (its path).
-        max_pixels: The pixel budget: an image whose header declares more pixels (all frames
-            and samples of a DICOM counted) is refused before decoding.
+        max_pixels: The pixel budget: an image whose header declares more pixel values (rows x
+            columns x channels x frames) is refused before decoding.
 
     Returns:
         A float32 ``[H, W]`` array in [0, 1], bone bright.
@@ -170,7 +174,7 @@ def check_budget(
         columns: Image width, from the header.
         max_pixels: The budget.
         frames: Frames in the file (DICOM ``NumberOfFrames``).
-        samples: Values per pixel (DICOM ``SamplesPerPixel``).
+        samples: Values per pixel (3 for colour; DICOM ``SamplesPerPixel``).
 
     Raises:
         ImageReadError: Over budget; the message names the file, its size, the budget and the
@@ -181,7 +185,7 @@ def check_budget(
         return
     size = f"{rows}x{columns} pixels"
     size += f" x {frames} frames" if frames > 1 else ""
-    size += f" x {samples} samples" if samples > 1 else ""
+    size += f" x {samples} channels" if samples > 1 else ""
     raise ImageReadError(
         f"{name}: {size} ({total:,}) exceed the pixel budget of {max_pixels:,}, a guard against "
         "decompression bombs; if the file is genuine, raise it with --max-pixels (dataset "
@@ -220,7 +224,9 @@ def _open_pillow(data: bytes, name: str, max_pixels: int) -> Any:
     except Exception as exc:  # a parser's failure on hostile bytes: the file's problem
         raise ImageReadError(f"{name}: not a readable image ({_reason(exc)})") from None
     width, height = image.size
-    check_budget(name, height, width, max_pixels)
+    # A colour pixel is decoded as three values (a palette one too), so it counts three times.
+    samples = 3 if image.mode in ("P", "PA") else len(image.getbands())
+    check_budget(name, height, width, max_pixels, samples=samples)
     try:
         if getattr(image, "is_animated", False):
             frames = int(getattr(image, "n_frames", 2))

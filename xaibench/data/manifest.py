@@ -35,7 +35,7 @@ Decisions, each also in the docs:
   (:meth:`xaibench.data.files.Containment.read`), so a symlink or hard link swapped in between
   is refused too, and a FIFO is never waited on.
 * **Pixel budget.** An image or mask whose header declares more than ``max_pixels`` pixels is
-  refused before decoding (:data:`~xaibench.data.images.DEFAULT_MAX_PIXELS`, 50 megapixels):
+  refused before decoding (:data:`~xaibench.data.images.DEFAULT_MAX_PIXELS`, 60 million):
   a small file can hold a decompression bomb.
 * **Nothing from file headers.** Decoding keeps pixels only (for DICOM, the pixel data and the
   attributes that scale it); no header value — patient name, ids, dates, institution — is kept
@@ -113,11 +113,12 @@ class ManifestDataset(Dataset):
     shared image store (``--allow-outside-paths``). It also accepts files with several hard
     links. It does not change the data, so it is not part of the fingerprint."""
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
-    """Largest image or mask, in pixels (for DICOM: rows x columns x samples x frames), read
-    from the file's header and refused before decoding: a guard against decompression bombs
-    (a 22 KB PNG can declare 179 megapixels). The default, 50 million, admits every chest
-    radiograph (at most 18.5 MP) and mammogram (at most about 29 MP). It refuses or admits
-    files but never changes one, so it is not part of the fingerprint."""
+    """Largest image or mask, in pixel values (rows x columns x channels x frames: a colour
+    pixel counts three times), read from the file's header and refused before decoding: a
+    guard against decompression bombs (a 22 KB PNG can declare 179 megapixels). The default,
+    60 million, admits every chest radiograph (at most 18.5 MP, 55.5 million values as colour)
+    and mammogram (at most about 29 MP). It refuses or admits files but never changes one, so it
+    is not part of the fingerprint."""
 
     _rows: ManifestRows | None = PrivateAttr(default=None)
     _key: tuple[object, ...] | None = PrivateAttr(default=None)
