@@ -188,8 +188,9 @@ def data() -> None:
     type=click.IntRange(min=1),
     default=None,
     metavar="N",
-    help="Refuse an image or mask whose header declares more than N pixels, before decoding "
-    "(default 50,000,000; a guard against decompression bombs).",
+    help="Refuse an image or mask whose header declares more than N pixel values (rows x "
+    "columns x channels x frames), before decoding (default 60,000,000; a guard against "
+    "decompression bombs).",
 )
 def data_check(
     manifest: Path, quick: bool, allow_outside_paths: bool, max_pixels: int | None
