@@ -636,3 +636,32 @@ def test_parser_warnings_never_reach_the_terminal(tmp_path: Path):
     assert "no decoder for transfer syntax 1.2.840.10008.\\x1b.2.1" in proc.stdout
     assert "Warning" not in proc.stderr, proc.stderr
     assert "\x1b" not in proc.stdout + proc.stderr
+
+
+def test_the_task_page_describes_the_default_grid_the_code_runs():
+    """docs/tasks/osteoporosis.md names every component of ``Osteoporosis.defaults()``."""
+    from xaibench.tasks.osteoporosis import Osteoporosis
+
+    page = (Path(__file__).parents[1] / "docs" / "tasks" / "osteoporosis.md").read_text()
+    section = page.split("## Default grid", 1)[1].split("\n## ", 1)[0]
+    defaults = Osteoporosis().defaults()
+    names = [
+        *defaults["backbones"],
+        *defaults["strategies"],
+        *defaults["saliency"],
+        *defaults["perturbations"],
+        *defaults["metrics"],
+        *defaults["perturb_regions"],
+        *(f"outside_{region}" for region in defaults["complement_regions"]),
+    ]
+    for name in names:
+        assert f"`{name}`" in section, name
+    options = defaults["dataset"]["options"]
+    assert f"{options['n_images']:,} images at {options['image_size']} px" in section
+    assert f"{defaults['train']['epochs']} epochs" in section
+    cells = len(defaults["backbones"]) * len(defaults["strategies"]) * len(defaults["seeds"])
+    assert f"**{cells} cells**" in section
+    deltas = len(defaults["perturbations"]) * (
+        len(defaults["perturb_regions"]) + len(defaults["complement_regions"])
+    )
+    assert f"{deltas} Δ per cell" in section
