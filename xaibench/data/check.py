@@ -57,7 +57,6 @@ from xaibench.data.files import (
     Containment,
     FileRefusedError,
     read_plain_file,
-    resolve_cell,
 )
 from xaibench.data.files import (
     outside_folder as outside_folder,  # re-exported: the public containment rule
@@ -368,7 +367,7 @@ def read_manifest(
     root = csv.resolve().parent
     files = Containment(root, allow_outside_paths=allow_outside_paths)
     n = len(frame)
-    images = tuple(resolve_cell(root, v) for v in frame["image"])
+    images = tuple(files.path(v) for v in frame["image"])
     first_row: dict[object, int] = {}
     for i, (cell, image) in enumerate(zip(frame["image"], images, strict=True)):
         row = i + 1
@@ -392,7 +391,7 @@ def read_manifest(
 
     masks: dict[str, tuple[Path | None, ...]] = {}
     for column in mask_columns:
-        paths = tuple(resolve_cell(root, v) if v else None for v in frame[column])
+        paths = tuple(files.path(v) if v else None for v in frame[column])
         for i, cell in enumerate(frame[column]):
             if cell:
                 problem = files.problem(cell)

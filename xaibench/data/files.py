@@ -145,6 +145,15 @@ class Containment:
         self.root = root.resolve()
         self.allow_outside_paths = allow_outside_paths
         self._folders: dict[Path, Path] = {}
+        self._paths: dict[str, Path] = {}
+        self._identities: dict[str, tuple[int, int]] = {}
+
+    def path(self, cell: str) -> Path:
+        """:func:`resolve_cell` of ``cell`` under :attr:`root`, remembered per cell."""
+        path = self._paths.get(cell)
+        if path is None:
+            path = self._paths[cell] = resolve_cell(self.root, cell)
+        return path
 
     # --- where a path leads -------------------------------------------------------------------
 
@@ -182,7 +191,7 @@ class Containment:
         """
         if has_control_character(cell):
             return f"path {cell!r} contains a control character; rename the file"
-        path = resolve_cell(self.root, cell)
+        path = self.path(cell)
         try:
             if not self.allow_outside_paths:
                 target = self._where(path, cached=cached)
@@ -197,12 +206,19 @@ class Containment:
             return _access_problem(path, exc)
         except ValueError as exc:  # a path the platform cannot name
             return f"path {cell!r} is not a valid file name ({exc})"
+        self._identities[cell] = (info.st_dev, info.st_ino)
         return self._stat_problem(path, info)
 
     def identity(self, cell: str) -> tuple[int, int] | None:
-        """``(device, inode)`` of the file of ``cell`` (symlinks followed), None if unknown."""
+        """``(device, inode)`` of the file of ``cell`` (symlinks followed), None if unknown.
+
+        Known from :meth:`problem` when it found the file; looked up otherwise.
+        """
+        known = self._identities.get(cell)
+        if known is not None:
+            return known
         try:
-            info = os.stat(resolve_cell(self.root, cell))
+            info = os.stat(self.path(cell))
         except (OSError, ValueError):
             return None
         return info.st_dev, info.st_ino
@@ -246,7 +262,7 @@ class Containment:
         problem = self.problem(cell, cached=False)
         if problem is not None:
             raise FileRefusedError(problem)
-        path = resolve_cell(self.root, cell)
+        path = self.path(cell)
         try:
             handle = os.open(path, _OPEN_FLAGS)
         except OSError as exc:
