@@ -1,0 +1,279 @@
+"""A manifest's cells: problems and how they read, numbers, labels, splits, metadata.
+
+The reading rules of :mod:`xaibench.data.check` for values (files are
+:mod:`xaibench.data.files`, the CSV text :mod:`xaibench.data.csvtext`):
+
+* a :class:`Problem` names its 1-based data row and column, and prints as one line of plain
+  text (:func:`format_problem` escapes control characters quoted from cells and file names);
+* a T-score (and a numeric label) is a plain decimal number (:func:`parse_decimal`), never
+  ``1_0``, ``0x10`` or digits of another script, which Python's ``float`` would accept;
+* a patient must stay in one split (:func:`split_problems`).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from xaibench.data.splits import SPLITS
+from xaibench.data.who import WHO_CLASSES, who_class
+
+#: Columns that carry the class; at least one must exist, and every row needs one of them.
+LABEL_COLUMNS: tuple[str, str] = ("t_score", "label")
+#: Accepted spellings of the split names (case-insensitive).
+SPLIT_ALIASES: dict[str, str] = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+
+#: A T-score beyond this magnitude is almost certainly another quantity (BMD, age, Z-score x10).
+T_SCORE_LIMIT = 10.0
+
+#: A plain decimal number: digits, an optional point and exponent; ASCII only, so no ``1_0``
+#: (Python's ``float`` reads it as 10), no ``0x10``, no Arabic-Indic or full-width digits.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+#: Spellings of a non-finite float, reported as such rather than as "not a number".
+_NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a manifest.
+
+    Attributes:
+        row: 1-based CSV data row (the first line after the header is row 1), or None when the
+            problem concerns the whole file.
+        column: The column at fault, or None.
+        message: What is wrong and, where it helps, how to fix it.
+    """
+
+    row: int | None
+    column: str | None
+    message: str
+
+
+def format_problem(problem: Problem) -> str:
+    """One line for ``problem``: ``row 3 (image): file not found: ...``.
+
+    Control and format characters (newlines, escape sequences, bidirectional overrides) are
+    written as escapes: messages quote the user's cells and file names.
+    """
+    if problem.row is not None:
+        where = f"row {problem.row}" + (f" ({problem.column})" if problem.column else "")
+        return printable(f"{where}: {problem.message}")
+    if problem.column is not None:
+        return printable(f"column {problem.column}: {problem.message}")
+    return printable(problem.message)
+
+
+def printable(text: str) -> str:
+    """``text`` with every control, format, surrogate or separator character escaped."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch
+        if ch.isprintable() or ch == " "
+        else ascii(ch)[1:-1]
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
+        else ch
+        for ch in text
+    )
+
+
+def parse_decimal(text: str) -> float | None:
+    """The value of a plain decimal number (``-2.5``, ``+1``, ``.5``, ``-2.5e0``), else None.
+
+    Stricter than :func:`float`, which also reads ``1_0`` (as 10), ``nan``, ``inf`` and digits
+    of any script: a T-score cell that is not written as a plain number is a problem to show,
+    not a value to guess. Surrounding spaces are ignored.
+    """
+    text = text.strip()
+    return float(text) if _DECIMAL.fullmatch(text) else None
+
+
+def format_problems(problems: Sequence[Problem], limit: int | None = 20) -> str:
+    """One line per problem, at most ``limit`` of them and then ``... and N more``.
+
+    Args:
+        problems: The problems, in the order to show.
+        limit: Lines to show before summarising the rest; None shows all.
+    """
+    shown = problems if limit is None else problems[:limit]
+    lines = [format_problem(p) for p in shown]
+    rest = len(problems) - len(shown)
+    if rest:
+        lines.append(f"... and {rest} more problem{'s' if rest != 1 else ''}")
+    return "\n".join(lines)
+
+
+def parse_label(value: object, class_names: Sequence[str] = WHO_CLASSES) -> int | None:
+    """The class index of a ``label`` cell: a class name (any case) or its index, else None.
+
+    Integers written as floats (``2.0``, as spreadsheets export them) are accepted.
+    """
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value).strip()
+    lowered = [name.lower() for name in class_names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    number = parse_decimal(text)
+    if number is None:
+        return None
+    if number.is_integer() and 0 <= number < len(class_names):
+        return int(number)
+    return None
+
+
+def normalise_split(value: object) -> str | None:
+    """``train``, ``val`` or ``test`` for an accepted spelling (see :data:`SPLIT_ALIASES`)."""
+    return SPLIT_ALIASES.get(str(value).strip().lower())
+
+
+def split_problems(patient_ids: Sequence[str] | np.ndarray, splits: Sequence[str]) -> list[Problem]:
+    """Problems of a given split column: unknown values, and patients in more than one split.
+
+    A patient whose images straddle splits would be tested on after being trained on, which
+    inflates every score. The message names rows, not the patient id, so it can be pasted
+    anywhere.
+
+    Args:
+        patient_ids: One id per row.
+        splits: One split value per row (any accepted spelling).
+
+    Returns:
+        Problems with 1-based row numbers (row ``i + 1`` for position ``i``).
+    """
+    problems: list[Problem] = []
+    rows_by_patient: dict[str, dict[str, list[int]]] = {}
+    for i, (pid, value) in enumerate(zip(patient_ids, splits, strict=True)):
+        split = normalise_split(value)
+        if split is None:
+            problems.append(
+                Problem(
+                    i + 1,
+                    "split",
+                    f"unknown split {str(value).strip()!r}; use train, val or test",
+                )
+            )
+            continue
+        if str(pid).strip():  # an empty patient_id is reported on its own
+            rows_by_patient.setdefault(str(pid), {}).setdefault(split, []).append(i + 1)
+    for by_split in rows_by_patient.values():
+        if len(by_split) < 2:
+            continue
+        parts = [f"{name} ({_rows(by_split[name])})" for name in SPLITS if name in by_split]
+        first = min(min(rows) for rows in by_split.values())
+        home = next(name for name, rows in by_split.items() if first in rows)
+        offending = min(min(rows) for name, rows in by_split.items() if name != home)
+        problems.append(
+            Problem(
+                offending,
+                "split",
+                "one patient_id is in more than one split: "
+                f"{', '.join(parts)}; all images of a patient must be in one split",
+            )
+        )
+    return problems
+
+
+def _rows(rows: Sequence[int]) -> str:
+    shown = ", ".join(str(r) for r in rows[:10])
+    more = f", ... ({len(rows)} rows)" if len(rows) > 10 else ""
+    return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
+
+
+def typed_column(column: pd.Series) -> pd.Series:
+    """Numbers where every non-empty cell is a number (age, weight), else the strings."""
+    filled = column[column != ""]
+    numbers = pd.to_numeric(filled, errors="coerce")
+    if len(filled) and numbers.notna().all():
+        return pd.to_numeric(column.replace("", np.nan), errors="coerce").astype(float)
+    return column
+
+
+def parse_classes(
+    frame: pd.DataFrame, class_names: Sequence[str], problems: list[Problem]
+) -> tuple[np.ndarray | None, tuple[str, ...] | None, np.ndarray]:
+    """Parse ``t_score`` and ``label``; a row needs one valid value, and both must agree."""
+    n = len(frame)
+    classes = np.full(n, -1, dtype=np.int64)
+    t_score: np.ndarray | None = None
+    label: tuple[str, ...] | None = None
+    t_class = np.full(n, -1, dtype=np.int64)
+    if "t_score" in frame.columns:
+        t_score = np.full(n, np.nan)
+        for i, cell in enumerate(frame["t_score"]):
+            if not cell:
+                continue
+            value = parse_decimal(cell)
+            if value is None:
+                finite = "a finite" if _NON_FINITE.fullmatch(cell) else "a"
+                problems.append(Problem(i + 1, "t_score", f"not {finite} number: {cell!r}"))
+                continue
+            if not np.isfinite(value):  # 1e999
+                problems.append(Problem(i + 1, "t_score", f"not a finite number: {cell!r}"))
+            elif abs(value) > T_SCORE_LIMIT:
+                problems.append(
+                    Problem(
+                        i + 1,
+                        "t_score",
+                        f"{value:g} is outside [-{T_SCORE_LIMIT:g}, {T_SCORE_LIMIT:g}]; "
+                        "is this column a T-score?",
+                    )
+                )
+            else:
+                t_score[i] = value
+        defined = np.isfinite(t_score)
+        t_class[defined] = who_class(t_score[defined])
+    label_class = np.full(n, -1, dtype=np.int64)
+    if "label" in frame.columns:
+        names = []
+        for i, cell in enumerate(frame["label"]):
+            if not cell:
+                names.append("")
+                continue
+            index = parse_label(cell, class_names)
+            if index is None:
+                problems.append(
+                    Problem(
+                        i + 1,
+                        "label",
+                        f"unknown label {cell!r}; use one of {', '.join(class_names)} "
+                        f"or 0-{len(class_names) - 1}",
+                    )
+                )
+                names.append("")
+            else:
+                label_class[i] = index
+                names.append(class_names[index])
+        label = tuple(names)
+    for i in range(n):
+        t_cell = frame["t_score"].iat[i] if "t_score" in frame.columns else ""
+        l_cell = frame["label"].iat[i] if "label" in frame.columns else ""
+        if not t_cell and not l_cell:
+            present = [c for c in LABEL_COLUMNS if c in frame.columns]
+            problems.append(
+                Problem(i + 1, " / ".join(present), "no class: the row needs a t_score or a label")
+            )
+        elif t_class[i] >= 0 and label_class[i] >= 0 and t_class[i] != label_class[i]:
+            problems.append(
+                Problem(
+                    i + 1,
+                    "label",
+                    f"label {l_cell!r} disagrees with t_score {t_cell} "
+                    f"({class_names[t_class[i]]}); give one or make them agree",
+                )
+            )
+    classes = np.where(t_class >= 0, t_class, label_class)
+    return t_score, label, classes
