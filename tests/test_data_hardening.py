@@ -665,3 +665,20 @@ def test_the_task_page_describes_the_default_grid_the_code_runs():
         len(defaults["perturb_regions"]) + len(defaults["complement_regions"])
     )
     assert f"{deltas} Δ per cell" in section
+
+
+def test_a_column_named_twice_and_a_row_with_extra_values_are_problems(tmp_path: Path):
+    """pandas renamed a second ``image`` column to ``image.1`` (metadata) and turned the first
+    values of a row with extra values into an index, shifting its columns; both are problems."""
+    save_png(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
+    (tmp_path / "twice.csv").write_text("image,patient_id,t_score,image\na.png,A,-1.8,b.png\n")
+    problems = check_manifest(tmp_path / "twice.csv", decode=False)
+    assert [format_problem(p) for p in problems] == [
+        "column image: column appears twice (names ignore case)"
+    ]
+    (tmp_path / "extra.csv").write_text("image,patient_id,t_score\nx.png,a.png,A,-1.8\n")
+    rows = [format_problem(p) for p in check_manifest(tmp_path / "extra.csv", decode=False)]
+    assert any(
+        line.startswith("row 1: 4 values but the header has 3 columns (an unquoted comma")
+        for line in rows
+    ), rows
