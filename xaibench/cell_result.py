@@ -1,0 +1,59 @@
+"""What one cell produced: :class:`CellResult`, with its :class:`Gallery` pictures.
+
+Kept apart from :mod:`xaibench.runner` so the checkpoint, results and executor modules, and the
+stages of a cell, can share the type without importing the runner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from xaibench.analysis import CellMaps
+from xaibench.grid import Cell
+
+
+@dataclass
+class CellResult:
+    """Everything one cell produced."""
+
+    cell: Cell
+    status: str = "ok"
+    error: str | None = None
+    traceback: str | None = None
+    random_init: bool | None = None
+    weights: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    fit: dict[str, Any] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    predictions: list[pd.DataFrame] = field(default_factory=list)
+    explanations: list[pd.DataFrame] = field(default_factory=list)
+    galleries: list[Gallery] = field(default_factory=list)
+    drift_maps: dict[str, CellMaps] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """Test images of a cell with one method's maps, for a picture (see ``report.gallery``).
+
+    Attributes:
+        saliency: The method.
+        kind: ``best``, ``worst`` or ``random`` (by ``score_metric`` on ``region``).
+        sample_ids: The images' sample ids, in gallery order.
+        scores: Their per-image scores (None where there is none).
+        score_metric: The metric that ranked them, or None when no region metric ran.
+        region: The region outlined (and scored), or None.
+    """
+
+    saliency: str
+    kind: str
+    sample_ids: tuple[str, ...]
+    scores: tuple[float | None, ...]
+    score_metric: str | None
+    region: str | None
+    images: np.ndarray
+    maps: np.ndarray
+    masks: np.ndarray | None

@@ -1,0 +1,444 @@
+"""The explanation stage of a cell: saliency maps, their scores, sanity checks and galleries.
+
+:class:`ExplainStage` is mixed into :class:`~xaibench.runner.CellRunner`, which provides the
+run's configuration, data, components and record helpers. Every saliency method runs on its own:
+one that raises fails only its own records (:data:`ISOLATED`), and so does a metric that raises
+on one method's maps; the cell's other results stand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from xaibench.analysis import CellMaps
+from xaibench.cell_result import CellResult, Gallery
+from xaibench.config import RunConfig
+from xaibench.data.arrays import Rows, SplitArrays
+from xaibench.device import Runtime
+from xaibench.metrics.base import FaithfulnessMetric, Metric, SaliencyRegionMetric, ScoreFn
+from xaibench.models.base import Classifier
+from xaibench.progress import Progress
+from xaibench.report.gallery import GALLERY_KINDS, GalleryPicker
+from xaibench.run_data import RunData, batch_slices
+from xaibench.saliency.base import SaliencyMethod
+from xaibench.sanity import run_sanity_checks
+
+#: What a failing component may raise and still fail only its own records, cell or method:
+#: any error, and ``SystemExit`` too (a plugin calling ``sys.exit()`` must not end the run).
+ISOLATED = (Exception, SystemExit)
+
+
+def error_text(exc: BaseException) -> str:
+    """``Type: message`` of a component's error, as recorded in ``reason``."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def restore_inference(model: Classifier) -> None:
+    """Back to inference after a method failed half-way: eval mode, no gradients kept."""
+    model.eval()
+    model.zero_grad(set_to_none=True)
+
+
+@dataclass
+class MethodOutcome:
+    """What one saliency method produced in a cell (kept only when it finished)."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    explanations: list[pd.DataFrame] = field(default_factory=list)
+    galleries: list[Gallery] = field(default_factory=list)
+    drift: CellMaps | None = None
+
+
+class ExplainStage:
+    """The saliency stage of :class:`~xaibench.runner.CellRunner` (a mixin)."""
+
+    config: RunConfig
+    data: RunData
+    metrics: dict[str, Metric]
+    saliency: dict[str, SaliencyMethod]
+    runtime: Runtime
+    progress: Progress
+    _resized_masks: set[str]
+
+    if TYPE_CHECKING:  # provided by CellRunner
+
+        def _record(
+            self,
+            base: dict[str, Any],
+            name: str,
+            metric: Metric,
+            *,
+            value: float | None,
+            n: int | None,
+            status: str = "ok",
+            reason: str | None = None,
+            saliency: str | None = None,
+            perturbation: str | None = None,
+            region: str | None = None,
+            details: dict[str, Any] | None = None,
+            ci: tuple[float, float] | None = None,
+        ) -> dict[str, Any]: ...
+
+        def _mask(self, split: SplitArrays, region: str) -> Rows: ...
+        def _regions(self, use: str) -> list[str]: ...
+        def _coverage_flags(self, region: str, complement: bool) -> dict[str, Any]: ...
+
+    def _skip_explanations(
+        self,
+        base: dict[str, Any],
+        sname: str,
+        reason: str,
+        metrics: Mapping[str, Metric],
+        status: str = "skipped",
+    ) -> list[dict[str, Any]]:
+        records = []
+        for mname, metric in metrics.items():
+            regions = self._regions("explain_regions") if metric.needs == "saliency" else [None]
+            for region in regions:
+                records.append(
+                    self._record(
+                        base,
+                        mname,
+                        metric,
+                        value=None,
+                        n=None,
+                        status=status,
+                        reason=reason,
+                        saliency=sname,
+                        region=region,
+                    )
+                )
+        return records
+
+    def _score_fn(self, model: Classifier, target: int) -> ScoreFn:
+        bs = self.config.train.eval_batch_size
+        forward = self.runtime.forward(model)  # inference only: no hooks, no input gradients
+
+        @torch.inference_mode()
+        def score(images: torch.Tensor) -> torch.Tensor:
+            out = []
+            for s in batch_slices(len(images), bs):
+                with self.runtime.autocast():
+                    logits = forward(self.runtime.to(images[s]))
+                out.append(torch.softmax(logits.float(), dim=1)[:, target].cpu())
+            return torch.cat(out)
+
+        return score
+
+    def _explain(self, model: Classifier, base: dict[str, Any], result: CellResult) -> None:
+        """Every saliency method on the test images, each on its own.
+
+        A method that raises fails alone: its records are ``failed`` with the error, and the
+        other methods, the performance and the Δ results of the cell stand. So does a metric
+        that raises on one method's maps (its records for that method are ``failed``).
+        """
+        cfg = self.config
+        region_metrics = {
+            n: m for n, m in self.metrics.items() if isinstance(m, SaliencyRegionMetric)
+        }
+        faithfulness = {n: m for n, m in self.metrics.items() if isinstance(m, FaithfulnessMetric)}
+        wanted = region_metrics or faithfulness or cfg.sanity.images or cfg.analysis.drift_grid
+        if not wanted:
+            return
+        scored: dict[str, Metric] = {**region_metrics, **faithfulness}
+        for sname, method in self.saliency.items():
+            reason = method.supports(model)
+            if reason is not None:
+                result.records.extend(self._skip_explanations(base, sname, reason, scored))
+                continue
+            try:
+                outcome = self._explain_method(model, base, sname, method)
+            except ISOLATED as exc:
+                error = error_text(exc)
+                self.progress.log(f"  [red]failed[/red]: saliency {sname}: {error}")
+                restore_inference(model)
+                result.records.extend(
+                    self._skip_explanations(base, sname, error, scored, status="failed")
+                )
+            else:
+                result.records.extend(outcome.records)
+                result.explanations.extend(outcome.explanations)
+                result.galleries.extend(outcome.galleries)
+                if outcome.drift is not None:
+                    result.drift_maps[sname] = outcome.drift
+            if cfg.sanity.images:
+                try:
+                    result.records.extend(self._sanity(model, method, base, sname))
+                except ISOLATED as exc:
+                    error = error_text(exc)
+                    self.progress.log(f"  [red]failed[/red]: sanity checks of {sname}: {error}")
+                    restore_inference(model)
+                    result.records.extend(self._failed_sanity(base, sname, error))
+
+    def _explain_method(
+        self, model: Classifier, base: dict[str, Any], sname: str, method: SaliencyMethod
+    ) -> MethodOutcome:
+        """One method's maps on the test images, with every score; raises if the method does."""
+        cfg, test, task = self.config, self.data.splits["test"], self.data.task
+        region_metrics = {
+            n: m for n, m in self.metrics.items() if isinstance(m, SaliencyRegionMetric)
+        }
+        faithfulness = {n: m for n, m in self.metrics.items() if isinstance(m, FaithfulnessMetric)}
+        n = len(test) if cfg.max_explain_images is None else min(len(test), cfg.max_explain_images)
+        explain_regions = self._regions("explain_regions")
+        masks = {region: self._mask(test, region) for region in explain_regions}
+        score = self._score_fn(model, task.positive_index)
+        gallery_key = self._gallery_key(region_metrics, explain_regions)
+        outcome = MethodOutcome()
+        values: dict[tuple[str, str | None], list[torch.Tensor]] = {}
+        floors: dict[str, list[torch.Tensor]] = {}
+        errors: dict[str, str] = {}  # metric -> its error on this method's maps
+        drift: list[np.ndarray] = []
+        constant = 0  # maps with no variation: no foreground, reported with the scores
+        gen = torch.Generator().manual_seed(base["seed"])
+        picker = GalleryPicker(cfg.gallery_images, n, base["seed"])
+        batches = list(batch_slices(n, cfg.train.eval_batch_size))
+        for s in self.progress.track(batches, total=len(batches), description=f"saliency {sname}"):
+            batch = test.images[s]  # read once, used by the map and the faithfulness scores
+            images = self.runtime.to(batch)
+            targets = torch.full((len(images),), task.positive_index, dtype=torch.long)
+            maps = method.explain(model, images, self.runtime.to(targets)).cpu()
+            flat = maps.flatten(1)
+            constant += int((flat.amax(1) == flat.amin(1)).sum())
+            if cfg.analysis.drift_grid:
+                grid = cfg.analysis.drift_grid
+                small = F.adaptive_avg_pool2d(maps.unsqueeze(1).double(), grid)[:, 0]
+                drift.append(small.float().numpy())
+            # each region's masks read once per batch, for every region metric
+            batch_masks = (
+                {region: masks[region][s] for region in explain_regions} if region_metrics else {}
+            )
+            for mname, metric in region_metrics.items():
+                if mname in errors:
+                    continue
+                try:
+                    scores = {
+                        region: metric.per_sample(maps, batch_masks[region]).double()
+                        for region in explain_regions
+                    }
+                except ISOLATED as exc:
+                    errors[mname] = error_text(exc)
+                    continue
+                for region, value in scores.items():
+                    values.setdefault((mname, region), []).append(value)
+            for mname, fmetric in faithfulness.items():
+                if mname in errors:
+                    continue
+                try:
+                    value, floor = fmetric.per_sample(score, batch, maps, gen)
+                except ISOLATED as exc:
+                    errors[mname] = error_text(exc)
+                    continue
+                values.setdefault((mname, None), []).append(value.double())
+                floors.setdefault(mname, []).append(floor.double())
+            if cfg.gallery_images:
+                ranked = values.get(gallery_key) if gallery_key else None
+                if ranked is not None and gallery_key and gallery_key[0] in errors:
+                    ranked = None
+                picker.add(s.start, maps.numpy(), ranked[-1].numpy() if ranked else None)
+        if cfg.gallery_images:
+            ranked_all = values.get(gallery_key) if gallery_key else None
+            if gallery_key and gallery_key[0] in errors:
+                ranked_all = None
+            outcome.galleries = self._galleries(sname, picker, gallery_key, ranked_all)
+        if drift:
+            outcome.drift = CellMaps(tuple(test.sample_ids[:n]), np.concatenate(drift))
+        for mname, error in errors.items():
+            self.progress.log(f"  [red]failed[/red]: metric {mname} on {sname}: {error}")
+            outcome.records.extend(
+                self._skip_explanations(
+                    base, sname, error, {mname: self.metrics[mname]}, status="failed"
+                )
+            )
+        for (mname, where), chunks in values.items():
+            if mname in errors:
+                continue
+            per_sample = torch.cat(chunks).numpy()
+            scored = self.metrics[mname]
+            try:
+                if isinstance(scored, FaithfulnessMetric):
+                    mv = scored.aggregate(per_sample, torch.cat(floors[mname]).numpy())
+                else:
+                    mv = region_metrics[mname].aggregate(per_sample)
+            except ISOLATED as exc:
+                outcome.records.append(
+                    self._record(
+                        base, mname, scored, value=None, n=None, status="failed",
+                        reason=error_text(exc), saliency=sname, region=where,
+                    )
+                )  # fmt: skip
+                continue
+            details = {"explained_images": n, "constant_maps": constant, **mv.details}
+            if mv.ci is not None:
+                details.setdefault("ci_method", "image bootstrap of the mean")
+            if where in self._resized_masks:
+                details["mask_resized"] = "nearest"
+            if where is not None:
+                details.update(self._coverage_flags(where, False))
+            outcome.records.append(
+                self._record(
+                    base,
+                    mname,
+                    scored,
+                    value=mv.value,
+                    n=mv.n,
+                    saliency=sname,
+                    region=where,
+                    details={**details, **scored.options()},
+                    ci=mv.ci,
+                )
+            )
+            outcome.explanations.append(
+                pd.DataFrame(
+                    {
+                        "backbone": base["backbone"],
+                        "strategy": base["strategy"],
+                        "seed": base["seed"],
+                        "sample_id": list(test.sample_ids[:n]),
+                        "label": test.labels[:n].numpy(),
+                        "metric": mname,
+                        "saliency": sname,
+                        "region": where or "",
+                        "value": per_sample,
+                    }
+                )
+            )
+        return outcome
+
+    def _failed_sanity(self, base: dict[str, Any], sname: str, error: str) -> list[dict[str, Any]]:
+        """The two sanity records of a method whose checks raised, ``failed`` with the error."""
+        k = min(self.config.sanity.images, len(self.data.splits["test"]))
+        return [
+            {
+                **base, "metric": name, "category": "sanity", "higher_is_better": False,
+                "saliency": sname, "perturbation": None, "region": None, "value": None,
+                "ci_low": None, "ci_high": None, "n": k, "status": "failed", "reason": error,
+                "details": {"passed": None, "threshold": self.config.sanity.threshold},
+            }
+            for name in ("sanity_model_randomisation", "sanity_target_randomisation")
+        ]  # fmt: skip
+
+    def _sanity(
+        self, model: Classifier, method: SaliencyMethod, base: dict[str, Any], sname: str
+    ) -> list[dict[str, Any]]:
+        """Both sanity checks on the first test images, as two ``sanity`` records."""
+        cfg, test, task = self.config, self.data.splits["test"], self.data.task
+        k = min(cfg.sanity.images, len(test))
+        images = self.runtime.to(test.images[:k])
+        targets = torch.full((k,), task.positive_index, dtype=torch.long)
+        outcome = run_sanity_checks(
+            model,
+            method,
+            images,
+            self.runtime.to(targets),
+            len(task.class_names),
+            steps=cfg.sanity.steps,
+            threshold=cfg.sanity.threshold,
+            generator=torch.Generator().manual_seed(base["seed"]),
+        )
+        control = bool(getattr(method, "control", False))
+        common = {
+            **base,
+            "category": "sanity",
+            "higher_is_better": False,
+            "saliency": sname,
+            "perturbation": None,
+            "region": None,
+            "ci_low": None,
+            "ci_high": None,
+            "n": k,
+        }
+        checks = [
+            (
+                "sanity_model_randomisation",
+                outcome.model_similarity,
+                outcome.model_passed,
+                {"cascade": [{"from": g, "spearman": v} for g, v in outcome.cascade]},
+            ),
+            (
+                "sanity_target_randomisation",
+                outcome.target_similarity,
+                outcome.target_passed,
+                {},
+            ),
+        ]
+        records = []
+        for name, value, passed, extra in checks:
+            undefined = value is None
+            records.append(
+                {
+                    **common,
+                    "metric": name,
+                    "value": value,
+                    "status": "skipped" if undefined else "ok",
+                    "reason": "maps constant: similarity undefined" if undefined else None,
+                    "details": {
+                        "passed": passed,
+                        "threshold": cfg.sanity.threshold,
+                        "control": control,
+                        **extra,
+                    },
+                }
+            )
+        return records
+
+    def _gallery_key(
+        self, region_metrics: Mapping[str, SaliencyRegionMetric], regions: Sequence[str]
+    ) -> tuple[str, str | None] | None:
+        """The per-image score that picks the best and worst gallery images.
+
+        IoU on the task's primary region when it runs (the study's localisation score), else the
+        first configured region metric on that region; None when no region metric runs.
+        """
+        primary = next((r for r in self.data.task.regions_of_interest if r in regions), None)
+        if primary is None or not region_metrics:
+            return None
+        name = "iou_region" if "iou_region" in region_metrics else next(iter(region_metrics))
+        return (name, primary)
+
+    def _galleries(
+        self,
+        method: str,
+        picker: GalleryPicker,
+        key: tuple[str, str | None] | None,
+        chunks: list[torch.Tensor] | None,
+    ) -> list[Gallery]:
+        test = self.data.splits["test"]
+        region = (
+            key[1]
+            if key
+            else next((r for r in self.data.task.regions_of_interest if r in test.regions), None)
+        )
+        per_image = torch.cat(chunks).numpy() if chunks else None
+        out = []
+        picks = picker.picks()
+        for kind in GALLERY_KINDS:
+            picked = picks.get(kind)
+            if picked is None:
+                continue
+            index, _, maps = picked
+            scores = tuple(
+                None if per_image is None or np.isnan(per_image[i]) else float(per_image[i])
+                for i in index
+            )
+            out.append(
+                Gallery(
+                    saliency=method,
+                    kind=kind,
+                    sample_ids=tuple(test.sample_ids[i] for i in index),
+                    scores=scores,
+                    score_metric=key[0] if key else None,
+                    region=region,
+                    images=test.images[index, 0].numpy().copy(),
+                    maps=maps,
+                    masks=None if region is None else test.regions[region][index].numpy().copy(),
+                )
+            )
+        return out
