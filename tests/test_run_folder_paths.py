@@ -235,3 +235,14 @@ def test_resume_refuses_run_state_or_config_leading_out(tmp_path: Path, capsys, 
     err = capsys.readouterr().err
     assert "leads outside" in err, err
     assert name in err
+
+
+def test_a_symlink_loop_in_a_run_folder_is_one_line(tmp_path: Path):
+    run = write_fake_run(tmp_path / "run", {"a": 2.0})
+    (run / "gallery").mkdir()
+    (run / "gallery" / "a").symlink_to(run / "gallery" / "b")
+    (run / "gallery" / "b").symlink_to(run / "gallery" / "a")
+    index = [{"kind": "best", "file": "a/x.png"}]
+    (run / "gallery" / "index.json").write_text(json.dumps(index))
+    with pytest.raises(XaibenchError, match=r"gallery entry 'a/x.png' cannot be resolved"):
+        load_run(run)

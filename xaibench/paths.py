@@ -82,11 +82,14 @@ def contained(
             symlink), or ``under`` does.
     """
     relative_name(name, source=source, what=what, base=Path(root) / under)
-    top = Path(root).resolve()
-    base = (top / under).resolve() if under else top
+    try:
+        top = Path(root).resolve()
+        base = (top / under).resolve() if under else top
+        target = (base / name).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise XaibenchError(f"{source}: {what} {name!r} cannot be resolved ({exc})") from None
     if under and base != top.joinpath(under):
         raise XaibenchError(f"{Path(root) / under}: leads outside {root} (a symlink)")
-    target = (base / name).resolve()
     if target != base and base not in target.parents:
         raise XaibenchError(f"{source}: {what} {name!r} leads outside {Path(root) / under}")
     return target

@@ -99,11 +99,16 @@ def _open_lock_file(run_dir: Path, flags: int) -> int:
     return fd
 
 
+def _printable(value: object) -> str:
+    return "".join(c for c in str(value) if c.isprintable())[:100]
+
+
 def _holder(fd: int) -> str:
-    """Who holds the lock, from the lock file's content."""
+    """Who holds the lock, from the lock file's content (printable characters only)."""
     try:
         info = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
-        return f"xaibench pid {int(info['pid'])} on {info['host']} (since {info['started']})"
+        host, started = _printable(info["host"]), _printable(info["started"])
+        return f"xaibench pid {int(info['pid'])} on {host} (since {started})"
     except (OSError, ValueError, KeyError, TypeError):
         return "another xaibench process (starting)"
 

@@ -197,6 +197,12 @@ def check_document(document: Any, file: Path) -> None:
         if key in document and not check(document[key]):
             raise XaibenchError(f"{file}: {key!r} must be {expected}")
     _check_fields(document["task"], _TASK, f"{file}: task")
+    task = document["task"]
+    if task["positive_class"] not in task["class_names"]:
+        raise XaibenchError(f"{file}: task: positive_class is not one of class_names")
+    splits = document.get("dataset", {}).get("splits", {})
+    if not isinstance(splits, dict) or not all(isinstance(v, dict) for v in splits.values()):
+        raise XaibenchError(f"{file}: dataset: 'splits' must be an object of objects")
     for name, rows in document.get("analysis", {}).items():
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise XaibenchError(f"{file}: analysis table {name!r:.40} is not a list of objects")
