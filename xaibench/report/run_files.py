@@ -200,6 +200,8 @@ def check_document(document: Any, file: Path) -> None:
     task = document["task"]
     if task["positive_class"] not in task["class_names"]:
         raise XaibenchError(f"{file}: task: positive_class is not one of class_names")
+    if not isinstance(document.get("environment", {}).get("libraries", {}), dict):
+        raise XaibenchError(f"{file}: environment: 'libraries' must be an object")
     splits = document.get("dataset", {}).get("splits", {})
     if not isinstance(splits, dict) or not all(isinstance(v, dict) for v in splits.values()):
         raise XaibenchError(f"{file}: dataset: 'splits' must be an object of objects")
