@@ -20,6 +20,25 @@ SMALL_MANIFEST_RUN = {
 }
 
 
+#: A one-cell run on a 60-image phantom at 32 px, small enough for an in-process test
+#: (no sanity checks, galleries or disk cache; add what a test needs).
+TINY_PHANTOM_RUN = {
+    "task": "osteoporosis",
+    "dataset": {
+        "name": "phantom",
+        "options": {"n_images": 60, "image_size": 32, "class_shares": [0.4, 0.3, 0.3]},
+    },
+    "backbones": [{"name": "test_resnet.random", "options": {"img_size": 32}}],
+    "strategies": ["linear_probe"],
+    "train": {"epochs": 1, "batch_size": 16},
+    "max_explain_images": 6,
+    "gallery_images": 0,
+    "sanity": {"images": 0},
+    "analysis": {"bootstrap": 50},
+    "cache": False,
+}
+
+
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run ``python -m xaibench ARGS`` in ``cwd`` and capture its output."""
     return subprocess.run(

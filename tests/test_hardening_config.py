@@ -3,14 +3,12 @@ front with a message naming the key; the analysis stages never lose a run's resu
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from cli_runs import TINY_PHANTOM_RUN, cli
 
 from xaibench.config import resolve_config
 from xaibench.errors import InvalidOptionsError, XaibenchError
@@ -76,40 +74,11 @@ def test_validate_lists_range_problems_with_exit_2(
 ):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"task": "osteoporosis", **config}))
-    proc = subprocess.run(
-        [sys.executable, "-m", "xaibench", "validate", str(path)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        timeout=300,
-        check=False,
-    )
+    proc = cli("validate", str(path), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     for key in expected:
         assert key in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-TINY: dict[str, Any] = {
-    "task": "osteoporosis",
-    "dataset": {
-        "name": "phantom",
-        "options": {"n_images": 60, "image_size": 32, "class_shares": [0.4, 0.3, 0.3]},
-    },
-    "backbones": [{"name": "test_resnet.random", "options": {"img_size": 32}}],
-    "strategies": ["linear_probe"],
-    "saliency": ["saliency"],
-    "perturbations": ["zero"],
-    "metrics": ["auc", "delta_region", "iou_region"],
-    "explain_regions": ["bone"],
-    "perturb_regions": ["bone"],
-    "train": {"epochs": 1, "batch_size": 16},
-    "max_explain_images": 6,
-    "gallery_images": 0,
-    "sanity": {"images": 0},
-    "analysis": {"bootstrap": 50},
-    "cache": False,
-}
 
 
 def test_a_failing_analysis_never_loses_the_run(tmp_path: Path, components, monkeypatch):
@@ -122,7 +91,16 @@ def test_a_failing_analysis_never_loses_the_run(tmp_path: Path, components, monk
         raise ValueError("expected non-negative integer")
 
     monkeypatch.setattr(benchmark, "performance_explanation_correlation", broken)
-    config = resolve_config(TINY)
+    config = resolve_config(
+        TINY_PHANTOM_RUN,
+        {
+            "saliency": ["saliency"],
+            "perturbations": ["zero"],
+            "metrics": ["auc", "delta_region", "iou_region"],
+            "explain_regions": ["bone"],
+            "perturb_regions": ["bone"],
+        },
+    )
     for _ in range(2):  # the run, then a resume of the same folder
         outcome = benchmark.run_benchmark(config, components, tmp_path / "run")
         document = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -141,7 +119,7 @@ def test_labels_with_control_characters_are_refused(label: str):
 
 
 def test_ordinary_labels_are_fine():
-    for label in ("res/a", "res_a", "LoRA r=8 (α=16)", "=HYPERLINK(x)"):
+    for label in ("res/a", "res_a", "LoRA r=8 (alpha 16)", "=HYPERLINK(x)"):
         config = resolve_config(
             BASE, {"backbones": [{"name": "test_resnet.random", "label": label}]}
         )

@@ -4,27 +4,14 @@ loads or registers is a broken plugin, never a silent no-op of the whole command
 from __future__ import annotations
 
 import importlib.metadata
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runs import cli
 
 from xaibench.errors import XaibenchError
 from xaibench.hookspecs import hookimpl
 from xaibench.plugins import PluginSelection, collect_components, get_plugin_manager
-
-
-def _xaibench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xaibench", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        timeout=300,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("body", ["raise SystemExit(0)\n", "import sys\nsys.exit(3)\n"])
@@ -38,7 +25,7 @@ def test_a_local_plugin_exiting_at_import_is_broken_not_a_silent_exit(tmp_path: 
 
 def test_the_command_still_runs_and_warns(tmp_path: Path):
     (tmp_path / "quitter.py").write_text("raise SystemExit(0)\n")
-    proc = _xaibench("--plugins-dir", str(tmp_path), "ls", "saliency")
+    proc = cli("--plugins-dir", str(tmp_path), "ls", "saliency", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "gradcam" in proc.stdout  # the command did its work
     assert "plugin 'quitter'" in proc.stderr
@@ -51,7 +38,7 @@ def test_a_tampered_board_is_still_caught_with_an_exiting_plugin(tmp_path: Path)
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "quitter.py").write_text("raise SystemExit(0)\n")
-    proc = _xaibench("--plugins-dir", str(plugins), "leaderboard", "--check", str(tmp_path / "b"))
+    proc = cli("--plugins-dir", str(plugins), "leaderboard", "--check", "b", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert "no leaderboard.json" in proc.stderr
 
@@ -97,7 +84,7 @@ def test_a_command_hook_exiting_is_reported_not_silent(tmp_path: Path):
         "from xaibench.hookspecs import hookimpl\n\n"
         "@hookimpl\ndef register_commands(cli):\n    raise SystemExit(0)\n"
     )
-    proc = _xaibench("--plugins-dir", str(tmp_path), "ls", "saliency")
+    proc = cli("--plugins-dir", str(tmp_path), "ls", "saliency", cwd=tmp_path)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert "cmdquit" in proc.stderr
     assert "register_commands" in proc.stderr

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from cli_runs import TINY_PHANTOM_RUN
 from PIL import Image
 
 from xaibench.benchmark import run_benchmark
@@ -68,23 +69,6 @@ def hostile_components():
     return collect_components(pm)
 
 
-PHANTOM: dict[str, Any] = {
-    "task": "osteoporosis",
-    "dataset": {
-        "name": "phantom",
-        "options": {"n_images": 60, "image_size": 32, "class_shares": [0.4, 0.3, 0.3]},
-    },
-    "backbones": [{"name": "test_resnet.random", "options": {"img_size": 32}}],
-    "strategies": ["linear_probe"],
-    "train": {"epochs": 1, "batch_size": 16},
-    "max_explain_images": 6,
-    "gallery_images": 1,
-    "sanity": {"images": 2, "steps": 2},
-    "analysis": {"bootstrap": 50},
-    "cache": False,
-}
-
-
 def _by(records: list[dict[str, Any]], **where: Any) -> list[dict[str, Any]]:
     return [r for r in records if all(r.get(k) == v for k, v in where.items())]
 
@@ -93,11 +77,13 @@ def test_one_failing_method_or_perturbation_fails_only_its_records(
     hostile_components, tmp_path: Path
 ):
     config = resolve_config(
-        PHANTOM,
+        TINY_PHANTOM_RUN,
         {
             "saliency": ["saliency", "exploding", "exiting"],
             "perturbations": ["zero", "broken_fill"],
             "metrics": ["auc", "delta_region", "iou_region", "pointing_game"],
+            "gallery_images": 1,
+            "sanity": {"images": 2, "steps": 2},
             "explain_regions": ["bone"],
             "perturb_regions": ["bone"],
             "complement_regions": [],
@@ -166,7 +152,7 @@ def _manifest(folder: Path) -> Path:
 
 def test_empty_regions_are_skipped_and_full_ones_flagged(components, tmp_path: Path):
     config = resolve_config(
-        PHANTOM,
+        TINY_PHANTOM_RUN,
         {
             "dataset": {
                 "name": "manifest",

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runs import cli
 
 from xaibench.config import load_config_file
 from xaibench.errors import XaibenchError
@@ -49,24 +48,12 @@ def test_a_bom_and_shallow_aliases_are_fine(tmp_path: Path):
     assert load_config_file(path)["train"] == {"epochs": 2}
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xaibench", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        timeout=300,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize("command", ["run", "validate"])
 def test_deep_and_non_utf8_configs_through_the_cli(tmp_path: Path, command: str):
     for name, content in (("deep.yaml", b"[" * 100_000), ("latin1.yaml", b"task: \xe9\n")):
         (tmp_path / name).write_bytes(content)
         args = ["run", "osteoporosis", "--config", name] if command == "run" else ["validate", name]
-        proc = _cli(*args, cwd=tmp_path)
+        proc = cli(*args, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr
         assert name in proc.stderr

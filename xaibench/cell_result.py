@@ -14,6 +14,7 @@ import pandas as pd
 
 from xaibench.analysis import CellMaps
 from xaibench.grid import Cell
+from xaibench.metrics.base import Metric
 
 
 @dataclass
@@ -57,3 +58,47 @@ class Gallery:
     images: np.ndarray
     maps: np.ndarray
     masks: np.ndarray | None
+
+
+def make_record(
+    base: dict[str, Any],
+    name: str,
+    metric: Metric,
+    *,
+    value: float | None,
+    n: int | None,
+    status: str = "ok",
+    reason: str | None = None,
+    saliency: str | None = None,
+    perturbation: str | None = None,
+    region: str | None = None,
+    details: dict[str, Any] | None = None,
+    ci: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """One results record of a cell (``docs/results-schema.md``).
+
+    An ``ok`` value that is not finite becomes ``skipped`` with the reason.
+    """
+    finite = value is not None and np.isfinite(value)
+    if status == "ok" and not finite:
+        status = "skipped"
+        if value is not None and np.isinf(value):
+            reason = reason or "value infinite (see the metric's definition)"
+        else:
+            reason = reason or "value undefined (no image had the region)"
+    return {
+        **base,
+        "metric": name,
+        "category": metric.category,
+        "higher_is_better": metric.higher_is_better,
+        "saliency": saliency,
+        "perturbation": perturbation,
+        "region": region,
+        "value": float(value) if finite else None,  # type: ignore[arg-type]
+        "ci_low": float(ci[0]) if finite and ci is not None else None,
+        "ci_high": float(ci[1]) if finite and ci is not None else None,
+        "n": n,
+        "status": status,
+        "reason": reason,
+        "details": details or {},
+    }

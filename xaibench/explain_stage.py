@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from xaibench.analysis import CellMaps
-from xaibench.cell_result import CellResult, Gallery
+from xaibench.cell_result import CellResult, Gallery, make_record
 from xaibench.config import RunConfig
 from xaibench.data.arrays import Rows, SplitArrays
 from xaibench.device import Runtime
@@ -69,23 +69,6 @@ class ExplainStage:
 
     if TYPE_CHECKING:  # provided by CellRunner
 
-        def _record(
-            self,
-            base: dict[str, Any],
-            name: str,
-            metric: Metric,
-            *,
-            value: float | None,
-            n: int | None,
-            status: str = "ok",
-            reason: str | None = None,
-            saliency: str | None = None,
-            perturbation: str | None = None,
-            region: str | None = None,
-            details: dict[str, Any] | None = None,
-            ci: tuple[float, float] | None = None,
-        ) -> dict[str, Any]: ...
-
         def _mask(self, split: SplitArrays, region: str) -> Rows: ...
         def _regions(self, use: str) -> list[str]: ...
         def _coverage_flags(self, region: str, complement: bool) -> dict[str, Any]: ...
@@ -103,7 +86,7 @@ class ExplainStage:
             regions = self._regions("explain_regions") if metric.needs == "saliency" else [None]
             for region in regions:
                 records.append(
-                    self._record(
+                    make_record(
                         base,
                         mname,
                         metric,
@@ -269,7 +252,7 @@ class ExplainStage:
                     mv = region_metrics[mname].aggregate(per_sample)
             except ISOLATED as exc:
                 outcome.records.append(
-                    self._record(
+                    make_record(
                         base, mname, scored, value=None, n=None, status="failed",
                         reason=error_text(exc), saliency=sname, region=where,
                     )
@@ -283,7 +266,7 @@ class ExplainStage:
             if where is not None:
                 details.update(self._coverage_flags(where, False))
             outcome.records.append(
-                self._record(
+                make_record(
                     base,
                     mname,
                     scored,

@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from xaibench.cache import TensorCache, content_key
-from xaibench.cell_result import CellResult, Gallery
+from xaibench.cell_result import CellResult, Gallery, make_record
 from xaibench.config import RunConfig
 from xaibench.data.arrays import ImageWriter, LazyRows, MappedRows, Rows, SplitArrays, read_ahead
 from xaibench.data.check import FULL_MASK_FRACTION
@@ -175,46 +175,6 @@ class CellRunner(ExplainStage):
             "random_init": random_init,
         }
 
-    def _record(
-        self,
-        base: dict[str, Any],
-        name: str,
-        metric: Metric,
-        *,
-        value: float | None,
-        n: int | None,
-        status: str = "ok",
-        reason: str | None = None,
-        saliency: str | None = None,
-        perturbation: str | None = None,
-        region: str | None = None,
-        details: dict[str, Any] | None = None,
-        ci: tuple[float, float] | None = None,
-    ) -> dict[str, Any]:
-        finite = value is not None and np.isfinite(value)
-        if status == "ok" and not finite:
-            status = "skipped"
-            if value is not None and np.isinf(value):
-                reason = reason or "value infinite (see the metric's definition)"
-            else:
-                reason = reason or "value undefined (no image had the region)"
-        return {
-            **base,
-            "metric": name,
-            "category": metric.category,
-            "higher_is_better": metric.higher_is_better,
-            "saliency": saliency,
-            "perturbation": perturbation,
-            "region": region,
-            "value": float(value) if finite else None,  # type: ignore[arg-type]
-            "ci_low": float(ci[0]) if finite and ci is not None else None,
-            "ci_high": float(ci[1]) if finite and ci is not None else None,
-            "n": n,
-            "status": status,
-            "reason": reason,
-            "details": details or {},
-        }
-
     def _run(self, cell: Cell, result: CellResult) -> None:
         cfg, data, task = self.config, self.data, self.data.task
         seed_everything(cell.seed)
@@ -308,12 +268,12 @@ class CellRunner(ExplainStage):
         try:
             mv = compute()
         except XaibenchError as exc:  # e.g. no positives: recorded, not fatal
-            return self._record(
+            return make_record(
                 base, name, metric, value=None, n=None, status="skipped", reason=str(exc), **where
             )
         except ISOLATED as exc:  # a metric that raises fails its own record, not the cell
             self.progress.log(f"  [red]failed[/red]: metric {name}: {error_text(exc)}")
-            return self._record(
+            return make_record(
                 base,
                 name,
                 metric,
@@ -323,7 +283,7 @@ class CellRunner(ExplainStage):
                 reason=error_text(exc),
                 **where,
             )
-        return self._record(
+        return make_record(
             base, name, metric, value=mv.value, n=mv.n, details=mv.details, ci=mv.ci, **where
         )
 
@@ -410,7 +370,7 @@ class CellRunner(ExplainStage):
                     if use == "explain_regions" and metric.needs == "saliency":
                         for sname in self.saliency:
                             records.append(
-                                self._record(
+                                make_record(
                                     base, mname, metric, value=None, n=None, status="skipped",
                                     reason=reason, saliency=sname, region=region,
                                 )
@@ -419,7 +379,7 @@ class CellRunner(ExplainStage):
                         label = f"outside_{region}" if use == "complement_regions" else region
                         for pname in self.perturbations:
                             records.append(
-                                self._record(
+                                make_record(
                                     base, mname, metric, value=None, n=None, status="skipped",
                                     reason=reason, perturbation=pname, region=label,
                                 )
@@ -466,7 +426,7 @@ class CellRunner(ExplainStage):
                     )
                     for mname, metric in metrics.items():
                         result.records.append(
-                            self._record(
+                            make_record(
                                 base, mname, metric, value=None, n=None, status="failed",
                                 reason=error, perturbation=pname, region=label,
                             )
