@@ -165,6 +165,18 @@ def test_a_full_disk_names_the_file_and_leaves_nothing_half_written(tmp_path, fu
     assert (run / "results.json").read_bytes() == before  # the old file whole, not half new
 
 
+def test_a_full_disk_is_exit_status_1_and_one_line(tmp_path, full_disk, capsys):
+    """Not a usage error: the system's (exit 1, like any other OS error), naming the file."""
+    run = write_fake_run(tmp_path / "run", {"a": 2.0, "b": 0.1})
+    full_disk.append("leaderboard.json")
+    with pytest.raises(SystemExit) as exit_info:
+        xaibench.cli.main(["leaderboard", str(run), "--out", str(tmp_path / "board")])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "leaderboard.json: cannot be written (No space left on device)" in err
+
+
 def test_a_full_disk_while_writing_leaderboards_or_a_report(tmp_path, full_disk):
     run = write_fake_run(tmp_path / "run", {"a": 2.0, "b": 0.1})
     boards = build_leaderboards([load_run(run)], resamples=50)
@@ -306,6 +318,8 @@ def test_leaderboard_and_report_of_a_damaged_results_file_say_so_in_one_line(tmp
     [
         ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
         ('{"sources": [{"path": "../run"}], "resamples": "many"}', "resamples"),
+        ('{"sources": [{"path": "../run"}], "resamples": 1000000000000}', "resamples"),
+        ('{"sources": [{"path": "../run"}], "seed": -1}', "seed"),
         ('{"sources": [{"path": "../run"}], "alpha": 2}', "alpha"),
         ('{"sources": "../run"}', "sources"),
     ],

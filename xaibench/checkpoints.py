@@ -29,7 +29,7 @@ import pandas as pd
 from xaibench import __version__, failpoints
 from xaibench.analysis import CellMaps
 from xaibench.config import RunConfig
-from xaibench.errors import XaibenchError
+from xaibench.errors import WriteFailedError, XaibenchError
 from xaibench.escape import csv_frame_back, to_csv
 from xaibench.grid import Cell
 from xaibench.paths import TEMPORARY_PREFIX, contained, read_json, temporary_path, write_whole
@@ -143,7 +143,7 @@ def save_cell(run_dir: Path, key: str, result: CellResult) -> Path:
         tmp.replace(final)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise XaibenchError(
+        raise WriteFailedError(
             f"checkpoint {final} cannot be written ({exc.strerror or exc}); the cells finished "
             "so far are kept: free some space and run the same command again"
         ) from None

@@ -657,10 +657,14 @@ def cache_prune_command(
 )
 @click.option(
     "--resamples",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=100_000),
     help="Bootstrap resamples of the paired tests (default 1000; --check: the committed one).",
 )
-@click.option("--seed", type=int, help="Bootstrap seed (default 0; --check: the committed one).")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0, max=2**32 - 1),
+    help="Bootstrap seed (default 0; --check: the committed one).",
+)
 def leaderboard_command(
     run_dirs: tuple[Path, ...],
     out_dir: Path | None,
@@ -875,7 +879,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     except (XaibenchError, pluggy.PluginValidationError) as exc:
         click.echo(f"xaibench: error: {_one_line(str(exc))}", err=True)
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", 2))
     except click.ClickException as exc:
         click.echo(f"xaibench: error: {_one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)

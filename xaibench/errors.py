@@ -9,7 +9,23 @@ from __future__ import annotations
 
 
 class XaibenchError(Exception):
-    """An error caused by the user's input, reported as one line."""
+    """An error caused by the user's input, reported as one line.
+
+    Attributes:
+        exit_code: The command's exit status: 2, a usage error (the default).
+    """
+
+    exit_code: int = 2
+
+
+class WriteFailedError(XaibenchError):
+    """A file could not be written (a full disk, a quota).
+
+    The system's problem, not a usage error, so the command exits 1; the message names the
+    file, and nothing is left half written.
+    """
+
+    exit_code = 1
 
 
 class UnknownComponentError(XaibenchError, KeyError):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from xaibench.component import MAX_SEED
 from xaibench.errors import XaibenchError
 from xaibench.escape import markdown_code, markdown_text, to_csv
 from xaibench.paths import contained, read_json, relative_name, write_whole
@@ -934,12 +935,16 @@ def sources_of(out_dir: Path) -> list[Path]:
 
 
 #: Settings a committed leaderboard may carry, and what each must be.
+#: Most bootstrap resamples a leaderboard may ask for (the analysis setting's bound too).
+MAX_RESAMPLES = 100_000
+
 _SETTINGS = {
     "alpha": (lambda v: isinstance(v, float | int) and not isinstance(v, bool) and 0 < v < 1,
               "a number between 0 and 1"),
-    "resamples": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-                  "a whole number of at least 1"),
-    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "resamples": (lambda v: isinstance(v, int) and not isinstance(v, bool)
+                  and 1 <= v <= MAX_RESAMPLES, f"a whole number from 1 to {MAX_RESAMPLES:,}"),
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SEED,
+             f"a whole number from 0 to {MAX_SEED:,}"),
 }  # fmt: skip
 
 

@@ -23,7 +23,7 @@ import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from xaibench.errors import XaibenchError
+from xaibench.errors import WriteFailedError, XaibenchError
 
 #: Temporary files and folders written by xaibench start with this (``.xaibench-tmp-<pid>-...``).
 TEMPORARY_PREFIX = ".xaibench-tmp-"
@@ -119,8 +119,8 @@ def write_whole(path: Path, content: str | bytes) -> None:
     """Write ``path`` so that it holds its old or its new content, never part of either.
 
     Raises:
-        XaibenchError: The file cannot be written (a full disk, a read-only folder); nothing
-            is left behind then, and the message names the file.
+        WriteFailedError: The file cannot be written (a full disk, a read-only folder);
+            nothing is left behind then, and the message names the file (exit status 1).
     """
     data = content.encode("utf-8") if isinstance(content, str) else content
     tmp = temporary_path(path)
@@ -131,4 +131,4 @@ def write_whole(path: Path, content: str | bytes) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        raise XaibenchError(f"{path}: cannot be written ({exc.strerror or exc})") from None
+        raise WriteFailedError(f"{path}: cannot be written ({exc.strerror or exc})") from None
