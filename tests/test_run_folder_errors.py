@@ -271,6 +271,15 @@ def _damage(run: Path, how: str) -> None:
     elif how == "non-utf8":
         file.write_bytes(b'{"schema_version": "1.3", "task": "\xff"}')
         return
+    elif how == "analysis-string-number":
+        document["analysis"]["reliability"] = [
+            {"backbone": "a", "strategy": "linear_probe", "seed": 0, "kind": "top_label",
+             "bin_low": "x", "bin_high": 0.1, "n": 3, "mean_confidence": 0.5, "observed": 0.5}
+        ]  # fmt: skip
+    elif how == "analysis-nested-value":
+        document["analysis"]["calibration"] = [
+            {"backbone": "a", "strategy": "linear_probe", "seed": 0, "kind": ["top"], "ece": 0.1}
+        ]
     file.write_text(json.dumps(document))
 
 
@@ -287,6 +296,8 @@ DAMAGES = {
     "details-not-object": r"record 2.*details",
     "cells-not-list": "cells",
     "non-utf8": "UTF-8",
+    "analysis-string-number": r"'reliability', row 0: 'bin_low' must be a number",
+    "analysis-nested-value": r"'calibration', row 0: 'kind' must be a single value",
 }
 
 

@@ -172,6 +172,34 @@ def _check_fields(item: Any, spec: dict[str, tuple[bool, _Check]], where: str) -
             raise XaibenchError(f"{where}: {key!r} must be {expected}, not {item[key]!r:.40}")
 
 
+#: Columns of the analysis tables that hold numbers (or null); the figures and tables of the
+#: report compute with them (``docs/results-schema.md``, ``analysis``).
+_ANALYSIS_NUMBERS = frozenset(
+    {
+        "seed", "n", "cells", "index", "count", "n_positive", "n_negative",
+        "tp", "fn", "tn", "fp", "spearman", "kendall_tau", "p_value", "ece",
+        "bin_low", "bin_high", "mean_confidence", "observed", "mean", "low", "high",
+        *(f"{m}{end}" for m in ("auc", "sensitivity", "specificity", "accuracy", "ci")
+          for end in ("", "_low", "_high")),
+    }
+)  # fmt: skip
+
+
+def _analysis_row_problem(row: dict[str, Any]) -> str | None:
+    """Why an analysis row cannot be read, or None when it can.
+
+    A number column must hold a number or null; any other column a single value.
+    """
+    for key, value in row.items():
+        if key in _ANALYSIS_NUMBERS:
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if value is not None and not number:
+                return f"{key!r:.40} must be a number or null, not {value!r:.40}"
+        elif value is not None and not isinstance(value, str | int | float | bool):
+            return f"{key!r:.40} must be a single value, not {type(value).__name__}"
+    return None
+
+
 def check_document(document: Any, file: Path) -> None:
     """Check that a parsed ``results.json`` has the shape every reader relies on.
 
@@ -208,6 +236,10 @@ def check_document(document: Any, file: Path) -> None:
     for name, rows in document.get("analysis", {}).items():
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise XaibenchError(f"{file}: analysis table {name!r:.40} is not a list of objects")
+        for i, row in enumerate(rows):
+            problem = _analysis_row_problem(row)
+            if problem:
+                raise XaibenchError(f"{file}: analysis table {name!r:.40}, row {i}: {problem}")
     for i, cell in enumerate(document["cells"]):
         _check_fields(cell, _CELL, f"{file}: cell {i}")
     for i, record in enumerate(document["records"]):
