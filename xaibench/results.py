@@ -41,7 +41,7 @@ from xaibench.runner import CellResult, RunData
 if TYPE_CHECKING:
     from xaibench.checkpoints import GalleryFile
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 
 _LIBRARIES = (
     "torch",

@@ -22,7 +22,7 @@ from xaibench.paths import contained, read_json
 from xaibench.run_lock import writer_of
 
 #: Schema versions this code reads (``docs/results-schema.md``).
-READABLE_SCHEMAS = ("1.0", "1.1", "1.2", "1.3")
+READABLE_SCHEMAS = ("1.0", "1.1", "1.2", "1.3", "1.4")
 
 #: Columns whose empty cells mean "none" (the intact condition), never NaN.
 _TEXT_COLUMNS = ("backbone", "strategy", "split", "sample_id", "perturbation", "region", "metric")
@@ -141,7 +141,7 @@ _TASK: dict[str, tuple[bool, _Check]] = {
 _SECTIONS: dict[str, _Check] = {
     "config": _OBJECT, "dataset": _OBJECT, "environment": _OBJECT, "components": _OBJECT,
     "component_options": _OBJECT, "analysis": _OBJECT, "task": _OBJECT, "records": _LIST,
-    "cells": _LIST,
+    "cells": _LIST, "analysis_failures": _OBJECT,
 }  # fmt: skip
 
 #: Deeper than this, a results file is not one xaibench wrote (its own are about 8 deep); the
