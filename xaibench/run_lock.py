@@ -62,10 +62,14 @@ class RunLock:
     warning: str | None = None
 
 
-def _make_folder(run_dir: Path) -> bool:
-    """Create ``run_dir`` if needed; return whether it was created."""
+def _make_folder(run_dir: Path) -> list[Path]:
+    """Create ``run_dir`` if needed; return the folders this made, deepest first.
+
+    Its missing parents are made too (``./xaibench-runs/`` for the default run folder), and
+    listed, so a run that fails before writing anything removes them all again.
+    """
     if run_dir.is_dir():
-        return False
+        return []
     if run_dir.exists() or run_dir.is_symlink():
         raise XaibenchError(
             f"run directory {run_dir}: exists and is not a folder; choose another --out"
@@ -73,6 +77,7 @@ def _make_folder(run_dir: Path) -> bool:
     blocker = next((p for p in run_dir.parents if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise XaibenchError(f"run directory {run_dir}: {blocker} is a file; choose another --out")
+    missing = [run_dir, *(p for p in run_dir.parents if not p.exists())]
     try:
         run_dir.mkdir(parents=True)
     except FileExistsError:  # made by someone else just now: fine if it is a folder
@@ -80,13 +85,13 @@ def _make_folder(run_dir: Path) -> bool:
             raise XaibenchError(
                 f"run directory {run_dir}: exists and is not a folder; choose another --out"
             ) from None
-        return False
+        return []
     except OSError as exc:
         raise XaibenchError(
             f"run directory {run_dir}: cannot be created "
             f"({exc.strerror or exc}); choose another --out"
         ) from None
-    return True
+    return missing
 
 
 def _open_lock_file(run_dir: Path, flags: int) -> int:
@@ -200,8 +205,7 @@ def run_lock(run_dir: Path) -> Iterator[RunLock]:
                 "choose another --out"
             ) from None
     except BaseException:
-        if created:
-            _remove_if_empty(run_dir)
+        _remove_if_empty(created)
         raise
     key = run_dir.resolve()
     _HELD.add(key)
@@ -211,13 +215,16 @@ def run_lock(run_dir: Path) -> Iterator[RunLock]:
         _HELD.discard(key)
         if fd is not None:
             _release(run_dir, fd)
-        if created:
-            _remove_if_empty(run_dir)
+        _remove_if_empty(created)
 
 
-def _remove_if_empty(run_dir: Path) -> None:
-    with contextlib.suppress(OSError):  # not empty (the run wrote something), or gone
-        run_dir.rmdir()
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders a run made (deepest first) that it left empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (the run wrote something), or gone: keep it and above
+            return
 
 
 def writer_of(run_dir: Path) -> str | None:

@@ -17,7 +17,6 @@ from xaibench.cache.entries import (
     CacheNamespace,
     TensorCache,
     content_key,
-    write_atomic,
 )
 from xaibench.cache.folder import (
     CACHE_ENV,
@@ -39,5 +38,4 @@ __all__ = [
     "default_cache_dir",
     "prepare_cache_dir",
     "prune_cache",
-    "write_atomic",
 ]

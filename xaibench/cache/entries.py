@@ -55,21 +55,6 @@ def content_key(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def write_atomic(path: Path, content: str | bytes) -> None:
-    """Write a file so that it is either its old or its new content, never half of it.
-
-    For files outside the cache (run folders); cache entries go through
-    :meth:`CacheNamespace.write`.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    if isinstance(content, str):
-        tmp.write_text(content)
-    else:
-        tmp.write_bytes(content)
-    tmp.replace(path)
-
-
 def _digest(namespace: str, name: str, payload: bytes) -> bytes:
     hasher = hashlib.sha256(b"xaibench cache entry\0")
     hasher.update(f"{namespace}/{name}\0".encode())

@@ -274,10 +274,7 @@ class Containment:
                 problem = self._same_file(cell, path, info)
             if problem is not None:
                 raise FileRefusedError(problem)
-            chunks = []
-            while chunk := os.read(handle, 1 << 20):
-                chunks.append(chunk)
-            return b"".join(chunks)
+            return _read_all(handle)
         except OSError as exc:
             raise FileRefusedError(f"cannot read {path}: {exc.strerror or exc}") from None
         finally:
@@ -297,6 +294,14 @@ class Containment:
         if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
             return f"{path} changed while it was opened (replaced or relinked); run again"
         return None
+
+
+def _read_all(handle: int) -> bytes:
+    """Every byte left in the open file ``handle``, read in 1 MiB pieces."""
+    chunks = []
+    while chunk := os.read(handle, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def read_plain_file(path: Path, what: str = "file") -> bytes:
@@ -322,10 +327,7 @@ def read_plain_file(path: Path, what: str = "file") -> bytes:
         kind = _kind(os.fstat(handle).st_mode)
         if kind is not None:
             raise FileRefusedError(f"{what} {_not_regular(path, kind)}")
-        chunks = []
-        while chunk := os.read(handle, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return _read_all(handle)
     except OSError as exc:
         raise FileRefusedError(f"cannot read {path}: {exc.strerror or exc}") from None
     finally:
