@@ -1,0 +1,90 @@
+"""Hand-made image files for the tests of hostile inputs: PNG and JPEG that declare any size
+(decompression bombs that are a few kilobytes on disk), DICOM with any header, plain PNGs."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def write_blank_png(path: Path, width: int, height: int) -> Path:
+    """A 1-bit all-black PNG of any size, compressed row by row (never held as pixels).
+
+    An all-zero image compresses about 1000:1, so a 9000 x 9000 file takes a few kilobytes on
+    disk while decoding it would take hundreds of megabytes: a decompression bomb.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    row = b"\0" * (1 + (width + 7) // 8)  # filter byte, then the packed bits
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", data)
+        + png_chunk(b"IEND", b"")
+    )
+    return path
+
+
+def write_jpeg_claiming(path: Path, width: int, height: int) -> Path:
+    """A small JPEG whose frame header (SOF0) claims ``width`` x ``height`` pixels."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def write_dicom(
+    path: Path,
+    stored: np.ndarray,
+    *,
+    rows: int | None = None,
+    columns: int | None = None,
+    frames: int | None = None,
+) -> Path:
+    """A 16-bit MONOCHROME2 DICOM; ``rows``/``columns``/``frames`` override what the header says."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Rows = rows if rows is not None else stored.shape[0]
+    ds.Columns = columns if columns is not None else stored.shape[1]
+    if frames is not None:
+        ds.NumberOfFrames = frames
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.PixelData = np.ascontiguousarray(stored, dtype="<u2").tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def save_png(path: Path, array: np.ndarray) -> Path:
+    """``array`` as a PNG file (Pillow picks the mode from the dtype)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
