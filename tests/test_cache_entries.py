@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_runs import TINY_PHANTOM_RUN
 
 from xaibench.benchmark import run_benchmark
 from xaibench.cache import TensorCache, content_key
@@ -129,16 +130,11 @@ def test_a_fit_entry_round_trips(tmp_path) -> None:
 # --- a whole run ---------------------------------------------------------------------------
 
 RUN = {
-    "dataset": {"options": {"n_images": 60, "image_size": 32, "class_shares": [0.4, 0.3, 0.3]}},
-    "backbones": [{"name": "test_resnet.random", "options": {"img_size": 32}}],
-    "strategies": ["linear_probe"],
+    **TINY_PHANTOM_RUN,
+    "cache": True,  # what these tests are about
     "saliency": [],
     "perturbations": [],
     "metrics": ["auc"],
-    "train": {"epochs": 1, "batch_size": 16},
-    "gallery_images": 0,
-    "sanity": {"images": 0},
-    "analysis": {"bootstrap": 10},
 }
 
 

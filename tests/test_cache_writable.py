@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runs import TINY_PHANTOM_RUN
 
 from xaibench.benchmark import run_benchmark
 from xaibench.cache import TensorCache, content_key
@@ -21,16 +22,12 @@ from xaibench.data.phantom import PhantomDataset
 from xaibench.progress import NullProgress
 
 RUN = {
-    "dataset": {"options": {"n_images": 60, "image_size": 32, "class_shares": [0.4, 0.3, 0.3]}},
-    "backbones": [{"name": "test_resnet.random", "options": {"img_size": 32}}],
-    "strategies": ["full", "linear_probe"],
+    **TINY_PHANTOM_RUN,
+    "cache": True,  # what these tests are about
     "saliency": [],
     "perturbations": [],
     "metrics": ["auc"],
-    "train": {"epochs": 1, "batch_size": 16},
-    "gallery_images": 0,
-    "sanity": {"images": 0},
-    "analysis": {"bootstrap": 10},
+    "strategies": ["full", "linear_probe"],
 }
 
 
