@@ -39,7 +39,8 @@ class Osteoporosis(Task):
 
     The default grid is the ``quick`` grid: the study's design (four architecture families x
     ``linear_probe``, ``last_block`` and ``lora``, 12 cells) at tiny, randomly initialised sizes, on
-    1,000 phantom images at 128 px, so it runs in about a minute on a laptop CPU with no download.
+    1,000 phantom images at 128 px, so it runs in about two minutes on two CPU cores with no
+    download (``docs/performance.md``).
     The phantom's class shares are enriched (45/30/25 instead of the study's 57/38/5) so the
     200-image test split holds about 50 osteoporosis cases and the AUC is stable enough to mean
     something. ``--grid paper`` is the study's own grid and needs the encoders' real weights.

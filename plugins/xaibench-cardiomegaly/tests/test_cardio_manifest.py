@@ -127,6 +127,15 @@ def test_bad_ctr_cells_are_problems_named_by_row(manifest):
         CardiacManifestDataset(path=str(manifest))
 
 
+@pytest.mark.parametrize("cell", ["0_5", "\u0660.\u0665", "nan", "0x1"])
+def test_ctr_cells_are_plain_decimals(manifest, cell):
+    """Python's float() reads these (0_5 as 5, Arabic-Indic digits as 0.5): not numbers here."""
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    _edit(manifest, ctr=[cell, *list(frame["ctr"])[1:]])
+    _, problems = read_cardiac_manifest(manifest)
+    assert [(p.row, p.message) for p in problems] == [(1, f"not a number: {cell!r}")]
+
+
 def test_a_t_score_column_is_refused(manifest):
     _edit(manifest, t_score=["-1.0"] * 24)
     problems = check_cardiac_manifest(manifest)

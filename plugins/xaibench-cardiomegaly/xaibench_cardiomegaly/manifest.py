@@ -37,6 +37,7 @@ from xaibench.data.check import (
     Problem,
     check_manifest,
     format_problems,
+    parse_decimal,
     read_manifest,
 )
 from xaibench.data.manifest import (
@@ -68,9 +69,8 @@ def _ctr_problems(rows: ManifestRows) -> list[Problem]:
     for i, (cell, label) in enumerate(zip(rows.frame[CTR_COLUMN], rows.label, strict=True)):
         if not cell:
             continue
-        try:
-            ctr = float(cell)
-        except ValueError:
+        ctr = parse_decimal(cell)  # plain decimals only: float() also reads 0_5 as 5
+        if ctr is None:
             problems.append(Problem(i + 1, CTR_COLUMN, f"not a number: {cell!r}"))
             continue
         if not (np.isfinite(ctr) and 0 < ctr <= 1):
