@@ -58,8 +58,14 @@ def write_dicom(
     rows: int | None = None,
     columns: int | None = None,
     frames: int | None = None,
+    photometric: str = "MONOCHROME2",
+    header: dict[str, object] | None = None,
 ) -> Path:
-    """A 16-bit MONOCHROME2 DICOM; ``rows``/``columns``/``frames`` override what the header says."""
+    """A secondary-capture DICOM of 16-bit stored values.
+
+    ``rows``/``columns``/``frames`` override what the header says about the pixels; ``header``
+    sets any other attributes (patient name, ids, ...) by keyword.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
@@ -68,12 +74,15 @@ def write_dicom(
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    for keyword, value in (header or {}).items():
+        setattr(ds, keyword, value)
     ds.Rows = rows if rows is not None else stored.shape[0]
     ds.Columns = columns if columns is not None else stored.shape[1]
     if frames is not None:
         ds.NumberOfFrames = frames
     ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PhotometricInterpretation = photometric
     ds.BitsAllocated = 16
     ds.BitsStored = 16
     ds.HighBit = 15

@@ -19,10 +19,9 @@ import numpy as np
 import pytest
 import yaml
 from cli_runs import SMALL_MANIFEST_RUN, cli
+from image_files import write_dicom
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from xaibench.data.check import check_manifest, format_problem
 from xaibench.data.manifest import ManifestDataset, ManifestError
@@ -75,28 +74,8 @@ def save_png(path: Path, array: np.ndarray, text: dict[str, str] | None = None) 
 
 
 def save_dicom(path: Path, stored: np.ndarray, *, photometric: str = "MONOCHROME2") -> Path:
-    """A secondary-capture DICOM of 16-bit stored values whose identifying header holds markers."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    for keyword, value in HEADER.items():
-        setattr(ds, keyword, value)
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.PixelData = np.ascontiguousarray(stored, dtype="<u2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    """A 16-bit DICOM whose identifying header holds the markers of :data:`HEADER`."""
+    return write_dicom(path, stored, photometric=photometric, header=HEADER)
 
 
 def write_manifest(folder: Path, rows: list[dict[str, object]]) -> Path:
