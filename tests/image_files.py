@@ -1,8 +1,12 @@
-"""Hand-made image files for the tests of hostile inputs: PNG and JPEG that declare any size
-(decompression bombs that are a few kilobytes on disk), DICOM with any header, plain PNGs."""
+"""Hand-made image files and manifests for the tests of hostile inputs.
+
+PNG and JPEG that declare any size (decompression bombs that are a few kilobytes on disk), DICOM
+with any header, plain PNGs, and manifests written from row dictionaries.
+"""
 
 from __future__ import annotations
 
+import csv
 import io
 import struct
 import zlib
@@ -97,3 +101,34 @@ def save_png(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
     return path
+
+
+#: T-scores of the three WHO classes (normal, osteopenia, osteoporosis).
+T_SCORES = (0.5, -1.8, -3.0)
+
+
+def write_manifest(folder: Path, rows: list[dict[str, object]]) -> Path:
+    """``folder/manifest.csv`` (UTF-8) with the union of the rows' columns."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    path = folder / "manifest.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows([{c: row.get(c, "") for c in columns} for row in rows])
+    return path
+
+
+def clean_rows(folder: Path) -> list[dict[str, object]]:
+    """Three clean rows, one per class, images inside ``folder`` (appended to a test's rows)."""
+    rows: list[dict[str, object]] = []
+    for k, t_score in enumerate(T_SCORES):
+        save_png(folder / "ok" / f"{k}.png", np.full((4, 4), 10 * k, np.uint8))
+        rows.append({"image": f"ok/{k}.png", "patient_id": f"OK{k}", "t_score": t_score})
+    return rows
+
+
+def image_row(image: str, patient: str, **extra: object) -> dict[str, object]:
+    """One manifest row of an osteopenia image (``extra`` adds or replaces cells)."""
+    return {"image": image, "patient_id": patient, "t_score": -1.8, **extra}

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import re
@@ -22,7 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from image_files import save_png, write_blank_png, write_dicom, write_jpeg_claiming
+from image_files import (
+    clean_rows,
+    save_png,
+    write_blank_png,
+    write_dicom,
+    write_jpeg_claiming,
+    write_manifest,
+)
+from image_files import image_row as row
 from PIL import Image, ImageFile
 
 from xaibench.cli import main
@@ -38,39 +45,10 @@ from xaibench.data.images import DEFAULT_MAX_PIXELS, ImageReadError, decode_imag
 from xaibench.data.manifest import ManifestDataset, ManifestError
 from xaibench.errors import XaibenchError
 
-#: T-scores of the three WHO classes (normal, osteopenia, osteoporosis).
-T_SCORES = (0.5, -1.8, -3.0)
-
 needs_posix = pytest.mark.skipif(os.name != "posix", reason="symlinks, hard links and FIFOs")
 
 
 # --- manifests -------------------------------------------------------------------------------
-
-
-def write_manifest(folder: Path, rows: list[dict[str, object]]) -> Path:
-    """``folder/manifest.csv`` with the union of the rows' columns."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    path = folder / "manifest.csv"
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows([{c: row.get(c, "") for c in columns} for row in rows])
-    return path
-
-
-def clean_rows(folder: Path) -> list[dict[str, object]]:
-    """Three clean rows, one per class (appended after a test's rows)."""
-    rows: list[dict[str, object]] = []
-    for k, t_score in enumerate(T_SCORES):
-        save_png(folder / "ok" / f"{k}.png", np.full((4, 4), 10 * k, np.uint8))
-        rows.append({"image": f"ok/{k}.png", "patient_id": f"OK{k}", "t_score": t_score})
-    return rows
-
-
-def row(image: str, patient: str, **extra: object) -> dict[str, object]:
-    return {"image": image, "patient_id": patient, "t_score": -1.8, **extra}
 
 
 def xaibench(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:

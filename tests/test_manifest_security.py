@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 from cli_runs import SMALL_MANIFEST_RUN, cli
-from image_files import write_dicom
+from image_files import clean_rows, image_row, write_dicom, write_manifest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -29,7 +29,6 @@ from xaibench.data.phantom import PhantomDataset
 from xaibench.errors import XaibenchError
 
 #: T-scores of the three WHO classes (normal, osteopenia, osteoporosis).
-T_SCORES = (0.5, -1.8, -3.0)
 
 #: DICOM header values that must never reach an output; each holds a marker no output could
 #: contain by chance.
@@ -76,32 +75,6 @@ def save_png(path: Path, array: np.ndarray, text: dict[str, str] | None = None) 
 def save_dicom(path: Path, stored: np.ndarray, *, photometric: str = "MONOCHROME2") -> Path:
     """A 16-bit DICOM whose identifying header holds the markers of :data:`HEADER`."""
     return write_dicom(path, stored, photometric=photometric, header=HEADER)
-
-
-def write_manifest(folder: Path, rows: list[dict[str, object]]) -> Path:
-    """``folder/manifest.csv`` with the union of the rows' columns."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    path = folder / "manifest.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows([{c: row.get(c, "") for c in columns} for row in rows])
-    return path
-
-
-def clean_rows(data: Path) -> list[dict[str, object]]:
-    """Three rows, one per class, whose images lie inside ``data`` (appended to a test's rows)."""
-    rows: list[dict[str, object]] = []
-    for k, t_score in enumerate(T_SCORES):
-        save_png(data / "ok" / f"{k}.png", np.full((4, 4), 10 * k, np.uint8))
-        rows.append({"image": f"ok/{k}.png", "patient_id": f"OK{k}", "t_score": t_score})
-    return rows
-
-
-def image_row(image: str, patient: str, **extra: object) -> dict[str, object]:
-    return {"image": image, "patient_id": patient, "t_score": -1.8, **extra}
 
 
 # --- containment -----------------------------------------------------------------------------
