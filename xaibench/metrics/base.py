@@ -35,22 +35,53 @@ class Predictions:
         positive_class: Index of the class scored one-vs-rest (osteoporosis).
         threshold: Operating threshold on the positive-class probability, chosen on validation;
             a sample is called positive when its probability is ``>= threshold``.
+        log_probs: ``[N, C]`` float64 log-softmax of the logits, or None. A confident model's
+            probabilities saturate to exactly 1.0 (and tie), while its log-probabilities keep
+            the order: rank-based scores (AUC, Δ) use :attr:`ranking_scores`, derived from them.
     """
 
     labels: np.ndarray
     probs: np.ndarray
     positive_class: int
     threshold: float = 0.5
+    log_probs: np.ndarray | None = None
 
     @property
     def scores(self) -> np.ndarray:
-        """Positive-class probability per sample."""
+        """Positive-class probability per sample (thresholds and calibration use it)."""
         return self.probs[:, self.positive_class]
+
+    @property
+    def ranking_scores(self) -> np.ndarray:
+        """Positive-vs-rest scores in the order of the probabilities, without their ties.
+
+        The positive-class log-odds when :attr:`log_probs` is recorded, else :attr:`scores`.
+        Every rank-based score (AUC, Δ, their intervals and tests) uses these.
+        """
+        return self.class_ranking_scores(self.positive_class)
+
+    def class_ranking_scores(self, k: int) -> np.ndarray:
+        """Class ``k``-vs-rest scores that keep the order (log-odds when recorded)."""
+        if self.log_probs is None:
+            return self.probs[:, k]
+        return class_log_odds(self.log_probs, k)
 
     @property
     def is_positive(self) -> np.ndarray:
         """Whether each sample truly belongs to the positive class."""
         return self.labels == self.positive_class
+
+
+def class_log_odds(log_probs: np.ndarray, k: int) -> np.ndarray:
+    """``log p_k - log(1 - p_k)`` per row of float64 log-probabilities ``[N, C]``, stably.
+
+    Monotone in ``p_k``, and finite where ``p_k`` rounds to 1.0: ``log(1 - p_k)`` is the
+    log-sum-exp of the other classes' log-probabilities.
+    """
+    others = np.delete(np.asarray(log_probs, dtype=np.float64), k, axis=1)
+    from scipy.special import logsumexp
+
+    return np.asarray(log_probs, dtype=np.float64)[:, k] - logsumexp(others, axis=1)
 
 
 @dataclass(frozen=True)

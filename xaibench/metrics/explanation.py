@@ -25,8 +25,8 @@ class DeltaRegion(PerturbationMetric):
 
     def compute(self, intact: Predictions, perturbed: Predictions) -> MetricValue:
         """Delta from positive-vs-rest AUCs on the same images."""
-        auc_intact = binary_auc(intact.is_positive, intact.scores)
-        auc_perturbed = binary_auc(perturbed.is_positive, perturbed.scores)
+        auc_intact = binary_auc(intact.is_positive, intact.ranking_scores)
+        auc_perturbed = binary_auc(perturbed.is_positive, perturbed.ranking_scores)
         return MetricValue(
             delta_auc(auc_intact, auc_perturbed),
             len(intact.labels),
@@ -75,7 +75,7 @@ def delta_bootstrap_ci(
     def aucs(scores: np.ndarray) -> np.ndarray:
         return _resampled_aucs(scores, is_positive, counts) / (n1 * n0)
 
-    deltas = aucs(intact.scores) - np.maximum(aucs(perturbed.scores), 0.5)
+    deltas = aucs(intact.ranking_scores) - np.maximum(aucs(perturbed.ranking_scores), 0.5)
     return float(np.quantile(deltas, 0.025)), float(np.quantile(deltas, 0.975))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+import numpy as np
 from pydantic import Field
 
 from xaibench.metrics.base import MetricValue, PerformanceMetric, Predictions
@@ -28,19 +29,19 @@ class PositiveAUC(PerformanceMetric):
     seed: int = Field(0, ge=0, description="Bootstrap seed (ci_method=bootstrap).")
 
     def compute(self, predictions: Predictions) -> MetricValue:
-        """AUC of the positive-class probability."""
-        value = binary_auc(predictions.is_positive, predictions.scores)
+        """AUC of the positive-class probability (ranked by :attr:`Predictions.ranking_scores`)."""
+        value = binary_auc(predictions.is_positive, predictions.ranking_scores)
         ci = None
         if min(int(predictions.is_positive.sum()), int((~predictions.is_positive).sum())) >= 2:
             if self.ci_method == "bootstrap":
                 _, low, high = bootstrap_auc_ci(
                     predictions.is_positive,
-                    predictions.scores,
+                    predictions.ranking_scores,
                     resamples=self.resamples,
                     seed=self.seed,
                 )
             else:
-                _, low, high = delong_auc_ci(predictions.is_positive, predictions.scores)
+                _, low, high = delong_auc_ci(predictions.is_positive, predictions.ranking_scores)
             ci = (low, high)
         details = {"ci_method": self.ci_method}
         return MetricValue(value, len(predictions.labels), details=details, ci=ci)
@@ -132,7 +133,7 @@ class MacroAUC(PerformanceMetric):
     display_name = "Macro AUC"
 
     def compute(self, predictions: Predictions) -> MetricValue:
-        """Macro one-vs-rest AUC over all classes."""
-        return MetricValue(
-            macro_ovr_auc(predictions.labels, predictions.probs), len(predictions.labels)
-        )
+        """Macro one-vs-rest AUC over all classes (each ranked by its log-odds when recorded)."""
+        classes = predictions.probs.shape[1]
+        scores = np.stack([predictions.class_ranking_scores(k) for k in range(classes)], axis=1)
+        return MetricValue(macro_ovr_auc(predictions.labels, scores), len(predictions.labels))
