@@ -15,6 +15,10 @@ model looks (see docs/tasks/osteoporosis.md).
 The Otsu-binarised IoU favours maps that select about as many pixels as the region; a sparse
 gradient map loses to uniform noise on that count whatever it points at. The IoU is therefore
 compared at equal area: the top 30% of each map (bone is about a third of the image).
+
+The specific Δ (region minus same-area control regions elsewhere, ``xaibench.control_regions``)
+removes that confound: on the true region its 95% CI excludes 0 and on the decoy it covers 0,
+under ``mean`` as well as ``blur`` and ``inpaint`` (issue 17's known-answer test).
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from xaibench.config import resolve_config
 
 SIZE = 64
 IN_DISTRIBUTION = ("blur", "inpaint")
+#: Perturbations whose specific Δ must find the planted region (and only it).
+SPECIFIC = ("mean", *IN_DISTRIBUTION)
 
 
-def _run(components: Any, tmp_path: Path, **dataset: Any) -> dict[tuple[Any, ...], float]:
+def _records(components: Any, tmp_path: Path, **dataset: Any) -> dict[tuple[Any, ...], Any]:
     task = components.tasks.create("osteoporosis")
     options = {"n_images": 400, "image_size": SIZE, "class_shares": [0.45, 0.30, 0.25], **dataset}
     config = resolve_config(
@@ -41,7 +47,7 @@ def _run(components: Any, tmp_path: Path, **dataset: Any) -> dict[tuple[Any, ...
             "backbones": [{"name": "test_resnet.random", "options": {"img_size": SIZE}}],
             "strategies": ["full"],
             "saliency": ["saliency", "random"],
-            "perturbations": ["mean", *IN_DISTRIBUTION],
+            "perturbations": list(SPECIFIC),
             "perturb_regions": ["bone", "shortcut"],
             "explain_regions": ["bone"],
             "complement_regions": [],
@@ -60,15 +66,18 @@ def _run(components: Any, tmp_path: Path, **dataset: Any) -> dict[tuple[Any, ...
         },
     )
     records = run_benchmark(config, components, tmp_path / "run").document["records"]
-    return {
-        (r["metric"], r.get("saliency"), r["perturbation"], r["region"]): r["value"]
-        for r in records
-    }
+    return {(r["metric"], r.get("saliency"), r["perturbation"], r["region"]): r for r in records}
+
+
+def _specific_ci(record: dict[str, Any]) -> tuple[float, float]:
+    low, high = record["details"]["specific_ci"]
+    return float(low), float(high)
 
 
 @pytest.mark.slow
 def test_model_trained_on_clean_data_relies_on_bone(components, tmp_path: Path) -> None:
-    value = _run(components, tmp_path)
+    records = _records(components, tmp_path)
+    value = {key: rec["value"] for key, rec in records.items()}
     assert value[("auc", None, None, None)] > 0.8
     for perturbation in IN_DISTRIBUTION:
         assert value[("delta_region", None, perturbation, "bone")] > 0.1, perturbation
@@ -76,13 +85,27 @@ def test_model_trained_on_clean_data_relies_on_bone(components, tmp_path: Path) 
     iou_model = value[("iou_top30", "saliency", None, "bone")]
     iou_random = value[("iou_top30", "random", None, "bone")]
     assert iou_model > iou_random + 0.05
+    for perturbation in SPECIFIC:
+        low, _ = _specific_ci(records[("delta_region", None, perturbation, "bone")])
+        assert low > 0, (perturbation, low)
+        low, high = _specific_ci(records[("delta_region", None, perturbation, "shortcut")])
+        assert low <= 0 <= high, (perturbation, low, high)
+    # the random control's localisation does not beat chance (its normalised CI covers 0)
+    low, high = records[("iou_top30", "random", None, "bone")]["details"]["normalised_ci"]
+    assert low <= 0 <= high
 
 
 @pytest.mark.slow
 def test_shortcut_model_is_exposed_by_the_metrics(components, tmp_path: Path) -> None:
-    value = _run(components, tmp_path, shortcut=1.0, bone_signal=False)
+    records = _records(components, tmp_path, shortcut=1.0, bone_signal=False)
+    value = {key: rec["value"] for key, rec in records.items()}
     assert value[("auc", None, None, None)] > 0.8  # it learned the task, through the marker
-    for perturbation in ("mean", *IN_DISTRIBUTION):
+    for perturbation in SPECIFIC:
         assert value[("delta_region", None, perturbation, "shortcut")] > 0.2, perturbation
     for perturbation in IN_DISTRIBUTION:
         assert abs(value[("delta_region", None, perturbation, "bone")]) < 0.05, perturbation
+    for perturbation in SPECIFIC:
+        low, _ = _specific_ci(records[("delta_region", None, perturbation, "shortcut")])
+        assert low > 0, (perturbation, low)
+        low, high = _specific_ci(records[("delta_region", None, perturbation, "bone")])
+        assert low <= 0 <= high, (perturbation, low, high)
