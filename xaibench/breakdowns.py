@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from xaibench.prediction_scores import ranking_matrix
 from xaibench.stats.calibration import positive_class_calibration, top_label_calibration
 from xaibench.stats.classwise import confusion_matrix, one_vs_rest
 from xaibench.stats.strata import stratified_explanations, stratified_performance
@@ -64,7 +65,8 @@ def per_class_tables(
         cell = _cell_dict(key)
         labels = group["label"].to_numpy(dtype=np.int64)
         probs = group[prob_cols].to_numpy(dtype=np.float64)
-        for row in one_vs_rest(labels, probs, names, level):
+        ranking = ranking_matrix(group, names)  # log-odds where recorded: no saturated ties
+        for row in one_vs_rest(labels, probs, names, level, ranking=ranking):
             out["per_class"].append({**cell, **row})
         matrix = confusion_matrix(labels, probs, names)
         for true in matrix.index:

@@ -101,6 +101,15 @@ class ExplainStage:
         return records
 
     def _score_fn(self, model: Classifier, target: int) -> ScoreFn:
+        """The explained class's probability for raw images, float64, for faithfulness curves.
+
+        Probabilities, not log-odds: deletion and insertion scores are areas under the
+        probability curve and ROAD a mean of probabilities, and none of them ranks images, so
+        saturation (a probability of exactly 1.0 for a logit margin beyond about 37 in float64)
+        moves them by less than 1e-16 and ties nothing that is compared. The softmax is taken in
+        float64 from the logits, as the runner's predictions are (it was float32, saturating
+        beyond a margin of about 17).
+        """
         bs = self.config.train.eval_batch_size
         forward = self.runtime.forward(model)  # inference only: no hooks, no input gradients
 
@@ -110,7 +119,7 @@ class ExplainStage:
             for s in batch_slices(len(images), bs):
                 with self.runtime.autocast():
                     logits = forward(self.runtime.to(images[s]))
-                out.append(torch.softmax(logits.float(), dim=1)[:, target].cpu())
+                out.append(torch.softmax(logits.double(), dim=1)[:, target].cpu())
             return torch.cat(out)
 
         return score

@@ -38,8 +38,13 @@ META = "meta.json"
 
 
 def fit_key(*parts: Any) -> str:
-    """Content key of a fit: the caller passes everything training depends on."""
-    return content_key("fit-v1", __version__, *parts)
+    """Content key of a fit: the caller passes everything training depends on.
+
+    ``fit-v2``: checkpoint selection breaks validation-AUC ties by validation loss and the
+    report carries the ``selection_curve`` (issue 17 item 7), so fits cached by the earlier
+    rule (which may hold another epoch) are not reused.
+    """
+    return content_key("fit-v2", __version__, *parts)
 
 
 def _trained_state(model: nn.Module) -> dict[str, torch.Tensor]:

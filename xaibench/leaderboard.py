@@ -27,6 +27,7 @@ from xaibench.component import MAX_SEED
 from xaibench.errors import XaibenchError
 from xaibench.escape import markdown_code, markdown_text, to_csv
 from xaibench.paths import contained, read_json, relative_name, write_whole
+from xaibench.prediction_scores import ranking_scores
 from xaibench.stats.comparisons import (
     DeltaReplicates,
     PairedComparison,
@@ -333,13 +334,20 @@ def _cell_key(row: Any) -> tuple[Any, ...]:
     return (row["backbone"], row["strategy"], int(row["seed"]))
 
 
+#: Column of :class:`_PerImage`'s prediction tables holding the scores ranks are taken from.
+RANKING_COLUMN = "ranking_score"
+
+
 class _PerImage:
     """Per-image inputs of the paired tests, indexed once per cell and aligned on sample ids."""
 
     def __init__(self, runs: Sequence[RunFiles], *, resamples: int, seed: int) -> None:
         task = runs[0].task
-        self.positive = f"prob_{task['positive_class']}"
-        self.positive_index = list(task["class_names"]).index(task["positive_class"])
+        class_names = list(task["class_names"])
+        #: The derived column the paired AUC and Δ tests rank by: the positive-vs-rest log-odds
+        #: where the files record log-probabilities, else the probability (older files).
+        self.positive = RANKING_COLUMN
+        self.positive_index = class_names.index(task["positive_class"])
         self.resamples, self.seed = resamples, seed
         preds = _merged(runs, "predictions")
         self._preds: dict[tuple[Any, ...], pd.DataFrame] = {}
@@ -348,6 +356,8 @@ class _PerImage:
             keys = [*CELL_COLUMNS, "perturbation", "region"]
             for key, group in preds.groupby(keys, sort=False):
                 cell = (key[0], key[1], int(key[2]))
+                scores = ranking_scores(group, class_names, self.positive_index)
+                group = group.assign(**{RANKING_COLUMN: scores})
                 self._preds[(cell, key[3], key[4])] = group.set_index("sample_id").sort_index()
         expl = _merged(runs, "explanations")
         self._expl: dict[tuple[Any, ...], pd.Series] = {}

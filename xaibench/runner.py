@@ -50,6 +50,7 @@ from xaibench.metrics.functional import align_mask, youden_threshold
 from xaibench.models.base import Classifier
 from xaibench.perturbations.base import Perturbation
 from xaibench.plugins import Components
+from xaibench.prediction_scores import LOG_PROB_PREFIX, PROB_PREFIX
 from xaibench.progress import NullProgress, Progress
 from xaibench.run_data import (
     REGION_USES,
@@ -72,7 +73,8 @@ __all__ = [
     "Gallery",
     "RunData",
     "empty_regions",
-    "predict",
+    "predict_log_probs",
+    "predictions_from_log_probs",
     "prepare_data",
     "region_coverage",
     "seed_everything",
@@ -97,10 +99,17 @@ def seed_everything(seed: int) -> None:
 
 
 @torch.inference_mode()
-def predict(
+def predict_log_probs(
     model: Classifier, images: Rows, batch_size: int, runtime: Runtime | None = None
 ) -> np.ndarray:
-    """Softmax probabilities ``[N, C]`` (float64, CPU) for raw images, read batch by batch."""
+    """Float64 log-softmax of the logits ``[N, C]`` (CPU) for raw images, read batch by batch.
+
+    Log-probabilities, not probabilities: a confident model's softmax saturates (in float32
+    every logit margin beyond about 17 gives exactly 1.0), so confident images would tie and
+    corrupt every rank-based score (AUC, Δ). The log-softmax is taken in float64 from the
+    logits, and :func:`predictions_from_log_probs` derives both the probabilities (thresholds,
+    calibration) and the order-keeping log-odds (ranks) from it.
+    """
     runtime = runtime or Runtime()
     model.eval()
     forward = runtime.forward(model)
@@ -108,8 +117,16 @@ def predict(
     for batch in read_ahead(images, list(batch_slices(len(images), batch_size))):
         with runtime.autocast():
             logits = forward(runtime.to(batch))
-        out.append(torch.softmax(logits.float(), dim=1).cpu())
-    return torch.cat(out).double().numpy()
+        out.append(torch.log_softmax(logits.double(), dim=1).cpu())
+    return torch.cat(out).numpy()
+
+
+def predictions_from_log_probs(
+    labels: np.ndarray, log_probs: np.ndarray, positive_class: int, threshold: float
+) -> Predictions:
+    """:class:`Predictions` with probabilities ``exp(log_probs)`` and the log-probs kept."""
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    return Predictions(labels, np.exp(log_probs), positive_class, threshold, log_probs=log_probs)
 
 
 class CellRunner(ExplainStage):
@@ -236,10 +253,12 @@ class CellRunner(ExplainStage):
         pos = task.positive_index
         bs = cfg.train.eval_batch_size
         val, test = data.splits["val"], data.splits["test"]
-        val_probs = predict(model, val.images, bs, self.runtime)
+        # The operating threshold is a probability (calls are ``probability >= threshold``);
+        # float64 probabilities saturate only beyond a logit margin of about 37.
+        val_probs = np.exp(predict_log_probs(model, val.images, bs, self.runtime))
         threshold = youden_threshold(val.labels.numpy() == pos, val_probs[:, pos])
-        test_probs = predict(model, test.images, bs, self.runtime)
-        intact = Predictions(test.labels.numpy(), test_probs, pos, threshold)
+        test_log_probs = predict_log_probs(model, test.images, bs, self.runtime)
+        intact = predictions_from_log_probs(test.labels.numpy(), test_log_probs, pos, threshold)
         result.fit["threshold"] = threshold
         result.predictions.append(self._prediction_frame(base, test, intact, None, None))
 
@@ -308,8 +327,11 @@ class CellRunner(ExplainStage):
             }
         )
         for i, name in enumerate(self.data.task.class_names):
-            frame[f"prob_{name}"] = preds.probs[:, i]
+            frame[f"{PROB_PREFIX}{name}"] = preds.probs[:, i]
         frame["called_positive"] = preds.scores >= preds.threshold
+        if preds.log_probs is not None:  # what ranks are recomputed from (prediction_scores)
+            for i, name in enumerate(self.data.task.class_names):
+                frame[f"{LOG_PROB_PREFIX}{name}"] = preds.log_probs[:, i]
         return frame
 
     def _perturbedbatch_slices(
@@ -418,7 +440,9 @@ class CellRunner(ExplainStage):
                     # One batch at a time, each predicted as a whole: the same forward passes
                     # as predicting the perturbed split in batches of eval_batch_size.
                     bs = cfg.train.eval_batch_size
-                    probs = np.concatenate([predict(model, b, bs, self.runtime) for b in batches])
+                    log_probs = np.concatenate(
+                        [predict_log_probs(model, b, bs, self.runtime) for b in batches]
+                    )
                 except ISOLATED as exc:  # this perturbation fails alone; the cell stands
                     error = error_text(exc)
                     self.progress.log(
@@ -432,8 +456,8 @@ class CellRunner(ExplainStage):
                             )
                         )  # fmt: skip
                     continue
-                perturbed = Predictions(
-                    intact.labels, probs, intact.positive_class, intact.threshold
+                perturbed = predictions_from_log_probs(
+                    intact.labels, log_probs, intact.positive_class, intact.threshold
                 )
                 result.predictions.append(
                     self._prediction_frame(base, test, perturbed, pname, label)

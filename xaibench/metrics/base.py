@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from xaibench.component import Component
+from xaibench.prediction_scores import class_log_odds as class_log_odds  # re-exported
 
 
 @dataclass(frozen=True)
@@ -70,18 +71,6 @@ class Predictions:
     def is_positive(self) -> np.ndarray:
         """Whether each sample truly belongs to the positive class."""
         return self.labels == self.positive_class
-
-
-def class_log_odds(log_probs: np.ndarray, k: int) -> np.ndarray:
-    """``log p_k - log(1 - p_k)`` per row of float64 log-probabilities ``[N, C]``, stably.
-
-    Monotone in ``p_k``, and finite where ``p_k`` rounds to 1.0: ``log(1 - p_k)`` is the
-    log-sum-exp of the other classes' log-probabilities.
-    """
-    others = np.delete(np.asarray(log_probs, dtype=np.float64), k, axis=1)
-    from scipy.special import logsumexp
-
-    return np.asarray(log_probs, dtype=np.float64)[:, k] - logsumexp(others, axis=1)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from xaibench.prediction_scores import ranking_scores
+
 __all__ = [
     "ForestRow",
     "RocCurve",
@@ -152,7 +154,8 @@ def roc_curves(
 
     Args:
         predictions: Intact test predictions (``backbone``, ``strategy``, ``seed``, ``label``
-            and ``prob_<positive_class>``), one row per image and cell.
+            and ``prob_<positive_class>``, and ``log_prob_<class>`` where recorded: images are
+            then ranked by the positive-vs-rest log-odds), one row per image and cell.
         class_names: The task's classes; ``label`` holds an index into them (or a class name).
         positive_class: The class whose probability ranks the images.
 
@@ -176,7 +179,8 @@ def roc_curves(
             truth = labels.to_numpy() == index
         else:
             truth = labels.astype(str).to_numpy() == positive_class
-        scores = group[column].to_numpy(dtype=float)
+        # log-odds where recorded: saturated probabilities would merge the confident points
+        scores = ranking_scores(group, list(class_names), index)
         keep = np.isfinite(scores)
         truth, scores = truth[keep], scores[keep]
         if truth.all() or not truth.any():

@@ -90,7 +90,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
             frame[column] = frame[column].fillna("")
     frame = csv_frame_back(frame, (*_TEXT_COLUMNS, "saliency"))  # undo escape.to_csv
     for column in frame.columns:
-        if column.startswith("prob_") or column == "value":
+        if column.startswith(("prob_", "log_prob_")) or column == "value":
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame
 

@@ -173,7 +173,11 @@ def _rate(
 
 
 def one_vs_rest(
-    labels: ArrayLike, probs: ArrayLike, class_names: Sequence[str], level: float = 0.95
+    labels: ArrayLike,
+    probs: ArrayLike,
+    class_names: Sequence[str],
+    level: float = 0.95,
+    ranking: ArrayLike | None = None,
 ) -> list[dict[str, Any]]:
     """Per class: one-vs-rest AUC (DeLong CI) and argmax sensitivity/specificity (Wilson CIs).
 
@@ -183,6 +187,10 @@ def one_vs_rest(
             order of ``class_names``.
         class_names: The ``K`` class names.
         level: Confidence level of every interval, strictly between 0 and 1.
+        ranking: Per-class scores the AUCs rank instead of ``probs``, shape ``[N, K]`` — the
+            class-vs-rest log-odds, which keep the order where a confident model's
+            probabilities saturate to 1.0 and tie (:mod:`xaibench.prediction_scores`). The
+            argmax decisions always use ``probs``.
 
     Returns:
         One dict per class, in class order, with keys ``class``, ``index``, ``n``,
@@ -198,6 +206,7 @@ def one_vs_rest(
     """
     truth, matrix, names = _check_inputs(labels, probs, class_names)
     _check_level(level)  # even when no interval ends up computed
+    ranked = matrix if ranking is None else _check_inputs(labels, ranking, class_names)[1]
     predicted = matrix.argmax(axis=1)
     rows = []
     for index, name in enumerate(names):
@@ -207,7 +216,7 @@ def one_vs_rest(
         fn = int(np.sum(is_positive & ~called))
         tn = int(np.sum(~is_positive & ~called))
         fp = int(np.sum(~is_positive & called))
-        auc = _auc_summary(is_positive, matrix[:, index], level, f"class {name!r}")
+        auc = _auc_summary(is_positive, ranked[:, index], level, f"class {name!r}")
         sensitivity, sensitivity_low, sensitivity_high = _rate(tp, tp + fn, level)
         specificity, specificity_low, specificity_high = _rate(tn, tn + fp, level)
         rows.append(

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from xaibench.errors import XaibenchError
+from xaibench.prediction_scores import log_prob_matrix, ranking_scores
 from xaibench.stats.classwise import _auc_summary, _check_class_names, _check_level, _rate
 from xaibench.stats.intervals import bootstrap_mean_ci
 
@@ -201,8 +202,10 @@ def _intact_predictions(
     """The intact test predictions, one row per cell and image, with derived columns.
 
     Returns:
-        A frame with the cell columns, ``sample_id``, ``label`` (int), ``score`` (probability
-        of the positive class), ``is_positive`` and ``correct``.
+        A frame with the cell columns, ``sample_id``, ``label`` (int), ``score`` (the
+        positive-vs-rest log-odds where ``log_prob_<class>`` columns are recorded, else the
+        probability of the positive class: :mod:`xaibench.prediction_scores`), ``is_positive``
+        and ``correct``.
 
     Raises:
         XaibenchError: A column is missing or invalid, no intact test row is left, or an image
@@ -228,6 +231,8 @@ def _intact_predictions(
         raise XaibenchError(f"predictions column {score_column!r} must be numeric") from error
     if not np.all(np.isfinite(scores)):
         raise XaibenchError(f"predictions column {score_column!r} contains NaN or infinite values")
+    if log_prob_matrix(frame, names) is not None:  # ranks without the probabilities' ties
+        scores = ranking_scores(frame, names, positive)
     called = _as_bool(frame["called_positive"], "predictions column 'called_positive'")
     is_positive = labels == positive
     out = pd.DataFrame(
@@ -467,7 +472,8 @@ def stratified_performance(
 ) -> list[dict[str, Any]]:
     """Per cell and stratum: AUC of the positive class and accuracy of the positive call.
 
-    The AUC ranks ``prob_<positive_class>`` against ``label == positive_class`` with DeLong's
+    The AUC ranks the positive-vs-rest log-odds (``log_prob_<class>`` columns; older files:
+    ``prob_<positive_class>``) against ``label == positive_class`` with DeLong's
     interval; it is ``None``, with a reason, in strata lacking positives or negatives (within
     ``true_class`` strata always, by construction) and has no bounds with a single case in a
     class. Accuracy is the fraction of images whose ``called_positive`` equals ``label ==

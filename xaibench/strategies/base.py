@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,9 +20,10 @@ from xaibench.progress import NullProgress, Progress
 class TrainSettings(BaseModel):
     """Optimisation settings shared by gradient-based strategies (all recorded in the results).
 
-    The checkpoint kept is the epoch with the best validation score (``select_on``), and training
-    stops after ``patience`` epochs without improvement, so a long schedule cannot overfit the
-    reported model.
+    The checkpoint kept is the epoch with the best validation score (``select_on``; with
+    ``val_auc``, epochs of equal AUC are told apart by the lower validation loss), and training
+    stops after ``patience`` epochs without a new kept checkpoint, so a long schedule cannot
+    overfit the reported model (:mod:`xaibench.strategies.selection`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -44,7 +45,9 @@ class TrainSettings(BaseModel):
         "its training frequency, so a 5% minority class is not ignored.",
     )
     select_on: Literal["val_auc", "val_loss"] = Field(
-        "val_auc", description="Checkpoint selection: positive-vs-rest validation AUC, or loss."
+        "val_auc",
+        description="Checkpoint selection: positive-vs-rest validation AUC (ties broken by the "
+        "lower validation loss), or loss.",
     )
     patience: int | None = Field(
         None, ge=1, description="Stop after this many epochs without improvement (None: never)."
@@ -75,7 +78,19 @@ class FitContext:
 
 @dataclass(frozen=True)
 class FitReport:
-    """What training did, for the results file."""
+    """What training did, for the results file.
+
+    Attributes:
+        epochs_run: Epochs (linear probe: optimisation steps) run before stopping.
+        best_epoch: The kept checkpoint, counted from 0 (linear probe: its step).
+        best_val_loss: Validation loss of the kept checkpoint.
+        best_val_auc: Validation positive-vs-rest AUC of the kept checkpoint, or None.
+        trainable_parameters: Parameters that trained.
+        total_parameters: All parameters of the model.
+        selection_curve: Every validation check, in order: ``{"epoch", "val_auc",
+            "val_loss"}`` (:mod:`xaibench.strategies.selection` states the rule that picked
+            ``best_epoch`` from it); empty for a strategy that does not report it.
+    """
 
     epochs_run: int
     best_epoch: int
@@ -83,6 +98,7 @@ class FitReport:
     best_val_auc: float | None
     trainable_parameters: int
     total_parameters: int
+    selection_curve: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Strategy(Component):

@@ -9,8 +9,6 @@ differentiate end to end.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -18,8 +16,6 @@ from pydantic import Field
 from xaibench.cache import content_key
 from xaibench.data.arrays import SplitArrays, read_ahead
 from xaibench.device import Runtime
-from xaibench.errors import XaibenchError
-from xaibench.metrics.functional import binary_auc
 from xaibench.models.base import BackboneAdapter, Classifier
 from xaibench.progress import Progress
 from xaibench.strategies.base import (
@@ -29,6 +25,7 @@ from xaibench.strategies.base import (
     TrainSettings,
     count_parameters,
 )
+from xaibench.strategies.selection import Selection, validation_auc, validation_loss
 from xaibench.strategies.training import class_weights
 
 
@@ -103,8 +100,7 @@ class LinearProbe(Strategy):
         class_weight = class_weights(train.labels, num_classes, settings.class_weighting)
         head = torch.nn.Linear(z_train.shape[1], num_classes)
         optimizer = torch.optim.Adam(head.parameters(), lr=self.lr)
-        positive = val.labels.numpy() == context.positive_class
-        best_score, best_step, best_loss, best_auc = -math.inf, -1, math.inf, None
+        selection = Selection(settings.select_on)
         best_state: dict[str, torch.Tensor] | None = None
         for step in range(self.steps):
             loss = F.cross_entropy(head(z_train), train.labels, weight=class_weight)
@@ -115,16 +111,9 @@ class LinearProbe(Strategy):
             if (step + 1) % self.eval_every == 0 or step + 1 == self.steps:
                 with torch.no_grad():
                     logits = head(z_val)
-                    val_loss = float(F.cross_entropy(logits, val.labels, weight=class_weight))
-                    scores = torch.softmax(logits.double(), 1)[:, context.positive_class].numpy()
-                try:
-                    val_auc: float | None = binary_auc(positive, scores)
-                except XaibenchError:
-                    val_auc = None
-                use_auc = settings.select_on == "val_auc" and val_auc is not None
-                score = val_auc if use_auc else -val_loss
-                if score is not None and score > best_score:
-                    best_score, best_step, best_loss, best_auc = score, step, val_loss, val_auc
+                val_loss = validation_loss(logits, val.labels, class_weight)
+                val_auc = validation_auc(logits, val.labels, context.positive_class)
+                if selection.offer(step, val_auc, val_loss):
                     best_state = {k: v.clone() for k, v in head.state_dict().items()}
         assert best_state is not None
         weight, bias = best_state["weight"], best_state["bias"]
@@ -133,4 +122,12 @@ class LinearProbe(Strategy):
             model.head.bias.copy_(bias - (weight * (mean / std)).sum(1))
         model.eval()
         trainable, total = count_parameters(model)
-        return FitReport(self.steps, best_step, best_loss, best_auc, trainable, total)
+        return FitReport(
+            self.steps,
+            selection.best_epoch,
+            selection.best_loss,
+            selection.best_auc,
+            trainable,
+            total,
+            selection_curve=selection.curve,
+        )

@@ -18,7 +18,6 @@ from torch import nn
 from xaibench.data.arrays import SplitArrays, read_ahead
 from xaibench.device import Runtime
 from xaibench.errors import XaibenchError
-from xaibench.metrics.functional import binary_auc
 from xaibench.models.base import Classifier
 from xaibench.strategies.base import (
     FitContext,
@@ -27,6 +26,7 @@ from xaibench.strategies.base import (
     TrainSettings,
     count_parameters,
 )
+from xaibench.strategies.selection import Selection, validation_auc, validation_loss
 
 
 def class_weights(labels: torch.Tensor, num_classes: int, mode: str) -> torch.Tensor | None:
@@ -86,7 +86,12 @@ def evaluate(
     weight: torch.Tensor | None = None,
     runtime: Runtime | None = None,
 ) -> tuple[float, float | None]:
-    """(cross-entropy, positive-vs-rest AUC) on ``split``; the AUC is ``None`` if undefined."""
+    """(cross-entropy, positive-vs-rest AUC) on ``split``; the AUC is ``None`` if undefined.
+
+    Both in float64 from the logits, so a confident model's epochs do not tie on rounded
+    values (:func:`~xaibench.strategies.selection.validation_loss`,
+    :func:`~xaibench.strategies.selection.validation_auc`).
+    """
     runtime = runtime or Runtime()
     model.eval()
     forward = runtime.forward(model)
@@ -96,13 +101,8 @@ def evaluate(
         with runtime.autocast():
             chunks.append(forward(runtime.to(images)).float().cpu())
     logits = torch.cat(chunks)
-    loss = float(F.cross_entropy(logits, split.labels, weight=weight))
-    scores = torch.softmax(logits.double(), dim=1)[:, positive_class].numpy()
-    try:
-        auc = binary_auc(split.labels.numpy() == positive_class, scores)
-    except XaibenchError:  # no positives in the split, or non-finite scores
-        auc = None
-    return loss, auc
+    loss = validation_loss(logits, split.labels, weight)
+    return loss, validation_auc(logits, split.labels, positive_class)
 
 
 def train_supervised(
@@ -117,8 +117,10 @@ def train_supervised(
 
     AdamW, linear warm-up then cosine decay over all optimiser steps, gradient accumulation over
     ``settings.accumulate`` batches, class-weighted cross-entropy, checkpoint selection on
-    validation AUC (or loss) with optional early stopping. Batches are shuffled with
-    ``context.generator`` so a run is reproducible on CPU.
+    validation AUC, ties broken by validation loss (or on loss alone), with optional early
+    stopping (:mod:`xaibench.strategies.selection`); the report carries every epoch's
+    validation scores (``selection_curve``). Batches are shuffled with ``context.generator`` so
+    a run is reproducible on CPU.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -145,8 +147,9 @@ def train_supervised(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     forward = runtime.forward(model)
-    best_score, best_epoch, best_loss, best_auc, best_state = -math.inf, -1, math.inf, None, None
-    stale, epochs_run = 0, 0
+    selection = Selection(settings.select_on)
+    best_state = None
+    epochs_run = 0
     for epoch in context.progress.track(
         range(settings.epochs), total=settings.epochs, description=description
     ):
@@ -170,23 +173,23 @@ def train_supervised(
         val_loss, val_auc = evaluate(
             model, val, settings.eval_batch_size, context.positive_class, weight, runtime
         )
-        if settings.select_on == "val_auc" and val_auc is not None:
-            score = val_auc
-        else:
-            score = -val_loss if math.isfinite(val_loss) else -math.inf
-        if score > best_score:
-            best_score, best_epoch, best_loss, best_auc = score, epoch, val_loss, val_auc
+        if selection.offer(epoch, val_auc, val_loss):
             best_state = changing_state(model)
-            stale = 0
-        else:
-            stale += 1
-            if settings.patience is not None and stale >= settings.patience:
-                break
+        elif settings.patience is not None and selection.stale >= settings.patience:
+            break
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)  # frozen parameters were not copied
     model.eval()
     trainable, total_params = count_parameters(model)
-    return FitReport(epochs_run, best_epoch, best_loss, best_auc, trainable, total_params)
+    return FitReport(
+        epochs_run,
+        selection.best_epoch,
+        selection.best_loss,
+        selection.best_auc,
+        trainable,
+        total_params,
+        selection_curve=selection.curve,
+    )
 
 
 class GradientStrategy(Strategy):
