@@ -131,6 +131,20 @@ class AnalysisSettings(BaseModel):
     )
 
 
+class ChanceSettings(BaseModel):
+    """Chance levels of the region metrics (see :mod:`xaibench.metrics.chance`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    draws: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="Shift-null moves per image for metrics without an analytic chance level "
+        "(IoU, plugin metrics declaring 'best').",
+    )
+
+
 class RunConfig(BaseModel):
     """Everything that determines a run's numbers (recorded, hashed, in every results file)."""
 
@@ -169,6 +183,7 @@ class RunConfig(BaseModel):
     split: SplitSettings = Field(default_factory=SplitSettings)
     sanity: SanitySettings = Field(default_factory=SanitySettings)
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
+    chance: ChanceSettings = Field(default_factory=ChanceSettings)
     train: TrainSettings = Field(default_factory=lambda: TrainSettings())
     cache: bool = Field(True, description="Reuse frozen features from the disk cache.")
     cache_dir: str | None = Field(
@@ -254,7 +269,7 @@ class RunConfig(BaseModel):
 
 
 #: Fields added after runs existed, with the default that keeps them out of every hash.
-_HASHED_ONLY_WHEN_SET: dict[str, Any] = {"compile": False}
+_HASHED_ONLY_WHEN_SET: dict[str, Any] = {"compile": False, "chance": {"draws": 16}}
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from xaibench.config import RunConfig
 from xaibench.data.arrays import Rows, SplitArrays
 from xaibench.device import Runtime
 from xaibench.metrics.base import FaithfulnessMetric, Metric, SaliencyRegionMetric, ScoreFn
+from xaibench.metrics.chance import SHIFT_NULL, chance_details
 from xaibench.models.base import Classifier
 from xaibench.progress import Progress
 from xaibench.report.gallery import GALLERY_KINDS, GalleryPicker
@@ -54,6 +55,80 @@ class MethodOutcome:
     explanations: list[pd.DataFrame] = field(default_factory=list)
     galleries: list[Gallery] = field(default_factory=list)
     drift: CellMaps | None = None
+
+
+class _ChanceTally:
+    """Per-image chance levels of one method's region metrics, batch by batch (contract C1).
+
+    Each metric draws its shift-null moves from its own generator, seeded with the cell's seed,
+    so its chance values depend neither on the other metrics nor on the order of the regions
+    (:meth:`~xaibench.metrics.base.SaliencyRegionMetric.chance_levels` starts every region from
+    the same state). A metric whose chance level raises keeps its scores: only its chance
+    fields are None, with the error in ``chance_reason``.
+    """
+
+    def __init__(self, metrics: Mapping[str, SaliencyRegionMetric], seed: int, draws: int):
+        self.metrics = metrics
+        self.draws = draws
+        self.generators = {name: torch.Generator().manual_seed(seed) for name in metrics}
+        self.values: dict[tuple[str, str], list[torch.Tensor]] = {}
+        self.kind: dict[tuple[str, str], tuple[str, bool]] = {}
+        self.errors: dict[str, str] = {}
+
+    def add(
+        self,
+        name: str,
+        maps: torch.Tensor,
+        masks: Mapping[str, torch.Tensor],
+        scores: Mapping[str, torch.Tensor],
+    ) -> None:
+        """The batch's chance values, NaN wherever the metric's own value is undefined."""
+        metric = self.metrics[name]
+        if name in self.errors or metric.best is None:
+            return
+        try:
+            levels = metric.chance_levels(maps, masks, self.generators[name], self.draws)
+        except ISOLATED as exc:
+            self.errors[name] = error_text(exc)
+            return
+        for region, level in levels.items():
+            if level is None:
+                continue
+            chance = level.values.detach().cpu().double()
+            if chance.shape != scores[region].shape:
+                self.errors[name] = (
+                    f"chance level of shape {tuple(chance.shape)} for "
+                    f"{tuple(scores[region].shape)} scores"
+                )
+                return
+            chance = torch.where(torch.isnan(scores[region]), torch.nan, chance)
+            self.values.setdefault((name, region), []).append(chance)
+            self.kind[(name, region)] = (level.method, level.exact)
+
+    def per_image(self, name: str, region: str | None, n: int) -> np.ndarray:
+        """Per-image chance of ``name`` on ``region`` (NaN without one)."""
+        chunks = self.values.get((name, region or ""), []) if name not in self.errors else []
+        if region is None or not chunks or sum(len(c) for c in chunks) != n:
+            return np.full(n, np.nan)
+        return torch.cat(chunks).numpy()
+
+    def details(
+        self, name: str, region: str | None, values: np.ndarray, chance: np.ndarray
+    ) -> dict[str, Any]:
+        """Contract C1's details of ``name`` on ``region``."""
+        best = self.metrics[name].best
+        kind = self.kind.get((name, region or ""))
+        if kind is None or name in self.errors:
+            reason = self.errors.get(name, "no chance level: the metric declares no best value")
+            return {
+                "chance": None, "chance_method": None, "chance_exact": None, "best": best,
+                "normalised": None, "normalised_ci": None, "p_chance": None,
+                "chance_reason": reason,
+            }  # fmt: skip
+        details = chance_details(values, chance, best=best, method=kind[0], exact=kind[1])
+        if kind[0] == SHIFT_NULL:
+            details["chance_draws"] = self.draws
+        return details
 
 
 class ExplainStage:
@@ -187,6 +262,7 @@ class ExplainStage:
         values: dict[tuple[str, str | None], list[torch.Tensor]] = {}
         floors: dict[str, list[torch.Tensor]] = {}
         errors: dict[str, str] = {}  # metric -> its error on this method's maps
+        chance = _ChanceTally(region_metrics, base["seed"], cfg.chance.draws)
         drift: list[np.ndarray] = []
         constant = 0  # maps with no variation: no foreground, reported with the scores
         gen = torch.Generator().manual_seed(base["seed"])
@@ -212,14 +288,15 @@ class ExplainStage:
                     continue
                 try:
                     scores = {
-                        region: metric.per_sample(maps, batch_masks[region]).double()
-                        for region in explain_regions
+                        region: value.double()
+                        for region, value in metric.per_sample_regions(maps, batch_masks).items()
                     }
                 except ISOLATED as exc:
                     errors[mname] = error_text(exc)
                     continue
                 for region, value in scores.items():
                     values.setdefault((mname, region), []).append(value)
+                chance.add(mname, maps, batch_masks, scores)
             for mname, fmetric in faithfulness.items():
                 if mname in errors:
                     continue
@@ -268,6 +345,9 @@ class ExplainStage:
                 )  # fmt: skip
                 continue
             details = {"explained_images": n, "constant_maps": constant, **mv.details}
+            per_image_chance = chance.per_image(mname, where, len(per_sample))
+            if isinstance(scored, SaliencyRegionMetric):
+                details.update(chance.details(mname, where, per_sample, per_image_chance))
             if mv.ci is not None:
                 details.setdefault("ci_method", "image bootstrap of the mean")
             if where in self._resized_masks:
@@ -299,6 +379,7 @@ class ExplainStage:
                         "saliency": sname,
                         "region": where or "",
                         "value": per_sample,
+                        "chance": per_image_chance,
                     }
                 )
             )

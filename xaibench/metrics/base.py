@@ -6,7 +6,8 @@ combinations it cannot score with a recorded reason:
 * :class:`PerformanceMetric` — test-set :class:`Predictions` (with the operating threshold chosen on
   the validation split);
 * :class:`SaliencyRegionMetric` — saliency maps and a region mask, one value per image, averaged
-  over the images where the value is defined;
+  over the images where the value is defined, and per image the chance level of that value
+  (:mod:`xaibench.metrics.chance`);
 * :class:`PerturbationMetric` — predictions on intact and on region-perturbed images;
 * :class:`FaithfulnessMetric` — saliency maps, the images they explain and the model's score
   for the explained class, to test whether removing what a map ranks first changes the output.
@@ -15,7 +16,7 @@ combinations it cannot score with a recorded reason:
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from xaibench.component import Component
+from xaibench.metrics.chance import DEFAULT_DRAWS, SHIFT_NULL, ChanceLevel, shift_null
 from xaibench.prediction_scores import class_log_odds as class_log_odds  # re-exported
 
 
@@ -126,10 +128,19 @@ class PerformanceMetric(Metric):
 
 
 class SaliencyRegionMetric(Metric):
-    """A per-image score of a saliency map against a region mask."""
+    """A per-image score of a saliency map against a region mask, with its chance level.
+
+    Attributes:
+        best: The metric's best value, or None. With it the runner reports the chance level of
+            every image (:meth:`chance`) and the normalised score ``(value - chance) / (best -
+            chance)``; without it (the default, so plugin metrics opt in by declaring it) there
+            is no chance level and no normalised score. 1.0 for the built-ins whose scale tops
+            out at 1; None for the energy ratio, which is unbounded.
+    """
 
     category = "explanation"
     needs = "saliency"
+    best: ClassVar[float | None] = None
 
     @abstractmethod
     def per_sample(self, maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -144,6 +155,58 @@ class SaliencyRegionMetric(Metric):
         defined = values[~np.isnan(values)]
         value = float(defined.mean()) if defined.size else float("nan")
         return MetricValue(value, int(defined.size), values, ci=mean_ci(defined))
+
+    def per_sample_regions(
+        self, maps: torch.Tensor, masks: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`per_sample` for several regions of the same maps (override to share work)."""
+        return {name: self.per_sample(maps, mask) for name, mask in masks.items()}
+
+    def chance(
+        self,
+        maps: torch.Tensor,
+        masks: torch.Tensor,
+        generator: torch.Generator,
+        draws: int = DEFAULT_DRAWS,
+    ) -> ChanceLevel | None:
+        """Per-image value of a map carrying no information about the region, or None.
+
+        The default (for a metric that declares :attr:`best`) is the seeded shift null of
+        :func:`~xaibench.metrics.chance.shift_null`: the mean of :meth:`per_sample` over
+        ``draws`` rigidly moved copies of each map (random toroidal translation and axis flip),
+        which keep the map's values and smoothness. Metrics with an exact analytic expectation
+        override this. None where :attr:`best` is None.
+
+        Args:
+            maps: ``[B, H, W]`` maps, as for :meth:`per_sample`.
+            masks: ``[B, H, W]`` bool regions.
+            generator: Seeded CPU generator for the moves (the runner seeds it from the cell).
+            draws: Moves per image.
+        """
+        if self.best is None:
+            return None
+        values = shift_null(self.per_sample, maps, masks, generator, draws)
+        return ChanceLevel(values, SHIFT_NULL, exact=False)
+
+    def chance_levels(
+        self,
+        maps: torch.Tensor,
+        masks: Mapping[str, torch.Tensor],
+        generator: torch.Generator,
+        draws: int = DEFAULT_DRAWS,
+    ) -> dict[str, ChanceLevel | None]:
+        """:meth:`chance` for several regions of the same maps, every region from one state.
+
+        Each region starts from the generator's state on entry (so a region's chance values do
+        not depend on which other regions are scored, nor in what order), and the generator
+        ends in the state the last region left it in. Override to share work between regions.
+        """
+        start = generator.get_state()
+        out: dict[str, ChanceLevel | None] = {}
+        for name, mask in masks.items():
+            generator.set_state(start)
+            out[name] = self.chance(maps, mask, generator, draws)
+        return out
 
 
 class PerturbationMetric(Metric):

@@ -13,18 +13,39 @@ empty), which the aggregate excludes and counts. They differ in what they ask of
 * :class:`PixelAUC` — how well does the map rank region pixels above the others, over all
   thresholds?
 * :class:`EnergyRatio` — how much denser is the positive attribution inside than outside?
+
+Each also says what a map carrying no information about the region would score on the same
+image (:meth:`~xaibench.metrics.base.SaliencyRegionMetric.chance`, nulls in
+:mod:`xaibench.metrics.chance`): the exact expectation under a random permutation of the map's
+pixels for the pointing game, relevance mass, relevance rank and pixel AUC, and the seeded shift
+null for IoU. All but the energy ratio score at most 1 (``best = 1.0``); the energy ratio is
+unbounded, has no chance level or normalised score, and is itself a ratio to its no-preference
+value 1.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Mapping
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from pydantic import Field, model_validator
 
 from xaibench.metrics.base import MetricValue, SaliencyRegionMetric
+from xaibench.metrics.chance import (
+    AREA_FRACTION,
+    DEFAULT_DRAWS,
+    HALF,
+    HYPERGEOMETRIC,
+    SHIFT_NULL,
+    ChanceLevel,
+    any_tied_max_inside,
+    area_fraction,
+    half,
+    iou_shift_null,
+)
 from xaibench.metrics.functional import (
     PointingTies,
     energy_ratio,
@@ -59,10 +80,15 @@ class IoURegion(SaliencyRegionMetric):
 
     A constant map selects nothing under every rule (IoU 0). Images whose region mask is empty
     are excluded (NaN).
+
+    Chance: the shift null (estimated, ``chance_exact`` False). Every binarisation depends only
+    on the map's values, so it commutes with the null's moves: the map is binarised once and
+    the binary region moved (:func:`~xaibench.metrics.chance.iou_shift_null`).
     """
 
     display_name = "IoU"
     citation = "Saporta et al., CheXlocalize, Nature Machine Intelligence 2022"
+    best: ClassVar[float | None] = 1.0
 
     binarization: Literal["otsu", "topk", "fixed"] = Field(
         "otsu", description="How a map becomes a mask: 'otsu', 'topk' or 'fixed'."
@@ -102,6 +128,34 @@ class IoURegion(SaliencyRegionMetric):
         """IoU per image (NaN where the region is empty)."""
         return region_iou(self.binarize(maps), masks)
 
+    def per_sample_regions(
+        self, maps: torch.Tensor, masks: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """IoU of every region from one binarisation of the maps."""
+        binary = self.binarize(maps)
+        return {name: region_iou(binary, mask) for name, mask in masks.items()}
+
+    def chance(
+        self,
+        maps: torch.Tensor,
+        masks: torch.Tensor,
+        generator: torch.Generator,
+        draws: int = DEFAULT_DRAWS,
+    ) -> ChanceLevel | None:
+        """Shift-null IoU per image, from one binarisation of each map."""
+        return self.chance_levels(maps, {"region": masks}, generator, draws)["region"]
+
+    def chance_levels(
+        self,
+        maps: torch.Tensor,
+        masks: Mapping[str, torch.Tensor],
+        generator: torch.Generator,
+        draws: int = DEFAULT_DRAWS,
+    ) -> dict[str, ChanceLevel | None]:
+        """Shift-null IoU of every region from one binarisation and one set of moves."""
+        levels = iou_shift_null(self.binarize(maps), masks, generator, draws)
+        return {name: ChanceLevel(v, SHIFT_NULL, exact=False) for name, v in levels.items()}
+
 
 class PointingGame(SaliencyRegionMetric):
     """Hit when the map's maximum lies inside the region; the mean is the hit rate.
@@ -115,6 +169,7 @@ class PointingGame(SaliencyRegionMetric):
     citation = (
         "Zhang et al., Top-down neural attention by excitation backprop, IJCV 126:1084-1102, 2018"
     )
+    best: ClassVar[float | None] = 1.0
 
     ties: PointingTies = Field(
         "fraction",
@@ -125,6 +180,18 @@ class PointingGame(SaliencyRegionMetric):
         """Hit (or share of tied maxima) per image; NaN where the region is empty."""
         return pointing_game(maps, masks, self.ties)
 
+    def chance(
+        self,
+        maps: torch.Tensor,
+        masks: torch.Tensor,
+        generator: torch.Generator,
+        draws: int = DEFAULT_DRAWS,
+    ) -> ChanceLevel:
+        """Exact: the area fraction (``ties='fraction'``) or the hypergeometric P(hit) (``any``)."""
+        if self.ties == "any":
+            return ChanceLevel(any_tied_max_inside(maps, masks), HYPERGEOMETRIC, exact=True)
+        return ChanceLevel(area_fraction(masks), AREA_FRACTION, exact=True)
+
 
 class RelevanceMass(SaliencyRegionMetric):
     """Share of the positive attribution that lies inside the region (relevance mass accuracy).
@@ -134,10 +201,21 @@ class RelevanceMass(SaliencyRegionMetric):
 
     display_name = "Relevance mass"
     citation = _ARRAS
+    best: ClassVar[float | None] = 1.0
 
     def per_sample(self, maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """``sum(max(a, 0) in region) / sum(max(a, 0))`` per image."""
         return relevance_mass(maps, masks)
+
+    def chance(
+        self,
+        maps: torch.Tensor,
+        masks: torch.Tensor,
+        generator: torch.Generator,
+        draws: int = DEFAULT_DRAWS,
+    ) -> ChanceLevel:
+        """Exact: the area fraction (the positive mass is spread uniformly in expectation)."""
+        return ChanceLevel(area_fraction(masks), AREA_FRACTION, exact=True)
 
 
 class RelevanceRank(SaliencyRegionMetric):
@@ -149,10 +227,21 @@ class RelevanceRank(SaliencyRegionMetric):
 
     display_name = "Relevance rank"
     citation = _ARRAS
+    best: ClassVar[float | None] = 1.0
 
     def per_sample(self, maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Top-|region| hit share per image."""
         return relevance_rank(maps, masks)
+
+    def chance(
+        self,
+        maps: torch.Tensor,
+        masks: torch.Tensor,
+        generator: torch.Generator,
+        draws: int = DEFAULT_DRAWS,
+    ) -> ChanceLevel:
+        """Exact: the area fraction (each top-ranked place is inside with that probability)."""
+        return ChanceLevel(area_fraction(masks), AREA_FRACTION, exact=True)
 
 
 class PixelAUC(SaliencyRegionMetric):
@@ -163,10 +252,21 @@ class PixelAUC(SaliencyRegionMetric):
 
     display_name = "Pixel AUC"
     citation = "Fawcett, An introduction to ROC analysis, Pattern Recognition Letters 27(8), 2006"
+    best: ClassVar[float | None] = 1.0
 
     def per_sample(self, maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Pixel-level ROC AUC per image."""
         return pixel_auc(maps, masks)
+
+    def chance(
+        self,
+        maps: torch.Tensor,
+        masks: torch.Tensor,
+        generator: torch.Generator,
+        draws: int = DEFAULT_DRAWS,
+    ) -> ChanceLevel:
+        """Exact: 0.5 (either order of an inside-outside pair is equally likely)."""
+        return ChanceLevel(half(masks), HALF, exact=True)
 
 
 class EnergyRatio(SaliencyRegionMetric):
@@ -186,6 +286,7 @@ class EnergyRatio(SaliencyRegionMetric):
         "networks, CVPR Workshops 2020 (energy-based pointing game; here per pixel, "
         "inside over outside)"
     )
+    best: ClassVar[float | None] = None  # unbounded: no chance level, no normalised score
 
     def per_sample(self, maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Inside/outside density ratio per image (``inf`` when nothing is outside)."""

@@ -1,0 +1,333 @@
+"""Chance levels of region metrics: what a map that knows nothing about the region would score.
+
+A localisation score means little without its chance level: relevance mass of any map is about
+the region's area fraction, and IoU of a large region is high for a map that ignores it. Every
+built-in :class:`~xaibench.metrics.base.SaliencyRegionMetric` therefore reports, per image, the
+value the *same map* would get if its pixels were placed without regard to the region, and the
+runner turns the two into a normalised score ``(value - chance) / (best - chance)`` (0 = chance,
+1 = best) with a paired bootstrap CI and a one-sided test (:func:`chance_details`).
+
+Two nulls, both keeping each map's own value distribution:
+
+* **Permutation null** (analytic, exact): the map's pixels placed by a uniformly random
+  permutation. Metrics that are linear in "is this pixel inside the region" have an exact
+  expectation under it: relevance mass, relevance rank and the pointing game (``ties='fraction'``)
+  expect the region's area fraction ``|R| / (H W)``, pixel AUC expects 0.5, and the pointing game
+  with ``ties='any'`` expects the hypergeometric probability that one of the ``m`` tied maxima
+  falls inside (:func:`area_fraction`, :func:`any_tied_max_inside`). Every pixel visits every
+  position equally often under uniform toroidal translations too, so these expectations are also
+  exact under the shift null below (pixel AUC needs the 180° rotation in it, which the null
+  contains): a smooth map does not change them.
+* **Shift null** (seeded, estimated): a map's value distribution *and* its smoothness are kept
+  by moving it rigidly: a uniformly random toroidal translation (``torch.roll`` semantics) and
+  one of the four axis flips (none, vertical, horizontal, both), ``draws`` moves per image, each
+  image its own; the chance value is the mean of the metric over the moves
+  (:func:`draw_moves`, :func:`apply_moves`, :func:`shift_null`). It is needed where the metric
+  is not linear in the pixels' positions: IoU, whose value is convex in the overlap, has a
+  higher expectation for a blob than for the same pixels scattered, so the permutation null would
+  let any smooth map "beat chance". IoU's binarisations (Otsu, top-k, fixed) depend on the map's
+  values only, not on where they are, so they commute with every move: the map is binarised once
+  and the binary mask is moved (:func:`iou_shift_null`), which gives the same numbers as
+  binarising each moved map at a fraction of the cost.
+
+The moves are written here rather than with ``torch.roll`` in a loop: every image gets its own
+move, and a sliding-window view of the map tiled 2 x 2 lets one NumPy fancy-index copy all
+``draws x B`` moved maps at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.special import gammaln
+from scipy.stats import ttest_1samp
+
+__all__ = [
+    "AREA_FRACTION",
+    "DEFAULT_DRAWS",
+    "HALF",
+    "HYPERGEOMETRIC",
+    "SHIFT_NULL",
+    "ChanceLevel",
+    "ShiftMoves",
+    "any_tied_max_inside",
+    "apply_moves",
+    "area_fraction",
+    "chance_details",
+    "draw_moves",
+    "half",
+    "iou_shift_null",
+    "shift_null",
+]
+
+#: Moves per image of the shift null unless the run configures ``chance.draws``.
+DEFAULT_DRAWS = 16
+
+#: What :attr:`ChanceLevel.method` says, per null (documented in ``docs/explainability.md``).
+AREA_FRACTION = "area fraction"
+HALF = "0.5"
+HYPERGEOMETRIC = "hypergeometric"
+SHIFT_NULL = "shift null"
+
+
+@dataclass(frozen=True)
+class ChanceLevel:
+    """Per-image chance values of one metric on one region, and how they were obtained.
+
+    Attributes:
+        values: ``[B]`` float64, NaN where the metric (or its null) is undefined.
+        method: ``"area fraction"``, ``"0.5"``, ``"hypergeometric"`` or ``"shift null"``.
+        exact: True for an analytic expectation, False for the seeded shift-null estimate.
+    """
+
+    values: torch.Tensor
+    method: str
+    exact: bool
+
+
+@dataclass(frozen=True)
+class ShiftMoves:
+    """``draws x B`` rigid moves: a toroidal translation and a flip code per (draw, image).
+
+    Attributes:
+        dy: ``[K, B]`` int64 row offsets in ``0 .. H-1``.
+        dx: ``[K, B]`` int64 column offsets in ``0 .. W-1``.
+        flips: ``[K, B]`` int64 codes: 0 none, 1 vertical, 2 horizontal, 3 both (180° rotation).
+    """
+
+    dy: np.ndarray
+    dx: np.ndarray
+    flips: np.ndarray
+
+
+def draw_moves(
+    batch: int, height: int, width: int, draws: int, generator: torch.Generator
+) -> ShiftMoves:
+    """Draw the shift null's moves from ``generator`` (one translation and flip per draw and image).
+
+    The draws depend only on the shape and on the generator's state, so a metric that binarises
+    first and one that moves the raw map see the same moves from the same state.
+    """
+    size = (draws, batch)
+    dy = torch.randint(0, max(height, 1), size, generator=generator)
+    dx = torch.randint(0, max(width, 1), size, generator=generator)
+    flips = torch.randint(0, 4, size, generator=generator)
+    return ShiftMoves(dy.numpy(), dx.numpy(), flips.numpy())
+
+
+def apply_moves(maps: torch.Tensor, moves: ShiftMoves) -> torch.Tensor:
+    """Every move applied to every map: ``[K, B, H, W]`` from maps ``[B, H, W]`` (any dtype).
+
+    Draw ``k`` of image ``b`` is ``maps[b]`` translated toroidally, ``out[i, j] = maps[b][(i + dy)
+    mod H, (j + dx) mod W]``, then flipped as the code says. Translation then flip with both
+    uniform is uniform over the group they generate, so the order does not matter.
+    """
+    values = maps.detach().cpu()
+    if values.dtype in (torch.float16, torch.bfloat16):  # NumPy has no bfloat16: widen exactly
+        values = values.float()
+    array = values.numpy()
+    batch, height, width = array.shape
+    tiled = np.tile(array, (1, 2, 2))  # [B, 2H, 2W]: every toroidal window is a plain slice
+    windows = sliding_window_view(tiled, (height, width), axis=(1, 2))
+    rows = np.broadcast_to(np.arange(batch), moves.dy.shape)
+    out = np.ascontiguousarray(windows[rows, moves.dy, moves.dx])  # [K, B, H, W], one copy
+    for code, axes in ((1, (-2,)), (2, (-1,)), (3, (-2, -1))):
+        chosen = moves.flips == code
+        if chosen.any():
+            out[chosen] = np.flip(out[chosen], axis=axes)
+    return torch.from_numpy(out)
+
+
+def _undefined_like(values: torch.Tensor, undefined: torch.Tensor) -> torch.Tensor:
+    return torch.where(undefined, torch.full_like(values, math.nan), values)
+
+
+def area_fraction(masks: torch.Tensor) -> torch.Tensor:
+    """``|R| / (H W)`` per image, float64 ``[B]``; NaN where the region is empty.
+
+    The exact expectation, under a uniformly random permutation of a map's pixels, of relevance
+    mass (the positive mass is permutation-invariant, and each pixel lands inside with
+    probability ``|R| / N``), of relevance rank and of the pointing game with ``ties='fraction'``
+    (both average, with fractional credit for ties, indicators of "this pixel is inside").
+    """
+    flat = masks.reshape(masks.shape[0], -1).cpu()
+    inside = flat.sum(dim=1).to(torch.float64)
+    fraction = inside / max(flat.shape[1], 1)
+    return _undefined_like(fraction, inside == 0)
+
+
+def half(masks: torch.Tensor) -> torch.Tensor:
+    """0.5 per image (pixel AUC's chance), NaN where the region is empty or the whole image.
+
+    Under a random permutation every (inside, outside) pair of pixels is equally likely to be
+    ordered either way, ties counting one half, so the expected AUC is exactly 0.5.
+    """
+    flat = masks.reshape(masks.shape[0], -1).cpu()
+    inside = flat.sum(dim=1)
+    values = torch.full((flat.shape[0],), 0.5, dtype=torch.float64)
+    return _undefined_like(values, (inside == 0) | (inside == flat.shape[1]))
+
+
+def any_tied_max_inside(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Chance of the pointing game with ``ties='any'``: P(one of the m tied maxima is inside).
+
+    Under a random permutation the m maximal pixels form a uniformly random m-subset of the N
+    pixels, so the probability that none falls in the region of size r is the hypergeometric
+    ``C(N - r, m) / C(N, m)`` (computed in log space). Equals the area fraction for a unique
+    maximum. NaN where the region is empty.
+    """
+    flat = maps.detach().reshape(maps.shape[0], -1).cpu().double()
+    region = masks.reshape(masks.shape[0], -1).cpu()
+    n = float(flat.shape[1])
+    m = (flat == flat.amax(dim=1, keepdim=True)).sum(dim=1).double().numpy()
+    r = region.sum(dim=1).double().numpy()
+    outside = n - r
+    with np.errstate(invalid="ignore"):
+        log_none = (
+            gammaln(outside + 1) - gammaln(outside - m + 1) - gammaln(n + 1) + gammaln(n - m + 1)
+        )
+    none = np.where(m > outside, 0.0, np.exp(np.where(m > outside, 0.0, log_none)))
+    values = torch.from_numpy(1.0 - none)
+    return _undefined_like(values, torch.from_numpy(r == 0))
+
+
+def shift_null(
+    per_sample: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    maps: torch.Tensor,
+    masks: torch.Tensor,
+    generator: torch.Generator,
+    draws: int = DEFAULT_DRAWS,
+) -> torch.Tensor:
+    """The mean of ``per_sample`` over ``draws`` moved copies of each map, float64 ``[B]``.
+
+    One call of ``per_sample`` scores all ``draws x B`` moved maps against their (unmoved)
+    regions. Draws where the metric is undefined are left out of the mean; NaN where all are.
+    """
+    batch, height, width = maps.shape
+    moves = draw_moves(batch, height, width, draws, generator)
+    moved = apply_moves(maps, moves).reshape(draws * batch, height, width)
+    regions = masks.cpu().repeat(draws, 1, 1)
+    scores = per_sample(moved, regions).detach().cpu().double().reshape(draws, batch)
+    return _nanmean_over_draws(scores)
+
+
+def _nanmean_over_draws(scores: torch.Tensor) -> torch.Tensor:
+    defined = ~torch.isnan(scores)
+    count = defined.sum(dim=0)
+    total = torch.where(defined, scores, torch.zeros_like(scores)).sum(dim=0)
+    mean = total / count.clamp(min=1)
+    return _undefined_like(mean, count == 0)
+
+
+def iou_shift_null(
+    binary: torch.Tensor,
+    masks: Mapping[str, torch.Tensor],
+    generator: torch.Generator,
+    draws: int = DEFAULT_DRAWS,
+) -> dict[str, torch.Tensor]:
+    """IoU's shift null for several regions from one binarisation and one set of moves.
+
+    ``|moved P ∩ R| / (|P| + |R| - |moved P ∩ R|)`` per draw, ``|P|`` being invariant under the
+    moves; every region sees the same moves (the generator is read once). Float64 ``[B]`` per
+    region, NaN where the region is empty, as :func:`~xaibench.metrics.functional.region_iou`.
+    """
+    batch, height, width = binary.shape
+    moves = draw_moves(batch, height, width, draws, generator)
+    moved = apply_moves(binary.cpu(), moves).numpy().reshape(draws, batch, height * width)
+    selected = moved[0].sum(axis=1).astype(np.float64)  # |P|, the same for every draw
+    out = {}
+    for name, mask in masks.items():
+        region = mask.cpu().reshape(batch, height * width).numpy()
+        area = region.sum(axis=1).astype(np.float64)
+        overlap = np.count_nonzero(moved & region[None], axis=2).astype(np.float64)
+        union = selected + area - overlap
+        iou = overlap / np.maximum(union, 1.0)
+        values = torch.from_numpy(iou.mean(axis=0))
+        out[name] = _undefined_like(values, torch.from_numpy(area == 0))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregation: chance, normalised score, its paired CI and the test against chance
+# --------------------------------------------------------------------------------------------
+
+
+def _normalised(value: np.ndarray, chance: np.ndarray, best: float) -> np.ndarray:
+    span = best - chance
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(span > 0, (value - chance) / np.where(span > 0, span, 1.0), np.nan)
+
+
+def chance_details(
+    values: np.ndarray,
+    chance: np.ndarray,
+    *,
+    best: float | None,
+    method: str,
+    exact: bool,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The record details of contract C1 from per-image values and chance values.
+
+    Images where either is undefined are left out of everything (``chance_n`` counts those
+    kept). ``chance`` is the mean per-image chance; ``normalised`` is ``(mean value - mean
+    chance) / (best - mean chance)`` (None without ``best``, below 1 image, or where the chance
+    reaches ``best``); ``normalised_ci`` the 95% percentile interval over ``resamples`` paired
+    image-bootstrap resamples (images drawn with replacement, both means recomputed on the same
+    draw, ``numpy.random.default_rng(seed)``), None below 2 images or when a resample has no
+    room above chance; ``p_chance`` the one-sided p-value of a one-sample t-test that the mean
+    of the per-image differences ``value - chance`` is above 0.
+
+    Why a t-test on the differences: the normalised score is built from the two means, so the
+    test should be about the mean difference. Wilcoxon's signed-rank test is about the median
+    (a symmetric location), which for the pointing game's skewed differences (``1 - a`` rarely,
+    ``-a`` often) says nothing about the hit rate; a percentile-bootstrap p-value cannot go
+    below ``1 / (resamples + 1)``, too coarse for Holm's adjustment over a large table. With
+    every difference equal the t statistic is undefined: p is 0 if they are positive, else 1.
+    Unadjusted: the leaderboard applies Holm within its table.
+    """
+    value = np.asarray(values, dtype=np.float64)
+    level = np.asarray(chance, dtype=np.float64)
+    paired = np.isfinite(value) & np.isfinite(level)
+    value, level = value[paired], level[paired]
+    n = int(value.size)
+    details: dict[str, Any] = {
+        "chance": float(level.mean()) if n else None,
+        "chance_method": method,
+        "chance_exact": exact,
+        "chance_n": n,
+        "best": best,
+        "normalised": None,
+        "normalised_ci": None,
+        "p_chance": None,
+    }
+    if n == 0:
+        return details
+    if best is not None:
+        norm = _normalised(np.array(value.mean()), np.array(level.mean()), best)
+        details["normalised"] = float(norm) if np.isfinite(norm) else None
+        if n >= 2 and details["normalised"] is not None:
+            rng = np.random.default_rng(seed)
+            index = rng.integers(0, n, size=(resamples, n))
+            replicates = _normalised(value[index].mean(axis=1), level[index].mean(axis=1), best)
+            if np.isfinite(replicates).all():
+                low, high = np.quantile(replicates, [0.025, 0.975])
+                details["normalised_ci"] = [float(low), float(high)]
+    details["p_chance"] = _p_above_zero(value - level)
+    return details
+
+
+def _p_above_zero(differences: np.ndarray) -> float | None:
+    """One-sided p-value that the mean of ``differences`` is above 0 (one-sample t-test)."""
+    if differences.size < 2:
+        return None
+    if np.ptp(differences) == 0:
+        return 0.0 if differences[0] > 0 else 1.0
+    return float(ttest_1samp(differences, 0.0, alternative="greater").pvalue)
