@@ -145,6 +145,29 @@ class ChanceSettings(BaseModel):
     )
 
 
+class ControlSettings(BaseModel):
+    """Control regions of every perturbed region, for the specific Δ.
+
+    See :mod:`xaibench.control_regions` and ``docs/explainability.md``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    draws: int = Field(
+        2,
+        ge=0,
+        le=16,
+        description="Control regions drawn per perturbed region and image, each perturbed and "
+        "predicted like the region (0: off, no specific Δ).",
+    )
+    field: str = Field(
+        "auto",
+        min_length=1,
+        description="Where controls may go: 'auto' (a 'body' or 'field' region of the dataset, "
+        "else the image less its uniform border padding), 'image' (anywhere), or a region name.",
+    )
+
+
 class RunConfig(BaseModel):
     """Everything that determines a run's numbers (recorded, hashed, in every results file)."""
 
@@ -184,6 +207,7 @@ class RunConfig(BaseModel):
     sanity: SanitySettings = Field(default_factory=SanitySettings)
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     chance: ChanceSettings = Field(default_factory=ChanceSettings)
+    controls: ControlSettings = Field(default_factory=ControlSettings)
     train: TrainSettings = Field(default_factory=lambda: TrainSettings())
     cache: bool = Field(True, description="Reuse frozen features from the disk cache.")
     cache_dir: str | None = Field(

@@ -33,6 +33,7 @@ import torch
 from xaibench.cache import TensorCache, content_key
 from xaibench.cell_result import CellResult, Gallery, make_record
 from xaibench.config import RunConfig
+from xaibench.control_regions import FIELD_REGIONS, MIN_AREA_RATIO, ControlRows
 from xaibench.data.arrays import ImageWriter, LazyRows, MappedRows, Rows, SplitArrays, read_ahead
 from xaibench.data.check import FULL_MASK_FRACTION
 from xaibench.device import Runtime, resolve_device
@@ -46,6 +47,7 @@ from xaibench.metrics.base import (
     PerturbationMetric,
     Predictions,
 )
+from xaibench.metrics.explanation import DeltaRegion, specific_delta
 from xaibench.metrics.functional import align_mask, youden_threshold
 from xaibench.models.base import Classifier
 from xaibench.perturbations.base import Perturbation
@@ -83,6 +85,12 @@ __all__ = [
 
 #: Scratch-disk bytes kept for perturbed test images shared between cells (recomputed beyond).
 PERTURBED_CACHE_BYTES = 16 * 1024**3
+
+#: Why a complement (``outside_<region>``) has no specific Δ.
+_COMPLEMENT_REASON = (
+    "no control regions for a complement: it is the rest of the image, so no region of the "
+    "same area lies outside it"
+)
 
 #: A region covering at least this share of a test image is flagged (``near_full_region``):
 #: perturbing it edits the whole image, and its complement almost nothing. The same share makes
@@ -159,7 +167,9 @@ class CellRunner(ExplainStage):
         self.saliency: dict[str, SaliencyMethod] = {
             ref.key: components.saliency.create(ref.name, ref.options) for ref in config.saliency
         }
-        self._perturbed: dict[tuple[str, str, bool, int], LazyRows] = {}
+        self._perturbed: dict[tuple[str, str, bool, int, int | None], LazyRows] = {}
+        # Control masks per (region, seed, draw): computed once, shared by every perturbation.
+        self._controls: dict[tuple[str, int, int], ControlRows] = {}
         self._perturbed_bytes = 0
         # Perturbed images are worth keeping only for a later cell of the same seed.
         self._cells_per_seed = Counter(cell.seed for cell in build_cells(config))
@@ -335,9 +345,18 @@ class CellRunner(ExplainStage):
         return frame
 
     def _perturbedbatch_slices(
-        self, pname: str, perturbation: Perturbation, region: str, complement: bool, seed: int
+        self,
+        pname: str,
+        perturbation: Perturbation,
+        region: str,
+        complement: bool,
+        seed: int,
+        control: int | None = None,
     ) -> Iterator[torch.Tensor]:
         """The test images with ``region`` (or everything but it) perturbed, batch by batch.
+
+        With ``control`` set, the perturbed pixels are those of the region's control draw
+        ``control`` instead (:meth:`_control_rows`); they are cached the same way.
 
         Perturbations act on raw images and masks only, so the result is the same for every
         cell with the same seed. When a later cell of that seed will need it, it is written to
@@ -346,7 +365,7 @@ class CellRunner(ExplainStage):
         otherwise, or beyond that budget, it is recomputed. Either way only one batch is in
         memory at a time.
         """
-        key = (pname, region, complement, seed)
+        key = (pname, region, complement, seed, control)
         bs = self.config.train.eval_batch_size
         cached = self._perturbed.get(key)
         if cached is not None:
@@ -354,7 +373,11 @@ class CellRunner(ExplainStage):
                 yield cached[s]
             return
         test = self.data.splits["test"]
-        masks = self._mask(test, region)
+        masks = (
+            self._mask(test, region)
+            if control is None
+            else self._control_rows(region, seed, control)
+        )
         if complement:
             masks = MappedRows(masks, torch.logical_not)
         size = tuple(int(d) for d in test.images.shape[-2:])
@@ -421,27 +444,116 @@ class CellRunner(ExplainStage):
             return MappedRows(masks, lambda m: align_mask(m, size), row_shape=size)
         return masks
 
+    def _control_field(self) -> tuple[Rows | None, str]:
+        """The field-of-view masks of the test split (None: found from the images) and its name.
+
+        Raises:
+            XaibenchError: ``controls.field`` names a region the test split does not have.
+        """
+        test, setting = self.data.splits["test"], self.config.controls.field
+        if setting == "image":
+            size = tuple(int(d) for d in test.images.shape[-2:])
+            return MappedRows(
+                test.images,
+                lambda x: torch.ones((x.shape[0], *size), dtype=torch.bool),
+                row_shape=size,
+                dtype=torch.bool,
+            ), "image"
+        if setting == "auto":
+            named = next((r for r in FIELD_REGIONS if r in test.regions), None)
+            if named is None:
+                return None, "image less padding"
+            setting = named
+        if setting not in test.regions:
+            raise XaibenchError(
+                f"controls.field: region {setting!r} is not annotated on the test images "
+                f"(they have: {', '.join(sorted(test.regions)) or 'none'})"
+            )
+        return self._mask(test, setting), setting
+
+    def _control_rows(self, region: str, seed: int, draw: int) -> ControlRows:
+        """Control masks of ``region``'s draw ``draw`` on the test split (memoised)."""
+        key = (region, seed, draw)
+        if key not in self._controls:
+            test = self.data.splits["test"]
+            fields, _ = self._control_field()
+            self._controls[key] = ControlRows(
+                test.images,
+                self._mask(test, region),
+                fields,
+                test.sample_ids,
+                seed=seed,
+                region=region,
+                draw=draw,
+            )
+        return self._controls[key]
+
+    def _control_plan(self, region: str, seed: int) -> tuple[dict[str, Any], str | None]:
+        """Control details shared by every perturbation of ``region``, or why there are none."""
+        draws = self.config.controls.draws
+        if draws == 0:
+            return {}, "control regions are off (controls.draws: 0)"
+        try:
+            _, field = self._control_field()
+            summaries = [
+                self._control_rows(region, seed, d).summary(self.config.train.eval_batch_size)
+                for d in range(draws)
+            ]
+        except XaibenchError as exc:
+            return {}, str(exc)
+        except ISOLATED as exc:  # a region whose controls cannot be built loses only them
+            self.progress.log(
+                f"  [red]failed[/red]: control regions of {region}: {error_text(exc)}"
+            )
+            return {}, f"building control regions failed: {error_text(exc)}"
+        ratio = float(np.mean([s["area_ratio"] for s in summaries]))
+        if not np.isfinite(ratio) or ratio < MIN_AREA_RATIO:
+            reached = "no" if not np.isfinite(ratio) else f"only {ratio:.0%} of the"
+            return {}, (
+                f"control regions reach {reached} area of region {region!r} outside it in the "
+                f"field of view ({field}): the region covers nearly all of it"
+            )
+        details = {
+            "control_area_ratio": ratio,
+            "control_shifted": float(np.mean([s["shifted"] for s in summaries])),
+            "control_field": field,
+        }
+        return details, None
+
+    def _predict_perturbed(
+        self, model: Classifier, batches: Iterator[torch.Tensor], intact: Predictions
+    ) -> Predictions:
+        # One batch at a time, each predicted as a whole: the same forward passes as
+        # predicting the perturbed split in batches of eval_batch_size.
+        bs = self.config.train.eval_batch_size
+        log_probs = np.concatenate(
+            [predict_log_probs(model, b, bs, self.runtime) for b in batches]
+        )
+        return predictions_from_log_probs(
+            intact.labels, log_probs, intact.positive_class, intact.threshold
+        )
+
     def _perturb(
         self, model: Classifier, base: dict[str, Any], intact: Predictions, result: CellResult
     ) -> None:
-        cfg, test = self.config, self.data.splits["test"]
+        test = self.data.splits["test"]
         metrics = {n: m for n, m in self.metrics.items() if isinstance(m, PerturbationMetric)}
         if not metrics:
             return
+        specific = any(isinstance(m, DeltaRegion) for m in metrics.values())
         variants = [(r, False) for r in self._regions("perturb_regions")]
         variants += [(r, True) for r in self._regions("complement_regions")]
+        plans = {r: self._control_plan(r, base["seed"]) for r, c in variants if not c and specific}
         for pname, perturbation in self.perturbations.items():
             for region, complement in variants:
                 label = f"outside_{region}" if complement else region
                 try:
-                    batches = self._perturbedbatch_slices(
-                        pname, perturbation, region, complement, base["seed"]
-                    )
-                    # One batch at a time, each predicted as a whole: the same forward passes
-                    # as predicting the perturbed split in batches of eval_batch_size.
-                    bs = cfg.train.eval_batch_size
-                    log_probs = np.concatenate(
-                        [predict_log_probs(model, b, bs, self.runtime) for b in batches]
+                    perturbed = self._predict_perturbed(
+                        model,
+                        self._perturbedbatch_slices(
+                            pname, perturbation, region, complement, base["seed"]
+                        ),
+                        intact,
                     )
                 except ISOLATED as exc:  # this perturbation fails alone; the cell stands
                     error = error_text(exc)
@@ -456,16 +568,20 @@ class CellRunner(ExplainStage):
                             )
                         )  # fmt: skip
                     continue
-                perturbed = predictions_from_log_probs(
-                    intact.labels, log_probs, intact.positive_class, intact.threshold
-                )
                 result.predictions.append(
                     self._prediction_frame(base, test, perturbed, pname, label)
                 )
-                details = {"complement_of": region} if complement else {}
+                details: dict[str, Any] = {"complement_of": region} if complement else {}
                 if region in self._resized_masks:
                     details["mask_resized"] = "nearest"
                 details.update(self._coverage_flags(region, complement))
+                control = (
+                    self._controls_of(
+                        model, base, intact, result, pname, perturbation, region, plans
+                    )
+                    if specific and not complement
+                    else {"reason": _COMPLEMENT_REASON}
+                )
                 for mname, metric in metrics.items():
                     record = self._score(
                         base,
@@ -476,7 +592,56 @@ class CellRunner(ExplainStage):
                         region=label,
                     )
                     record["details"] = {**record["details"], **details}
+                    if isinstance(metric, DeltaRegion) and record["status"] == "ok":
+                        record["details"].update(self._specific_details(control, intact, perturbed))
                     result.records.append(record)
+
+    def _controls_of(
+        self,
+        model: Classifier,
+        base: dict[str, Any],
+        intact: Predictions,
+        result: CellResult,
+        pname: str,
+        perturbation: Perturbation,
+        region: str,
+        plans: dict[str, tuple[dict[str, Any], str | None]],
+    ) -> dict[str, Any]:
+        """Perturb and predict the control draws of ``region``, as rows of ``predictions.csv``.
+
+        Returns ``{"predictions": [one per draw], **the plan's details}``, or ``{"reason": ...}``
+        when there are no controls (off, impossible, or a control draw failed).
+        """
+        details, reason = plans[region]
+        if reason is not None:
+            return {"reason": reason}
+        test, preds = self.data.splits["test"], []
+        for d in range(self.config.controls.draws):
+            try:
+                batches = self._perturbedbatch_slices(
+                    pname, perturbation, region, False, base["seed"], control=d
+                )
+                preds.append(self._predict_perturbed(model, batches, intact))
+            except ISOLATED as exc:  # the region's Δ stands; only its controls are missing
+                error = error_text(exc)
+                self.progress.log(
+                    f"  [red]failed[/red]: perturbation {pname} on control {d} of {region}: {error}"
+                )
+                return {"reason": f"perturbing control draw {d} failed: {error}"}
+            result.predictions.append(
+                self._prediction_frame(base, test, preds[-1], pname, f"{region}#control{d}")
+            )
+        return {"predictions": preds, **details}
+
+    @staticmethod
+    def _specific_details(
+        control: dict[str, Any], intact: Predictions, perturbed: Predictions
+    ) -> dict[str, Any]:
+        """The C2 ``details`` of a Δ record: specific Δ and off-target cost, or why not."""
+        if "reason" in control:
+            return {"specific_reason": control["reason"]}
+        extra = {k: v for k, v in control.items() if k != "predictions"}
+        return {**specific_delta(intact, perturbed, control["predictions"]), **extra}
 
     def _coverage_flags(self, region: str, complement: bool) -> dict[str, Any]:
         """``details`` flags for a region that covers (almost) the whole of some test image.

@@ -8,7 +8,7 @@ from xaibench.registry import Register
 
 @hookimpl
 def register_perturbations(register: Register) -> None:
-    """Register ``zero``, ``mean``, ``blur``, ``noise``, ``inpaint`` and ``shuffle``."""
+    """Register ``zero``, ``mean``, ``blur``, ``noise``, ``inpaint``, ``shuffle`` and ``road``."""
     register("zero", "xaibench.perturbations.fill:ZeroFill", summary="region set to 0")
     register(
         "mean",
@@ -34,4 +34,9 @@ def register_perturbations(register: Register) -> None:
         "shuffle",
         "xaibench.perturbations.shuffle:RegionShuffle",
         summary="region's pixels randomly permuted within the region",
+    )
+    register(
+        "road",
+        "xaibench.perturbations.road:NoisyLinearImpute",
+        summary="region filled by ROAD's noisy linear imputation (neighbours' mean + noise)",
     )
