@@ -136,6 +136,9 @@ def test_results_document_has_schema_provenance_and_flat_records(tiny_run):
     sanity = [r for r in records if r["category"] == "sanity"]
     assert {r["saliency"] for r in sanity} == {"gradcam", "example_method"}
     assert all(r["details"]["passed"] in (True, False, None) for r in sanity)
+    # both checks record the run-to-run reference; Grad-CAM is deterministic on the CPU
+    assert all("run_to_run" in r["details"] for r in sanity)
+    assert {r["details"]["run_to_run"] for r in sanity if r["saliency"] == "gradcam"} <= {1.0, None}
     assert doc["analysis"]["perturbation_rank_agreement"]
     assert doc["analysis"]["explanation_drift"]
     board = pd.read_csv(tiny_run[0] / "leaderboard_explainability.csv")

@@ -303,7 +303,9 @@ class ExplainStage:
                 **base, "metric": name, "category": "sanity", "higher_is_better": False,
                 "saliency": sname, "perturbation": None, "region": None, "value": None,
                 "ci_low": None, "ci_high": None, "n": k, "status": "failed", "reason": error,
-                "details": {"passed": None, "threshold": self.config.sanity.threshold},
+                "details": {
+                    "passed": None, "threshold": self.config.sanity.threshold, "run_to_run": None,
+                },
             }
             for name in ("sanity_model_randomisation", "sanity_target_randomisation")
         ]  # fmt: skip
@@ -354,17 +356,22 @@ class ExplainStage:
         ]
         records = []
         for name, value, passed, extra in checks:
-            undefined = value is None
+            reason = None
+            if value is None:
+                reason = "maps constant: similarity undefined"
+            elif outcome.run_to_run is None:
+                reason = "repeated maps constant: run-to-run similarity undefined"
             records.append(
                 {
                     **common,
                     "metric": name,
                     "value": value,
-                    "status": "skipped" if undefined else "ok",
-                    "reason": "maps constant: similarity undefined" if undefined else None,
+                    "status": "ok" if reason is None else "skipped",
+                    "reason": reason,
                     "details": {
                         "passed": passed,
                         "threshold": cfg.sanity.threshold,
+                        "run_to_run": outcome.run_to_run,
                         "control": control,
                         **extra,
                     },

@@ -756,10 +756,12 @@ def _sanity(ctx: _Context) -> Section:
         return Section(title, note("No sanity-check records (sanity: {images: 0})."), "sanity")
     body = [
         paragraph(
-            "Adebayo et al.'s checks: a saliency method passes when its maps change (Spearman "
-            "similarity below the threshold) once the model's weights are randomised, layer by "
-            "layer from the head down, and when another class is explained. A method that "
-            "fails draws much the same map whatever the model learned."
+            "Adebayo et al.'s checks: a saliency method passes when its maps change once the "
+            "model's weights are randomised, layer by layer from the head down, and when another "
+            "class is explained, clearly more than between two of its own runs on the unchanged "
+            "model (Spearman similarity below threshold - (1 - run-to-run similarity); for a "
+            "deterministic method, run to run is 1). A method that fails draws much the same "
+            "map whatever the model learned; a noise map, which changes anyway, fails too."
         ),
         figure(
             figures.sanity_png(sanity),
@@ -773,7 +775,7 @@ def _sanity(ctx: _Context) -> Section:
 
 
 def _sanity_table(sanity: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Per cell and method: the badge, both similarities and the threshold."""
+    """Per cell and method: the badge, both similarities, run-to-run and the threshold."""
     badges = sanity_badges(sanity)
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     for rec in sanity:
@@ -785,6 +787,7 @@ def _sanity_table(sanity: Sequence[dict[str, Any]]) -> pd.DataFrame:
                 "badge": badges.get(key[:3], {}).get(key[3], ""),
                 "model randomisation": None,
                 "target randomisation": None,
+                "run to run": None,
                 "threshold": None,
             },
         )
@@ -793,6 +796,9 @@ def _sanity_table(sanity: Sequence[dict[str, Any]]) -> pd.DataFrame:
         threshold = (rec.get("details") or {}).get("threshold")
         if threshold is not None:
             row["threshold"] = threshold
+        run_to_run = (rec.get("details") or {}).get("run_to_run")
+        if run_to_run is not None:
+            row["run to run"] = run_to_run
     return _sort_cells(pd.DataFrame(list(rows.values())), ["saliency"])
 
 
