@@ -314,3 +314,27 @@ def test_performance_explanation_correlation_is_spearman_over_cells():
     assert unbooted["spearman"] == row["spearman"]
     assert unbooted["ci_low"] is None
     assert unbooted["ci_high"] is None
+
+
+def test_the_sanity_panel_draws_the_pass_line_of_maps_that_vary_run_to_run():
+    from xaibench.report.figures import _pass_line, sanity_png
+
+    def model_record(run_to_run):
+        return {"details": {"run_to_run": run_to_run, "threshold": 0.5}}
+
+    assert _pass_line(model_record(0.8), 0.5) == pytest.approx(0.3)
+    assert _pass_line(model_record(1.0), 0.5) is None  # deterministic: the threshold itself
+    assert _pass_line(model_record(None), 0.5) is None  # older runs: no run_to_run
+    assert _pass_line({"details": {}}, 0.5) is None
+    records = [
+        {
+            "backbone": "a", "strategy": "lp", "seed": 0, "category": "sanity",
+            "saliency": "random", "metric": metric, "value": 0.01, "status": "ok",
+            "details": {
+                "passed": False, "threshold": 0.5, "run_to_run": 0.02, "control": True,
+                "cascade": [{"from": "head", "spearman": 0.01}],
+            },
+        }
+        for metric in ("sanity_model_randomisation", "sanity_target_randomisation")
+    ]  # fmt: skip
+    assert sanity_png(records).startswith(b"\x89PNG")
