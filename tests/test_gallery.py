@@ -1,4 +1,7 @@
+import io
+
 import numpy as np
+import pytest
 
 from xaibench.report.gallery import gallery_filename, render_gallery
 
@@ -57,3 +60,149 @@ def test_picker_without_scores_gives_only_the_random_draw():
     picker = GalleryPicker(k=2, n=5, seed=0)
     picker.add(0, np.zeros((5, 3, 3)), None)
     assert set(picker.picks()) == {"random"}
+
+
+def test_every_region_is_outlined_in_its_colour_with_labels_and_a_legend():
+    from xaibench.report.gallery import REGION_COLOURS, render_gallery
+
+    images = np.full((2, 40, 40), 0.5)
+    maps = np.zeros((2, 40, 40))
+    bone = np.zeros((2, 40, 40), dtype=bool)
+    bone[:, 5:20, 5:20] = True
+    marker = np.zeros((2, 40, 40), dtype=bool)
+    marker[:, 10:30, 10:30] = True  # overlaps bone: bone (primary) is drawn on top
+    labels = [["true osteoporosis", "called normal"], ["true normal", "called normal"]]
+    plain = np.asarray(render_gallery(images, maps, bone))
+    picture = np.asarray(render_gallery(images, maps, {"bone": bone, "marker": marker}, labels))
+    scale = 4  # 40 px tiles enlarged to 160
+    assert plain.shape == (2 * 40 * scale, 2 * 40 * scale, 3)  # no labels, no legend: as before
+    # the label band: light text over the dark band above each column, nothing in the map
+    band = next(y for y in range(picture.shape[0]) if tuple(picture[y, 0]) == (127, 127, 127))
+    assert band > 0
+    top = band
+    for column in range(2):
+        text = picture[:top, column * 160 : (column + 1) * 160]
+        assert (text.max(axis=2) > 150).any(), column
+    cyan = tuple(int(c * 255) for c in REGION_COLOURS[0][1])
+    yellow = tuple(int(c * 255) for c in REGION_COLOURS[1][1])
+    map_row = top + 40 * scale  # the bottom (map) row of the picture starts here
+
+    def at(y, x):
+        return tuple(int(v) for v in picture[map_row + y * scale, x * scale])
+
+    assert at(5, 12) == cyan  # bone's top edge
+    assert at(10, 25) == yellow  # marker's top edge, outside bone
+    assert at(19, 15) == cyan  # bone's bottom edge crosses the marker: primary on top
+    assert at(29, 20) == yellow
+    # the legend below the pictures names both colours: swatches in each colour
+    legend = picture[map_row + 40 * scale :]
+    assert legend.shape[0] > 0
+    flat = {tuple(int(v) for v in p) for p in legend.reshape(-1, 3)}
+    assert cyan in flat
+    assert yellow in flat
+
+
+def test_panel_lines_name_class_call_probability_and_score():
+    from xaibench.report.gallery import panel_lines
+
+    lines = panel_lines("osteoporosis", "not osteoporosis", "osteoporosis", 0.3456, "iou", 0.25)
+    assert lines == [
+        "true osteoporosis",
+        "called not osteoporosis",
+        "p(osteoporosis) 0.346",
+        "iou 0.250",
+    ]
+    assert panel_lines("a", None, "a", None, None, None) == ["true a", "called ?", "p(a) n/a"]
+
+
+def delta(perturbation, region, specific, control, status="ok", **extra):
+    details = {} if specific is None else {"specific": specific, "control_delta": control}
+    return {
+        "metric": "delta_region", "perturbation": perturbation, "region": region,
+        "status": status, "value": 0.1, "details": {**details, **extra},
+    }  # fmt: skip
+
+
+def test_the_specific_region_is_the_largest_specific_delta_under_the_cheapest_perturbation():
+    from xaibench.report.gallery import specific_region
+
+    records = [
+        delta("zero", "bone", 0.05, 0.30),
+        delta("zero", "marker", 0.60, 0.30),  # largest, but zero's off-target cost is high
+        delta("mean", "bone", 0.02, 0.04),
+        delta("mean", "marker", 0.40, 0.06),
+        delta("mean", "outside_bone", 0.90, 0.0, complement_of="bone"),  # complements never
+        delta("mean", "ribs", 0.95, 0.05, status="failed"),  # failed records never
+    ]
+    chosen = specific_region(records, "bone", ["zero", "mean"])
+    assert chosen is not None
+    assert (chosen.perturbation, chosen.region) == ("mean", "marker")
+    assert chosen.specific == 0.40
+    assert chosen.off_target == np.mean([0.04, 0.06])
+    # the primary region already has the best/worst galleries
+    assert specific_region(records, "marker", ["zero", "mean"]) is None
+    # nothing needed beyond its controls: no gallery
+    assert specific_region([delta("mean", "marker", -0.01, 0.05)], "bone", ["mean"]) is None
+    # results without the controls (older runs, controls off): no gallery
+    assert specific_region([delta("mean", "marker", None, None)], "bone", ["mean"]) is None
+    # equal off-target costs: the first configured perturbation
+    tied = [delta("zero", "ribs", 0.2, 0.1), delta("mean", "marker", 0.3, 0.1)]
+    assert specific_region(tied, "bone", ["zero", "mean"]).region == "ribs"
+    assert specific_region(tied, "bone", ["mean", "zero"]).region == "marker"
+
+
+def test_evidence_ranks_by_the_drop_in_the_positive_probability():
+    import pandas as pd
+
+    from xaibench.gallery_evidence import collect_evidence
+
+    ids = ["a", "b", "c"]
+
+    def frame(perturbation, region, probs, called):
+        return pd.DataFrame({
+            "split": "test", "sample_id": ids, "label": [0, 1, 1],
+            "perturbation": perturbation, "region": region,
+            "prob_neg": [1 - p for p in probs], "prob_pos": probs, "called_positive": called,
+        })  # fmt: skip
+
+    predictions = [
+        frame("", "", [0.2, 0.9, 0.7], [False, True, True]),
+        frame("mean", "marker", [0.1, 0.2, 0.7], [False, False, True]),
+        frame("mean", "bone", [0.2, 0.9, 0.1], [False, True, False]),
+    ]
+    evidence = collect_evidence(
+        records=[delta("mean", "marker", 0.3, 0.02), delta("mean", "bone", 0.1, 0.02)],
+        predictions=predictions, sample_ids=ids, labels=np.array([0, 1, 1]),
+        class_names=["neg", "pos"], positive_index=1, outlines=["bone", "marker"],
+        primary="bone", perturbations=["mean"],
+    )  # fmt: skip
+    assert evidence.specific is not None
+    assert evidence.specific.region == "marker"
+    assert evidence.drops == pytest.approx([0.1, 0.7, 0.0])  # intact minus perturbed
+    assert evidence.classes == ("neg", "pos", "pos")
+    assert evidence.called == ("neg", "pos", "pos")  # the intact calls
+    assert evidence.p_positive == pytest.approx([0.2, 0.9, 0.7])
+
+
+def test_report_caption_names_labels_outlines_and_the_specific_ranking():
+    from xaibench.report.build import _gallery_caption
+    from xaibench.report.html import figure
+
+    entry = {
+        "kind": "specific", "sample_ids": ["s1", "s2"], "scores": [0.5, 0.25],
+        "score_metric": "probability_drop", "region": "marker", "perturbation": "mean",
+        "outlines": [
+            {"region": "bone", "colour": "cyan"}, {"region": "marker", "colour": "yellow"},
+        ],
+        "classes": ["<b>pos</b>", "neg"], "called": ["<b>pos</b>", "not <b>pos</b>"],
+        "p_positive": [0.9, 0.4], "positive_class": "<b>pos</b>",
+    }  # fmt: skip
+    caption = _gallery_caption(entry)
+    assert "dropped most when marker was perturbed (mean)" in caption
+    assert "s1 (true <b>pos</b>; called <b>pos</b>; p(<b>pos</b>) 0.900; 0.500)" in caption
+    assert caption.endswith("Outlines: bone (cyan), marker (yellow).")
+    png = io.BytesIO()
+    render_gallery(np.zeros((1, 4, 4)), np.zeros((1, 4, 4)), None).save(png, format="PNG")
+    html = figure(png.getvalue(), "alt", caption)
+    assert "<b>" not in html  # escaped in the report
+    assert "&lt;b&gt;pos&lt;/b&gt;" in html

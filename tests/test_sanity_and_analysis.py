@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from pydantic import PrivateAttr
 from scipy.stats import kendalltau, spearmanr
 
 from xaibench.analysis import (
@@ -15,13 +16,21 @@ from xaibench.leaderboard import explainability_table, sanity_badges
 from xaibench.models.base import Classifier
 from xaibench.models.timm_backbone import TimmBackbone
 from xaibench.saliency.base import SaliencyMethod
+from xaibench.saliency.controls import RandomMap
 from xaibench.saliency.gradient import VanillaGradient
-from xaibench.sanity import parameter_groups, randomise, run_sanity_checks, spearman_per_image
+from xaibench.sanity import (
+    SanityResult,
+    explain_again,
+    parameter_groups,
+    randomise,
+    run_sanity_checks,
+    spearman_per_image,
+)
 
 
-def model() -> Classifier:
+def model(size: int = 64) -> Classifier:
     torch.manual_seed(0)
-    backbone = TimmBackbone(arch="test_resnet", img_size=64, random_init=True).create_adapter()
+    backbone = TimmBackbone(arch="test_resnet", img_size=size, random_init=True).create_adapter()
     return Classifier(backbone, 3).eval()
 
 
@@ -103,6 +112,101 @@ def test_a_model_independent_method_fails_and_gradients_change():
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+class SeededNoise(SaliencyMethod):
+    """Noise from the method's own seeded generator, advancing call by call (not torch's global)."""
+
+    _gen: torch.Generator = PrivateAttr(default_factory=lambda: torch.Generator().manual_seed(0))
+
+    def explain(self, model, images, targets):
+        b, h, w = images.shape[0], images.shape[-2], images.shape[-1]
+        return torch.rand(b, h, w, generator=self._gen)
+
+
+def check(net, method, images, targets):
+    return run_sanity_checks(
+        net, method, images, targets, 3, steps=3, threshold=0.5,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+
+
+def test_the_pass_rule_is_relative_to_run_to_run():
+    deterministic = SanityResult(threshold=0.5, run_to_run=1.0)
+    # run to run 1: exactly the threshold rule (strict), in floating point too
+    assert deterministic.passes(0.4999999) is True
+    assert deterministic.passes(0.5) is False
+    assert SanityResult(threshold=0.3, run_to_run=1.0).passes(0.3) is False
+    assert SanityResult(threshold=0.3, run_to_run=1.0).passes(0.2999999) is True
+    # run to run 0.8: the similarity must fall below 0.5 - 0.2 = 0.3
+    noisy = SanityResult(threshold=0.5, run_to_run=0.8)
+    assert noisy.passes(0.25) is True
+    assert noisy.passes(0.31) is False
+    # pure noise: nothing can be 0.5 below a run-to-run similarity of 0
+    assert SanityResult(threshold=0.5, run_to_run=0.0).passes(-0.4) is False
+    assert SanityResult(threshold=0.5, run_to_run=None).passes(0.1) is None
+    assert deterministic.passes(None) is None
+
+
+@pytest.mark.parametrize("method", [RandomMap(), SeededNoise()], ids=["random", "seeded_noise"])
+def test_maps_that_ignore_the_model_fail_both_checks(method):
+    net = model()
+    images = torch.rand(4, 1, 64, 64)
+    targets = torch.full((4,), 2)
+    torch.manual_seed(0)
+    result = check(net, method, images, targets)
+    # noise: every similarity is near 0, so the similarity alone (the old rule) would pass
+    assert result.model_similarity is not None
+    assert abs(result.model_similarity) < 0.1
+    assert result.target_similarity is not None
+    assert abs(result.target_similarity) < 0.1
+    assert result.run_to_run is not None
+    assert abs(result.run_to_run) < 0.1
+    assert result.model_passed is False
+    assert result.target_passed is False
+
+
+def test_the_repeat_draws_new_noise_and_leaves_the_global_state_alone():
+    net = model()
+    images = torch.rand(2, 1, 16, 16)
+    targets = torch.zeros(2, dtype=torch.long)
+    torch.manual_seed(3)
+    state = torch.get_rng_state()
+    first = RandomMap().explain(net, images, targets)
+    torch.set_rng_state(state)
+    again = explain_again(net, RandomMap(), images, targets, seed=99)
+    assert not torch.equal(first, again)  # reseeded: new noise, not the draw the state held
+    assert torch.equal(torch.get_rng_state(), state)  # and the global state is restored
+    assert torch.equal(explain_again(net, RandomMap(), images, targets, seed=99), again)
+
+
+def trained_model() -> Classifier:
+    """The tiny model fitted for a few steps to a planted answer (a bright square = class 1)."""
+    net = model(32).train()
+    gen = torch.Generator().manual_seed(1)
+    images = torch.rand(12, 1, 32, 32, generator=gen) * 0.2
+    labels = torch.arange(12) % 3
+    images[labels == 1, :, 10:18, 10:18] += 0.8
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(6):
+        optimiser.zero_grad()
+        torch.nn.functional.cross_entropy(net(images), labels).backward()
+        optimiser.step()
+    return net.eval()
+
+
+@pytest.mark.parametrize("trained", [False, True], ids=["untrained", "trained"])
+def test_a_deterministic_method_keeps_the_threshold_verdict(trained):
+    net = trained_model() if trained else model(32)
+    images = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    targets = torch.full((4,), 1)
+    result = check(net, VanillaGradient(), images, targets)
+    assert result.run_to_run == 1.0  # deterministic: its two runs are the same maps
+    assert result.model_similarity is not None
+    assert result.target_similarity is not None
+    assert result.model_passed is (result.model_similarity < 0.5)
+    assert result.target_passed is (result.target_similarity < 0.5)
+    assert result.model_passed is True
+
+
 def test_bootstrap_ci_brackets_the_mean_and_is_seeded():
     values = np.random.default_rng(0).normal(0.5, 0.1, size=200)
     low, high = bootstrap_mean_ci(values, resamples=500, seed=1)
@@ -169,15 +273,20 @@ def test_sanity_badges_in_the_explainability_table():
         sanity("saliency", "sanity_model_randomisation", True),
         sanity("saliency", "sanity_target_randomisation", False),
         sanity("edge", "sanity_model_randomisation", False, control=True),
+        sanity("random", "sanity_model_randomisation", False, control=True),
+        sanity("random", "sanity_target_randomisation", False, control=True),
+        sanity("center", "sanity_model_randomisation", True, control=True),
+        sanity("center", "sanity_target_randomisation", None, control=True),
     ]
     badges = sanity_badges(records)
     assert badges[("a", "lp", 0)] == {
-        "gradcam": "pass", "saliency": "fail (target)", "edge": "control",
+        "gradcam": "pass", "saliency": "fail (target)", "edge": "control (fail: model)",
+        "random": "control (fail: model, target)", "center": "control (n/a: target)",
     }  # fmt: skip
     table = explainability_table(records)
     assert table.loc[0, "sanity (gradcam)"] == "pass"
     assert table.loc[0, "sanity (saliency)"] == "fail (target)"
-    assert table.loc[0, "sanity (edge)"] == "control"
+    assert table.loc[0, "sanity (edge)"] == "control (fail: model)"
     assert "Δ_bone (zero)" in table.columns
 
 
@@ -205,3 +314,27 @@ def test_performance_explanation_correlation_is_spearman_over_cells():
     assert unbooted["spearman"] == row["spearman"]
     assert unbooted["ci_low"] is None
     assert unbooted["ci_high"] is None
+
+
+def test_the_sanity_panel_draws_the_pass_line_of_maps_that_vary_run_to_run():
+    from xaibench.report.figures import _pass_line, sanity_png
+
+    def model_record(run_to_run):
+        return {"details": {"run_to_run": run_to_run, "threshold": 0.5}}
+
+    assert _pass_line(model_record(0.8), 0.5) == pytest.approx(0.3)
+    assert _pass_line(model_record(1.0), 0.5) is None  # deterministic: the threshold itself
+    assert _pass_line(model_record(None), 0.5) is None  # older runs: no run_to_run
+    assert _pass_line({"details": {}}, 0.5) is None
+    records = [
+        {
+            "backbone": "a", "strategy": "lp", "seed": 0, "category": "sanity",
+            "saliency": "random", "metric": metric, "value": 0.01, "status": "ok",
+            "details": {
+                "passed": False, "threshold": 0.5, "run_to_run": 0.02, "control": True,
+                "cascade": [{"from": "head", "spearman": 0.01}],
+            },
+        }
+        for metric in ("sanity_model_randomisation", "sanity_target_randomisation")
+    ]  # fmt: skip
+    assert sanity_png(records).startswith(b"\x89PNG")

@@ -42,11 +42,24 @@ class Gallery:
 
     Attributes:
         saliency: The method.
-        kind: ``best``, ``worst`` or ``random`` (by ``score_metric`` on ``region``).
+        kind: ``best``, ``worst`` or ``random`` (by ``score_metric`` on ``region``), or
+            ``specific`` (by the drop of the positive-class probability when ``region`` is
+            perturbed with ``perturbation``).
         sample_ids: The images' sample ids, in gallery order.
         scores: Their per-image scores (None where there is none).
-        score_metric: The metric that ranked them, or None when no region metric ran.
-        region: The region outlined (and scored), or None.
+        score_metric: The metric that ranked them (``probability_drop`` for ``specific``), or
+            None when no region metric ran.
+        region: The region scored, or None.
+        images: ``[K, H, W]`` raw images.
+        maps: ``[K, H, W]`` the method's maps.
+        masks: ``{region: [K, H, W] bool}`` of every region outlined, the primary first (the
+            colour order of ``report.gallery.REGION_COLOURS``), or None.
+        score_label: Short name of the score written on each panel (``IoU_bone``).
+        classes: The images' true class names.
+        called: The class the run calls for each image (at its validation threshold).
+        positive_probs: Each image's positive-class probability (None where unknown).
+        positive_class: The positive class's name.
+        perturbation: For ``specific``: the perturbation whose Δ ranked the images.
     """
 
     saliency: str
@@ -57,7 +70,32 @@ class Gallery:
     region: str | None
     images: np.ndarray
     maps: np.ndarray
-    masks: np.ndarray | None
+    masks: dict[str, np.ndarray] | None
+    score_label: str | None = None
+    classes: tuple[str, ...] = ()
+    called: tuple[str | None, ...] = ()
+    positive_probs: tuple[float | None, ...] = ()
+    positive_class: str | None = None
+    perturbation: str | None = None
+
+    def panel_labels(self) -> list[list[str]] | None:
+        """The lines of text above each column, or None when nothing is known per image."""
+        if not self.classes:
+            return None
+        from xaibench.report.gallery import panel_lines
+
+        k = len(self.sample_ids)
+
+        def at(values: tuple[Any, ...], i: int) -> Any:
+            return values[i] if i < len(values) else None
+
+        return [
+            panel_lines(
+                at(self.classes, i), at(self.called, i), self.positive_class,
+                at(self.positive_probs, i), self.score_label, at(self.scores, i),
+            )
+            for i in range(k)
+        ]  # fmt: skip
 
 
 def make_record(

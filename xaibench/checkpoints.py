@@ -33,7 +33,7 @@ from xaibench.errors import WriteFailedError, XaibenchError
 from xaibench.escape import csv_frame_back, to_csv
 from xaibench.grid import Cell
 from xaibench.paths import TEMPORARY_PREFIX, contained, read_json, temporary_path, write_whole
-from xaibench.report.gallery import gallery_filename, write_gallery
+from xaibench.report.gallery import gallery_filename, region_colours, write_gallery
 from xaibench.runner import CellResult
 
 #: Bumped when the checkpoint layout changes; older checkpoints are then recomputed.
@@ -163,7 +163,8 @@ def _write_checkpoint(tmp: Path, key: str, result: CellResult) -> None:
             result.cell.seed,
             f"{g.saliency}__{g.kind}",
         )
-        write_gallery(tmp / "gallery" / name, g.images, g.maps, g.masks)
+        write_gallery(tmp / "gallery" / name, g.images, g.maps, g.masks, g.panel_labels())
+        colours = region_colours(list(g.masks or {}))
         galleries.append(
             {
                 "backbone": result.cell.backbone.key,
@@ -176,6 +177,14 @@ def _write_checkpoint(tmp: Path, key: str, result: CellResult) -> None:
                 "scores": [None if s is None or not np.isfinite(s) else s for s in g.scores],
                 "score_metric": g.score_metric,
                 "region": g.region,
+                "outlines": [{"region": r, "colour": colours[r][0]} for r in g.masks or {}],
+                "classes": list(g.classes),
+                "called": list(g.called),
+                "p_positive": [
+                    None if p is None or not np.isfinite(p) else p for p in g.positive_probs
+                ],
+                "positive_class": g.positive_class,
+                "perturbation": g.perturbation,
             }
         )
     drift: dict[str, np.ndarray] = {}

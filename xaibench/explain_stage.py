@@ -22,11 +22,13 @@ from xaibench.cell_result import CellResult, Gallery, make_record
 from xaibench.config import RunConfig
 from xaibench.data.arrays import Rows, SplitArrays
 from xaibench.device import Runtime
+from xaibench.gallery_evidence import PROBABILITY_DROP, GalleryEvidence, collect_evidence
 from xaibench.metrics.base import FaithfulnessMetric, Metric, SaliencyRegionMetric, ScoreFn
 from xaibench.metrics.chance import SHIFT_NULL, chance_details
 from xaibench.models.base import Classifier
+from xaibench.perturbations.base import Perturbation
 from xaibench.progress import Progress
-from xaibench.report.gallery import GALLERY_KINDS, GalleryPicker
+from xaibench.report.gallery import GALLERY_KINDS, SPECIFIC, GalleryPicker
 from xaibench.run_data import RunData, batch_slices
 from xaibench.saliency.base import SaliencyMethod
 from xaibench.sanity import run_sanity_checks
@@ -138,6 +140,7 @@ class ExplainStage:
     data: RunData
     metrics: dict[str, Metric]
     saliency: dict[str, SaliencyMethod]
+    perturbations: dict[str, Perturbation]
     runtime: Runtime
     progress: Progress
     _resized_masks: set[str]
@@ -215,13 +218,14 @@ class ExplainStage:
         if not wanted:
             return
         scored: dict[str, Metric] = {**region_metrics, **faithfulness}
+        evidence = self._gallery_evidence(result) if cfg.gallery_images else None
         for sname, method in self.saliency.items():
             reason = method.supports(model)
             if reason is not None:
                 result.records.extend(self._skip_explanations(base, sname, reason, scored))
                 continue
             try:
-                outcome = self._explain_method(model, base, sname, method)
+                outcome = self._explain_method(model, base, sname, method, evidence)
             except ISOLATED as exc:
                 error = error_text(exc)
                 self.progress.log(f"  [red]failed[/red]: saliency {sname}: {error}")
@@ -245,7 +249,12 @@ class ExplainStage:
                     result.records.extend(self._failed_sanity(base, sname, error))
 
     def _explain_method(
-        self, model: Classifier, base: dict[str, Any], sname: str, method: SaliencyMethod
+        self,
+        model: Classifier,
+        base: dict[str, Any],
+        sname: str,
+        method: SaliencyMethod,
+        evidence: GalleryEvidence | None = None,
     ) -> MethodOutcome:
         """One method's maps on the test images, with every score; raises if the method does."""
         cfg, test, task = self.config, self.data.splits["test"], self.data.task
@@ -267,6 +276,8 @@ class ExplainStage:
         constant = 0  # maps with no variation: no foreground, reported with the scores
         gen = torch.Generator().manual_seed(base["seed"])
         picker = GalleryPicker(cfg.gallery_images, n, base["seed"])
+        drops = evidence.drops if evidence is not None else None
+        specific = GalleryPicker(cfg.gallery_images, n, base["seed"]) if drops is not None else None
         batches = list(batch_slices(n, cfg.train.eval_batch_size))
         for s in self.progress.track(batches, total=len(batches), description=f"saliency {sname}"):
             batch = test.images[s]  # read once, used by the map and the faithfulness scores
@@ -312,11 +323,15 @@ class ExplainStage:
                 if ranked is not None and gallery_key and gallery_key[0] in errors:
                     ranked = None
                 picker.add(s.start, maps.numpy(), ranked[-1].numpy() if ranked else None)
+                if specific is not None and drops is not None:
+                    specific.add(s.start, maps.numpy(), drops[s])
         if cfg.gallery_images:
             ranked_all = values.get(gallery_key) if gallery_key else None
             if gallery_key and gallery_key[0] in errors:
                 ranked_all = None
-            outcome.galleries = self._galleries(sname, picker, gallery_key, ranked_all)
+            outcome.galleries = self._galleries(
+                sname, picker, gallery_key, ranked_all, evidence, specific
+            )
         if drift:
             outcome.drift = CellMaps(tuple(test.sample_ids[:n]), np.concatenate(drift))
         for mname, error in errors.items():
@@ -393,7 +408,9 @@ class ExplainStage:
                 **base, "metric": name, "category": "sanity", "higher_is_better": False,
                 "saliency": sname, "perturbation": None, "region": None, "value": None,
                 "ci_low": None, "ci_high": None, "n": k, "status": "failed", "reason": error,
-                "details": {"passed": None, "threshold": self.config.sanity.threshold},
+                "details": {
+                    "passed": None, "threshold": self.config.sanity.threshold, "run_to_run": None,
+                },
             }
             for name in ("sanity_model_randomisation", "sanity_target_randomisation")
         ]  # fmt: skip
@@ -444,17 +461,22 @@ class ExplainStage:
         ]
         records = []
         for name, value, passed, extra in checks:
-            undefined = value is None
+            reason = None
+            if value is None:
+                reason = "maps constant: similarity undefined"
+            elif outcome.run_to_run is None:
+                reason = "repeated maps constant: run-to-run similarity undefined"
             records.append(
                 {
                     **common,
                     "metric": name,
                     "value": value,
-                    "status": "skipped" if undefined else "ok",
-                    "reason": "maps constant: similarity undefined" if undefined else None,
+                    "status": "ok" if reason is None else "skipped",
+                    "reason": reason,
                     "details": {
                         "passed": passed,
                         "threshold": cfg.sanity.threshold,
+                        "run_to_run": outcome.run_to_run,
                         "control": control,
                         **extra,
                     },
@@ -476,12 +498,85 @@ class ExplainStage:
         name = "iou_region" if "iou_region" in region_metrics else next(iter(region_metrics))
         return (name, primary)
 
+    def _gallery_evidence(self, result: CellResult) -> GalleryEvidence:
+        """The cell's gallery labels, outlines and specific region (``xaibench.gallery_evidence``).
+
+        Every explain and perturbed region the test split has masks for is outlined, the
+        primary region first.
+        """
+        test, task = self.data.splits["test"], self.data.task
+        primary = next((r for r in task.regions_of_interest if r in test.regions), None)
+        scored = [
+            *([primary] if primary else []),
+            *self._regions("explain_regions"),
+            *self._regions("perturb_regions"),
+        ]
+        outlines = [r for r in dict.fromkeys(scored) if r in test.regions]
+        return collect_evidence(
+            records=result.records,
+            predictions=result.predictions,
+            sample_ids=list(test.sample_ids),
+            labels=test.labels.numpy(),
+            class_names=list(task.class_names),
+            positive_index=task.positive_index,
+            outlines=outlines,
+            primary=primary,
+            perturbations=list(self.perturbations),
+        )
+
+    def _gallery(
+        self,
+        method: str,
+        kind: str,
+        index: list[int],
+        maps: np.ndarray,
+        scores: tuple[float | None, ...],
+        score_metric: str | None,
+        region: str | None,
+        evidence: GalleryEvidence | None,
+        perturbation: str | None = None,
+    ) -> Gallery:
+        """One gallery of images ``index`` with their maps, outlines and panel labels."""
+        test = self.data.splits["test"]
+        outlines = list(evidence.outlines) if evidence is not None else ([region] if region else [])
+        masks = {r: self._mask(test, r)[index].numpy().astype(bool) for r in outlines}
+        if score_metric == PROBABILITY_DROP:
+            label = f"drop {region}"
+        elif score_metric:
+            label = f"{score_metric} {region}" if region else score_metric
+        else:
+            label = None
+        return Gallery(
+            saliency=method,
+            kind=kind,
+            sample_ids=tuple(test.sample_ids[i] for i in index),
+            scores=scores,
+            score_metric=score_metric,
+            region=region,
+            images=test.images[index, 0].numpy().copy(),
+            maps=maps,
+            masks=masks or None,
+            score_label=label,
+            classes=tuple(evidence.classes[i] for i in index) if evidence else (),
+            called=tuple(evidence.called[i] for i in index) if evidence else (),
+            positive_probs=tuple(
+                None if np.isnan(evidence.p_positive[i]) else float(evidence.p_positive[i])
+                for i in index
+            )
+            if evidence
+            else (),
+            positive_class=evidence.positive_class if evidence else None,
+            perturbation=perturbation,
+        )
+
     def _galleries(
         self,
         method: str,
         picker: GalleryPicker,
         key: tuple[str, str | None] | None,
         chunks: list[torch.Tensor] | None,
+        evidence: GalleryEvidence | None = None,
+        specific: GalleryPicker | None = None,
     ) -> list[Gallery]:
         test = self.data.splits["test"]
         region = (
@@ -501,17 +596,18 @@ class ExplainStage:
                 None if per_image is None or np.isnan(per_image[i]) else float(per_image[i])
                 for i in index
             )
+            score_metric = key[0] if key else None
             out.append(
-                Gallery(
-                    saliency=method,
-                    kind=kind,
-                    sample_ids=tuple(test.sample_ids[i] for i in index),
-                    scores=scores,
-                    score_metric=key[0] if key else None,
-                    region=region,
-                    images=test.images[index, 0].numpy().copy(),
-                    maps=maps,
-                    masks=None if region is None else test.regions[region][index].numpy().copy(),
-                )
+                self._gallery(method, kind, index, maps, scores, score_metric, region, evidence)
             )
+        chosen = evidence.specific if evidence is not None else None
+        ranked = specific.picks().get("best") if specific is not None else None
+        if chosen is not None and ranked is not None:
+            index, values, maps = ranked
+            out.append(
+                self._gallery(
+                    method, SPECIFIC, index, maps, tuple(values), PROBABILITY_DROP,
+                    chosen.region, evidence, chosen.perturbation,
+                )
+            )  # fmt: skip
         return out

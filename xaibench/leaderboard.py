@@ -84,12 +84,13 @@ def _column(record: dict[str, Any]) -> str:
 
 
 def sanity_badges(records: Iterable[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, str]]:
-    """Per cell and saliency method: ``pass``, ``fail (model, target)``, ``n/a (...)``, ``control``.
+    """Per cell and saliency method: ``pass``, ``fail (model, target)``, ``n/a (...)``.
 
-    A method passes when its maps change under cascading model randomisation *and* when another
-    class is explained (see ``xaibench.sanity``); ``n/a`` when a similarity was undefined
-    (constant maps); controls (``random``, ``edge``, ``center``) are labelled as such, whatever
-    their similarities.
+    A method passes when its maps change, clearly more than between two of its own runs, under
+    cascading model randomisation *and* when another class is explained (see
+    ``xaibench.sanity``); ``n/a`` when a similarity was undefined (constant maps). Controls
+    (``random``, ``edge``, ``center``) are labelled as such, with their outcome in brackets:
+    ``control (fail: model, target)``, ``control (n/a: model)``, ``control (pass)``.
     """
     checks: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
     for rec in records:
@@ -105,14 +106,17 @@ def sanity_badges(records: Iterable[dict[str, Any]]) -> dict[tuple[Any, ...], di
         for name, result in methods.items():
             failed = [c for c in ("model", "target") if result.get(c) is False]
             unknown = [c for c in ("model", "target") if result.get(c) is None]
-            if result.get("control"):
-                badge = "control"
-            elif failed:
-                badge = f"fail ({', '.join(failed)})"
+            if failed:
+                verdict, checks_named = "fail", failed
             elif unknown:
-                badge = f"n/a ({', '.join(unknown)})"
+                verdict, checks_named = "n/a", unknown
             else:
-                badge = "pass"
+                verdict, checks_named = "pass", []
+            named = ", ".join(checks_named)
+            if result.get("control"):
+                badge = f"control ({verdict}: {named})" if named else f"control ({verdict})"
+            else:
+                badge = f"{verdict} ({named})" if named else verdict
             badges.setdefault(key, {})[name] = badge
     return badges
 

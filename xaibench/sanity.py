@@ -7,12 +7,25 @@ edges, its intensity), not the model. Two checks catch that:
 * **cascading model-parameter randomisation** — parameters are re-drawn group by group from the
   output towards the input (the head first, then the backbone's layers in reverse order of
   execution), the maps recomputed after each step and compared with the originals by Spearman
-  rank correlation per image; the method passes when the similarity after the last step (the
-  whole model random) is below the threshold;
+  rank correlation per image, the similarity after the last step (the whole model random)
+  deciding the check;
 * **target randomisation** — maps for a randomly chosen *other* class compared with the maps for
   the explained class. Adebayo et al.'s data-randomisation test retrains on permuted labels,
   which costs a full training per cell; explaining a different class is the affordable check of
   the same property (the map must depend on what is explained), and it is what runs here.
+
+Both are judged against the method's own **run-to-run similarity**: the same images explained a
+second time on the unchanged model, with the global random state reseeded differently (so the
+``random`` control, SmoothGrad's noise and any other draw come out new; a deterministic method
+gives 1). A low similarity alone proves nothing — two runs of a noise map are as dissimilar as a
+noise map before and after randomisation. A check passes when
+
+    similarity < threshold - (1 - run_to_run),
+
+that is, when the maps moved away from the originals by more than ``1 - threshold`` beyond the
+method's own run-to-run spread (``run_to_run - similarity > 1 - threshold``). For a deterministic
+method (``run_to_run == 1``) this is exactly ``similarity < threshold``; a map that does not
+depend on the model or the class (run-to-run and randomised similarity alike) fails.
 
 Re-drawn parameters keep their tensor's scale: ``N(0, s)`` with ``s`` the tensor's standard
 deviation, or its mean magnitude for constant tensors (LayerNorm weights of ones), so the random
@@ -64,29 +77,39 @@ class SanityResult:
             head first.
         model_similarity: Similarity after the last step (the whole model random).
         target_similarity: Similarity between maps for the explained and for another class.
-        threshold: Pass when a similarity is below it.
+        run_to_run: Similarity between two runs on the unchanged model (different random
+            state): 1 for a deterministic method, near 0 for noise.
+        threshold: A check passes when its similarity is below ``threshold - (1 -
+            run_to_run)`` (see the module docstring).
         images: How many images the checks ran on.
     """
 
     cascade: list[tuple[str, float | None]] = field(default_factory=list)
     model_similarity: float | None = None
     target_similarity: float | None = None
+    run_to_run: float | None = None
     threshold: float = 0.5
     images: int = 0
 
+    def passes(self, similarity: float | None) -> bool | None:
+        """The rule: ``similarity < threshold - (1 - run_to_run)``; None when either is undefined.
+
+        Written so that ``run_to_run == 1`` gives exactly ``similarity < threshold`` (the
+        rule without the run-to-run reference) in floating point.
+        """
+        if similarity is None or self.run_to_run is None:
+            return None
+        return bool(similarity < self.threshold - (1.0 - self.run_to_run))
+
     @property
     def model_passed(self) -> bool | None:
-        """Whether the maps changed enough when the model was randomised."""
-        if self.model_similarity is None:
-            return None
-        return self.model_similarity < self.threshold
+        """Whether the maps changed clearly more under model randomisation than run to run."""
+        return self.passes(self.model_similarity)
 
     @property
     def target_passed(self) -> bool | None:
-        """Whether the maps changed enough when another class was explained."""
-        if self.target_similarity is None:
-            return None
-        return self.target_similarity < self.threshold
+        """Whether the maps changed clearly more for another class than run to run."""
+        return self.passes(self.target_similarity)
 
 
 def parameter_groups(model: Classifier, images: torch.Tensor, steps: int) -> list[list[str]]:
@@ -118,6 +141,30 @@ def parameter_groups(model: Classifier, images: torch.Tensor, steps: int) -> lis
     return [["head"], *[list(g) for g in backbone_groups]]
 
 
+def explain_again(
+    model: Classifier,
+    method: SaliencyMethod,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    seed: int,
+) -> torch.Tensor:
+    """``method``'s maps once more with the global random state reseeded to ``seed``.
+
+    Methods draw their noise from torch's global generators (the CPU one, and the device's for
+    noise drawn on it). Both are forked: reseeded for this call and restored afterwards, so the
+    rest of the run draws exactly what it drew before this repeat existed.
+    """
+    device = images.device
+    devices: list[int] = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.random.default_generator.manual_seed(seed)
+        if devices:
+            torch.cuda.manual_seed(seed)
+        return method.explain(model, images, targets).cpu()
+
+
 @torch.no_grad()
 def randomise(module: nn.Module, generator: torch.Generator) -> None:
     """Re-draw ``module``'s own parameters from ``N(0, s)`` at the tensor's scale."""
@@ -141,7 +188,12 @@ def run_sanity_checks(
     threshold: float,
     generator: torch.Generator,
 ) -> SanityResult:
-    """Both checks for ``method`` on ``images`` (explaining ``targets``)."""
+    """Both checks for ``method`` on ``images`` (explaining ``targets``), with run to run.
+
+    The run-to-run similarity is what both checks are judged against. ``generator`` draws the
+    other class, the random parameters and, last (so the draws before it are what they were
+    before the run-to-run reference existed), the repeat's seed.
+    """
     result = SanityResult(threshold=threshold, images=len(images))
     original = method.explain(model, images, targets).cpu()
 
@@ -158,4 +210,8 @@ def run_sanity_checks(
         maps = method.explain(clone, images, targets).cpu()
         result.cascade.append((group[0], _mean(spearman_per_image(original, maps))))
     result.model_similarity = result.cascade[-1][1] if result.cascade else None
+
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    repeat = explain_again(model, method, images, targets, seed)
+    result.run_to_run = _mean(spearman_per_image(original, repeat))
     return result

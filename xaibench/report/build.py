@@ -59,7 +59,7 @@ __all__ = ["REPORT_FILE", "build_report", "render_report", "write_report"]
 REPORT_FILE = "report.html"
 
 _CELL = ["backbone", "strategy", "seed"]
-_GALLERY_ORDER = {"best": 0, "worst": 1, "random": 2}
+_GALLERY_ORDER = {"best": 0, "worst": 1, "random": 2, "specific": 3}
 _METRIC_NAMES = {"iou_region": "IoU", "pointing_game": "pointing game"}
 
 
@@ -685,16 +685,42 @@ def _gallery_caption(entry: Mapping[str, Any]) -> str:
     score_name = (
         f"{_METRIC_NAMES.get(str(metric), metric)}_{region}" if metric and region else metric
     )
+    positive = entry.get("positive_class")
+    if metric == "probability_drop":
+        score_name = f"drop of p({positive or 'positive'})"
     what = {
         "best": f"the {len(ids)} test images with the highest {score_name}",
         "worst": f"the {len(ids)} test images with the lowest {score_name}",
         "random": f"{len(ids)} test images drawn at random (seeded)",
+        "specific": (
+            f"the {len(ids)} test images whose probability of {positive or 'the positive class'}"
+            f" dropped most when {region} was perturbed ({entry.get('perturbation')}): the "
+            "region with the largest specific Δ, which is not the primary region"
+        ),
     }.get(kind, f"{len(ids)} test images")
-    shown = [
-        f"{sid} ({format_cell(score)})" if not _missing(score) else sid
-        for sid, score in zip(ids, list(scores) + [None] * (len(ids) - len(scores)), strict=False)
+
+    def column(i: int) -> list[Any]:
+        return [
+            (entry.get(key) or [])[i] if i < len(entry.get(key) or []) else None
+            for key in ("classes", "called", "p_positive")
+        ]
+
+    padded = list(scores) + [None] * (len(ids) - len(scores))
+    shown = []
+    for i, (sid, score) in enumerate(zip(ids, padded, strict=False)):
+        true, called, p = column(i)
+        parts = [f"true {true}"] if true is not None else []
+        parts += [f"called {called}"] if called is not None else []
+        parts += [f"p({positive}) {format_cell(p)}"] if positive and not _missing(p) else []
+        parts += [format_cell(score)] if not _missing(score) else []
+        shown.append(f"{sid} ({'; '.join(parts)})" if parts else sid)
+    outlines = [
+        f"{o.get('region')} ({o.get('colour')})"
+        for o in entry.get("outlines") or []
+        if isinstance(o, Mapping)
     ]
-    return f"{kind.capitalize()}: {what}. Left to right: {', '.join(shown)}."
+    legend = f" Outlines: {', '.join(outlines)}." if outlines else ""
+    return f"{kind.capitalize()}: {what}. Left to right: {', '.join(shown)}.{legend}"
 
 
 def _galleries(ctx: _Context) -> Section:
@@ -707,10 +733,19 @@ def _galleries(ctx: _Context) -> Section:
     region = ctx.primary_region
     body = [
         paragraph(
-            "Per cell and saliency method: the test images whose maps scored best and worst, and "
-            "a random draw for what is typical. Top row: the image; bottom row: the min-max "
-            "normalised map in red"
-            + (f", with the outline of {region} in cyan." if region else ".")
+            "Per cell and saliency method: the test images whose maps scored best and worst, "
+            "a random draw for what is typical and, when perturbation shows the model needs "
+            "another region more than the primary one (the largest specific Δ), the images "
+            "whose prediction that region moves most. Top row: the image; bottom row: the "
+            "min-max normalised map in red"
+            + (
+                f", with the outline of every scored region ({region} in cyan, the others named "
+                "in each gallery's legend)."
+                if region
+                else "."
+            )
+            + " Above each image: its true class, the class the run calls with the "
+            "positive-class probability, and the score that picked it."
             + " Look at these before trusting a localisation score."
         )
     ]
@@ -756,10 +791,12 @@ def _sanity(ctx: _Context) -> Section:
         return Section(title, note("No sanity-check records (sanity: {images: 0})."), "sanity")
     body = [
         paragraph(
-            "Adebayo et al.'s checks: a saliency method passes when its maps change (Spearman "
-            "similarity below the threshold) once the model's weights are randomised, layer by "
-            "layer from the head down, and when another class is explained. A method that "
-            "fails draws much the same map whatever the model learned."
+            "Adebayo et al.'s checks: a saliency method passes when its maps change once the "
+            "model's weights are randomised, layer by layer from the head down, and when another "
+            "class is explained, clearly more than between two of its own runs on the unchanged "
+            "model (Spearman similarity below threshold - (1 - run-to-run similarity); for a "
+            "deterministic method, run to run is 1). A method that fails draws much the same "
+            "map whatever the model learned; a noise map, which changes anyway, fails too."
         ),
         figure(
             figures.sanity_png(sanity),
@@ -773,7 +810,7 @@ def _sanity(ctx: _Context) -> Section:
 
 
 def _sanity_table(sanity: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Per cell and method: the badge, both similarities and the threshold."""
+    """Per cell and method: the badge, both similarities, run-to-run and the threshold."""
     badges = sanity_badges(sanity)
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     for rec in sanity:
@@ -785,6 +822,7 @@ def _sanity_table(sanity: Sequence[dict[str, Any]]) -> pd.DataFrame:
                 "badge": badges.get(key[:3], {}).get(key[3], ""),
                 "model randomisation": None,
                 "target randomisation": None,
+                "run to run": None,
                 "threshold": None,
             },
         )
@@ -793,6 +831,9 @@ def _sanity_table(sanity: Sequence[dict[str, Any]]) -> pd.DataFrame:
         threshold = (rec.get("details") or {}).get("threshold")
         if threshold is not None:
             row["threshold"] = threshold
+        run_to_run = (rec.get("details") or {}).get("run_to_run")
+        if run_to_run is not None:
+            row["run to run"] = run_to_run
     return _sort_cells(pd.DataFrame(list(rows.values())), ["saliency"])
 
 

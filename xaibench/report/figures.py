@@ -559,6 +559,20 @@ def reliability_png(rows: pd.DataFrame) -> bytes:
 # --------------------------------------------------------------------------------------------
 
 
+def _pass_line(model: Mapping[str, Any] | None, threshold: float) -> float | None:
+    """The similarity a model-randomisation record must stay below, when its maps vary.
+
+    ``threshold - (1 - run_to_run)``; None for deterministic maps (the threshold itself) and for
+    records without ``run_to_run`` (older runs).
+    """
+    details = (model or {}).get("details")
+    run_to_run = details.get("run_to_run") if isinstance(details, Mapping) else None
+    if not isinstance(run_to_run, (int, float)) or not run_to_run < 1.0:
+        return None  # None, NaN, 1 or not a number
+    value = float(run_to_run)
+    return threshold - (1.0 - value)
+
+
 def sanity_png(records: Iterable[Mapping[str, Any]]) -> bytes:
     """Sanity-check panel, one per saliency method.
 
@@ -566,7 +580,8 @@ def sanity_png(records: Iterable[Mapping[str, Any]]) -> bytes:
     similarity after every cascading randomisation step (head first, then the layers from the
     top), its target-randomisation similarity as a cross at the right, and the pass threshold.
     Without cascades: horizontal bars of each cell's mean similarities under both checks. A
-    method passes a check when the similarity falls below the threshold.
+    method passes a check when the similarity falls below ``threshold - (1 - run_to_run)``: the
+    threshold for deterministic maps, a dotted line per cell for maps that vary run to run.
     """
     sanity = [r for r in records if r.get("category") == "sanity" and r.get("saliency")]
     if not sanity:
@@ -604,6 +619,7 @@ def sanity_png(records: Iterable[Mapping[str, Any]]) -> bytes:
             fig = _figure(5.2 * cols, (1.2 + 0.35 * len(cells)) * rows_n + 0.8)
         axes = fig.subplots(rows_n, cols, squeeze=False)
         steps = 1
+        stochastic = False
         for ax, method in zip(axes.flat, methods, strict=False):
             if cascades:
                 for cell in cells:
@@ -617,6 +633,10 @@ def sanity_png(records: Iterable[Mapping[str, Any]]) -> bytes:
                         ax.plot(range(1, len(ys) + 1), ys, marker="o", ms=3.5, color=colour)
                     if target is not None and target.get("value") is not None:
                         ax.plot([0], [float(target["value"])], marker="x", ms=7, color=colour)
+                    line = _pass_line(model, threshold)
+                    if line is not None:
+                        stochastic = True
+                        ax.axhline(line, color=colour, lw=1, ls=":")
                 ax.axhline(threshold, color="#a4262c", lw=1, ls="--")
                 ax.set_ylim(-1.05, 1.05)
                 ax.set_ylabel("Spearman similarity to trained maps")
@@ -645,6 +665,10 @@ def sanity_png(records: Iterable[Mapping[str, Any]]) -> bytes:
                 for c in cells
             ]
             handles.append(Line2D([], [], color="#a4262c", ls="--", label="pass threshold"))
+            if stochastic:
+                handles.append(
+                    Line2D([], [], color="#555555", ls=":", label="pass line, run to run < 1")
+                )
             fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)))
         else:
             fig.legend(

@@ -185,7 +185,7 @@ def badge_class(value: Any) -> str | None:
         return "b-fail"
     if text.startswith("n/a"):
         return "b-na"
-    if text == "control":
+    if text.startswith("control"):  # "control (fail: model)": a control, whatever its outcome
         return "b-control"
     if text == "random init":
         return "b-random"
