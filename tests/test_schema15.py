@@ -91,6 +91,10 @@ def _delta(doc):
             lambda d: _delta(d)["details"].update(control_draws=-1),
             "'control_draws' must be a whole number",
         ),
+        (
+            lambda d: _iou(d)["details"].update(p_chance=1.5),
+            "'p_chance' must be a number from 0 to 1 or null",
+        ),
         (lambda d: d.update(evidence={"a": 1}), "'evidence' must be a list of objects"),
         (lambda d: d["evidence"][0].pop("saliency"), "evidence row 0 has no 'saliency'"),
         (

@@ -271,8 +271,9 @@ def explainability_table(
     frame = frame.reindex(columns=[*CELL_COLUMNS, *_with_bounds(metric_cols, frame), "weights"])
     frame = frame.copy()
     cells = [tuple(row) for row in frame[CELL_COLUMNS].itertuples(index=False)]
+    cell_costs = _cell_costs(records)
     for name, col in zip(costs, cost_cols, strict=True):
-        frame[col] = [_cell_cost(records, cell, name) for cell in cells]
+        frame[col] = [cell_costs.get((cell, name), float("nan")) for cell in cells]
     _mark_chance(frame, alpha)
     methods = list(dict.fromkeys(m for cell in badges.values() for m in cell))
     for method in methods:
@@ -308,16 +309,16 @@ def _order_columns(
     return [*specific, *raw, *(c for c in columns if c not in specific and c not in raw)]
 
 
-def _cell_cost(records: Sequence[dict[str, Any]], cell: tuple[Any, ...], name: str) -> float:
-    """One cell's mean absolute control Δ under a perturbation (NaN when it has none)."""
-    costs = [
-        abs(float(rec["details"]["control_delta"]))
-        for rec in records
-        if is_delta_with_control(rec)
-        and rec["perturbation"] == name
-        and tuple(rec[c] for c in CELL_COLUMNS) == cell
-    ]
-    return float(np.mean(costs)) if costs else float("nan")
+def _cell_costs(records: Sequence[dict[str, Any]]) -> dict[tuple[Any, ...], float]:
+    """Per (cell, perturbation): the cell's mean absolute control Δ over its regions."""
+    costs: dict[tuple[Any, ...], list[float]] = {}
+    for rec in records:
+        if is_delta_with_control(rec):
+            cell = tuple(rec[c] for c in CELL_COLUMNS)
+            costs.setdefault((cell, rec["perturbation"]), []).append(
+                abs(float(rec["details"]["control_delta"]))
+            )
+    return {key: float(np.mean(values)) for key, values in costs.items()}
 
 
 def _mark_chance(frame: pd.DataFrame, alpha: float) -> None:

@@ -117,8 +117,15 @@ _NUMBERS_OR_NULL: _Check = (
     "a list of numbers or null",
 )
 _INTERVAL: _Check = (
-    lambda v: v is None or (isinstance(v, list) and len(v) == 2 and all(_number(x) for x in v)),
-    "a [low, high] pair of numbers or null",
+    lambda v: (
+        v is None
+        or (isinstance(v, list) and len(v) == 2 and all(x is None or _number(x) for x in v))
+    ),
+    "a [low, high] pair of numbers (or nulls) or null",
+)
+_PROBABILITY: _Check = (
+    lambda v: v is None or (_number(v) and 0 <= v <= 1),
+    "a number from 0 to 1 or null",
 )
 _COUNT: _Check = (lambda v: v is None or (_INTEGER[0](v) and v >= 0), "a whole number or null")
 _OBJECTS: _Check = (
@@ -147,11 +154,11 @@ _DETAILS: dict[str, tuple[bool, _Check]] = {
     "chance": (False, _NUMBER_OR_NULL), "chance_method": (False, _TEXT_OR_NULL),
     "chance_exact": (False, _FLAG), "best": (False, _NUMBER_OR_NULL),
     "normalised": (False, _NUMBER_OR_NULL), "normalised_ci": (False, _INTERVAL),
-    "p_chance": (False, _NUMBER_OR_NULL),
+    "p_chance": (False, _PROBABILITY),
     "control_delta": (False, _NUMBER_OR_NULL), "control_deltas": (False, _NUMBERS_OR_NULL),
     "control_draws": (False, _COUNT), "control_area_ratio": (False, _NUMBER_OR_NULL),
     "specific": (False, _NUMBER_OR_NULL), "specific_ci": (False, _INTERVAL),
-    "specific_p": (False, _NUMBER_OR_NULL), "specific_reason": (False, _TEXT_OR_NULL),
+    "specific_p": (False, _PROBABILITY), "specific_reason": (False, _TEXT_OR_NULL),
     "run_to_run": (False, _NUMBER_OR_NULL),
 }  # fmt: skip
 
@@ -179,7 +186,7 @@ _EVIDENCE: dict[str, tuple[bool, _Check]] = {
     "saliency": (True, _TEXT), "perturbation": (False, _TEXT_OR_NULL),
     "localisation_metric": (False, _TEXT_OR_NULL), "regions": (False, _OBJECTS),
     "needed_order": (False, _TEXTS), "shown_order": (False, _TEXTS),
-    "kendall_tau": (False, _NUMBER_OR_NULL), "kendall_p": (False, _NUMBER_OR_NULL),
+    "kendall_tau": (False, _NUMBER_OR_NULL), "kendall_p": (False, _PROBABILITY),
     "top_needed": (False, _TEXT_OR_NULL), "top_shown": (False, _TEXT_OR_NULL),
     "top_match": (False, _FLAG),
     "flagged": (False, _FLAG), "flags": (False, _TEXTS), "reason": (False, _TEXT_OR_NULL),
