@@ -87,7 +87,7 @@ def test_run_writes_the_run_directory(tiny_run):
 
 def test_results_document_has_schema_provenance_and_flat_records(tiny_run):
     doc = json.loads((tiny_run[0] / "results.json").read_text())
-    assert doc["schema_version"] == "1.4"
+    assert doc["schema_version"] == "1.5"
     assert doc["config"]["seeds"] == [0]
     # every option as it ran, defaults included (the config holds only what was given)
     options = doc["component_options"]

@@ -33,6 +33,7 @@ from xaibench.checkpoints import (
 )
 from xaibench.config import RunConfig
 from xaibench.errors import XaibenchError
+from xaibench.evidence import evidence_agreement
 from xaibench.grid import build_cells, check_components
 from xaibench.leaderboard import Leaderboards, build_leaderboards, write_leaderboard_files
 from xaibench.paths import is_temporary, write_whole
@@ -156,8 +157,9 @@ def _run_locked(
         g for cell in cells for g in checkpoint_galleries(run_dir, cell, keys[cell_id(cell)])
     ]
     analysis, failures = _analyses(config, data, results, progress)
+    evidence = _evidence(results, failures, progress)
     document = build_document(
-        config, components, data, results, environment(config), started, analysis
+        config, components, data, results, environment(config), started, analysis, evidence
     )
     if failures:
         document["analysis_failures"] = failures
@@ -245,6 +247,25 @@ def _analyses(
                 "its tables are left out, every cell's results are kept"
             )
     return analysis, failures
+
+
+def _evidence(
+    results: list[CellResult], failures: dict[str, str], progress: Progress
+) -> list[dict[str, Any]]:
+    """The evidence-agreement rows of every cell (``xaibench.evidence``), after all cells.
+
+    Like the analyses, a failure here is recorded in ``failures`` (as ``evidence``) and leaves
+    the table empty rather than losing the run.
+    """
+    try:
+        return evidence_agreement(rec for r in results for rec in r.records)
+    except Exception as exc:  # the cells' results stand without this table
+        failures["evidence"] = f"{type(exc).__name__}: {exc}"
+        progress.log(
+            f"[yellow]warning[/yellow]: evidence agreement failed ({failures['evidence']}); "
+            "it is left out, every cell's results are kept"
+        )
+        return []
 
 
 def _breakdowns(

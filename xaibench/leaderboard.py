@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,17 @@ import pandas as pd
 from xaibench.component import MAX_SEED
 from xaibench.errors import XaibenchError
 from xaibench.escape import markdown_code, markdown_text, to_csv
+from xaibench.evidence import evidence_agreement, evidence_labels
+from xaibench.headline import (
+    OFF_TARGET_THRESHOLD,
+    costly_perturbations,
+    has_normalised,
+    has_specific,
+    headline_localisation_metric,
+    headline_perturbation,
+    is_delta_with_control,
+    off_target_costs,
+)
 from xaibench.paths import contained, read_json, relative_name, write_whole
 from xaibench.prediction_scores import ranking_scores
 from xaibench.stats.comparisons import (
@@ -73,11 +84,31 @@ _EXPLANATION_LABELS = {
 }
 
 
+#: Prefix of a chance-normalised localisation column (``nIoU_bone (gradcam)``) and of a
+#: specific-Δ column (``sΔ_bone (mean)``), schema 1.5 (``docs/leaderboards.md``).
+NORMALISED_PREFIX = "n"
+SPECIFIC_PREFIX = "s"
+#: Suffixes of the columns beside a normalised column: the Holm-adjusted p-value that it beats
+#: chance, and the verdict (``True``/``False``; shown as :data:`CHANCE_MARK` when False).
+P_CHANCE_SUFFIX = " p chance"
+BEATS_CHANCE_SUFFIX = " beats chance"
+#: Shown after a normalised value that is not shown to beat chance.
+CHANCE_MARK = "†"
+#: Per perturbation, the cell's mean absolute control Δ: ``off-target (<perturbation>)``.
+OFF_TARGET_PREFIX = "off-target ("
+#: Per saliency method, the evidence-agreement verdict: ``evidence (<method>)``.
+EVIDENCE_PREFIX = "evidence ("
+
+
 def _column(record: dict[str, Any]) -> str:
     metric = record["metric"]
     if record["category"] == "performance":
         return _PERFORMANCE_LABELS.get(metric, metric)
     label = _EXPLANATION_LABELS.get(metric, metric)
+    if has_specific(record):
+        label = SPECIFIC_PREFIX + label
+    elif has_normalised(record):
+        label = NORMALISED_PREFIX + label
     method = record.get("perturbation") or record.get("saliency")
     name = f"{label}_{record['region']}" if record.get("region") else label
     return f"{name} ({method})" if method else name
@@ -126,6 +157,7 @@ def _table(records: Iterable[dict[str, Any]], category: str) -> pd.DataFrame:
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     columns: list[str] = []
     with_ci: set[str] = set()
+    with_p: set[str] = set()
     for rec in records:
         if rec["category"] != category:
             continue
@@ -141,20 +173,44 @@ def _table(records: Iterable[dict[str, Any]], category: str) -> pd.DataFrame:
         if col not in columns:
             columns.append(col)
         ok = rec["status"] == "ok"
-        row[col] = rec["value"] if ok else None
-        if rec.get("ci_low") is not None or rec.get("ci_high") is not None:
+        value, low, high = _headline_value(rec)
+        row[col] = value if ok else None
+        if low is not None or high is not None:
             with_ci.add(col)
-        row[f"{col} low"] = rec.get("ci_low") if ok else None
-        row[f"{col} high"] = rec.get("ci_high") if ok else None
+        row[f"{col} low"] = low if ok else None
+        row[f"{col} high"] = high if ok else None
+        if has_normalised(rec):
+            p = (rec.get("details") or {}).get("p_chance")
+            row[f"{col}{P_CHANCE_SUFFIX}"] = p if ok and row[col] is not None else None
+            with_p.add(col)
     ordered: list[str] = []
     for col in columns:
         ordered.append(col)
         if col in with_ci:
             ordered.extend([f"{col} low", f"{col} high"])
+        if col in with_p:
+            ordered.append(f"{col}{P_CHANCE_SUFFIX}")
     frame = pd.DataFrame(list(rows.values()), columns=[*CELL_COLUMNS, "weights", *ordered])
     for col in ordered:
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     return frame
+
+
+def _headline_value(rec: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """A record's value and CI as the leaderboard shows them.
+
+    Schema 1.5: a region metric's chance-normalised score with ``normalised_ci``, a Δ record's
+    specific Δ with ``specific_ci``; otherwise the raw ``value``, ``ci_low``, ``ci_high``.
+    """
+    details = rec.get("details") or {}
+    for key in ("specific", "normalised"):
+        if (key == "specific" and has_specific(rec)) or (
+            key == "normalised" and not has_specific(rec) and has_normalised(rec)
+        ):
+            ci = details.get(f"{key}_ci")
+            low, high = (ci[0], ci[1]) if isinstance(ci, list) and len(ci) == 2 else (None, None)
+            return details.get(key), low, high
+    return rec["value"], rec.get("ci_low"), rec.get("ci_high")
 
 
 def _metric_columns(frame: pd.DataFrame) -> list[str]:
@@ -164,8 +220,8 @@ def _metric_columns(frame: pd.DataFrame) -> list[str]:
         c
         for c in frame.columns
         if c not in skip
-        and not str(c).endswith((" low", " high"))
-        and not str(c).startswith("sanity (")
+        and not str(c).endswith((" low", " high", P_CHANCE_SUFFIX, BEATS_CHANCE_SUFFIX))
+        and not str(c).startswith(("sanity (", EVIDENCE_PREFIX))
     ]
 
 
@@ -173,7 +229,16 @@ def _with_bounds(columns: Iterable[str], frame: pd.DataFrame) -> list[str]:
     out: list[str] = []
     for col in columns:
         out.append(col)
-        out.extend(c for c in (f"{col} low", f"{col} high") if c in frame)
+        out.extend(
+            c
+            for c in (
+                f"{col} low",
+                f"{col} high",
+                f"{col}{P_CHANCE_SUFFIX}",
+                f"{col}{BEATS_CHANCE_SUFFIX}",
+            )
+            if c in frame
+        )
     return out
 
 
@@ -189,32 +254,123 @@ def performance_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return _ranked(frame)
 
 
-def explainability_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Explainability leaderboard, ranked by the first Δ column (first configured perturbation)."""
+def explainability_table(
+    records: Sequence[dict[str, Any]], *, primary: str | None = None, alpha: float = 0.05
+) -> pd.DataFrame:
+    """Explainability leaderboard, ranked by the headline Δ column (:func:`ranking_column`).
+
+    Columns: specific Δ (schema 1.5), headline perturbation first and on it the ``primary``
+    region first; raw Δ (older runs, complement regions); each perturbation's off-target cost;
+    localisation and faithfulness scores (chance-normalised where recorded, each with its
+    Holm-adjusted ``p chance`` and ``beats chance`` verdict); sanity and evidence badges.
+    """
     frame = _table(records, "explanation")
-    metric_cols = _metric_columns(frame)
-    # Δ columns first, each group in the configured order (so the first perturbation ranks)
-    metric_cols.sort(key=lambda c: not c.startswith("Δ"))
+    metric_cols = _order_columns(_metric_columns(frame), records, primary)
+    costs = off_target_costs(records)
+    cost_cols = []
+    if costs:
+        position = sum(1 for c in metric_cols if c.startswith(("Δ", SPECIFIC_PREFIX + "Δ")))
+        cost_cols = [f"{OFF_TARGET_PREFIX}{name})" for name in costs]
+        metric_cols[position:position] = cost_cols
     badges = sanity_badges(records)
-    frame = frame[[*CELL_COLUMNS, *_with_bounds(metric_cols, frame), "weights"]].copy()
-    methods = list(dict.fromkeys(m for cell in badges.values() for m in cell))
+    frame = frame.reindex(columns=[*CELL_COLUMNS, *_with_bounds(metric_cols, frame), "weights"])
+    frame = frame.copy()
     cells = [tuple(row) for row in frame[CELL_COLUMNS].itertuples(index=False)]
+    cell_costs = _cell_costs(records)
+    for name, col in zip(costs, cost_cols, strict=True):
+        frame[col] = [cell_costs.get((cell, name), float("nan")) for cell in cells]
+    _mark_chance(frame, alpha)
+    methods = list(dict.fromkeys(m for cell in badges.values() for m in cell))
     for method in methods:
         frame[f"sanity ({method})"] = [badges.get(cell, {}).get(method, "") for cell in cells]
+    evidence = evidence_labels(evidence_agreement(records))
+    for method in dict.fromkeys(m for cell in evidence.values() for m in cell):
+        frame[f"{EVIDENCE_PREFIX}{method})"] = [
+            evidence.get(cell, {}).get(method, "") for cell in cells
+        ]
     sort_by = ranking_column(frame)
     if sort_by is not None:
         frame = frame.sort_values(sort_by, ascending=False, na_position="last", kind="stable")
     return _ranked(frame)
 
 
+def _order_columns(
+    columns: list[str], records: Sequence[dict[str, Any]], primary: str | None
+) -> list[str]:
+    """Specific Δ (headline perturbation, primary region first), raw Δ, then the rest.
+
+    Within each group the configured order is kept (the first perturbation ranks in older runs).
+    """
+    headline = headline_perturbation(records)
+    specific = [c for c in columns if c.startswith(SPECIFIC_PREFIX + "Δ")]
+
+    def lead(col: str) -> tuple[bool, bool]:
+        name, _, method = col.partition(" (")
+        on_headline = method == f"{headline})"
+        return (not on_headline, not (on_headline and name.endswith(f"_{primary}")))
+
+    specific.sort(key=lead)
+    raw = [c for c in columns if c.startswith("Δ")]
+    return [*specific, *raw, *(c for c in columns if c not in specific and c not in raw)]
+
+
+def _cell_costs(records: Sequence[dict[str, Any]]) -> dict[tuple[Any, ...], float]:
+    """Per (cell, perturbation): the cell's mean absolute control Δ over its regions."""
+    costs: dict[tuple[Any, ...], list[float]] = {}
+    for rec in records:
+        if is_delta_with_control(rec):
+            cell = tuple(rec[c] for c in CELL_COLUMNS)
+            costs.setdefault((cell, rec["perturbation"]), []).append(
+                abs(float(rec["details"]["control_delta"]))
+            )
+    return {key: float(np.mean(values)) for key, values in costs.items()}
+
+
+def _mark_chance(frame: pd.DataFrame, alpha: float) -> None:
+    """Holm-adjust every ``p chance`` in the table together; add each ``beats chance`` column.
+
+    A value beats chance when its adjusted p-value is below ``alpha``; a value without a
+    p-value is not shown to beat chance (False); a missing value has no verdict (None).
+    """
+    columns = [c for c in frame.columns if str(c).endswith(P_CHANCE_SUFFIX)]
+    if not columns:
+        return
+    stacked = frame[columns].to_numpy(dtype=float)
+    flat = stacked.ravel()
+    adjusted = np.full(flat.shape, np.nan)
+    tested = ~np.isnan(flat)
+    if tested.any():
+        adjusted[tested] = holm(flat[tested])
+    adjusted = adjusted.reshape(stacked.shape)
+    for j, col in enumerate(columns):
+        value_col = col[: -len(P_CHANCE_SUFFIX)]
+        frame[col] = adjusted[:, j]
+        verdict = [
+            None if pd.isna(v) else bool(not np.isnan(p) and p < alpha)
+            for v, p in zip(frame[value_col], adjusted[:, j], strict=True)
+        ]
+        position = list(frame.columns).index(col) + 1
+        frame.insert(
+            position,
+            f"{value_col}{BEATS_CHANCE_SUFFIX}",
+            pd.Series(verdict, dtype=object, index=frame.index),
+        )
+
+
 def ranking_column(frame: pd.DataFrame) -> str | None:
-    """The column a leaderboard is ranked by: AUC, else the first Δ column, else the first one."""
+    """The column a leaderboard is ranked by.
+
+    AUC; else the first specific-Δ column (the headline perturbation on the primary region,
+    see :func:`explainability_table`); else the first raw Δ column (older runs); else the first.
+    """
     metric_cols = _metric_columns(frame)
     if "AUC" in metric_cols:
         return "AUC"
-    return next(
-        (c for c in metric_cols if c.startswith("Δ")), metric_cols[0] if metric_cols else None
-    )
+    for prefix in (SPECIFIC_PREFIX + "Δ", "Δ"):
+        found = next((c for c in metric_cols if c.startswith(prefix)), None)
+        if found is not None:
+            return found
+    return metric_cols[0] if metric_cols else None
 
 
 def _ranked(frame: pd.DataFrame) -> pd.DataFrame:
@@ -365,11 +521,15 @@ class _PerImage:
                 self._preds[(cell, key[3], key[4])] = group.set_index("sample_id").sort_index()
         expl = _merged(runs, "explanations")
         self._expl: dict[tuple[Any, ...], pd.Series] = {}
+        self._chance: dict[tuple[Any, ...], pd.Series] = {}
         if not expl.empty:
             keys = [*CELL_COLUMNS, "metric", "saliency", "region"]
             for key, group in expl.groupby(keys, sort=False):
                 cell = (key[0], key[1], int(key[2]))
-                self._expl[(cell, *key[3:])] = group.set_index("sample_id")["value"].sort_index()
+                indexed = group.set_index("sample_id").sort_index()
+                self._expl[(cell, *key[3:])] = indexed["value"]
+                if "chance" in indexed and indexed["chance"].notna().any():
+                    self._chance[(cell, *key[3:])] = indexed["chance"]
         self._replicates: dict[tuple[Any, ...], tuple[tuple[str, ...], DeltaReplicates]] = {}
 
     def _pred(self, cell: tuple[Any, ...], perturbation: str, region: str) -> pd.DataFrame | None:
@@ -384,10 +544,14 @@ class _PerImage:
         return pa[["label", self.positive, "called_positive"]].join(b_cols, how="inner")
 
     def _cell_delta(
-        self, cell: tuple[Any, ...], perturbation: str, region: str
+        self,
+        cell: tuple[Any, ...],
+        perturbation: str,
+        region: str,
+        ids: tuple[str, ...] | None = None,
     ) -> tuple[tuple[str, ...], DeltaReplicates] | None:
-        """One cell's Δ replicates on its images (bootstrapped once, shared by every pair)."""
-        key = (cell, perturbation, region)
+        """One cell's Δ replicates on its images, or on ``ids`` only (bootstrapped once)."""
+        key = (cell, perturbation, region, ids)
         if key not in self._replicates:
             intact, perturbed = self._pred(cell, "", ""), self._pred(cell, perturbation, region)
             if intact is None or perturbed is None:
@@ -396,6 +560,8 @@ class _PerImage:
                 perturbed[[self.positive]].rename(columns={self.positive: "perturbed"}),
                 how="inner",
             )
+            if ids is not None:
+                joined = joined.loc[list(ids)]
             y = (joined["label"].to_numpy() == self.positive_index).astype(int)
             reps = delta_auc_replicates(
                 y,
@@ -406,6 +572,75 @@ class _PerImage:
             )
             self._replicates[key] = (tuple(joined.index), reps)
         return self._replicates[key]
+
+    def _controls(self, cell: tuple[Any, ...], perturbation: str, region: str) -> list[str]:
+        """The control regions recorded for a region (``<region>#control<d>``, d = 0, 1, ...)."""
+        names: list[str] = []
+        while self._pred(cell, perturbation, f"{region}#control{len(names)}") is not None:
+            names.append(f"{region}#control{len(names)}")
+        return names
+
+    def _cell_specific(
+        self,
+        cell: tuple[Any, ...],
+        perturbation: str,
+        region: str,
+        ids: tuple[str, ...] | None = None,
+    ) -> tuple[tuple[str, ...], DeltaReplicates] | None:
+        """One cell's specific-Δ replicates: Δ_region minus the mean Δ of its control draws.
+
+        Every Δ is bootstrapped on the same images in the same order, and the draws depend only
+        on the number of images of each class and the seed (:func:`delta_auc_replicates`), so
+        replicate ``r`` of the region and of every control resample the same images: their
+        difference is the paired, class-stratified bootstrap of specific Δ. None without
+        control predictions.
+        """
+        controls = self._controls(cell, perturbation, region)
+        intact = self._pred(cell, "", "")
+        if not controls or intact is None:
+            return None
+        if ids is None:
+            shared = set(intact.index)
+            for name in [region, *controls]:
+                part = self._pred(cell, perturbation, name)
+                shared &= set(part.index) if part is not None else set()
+            ids = tuple(sorted(shared))
+        parts = [self._cell_delta(cell, perturbation, name, ids) for name in [region, *controls]]
+        if any(part is None for part in parts):
+            return None
+        main, *rest = [part[1] for part in parts if part is not None]
+        control_delta = float(np.mean([c.delta for c in rest]))
+        control_reps = np.mean([c.replicates for c in rest], axis=0)
+        return ids, replace(
+            main, delta=main.delta - control_delta, replicates=main.replicates - control_reps
+        )
+
+    def specific(
+        self,
+        a: tuple[Any, ...],
+        b: tuple[Any, ...],
+        perturbation: str,
+        region: str,
+        level: float,
+    ) -> PairedComparison | None:
+        """Paired bootstrap of specific Δ_a - specific Δ_b; raw Δ where controls are missing.
+
+        Both cells are bootstrapped on their shared images. Without control predictions
+        (``<region>#control<d>`` rows) the raw Δ is compared, and the test says so.
+        """
+        ra = self._cell_specific(a, perturbation, region)
+        rb = self._cell_specific(b, perturbation, region)
+        if ra is None or rb is None:
+            raw = self.delta(a, b, perturbation, region, level)
+            return None if raw is None else replace(raw, test=RAW_DELTA_TEST)
+        if ra[0] != rb[0]:
+            shared = tuple(sorted(set(ra[0]) & set(rb[0])))
+            ra = self._cell_specific(a, perturbation, region, shared)
+            rb = self._cell_specific(b, perturbation, region, shared)
+            if ra is None or rb is None:
+                return None
+        result = paired_delta_from_replicates(ra[1], rb[1], level)
+        return replace(result, test=SPECIFIC_DELTA_TEST)
 
     def delta(
         self,
@@ -442,15 +677,42 @@ class _PerImage:
         )  # fmt: skip
 
     def scores(
-        self, a: tuple[Any, ...], b: tuple[Any, ...], metric: str, saliency: str, region: str
+        self,
+        a: tuple[Any, ...],
+        b: tuple[Any, ...],
+        metric: str,
+        saliency: str,
+        region: str,
+        *,
+        above_chance: bool = False,
     ) -> pd.DataFrame | None:
-        sa, sb = (
-            self._expl.get((a, metric, saliency, region)),
-            self._expl.get((b, metric, saliency, region)),
-        )
+        """Two cells' per-image scores on their shared images (``a``, ``b``).
+
+        With ``above_chance``, each score minus its image's chance level (explanations.csv
+        ``chance``) when both cells recorded it; the frame's ``attrs["above_chance"]`` says
+        whether it was subtracted.
+        """
+        key_a, key_b = (a, metric, saliency, region), (b, metric, saliency, region)
+        sa, sb = self._expl.get(key_a), self._expl.get(key_b)
         if sa is None or sb is None:
             return None
-        return pd.concat([sa, sb], axis=1, keys=["a", "b"], join="inner")
+        ca, cb = self._chance.get(key_a), self._chance.get(key_b)
+        subtract = above_chance and ca is not None and cb is not None
+        if subtract:
+            sa, sb = sa - ca, sb - cb
+        pairs = pd.concat([sa, sb], axis=1, keys=["a", "b"], join="inner")
+        pairs.attrs["above_chance"] = subtract
+        return pairs
+
+
+#: ``test`` of comparisons on a normalised column: per-image ``value - chance`` compared
+#: (the difference is in the metric's own units, not normalised), or the raw values where a
+#: run recorded no per-image chance.
+ABOVE_CHANCE_TEST = "paired bootstrap (value - chance)"
+RAW_SCORE_TEST = "paired bootstrap (raw value: no per-image chance)"
+#: ``test`` of comparisons on a specific-Δ column: with control predictions, or raw Δ without.
+SPECIFIC_DELTA_TEST = "paired bootstrap (specific Δ)"
+RAW_DELTA_TEST = "paired bootstrap (raw Δ: no control predictions)"
 
 
 def _specs(records: Sequence[dict[str, Any]], category: str) -> dict[str, dict[str, Any]]:
@@ -498,19 +760,28 @@ def _comparison(
                 return None
             truth = y[keep] == 1
             return mcnemar_comparison(calls_a[keep] == truth, calls_b[keep] == truth, level)
+        if metric == "delta_region" and has_specific(spec):
+            return data.specific(a, b, spec["perturbation"], spec["region"], level)
         if metric == "delta_region":
             return data.delta(a, b, spec["perturbation"], spec["region"], level)
         if spec.get("saliency") and metric != "energy_ratio":  # a mean over images
-            pairs = data.scores(a, b, metric, spec["saliency"], spec.get("region") or "")
+            normalised = has_normalised(spec)
+            pairs = data.scores(
+                a, b, metric, spec["saliency"], spec.get("region") or "", above_chance=normalised
+            )
             if pairs is None:
                 return None
-            return paired_bootstrap_mean(
+            result = paired_bootstrap_mean(
                 pairs["a"].to_numpy(float),
                 pairs["b"].to_numpy(float),
                 resamples=resamples,
                 level=level,
                 seed=seed,
             )
+            if normalised:
+                test = ABOVE_CHANCE_TEST if pairs.attrs["above_chance"] else RAW_SCORE_TEST
+                result = replace(result, test=test)
+            return result
     except XaibenchError:  # e.g. a class missing among the shared images: no test
         return None
     return None
@@ -651,7 +922,7 @@ def build_leaderboards(
     primary = (runs[0].task.get("regions_of_interest") or [None])[0]
     tables = {
         "performance": performance_table(records),
-        "explainability": explainability_table(records),
+        "explainability": explainability_table(records, primary=primary, alpha=alpha),
     }
     comparisons: list[dict[str, Any]] = []
     for name, frame in tables.items():
@@ -676,9 +947,28 @@ def build_leaderboards(
         "resamples": resamples,
         "seed": seed,
         "ranking": {name: ranking_column(frame) for name, frame in tables.items()},
+        "headline": headline_meta(records),
         "sources": [_source(run) for run in runs],
     }
     return Leaderboards(tables["performance"], tables["explainability"], compare, meta)
+
+
+def headline_meta(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What the explainability table leads with (``leaderboard.json`` ``headline``).
+
+    ``perturbation``: the headline perturbation (lowest mean absolute off-target cost), or
+    null in runs without control regions; ``off_target_cost``: per perturbation, the mean
+    absolute control Δ over the table; ``off_target_threshold`` and ``costly``: the
+    perturbations above it; ``localisation_metric``: the metric of the evidence check.
+    """
+    costs = off_target_costs(records)
+    return {
+        "perturbation": headline_perturbation(records),
+        "off_target_cost": costs,
+        "off_target_threshold": OFF_TARGET_THRESHOLD,
+        "costly": costly_perturbations(costs),
+        "localisation_metric": headline_localisation_metric(records),
+    }
 
 
 COMPARISON_COLUMNS = [
@@ -710,6 +1000,11 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
         name = str(col)
         if name.endswith((" low", " high")) and name.rsplit(" ", 1)[0] in frame:
             continue
+        if any(
+            name.endswith(end) and name[: -len(end)] in frame
+            for end in (P_CHANCE_SUFFIX, BEATS_CHANCE_SUFFIX)
+        ):
+            continue
         values = frame[col].tolist()
         if name == P_COLUMN:
             out[name] = [format_p(v) for v in values]
@@ -722,6 +1017,12 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
             ]
         else:
             out[name] = [_plain(v) for v in values]
+        verdicts = f"{name}{BEATS_CHANCE_SUFFIX}"
+        if verdicts in frame:
+            out[name] = [
+                f"{text} {CHANCE_MARK}" if beats is False else text
+                for text, beats in zip(out[name], frame[verdicts], strict=True)
+            ]
     return pd.DataFrame(out, columns=list(out))
 
 
@@ -798,9 +1099,41 @@ def _markdown(board: pd.DataFrame, title: str, lb: Leaderboards) -> str:
         f"(Holm-adjusted p >= {lb.meta['alpha']}) share it.",
         "",
         to_markdown(display_frame(board)),
+        *(f"{markdown_text(line)}\n" for line in table_notes(board, lb.meta)),
         _sources_markdown(lb),
     ]
     return "\n".join(lines)
+
+
+def table_notes(board: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
+    """Sentences under a table that has schema 1.5 columns (chance marks, off-target costs)."""
+    notes = []
+    if any(str(c).endswith(BEATS_CHANCE_SUFFIX) for c in board.columns):
+        notes.append(
+            f"A leading {NORMALISED_PREFIX} (nIoU, nRMA, ...): chance-normalised score, "
+            "(value - chance) / (best - chance); 0 is what a map without information about the "
+            "region gets, 1 the metric's best. "
+            f"{CHANCE_MARK}: not shown to beat chance (one-sided paired test, Holm-adjusted "
+            f"over every normalised value of the table, p >= {meta.get('alpha')})."
+        )
+    headline = meta.get("headline") or {}
+    costs = headline.get("off_target_cost") or {}
+    if costs:
+        listed = ", ".join(f"{name} {cost:.3f}" for name, cost in costs.items())
+        costly = headline.get("costly") or []
+        notes.append(
+            f"{SPECIFIC_PREFIX}Δ: specific Δ, the AUC lost when the region is perturbed minus "
+            "the loss when area-matched control regions elsewhere are. Off-target cost (mean "
+            f"absolute control Δ) per perturbation: {listed}; headline perturbation "
+            f"{headline.get('perturbation')} (the lowest)."
+            + (
+                f" Above {headline.get('off_target_threshold')}, their specific Δ is the "
+                f"difference of two large losses: {', '.join(costly)}."
+                if costly
+                else ""
+            )
+        )
+    return notes
 
 
 def _ranking_text(title: str, ranking: dict[str, str | None]) -> str:
@@ -863,7 +1196,7 @@ LEADERBOARD_FORMAT = "xaibench-leaderboard/1"
 
 
 def _html(lb: Leaderboards) -> str:
-    from xaibench.report.html import Section, page, table_html
+    from xaibench.report.html import Section, page, paragraph, table_html
 
     sections = [
         Section(
@@ -872,7 +1205,8 @@ def _html(lb: Leaderboards) -> str:
         ),
         Section(
             "Explainability leaderboard",
-            table_html(display_frame(lb.explainability)),
+            table_html(display_frame(lb.explainability))
+            + "".join(paragraph(line) for line in table_notes(lb.explainability, lb.meta)),
         ),
     ]
     return page(f"xaibench leaderboards: {lb.meta['task']['name']}", sections)

@@ -41,7 +41,7 @@ from xaibench.runner import CellResult, RunData
 if TYPE_CHECKING:
     from xaibench.checkpoints import GalleryFile
 
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "1.5"
 
 _LIBRARIES = (
     "torch",
@@ -199,8 +199,18 @@ def build_document(
     env: dict[str, Any],
     started: datetime,
     analysis: dict[str, list[dict[str, Any]]] | None = None,
+    evidence: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The ``results.json`` document; ``analysis`` holds the cross-cell tables."""
+    """The ``results.json`` document; ``analysis`` holds the cross-cell tables.
+
+    ``evidence`` is the evidence-agreement table (:func:`xaibench.evidence.evidence_agreement`
+    of every cell's records); computed here when not given.
+    """
+    records = [rec for r in results for rec in r.records]
+    if evidence is None:
+        from xaibench.evidence import evidence_agreement
+
+        evidence = evidence_agreement(records)
     return _clean(
         {
             "schema_version": SCHEMA_VERSION,
@@ -240,8 +250,9 @@ def build_document(
                 }
                 for r in results
             ],
-            "records": [rec for r in results for rec in r.records],
+            "records": records,
             "analysis": analysis or {},
+            "evidence": evidence,
         }
     )
 

@@ -27,11 +27,14 @@ import yaml
 
 from xaibench.errors import XaibenchError
 from xaibench.leaderboard import (
+    EVIDENCE_PREFIX,
+    OFF_TARGET_PREFIX,
     P_COLUMN,
     Leaderboards,
     build_leaderboards,
     display_frame,
     sanity_badges,
+    table_notes,
 )
 from xaibench.paths import contained, write_whole
 from xaibench.report import figures
@@ -51,6 +54,7 @@ from xaibench.report.html import (
     preformatted,
     table_html,
 )
+from xaibench.report.reference import evidence_section, reference_section
 from xaibench.report.run_files import GALLERY_INDEX, RunFiles, load_run
 
 __all__ = ["REPORT_FILE", "build_report", "render_report", "write_report"]
@@ -306,12 +310,20 @@ def _explainability(ctx: _Context) -> Section:
     shown = display_frame(board)
     region = ctx.primary_region
     fixed = ["rank", "tier", *_CELL]
-    trailing = [c for c in shown.columns if c.startswith("sanity (") or c in (P_COLUMN, "weights")]
+    trailing = [
+        c
+        for c in shown.columns
+        if c.startswith(("sanity (", EVIDENCE_PREFIX)) or c in (P_COLUMN, "weights")
+    ]
     metric_cols = [c for c in shown.columns if c not in fixed and c not in trailing]
-    # The headline table: Δ and IoU on the primary region (what the study reports); every other
-    # column (regions, complement test, pointing game, ...) is one click away.
+    # The headline table: Δ and IoU on the primary region (what the study reports; specific Δ,
+    # off-target cost and normalised IoU in schema 1.5 runs); every other column (regions,
+    # complement test, pointing game, ...) is one click away.
+    headline = {f"{label}_{region}" for label in ("Δ", "IoU", "sΔ", "nIoU")}
     focus = [
-        c for c in metric_cols if region and c.split(" (")[0] in (f"Δ_{region}", f"IoU_{region}")
+        c
+        for c in metric_cols
+        if region and (c.split(" (")[0] in headline or c.startswith(OFF_TARGET_PREFIX))
     ]
     if not focus:
         focus = [c for c in metric_cols if region and c.split(" (")[0].endswith(f"_{region}")]
@@ -323,6 +335,7 @@ def _explainability(ctx: _Context) -> Section:
             "Sanity: Adebayo et al.'s randomisation checks per saliency method."
         )
     )
+    body.extend(paragraph(line) for line in table_notes(board, ctx.boards.meta))
     if focus and len(focus) < len(metric_cols):
         cols = [c for c in [*fixed, *focus, *trailing] if c in shown]
         body.append(table_html(shown[cols], caption=f"Δ and IoU on {region}"))
@@ -330,6 +343,14 @@ def _explainability(ctx: _Context) -> Section:
     else:
         body.append(table_html(shown))
     return Section("Explainability leaderboard", "".join(body), "explainability")
+
+
+def _reference(ctx: _Context) -> Section:
+    return reference_section(ctx.records)
+
+
+def _evidence(ctx: _Context) -> Section:
+    return evidence_section(ctx.records)
 
 
 def _roc(ctx: _Context) -> Section:
@@ -969,6 +990,8 @@ _SECTIONS: tuple[Callable[[_Context], Section], ...] = (
     _summary,
     _performance,
     _explainability,
+    _reference,
+    _evidence,
     _roc,
     _tradeoff,
     _comparisons,

@@ -22,7 +22,7 @@ from xaibench.paths import contained, read_json
 from xaibench.run_lock import writer_of
 
 #: Schema versions this code reads (``docs/results-schema.md``).
-READABLE_SCHEMAS = ("1.0", "1.1", "1.2", "1.3", "1.4")
+READABLE_SCHEMAS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5")
 
 #: Columns whose empty cells mean "none" (the intact condition), never NaN.
 _TEXT_COLUMNS = ("backbone", "strategy", "split", "sample_id", "perturbation", "region", "metric")
@@ -90,7 +90,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
             frame[column] = frame[column].fillna("")
     frame = csv_frame_back(frame, (*_TEXT_COLUMNS, "saliency"))  # undo escape.to_csv
     for column in frame.columns:
-        if column.startswith(("prob_", "log_prob_")) or column == "value":
+        if column.startswith(("prob_", "log_prob_")) or column in ("value", "chance"):
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame
 
@@ -112,6 +112,26 @@ _TEXTS: _Check = (
     "a list of strings",
 )
 _LIST: _Check = (lambda v: isinstance(v, list), "a list")
+_NUMBERS_OR_NULL: _Check = (
+    lambda v: v is None or (isinstance(v, list) and all(x is None or _number(x) for x in v)),
+    "a list of numbers or null",
+)
+_INTERVAL: _Check = (
+    lambda v: (
+        v is None
+        or (isinstance(v, list) and len(v) == 2 and all(x is None or _number(x) for x in v))
+    ),
+    "a [low, high] pair of numbers (or nulls) or null",
+)
+_PROBABILITY: _Check = (
+    lambda v: v is None or (_number(v) and 0 <= v <= 1),
+    "a number from 0 to 1 or null",
+)
+_COUNT: _Check = (lambda v: v is None or (_INTEGER[0](v) and v >= 0), "a whole number or null")
+_OBJECTS: _Check = (
+    lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
+    "a list of objects",
+)
 
 #: Per record field: required, and what it must be (``docs/results-schema.md``). Optional
 #: fields are checked when present.
@@ -124,6 +144,22 @@ _RECORD: dict[str, tuple[bool, _Check]] = {
     "n": (False, _NUMBER_OR_NULL), "higher_is_better": (False, _FLAG),
     "random_init": (False, _FLAG), "reason": (False, _TEXT_OR_NULL), "details": (False, _OBJECT),
     "task": (False, _TEXT), "dataset": (False, _TEXT),
+}  # fmt: skip
+
+#: Fields of a record's ``details`` that readers compute with (1.5: chance levels and normalised
+#: scores of region metrics, area-matched controls and specific Δ, run-to-run sanity
+#: similarity), checked when present: a malformed one is refused on load rather than breaking a
+#: leaderboard later.
+_DETAILS: dict[str, tuple[bool, _Check]] = {
+    "chance": (False, _NUMBER_OR_NULL), "chance_method": (False, _TEXT_OR_NULL),
+    "chance_exact": (False, _FLAG), "best": (False, _NUMBER_OR_NULL),
+    "normalised": (False, _NUMBER_OR_NULL), "normalised_ci": (False, _INTERVAL),
+    "p_chance": (False, _PROBABILITY),
+    "control_delta": (False, _NUMBER_OR_NULL), "control_deltas": (False, _NUMBERS_OR_NULL),
+    "control_draws": (False, _COUNT), "control_area_ratio": (False, _NUMBER_OR_NULL),
+    "specific": (False, _NUMBER_OR_NULL), "specific_ci": (False, _INTERVAL),
+    "specific_p": (False, _PROBABILITY), "specific_reason": (False, _TEXT_OR_NULL),
+    "run_to_run": (False, _NUMBER_OR_NULL),
 }  # fmt: skip
 
 _CELL: dict[str, tuple[bool, _Check]] = {
@@ -141,7 +177,26 @@ _TASK: dict[str, tuple[bool, _Check]] = {
 _SECTIONS: dict[str, _Check] = {
     "config": _OBJECT, "dataset": _OBJECT, "environment": _OBJECT, "components": _OBJECT,
     "component_options": _OBJECT, "analysis": _OBJECT, "task": _OBJECT, "records": _LIST,
-    "cells": _LIST, "analysis_failures": _OBJECT,
+    "cells": _LIST, "analysis_failures": _OBJECT, "evidence": _OBJECTS,
+}  # fmt: skip
+
+#: One row of the ``evidence`` section (1.5; ``xaibench.evidence``): the keys readers use.
+_EVIDENCE: dict[str, tuple[bool, _Check]] = {
+    "backbone": (True, _TEXT), "strategy": (True, _TEXT), "seed": (True, _INTEGER),
+    "saliency": (True, _TEXT), "perturbation": (False, _TEXT_OR_NULL),
+    "localisation_metric": (False, _TEXT_OR_NULL), "regions": (False, _OBJECTS),
+    "needed_order": (False, _TEXTS), "shown_order": (False, _TEXTS),
+    "kendall_tau": (False, _NUMBER_OR_NULL), "kendall_p": (False, _PROBABILITY),
+    "top_needed": (False, _TEXT_OR_NULL), "top_shown": (False, _TEXT_OR_NULL),
+    "top_match": (False, _FLAG),
+    "flagged": (False, _FLAG), "flags": (False, _TEXTS), "reason": (False, _TEXT_OR_NULL),
+}  # fmt: skip
+
+_EVIDENCE_REGION: dict[str, tuple[bool, _Check]] = {
+    "region": (True, _TEXT), "specific": (False, _NUMBER_OR_NULL),
+    "specific_ci": (False, _INTERVAL), "needed": (False, _FLAG),
+    "normalised": (False, _NUMBER_OR_NULL), "normalised_ci": (False, _INTERVAL),
+    "above_chance": (False, _FLAG),
 }  # fmt: skip
 
 #: Deeper than this, a results file is not one xaibench wrote (its own are about 8 deep); the
@@ -244,6 +299,18 @@ def check_document(document: Any, file: Path) -> None:
         _check_fields(cell, _CELL, f"{file}: cell {i}")
     for i, record in enumerate(document["records"]):
         _check_fields(record, _RECORD, f"{file}: record {i}")
+        if "details" in record:
+            _check_fields(record["details"], _DETAILS, f"{file}: record {i}: details")
+    for i, cell in enumerate(document["cells"]):
+        fit = cell.get("fit") or {}
+        if "selection_curve" in fit and not _OBJECTS[0](fit["selection_curve"]):
+            raise XaibenchError(
+                f"{file}: cell {i}: fit: 'selection_curve' must be a list of objects"
+            )
+    for i, row in enumerate(document.get("evidence", [])):
+        _check_fields(row, _EVIDENCE, f"{file}: evidence row {i}")
+        for j, region in enumerate(row.get("regions", [])):
+            _check_fields(region, _EVIDENCE_REGION, f"{file}: evidence row {i}, region {j}")
 
 
 def _gallery_entries(run_dir: Path) -> list[dict[str, Any]]:
