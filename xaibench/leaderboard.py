@@ -160,7 +160,7 @@ def _metric_columns(frame: pd.DataFrame) -> list[str]:
         for c in frame.columns
         if c not in skip
         and not str(c).endswith((" low", " high"))
-        and not str(c).startswith("sanity (")
+        and not str(c).startswith(("sanity (", "trust ("))
     ]
 
 
@@ -184,8 +184,31 @@ def performance_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return _ranked(frame)
 
 
-def explainability_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Explainability leaderboard, ranked by the first Δ column (first configured perturbation)."""
+def trust_badges(trust: Iterable[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, str]]:
+    """Per cell and saliency method: its known-answer badge (``xaibench.trust``) as shown.
+
+    ``trusted (RMA, PG)`` names the localisation metrics under which the method found the
+    planted region; ``not trusted`` and ``untested`` stand alone.
+    """
+    badges: dict[tuple[Any, ...], dict[str, str]] = {}
+    for row in trust:
+        key = tuple(row[c] for c in CELL_COLUMNS)
+        badge = str(row["badge"])
+        metrics = [m for m, b in (row.get("metrics") or {}).items() if b == "trusted"]
+        if badge == "trusted" and metrics:
+            badge += f" ({', '.join(_EXPLANATION_LABELS.get(m, m) for m in metrics)})"
+        badges.setdefault(key, {})[str(row["saliency"])] = badge
+    return badges
+
+
+def explainability_table(
+    records: Sequence[dict[str, Any]], trust: Sequence[dict[str, Any]] = ()
+) -> pd.DataFrame:
+    """Explainability leaderboard, ranked by the first Δ column (first configured perturbation).
+
+    ``trust`` rows (``results.json``'s ``trust``, or ``--calibration``) add a
+    ``trust (<method>)`` column per saliency method after the sanity badges.
+    """
     frame = _table(records, "explanation")
     metric_cols = _metric_columns(frame)
     # Δ columns first, each group in the configured order (so the first perturbation ranks)
@@ -196,6 +219,9 @@ def explainability_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     cells = [tuple(row) for row in frame[CELL_COLUMNS].itertuples(index=False)]
     for method in methods:
         frame[f"sanity ({method})"] = [badges.get(cell, {}).get(method, "") for cell in cells]
+    trusted = trust_badges(trust)
+    for method in dict.fromkeys(m for cell in trusted.values() for m in cell):
+        frame[f"trust ({method})"] = [trusted.get(c, {}).get(method, "untested") for c in cells]
     sort_by = ranking_column(frame)
     if sort_by is not None:
         frame = frame.sort_values(sort_by, ascending=False, na_position="last", kind="stable")
@@ -256,7 +282,8 @@ class Leaderboards:
         performance: One row per cell: ``rank``, ``tier``, ``backbone``, ``strategy``, ``seed``,
             then per metric ``<label>``, ``<label> low``, ``<label> high`` (numbers), then
             ``p vs leader`` (Holm-adjusted) and ``weights``.
-        explainability: The same for explanation columns, plus ``sanity (<method>)`` badges.
+        explainability: The same for explanation columns, plus ``sanity (<method>)`` badges
+            and, when known-answer badges are given, ``trust (<method>)``.
         comparisons: Long table of paired tests: ``table``, ``column``, ``backbone_a``,
             ``strategy_a``, ``seed_a``, ``backbone_b``, ``strategy_b``, ``seed_b``, ``test``,
             ``difference``, ``low``, ``high``, ``p_value``, ``p_holm``, ``n``.
@@ -620,8 +647,12 @@ def build_leaderboards(
     level: float = 0.95,
     resamples: int = 1000,
     seed: int = 0,
+    trust: Sequence[dict[str, Any]] | None = None,
 ) -> Leaderboards:
     """Build both leaderboards from results files; no model code runs.
+
+    ``trust``: known-answer badges per cell and saliency method (``xaibench.trust.trust_rows``);
+    by default the ``trust`` lists the runs' ``results.json`` hold (``run --calibration``).
 
     Each table is ranked by its ranking column (AUC; the first Δ column) and split into tiers by
     paired tests on the same test images: DeLong for AUC, exact McNemar for the rates, a paired
@@ -633,11 +664,13 @@ def build_leaderboards(
     """
     check_compatible(runs)
     records = [rec for run in runs for rec in run.records]
+    if trust is None:
+        trust = [row for run in runs for row in run.document.get("trust", [])]
     data = _PerImage(runs, resamples=resamples, seed=seed)
     primary = (runs[0].task.get("regions_of_interest") or [None])[0]
     tables = {
         "performance": performance_table(records),
-        "explainability": explainability_table(records),
+        "explainability": explainability_table(records, trust),
     }
     comparisons: list[dict[str, Any]] = []
     for name, frame in tables.items():

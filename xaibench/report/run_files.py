@@ -141,7 +141,14 @@ _TASK: dict[str, tuple[bool, _Check]] = {
 _SECTIONS: dict[str, _Check] = {
     "config": _OBJECT, "dataset": _OBJECT, "environment": _OBJECT, "components": _OBJECT,
     "component_options": _OBJECT, "analysis": _OBJECT, "task": _OBJECT, "records": _LIST,
-    "cells": _LIST, "analysis_failures": _OBJECT,
+    "cells": _LIST, "analysis_failures": _OBJECT, "trust": _LIST,
+}  # fmt: skip
+
+#: A row of ``trust`` (known-answer badges per cell and saliency method, ``xaibench.trust``).
+_TRUST: dict[str, tuple[bool, _Check]] = {
+    "backbone": (True, _TEXT), "strategy": (True, _TEXT), "seed": (True, _INTEGER),
+    "saliency": (True, _TEXT), "badge": (True, _TEXT), "metrics": (False, _OBJECT),
+    "source": (False, _TEXT_OR_NULL),
 }  # fmt: skip
 
 #: Deeper than this, a results file is not one xaibench wrote (its own are about 8 deep); the
@@ -244,6 +251,8 @@ def check_document(document: Any, file: Path) -> None:
         _check_fields(cell, _CELL, f"{file}: cell {i}")
     for i, record in enumerate(document["records"]):
         _check_fields(record, _RECORD, f"{file}: record {i}")
+    for i, row in enumerate(document.get("trust", [])):
+        _check_fields(row, _TRUST, f"{file}: trust {i}")
 
 
 def _gallery_entries(run_dir: Path) -> list[dict[str, Any]]:
