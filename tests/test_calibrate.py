@@ -410,3 +410,81 @@ def test_run_records_the_badges_and_its_leaderboard_shows_them(tmp_path: Path, c
     with pytest.raises(SystemExit) as exit_info:
         main(["leaderboard", "--check", str(tmp_path / "run")])
     assert exit_info.value.code == 0
+
+
+# ---------------------------------------------------------------- the command, end to end
+
+
+def _with_chance_fields(monkeypatch) -> None:
+    """Before the chance levels (contract C1) are recorded, put stand-ins into what is read.
+
+    Chance 0 and best 1 (so the normalised score is the value itself): enough to drive the
+    command end to end; the rule's numbers are tested above. A no-op once runs record them.
+    """
+    import xaibench.report.run_files as run_files
+
+    original = run_files.load_run
+
+    def load_run(path: Path) -> Any:
+        run = original(path)
+        for rec in run.document["records"]:
+            if rec.get("saliency") and rec.get("region"):
+                rec["details"].setdefault("chance", 0.0)
+                rec["details"].setdefault("best", 1.0)
+        if "chance" not in run.explanations.columns:
+            run.explanations["chance"] = 0.0
+        return run
+
+    monkeypatch.setattr(run_files, "load_run", load_run)
+
+
+def test_calibrate_command_trains_both_plantings_and_writes_the_calibration(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import yaml
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": {"name": "phantom", "options": {"n_images": 60, "image_size": 32}},
+                "backbones": [{"name": "test_resnet.random", "options": {"img_size": 32}}],
+                "max_explain_images": 8,
+                "cache": False,
+                "analysis": {"bootstrap": 50},
+            }
+        )
+    )
+    _with_chance_fields(monkeypatch)
+    out = tmp_path / "calibration"
+    args = ["calibrate", "osteoporosis", "--config", str(config), "-s", "full",
+            "--saliency", "saliency", "--metric", "relevance_mass", "--epochs", "1",
+            "--quiet", "--out", str(out)]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "# Calibration of saliency methods: task osteoporosis" in printed
+    calibration = read_calibration(out / "calibration.json")
+    document = calibration.document
+    assert [(t["name"], t["planted"], t["decoy"]) for t in document["trainings"]] == [
+        ("primary", "bone", "shortcut"), ("marker", "shortcut", "bone")
+    ]  # fmt: skip
+    assert document["trainings"][1]["dataset_options"]["shortcut"] == 1.0
+    assert document["trainings"][1]["dataset_options"]["bone_signal"] is False
+    (entry,) = document["entries"]
+    assert [entry[k] for k in ("architecture", "strategy", "saliency", "metric")] == [
+        "test_resnet", "full", "saliency", "relevance_mass"
+    ]  # fmt: skip
+    assert entry["badge"] in (TRUSTED, NOT_TRUSTED, UNTESTED)
+    for training in entry["trainings"].values():  # the model's learning was checked
+        assert training["learned"]["0"]["auc"] is not None
+        assert set(training["learned"]["0"]["delta"]) == {"blur"}
+    assert (out / "calibration.md").read_text() in printed
+    for name in ("planted_bone", "planted_shortcut"):
+        assert (out / "runs" / name / "results.json").is_file()
+    # a second call resumes both runs from their checkpoints and writes the same badges
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 0
+    assert read_calibration(out).document["entries"] == document["entries"]
