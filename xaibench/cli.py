@@ -553,9 +553,10 @@ def calibrate(task: str, out_dir: Path | None, **options: Any) -> int:
     decoy's and chance (paired image-bootstrap CIs); 'not trusted' when it misses in a training
     whose model learned the signal; 'untested' otherwise. Writes OUT/calibration.json (read by
     'run --calibration' and 'leaderboard --calibration') and OUT/calibration.md. Options as for
-    'run'; the defaults are the task's grid on a 400-image 64 px phantom, 8 epochs, 'blur', and
-    the 'random' control beside the task's methods (docs/calibration.md). Exit status: 0 all
-    cells ran, 1 some cell failed (the calibration is still written), 2 usage error.
+    'run'; the defaults: test_resnet.random x full on a 400-image 64 px phantom, 8 epochs,
+    'blur', the task's saliency methods and the 'random' control (--grid quick: the task's
+    grid; docs/calibration.md). Exit status: 0 all cells ran, 1 some cell failed (the
+    calibration is still written), 2 usage error.
     """
     from xaibench.calibrate import calibrate_defaults, run_calibration, summary_markdown
     from xaibench.progress import NullProgress, RichProgress

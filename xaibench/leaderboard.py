@@ -4,7 +4,8 @@ Two tables, one row per cell (backbone x strategy x seed):
 
 * performance — the positive-vs-rest AUC, accuracy, sensitivity, specificity and macro AUC;
 * explainability — Delta_region per perturbation and region, IoU_region and the other region and
-  faithfulness metrics per saliency method, and each method's sanity-check badge.
+  faithfulness metrics per saliency method, and each method's sanity-check badge (and its
+  known-answer trust badge, when a calibration is given: ``xaibench.trust``).
 
 Rows are ranked by AUC (performance) and by the first Delta column (explainability). Cells with
 randomly initialised weights are marked, because their numbers say nothing about a pretrained model.
