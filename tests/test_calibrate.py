@@ -319,6 +319,28 @@ def test_a_malformed_calibration_file_is_one_line_naming_it(
     assert not (tmp_path / "lb").exists()
 
 
+def test_run_with_a_malformed_calibration_stops_before_any_work(tmp_path: Path, capsys) -> None:
+    bad = _write(tmp_path / "bad.json", {"calibration_version": "1.0"})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "osteoporosis", "--calibration", str(bad), "--out", str(tmp_path / "r")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err == f"xaibench: error: {bad}: 'entries' must be a list\n"
+    assert not (tmp_path / "r").exists()
+
+
+def test_calibrate_refuses_an_out_that_is_not_a_calibration_folder(tmp_path: Path, capsys) -> None:
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "results.json").write_text("{}")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["calibrate", "osteoporosis", "--out", str(tmp_path / "taken"), "--quiet"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "holds files that are not a calibration's (results.json)" in err
+    assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["results.json"]
+
+
 def test_missing_calibration_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(XaibenchError, match="no calibration file"):
         read_calibration(tmp_path / "nowhere.json")
