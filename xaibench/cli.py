@@ -396,7 +396,7 @@ def run(
     state = _state()
     components = state.components
     task_obj = components.tasks.create(task)
-    trust_file = read_calibration(calibration_file) if calibration_file is not None else None
+    calibration = read_calibration(calibration_file) if calibration_file is not None else None
     if resume:
         given = {
             "--config": config_files, "--grid": grid, "--data": data_path,
@@ -410,7 +410,7 @@ def run(
         resumed = _resumed_config(task, out_dir, given)
         if executor:  # where the rest runs may change; what it computes may not
             resumed = resolve_config(resumed.model_dump(mode="json"), {"executor": executor})
-        return _execute(resumed, components, out_dir, quiet, trust_file)
+        return _execute(resumed, components, out_dir, quiet, calibration)
     config = _resolved_config(
         task_obj,
         task,
@@ -420,7 +420,7 @@ def run(
         max_explain_images=max_explain_images, executor=executor, device=device,
         precision=precision, compile_=compile_, allow_outside_paths=allow_outside_paths,
     )  # fmt: skip
-    return _execute(config, components, out_dir, quiet, trust_file)
+    return _execute(config, components, out_dir, quiet, calibration)
 
 
 def _resolved_config(
