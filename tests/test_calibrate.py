@@ -406,6 +406,18 @@ def test_leaderboard_shows_a_trust_column_per_method(tmp_path: Path) -> None:
     assert not any(c.startswith("trust") for c in plain.columns)
 
 
+def test_a_malformed_trust_row_in_results_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    from xaibench.report.run_files import load_run
+
+    run = write_fake_run(tmp_path / "run", {"test_resnet.random": 2.0})
+    document = json.loads((run / "results.json").read_text())
+    document["trust"] = [{"backbone": "test_resnet.random", "strategy": "linear_probe",
+                          "seed": "0", "saliency": "gradcam", "badge": TRUSTED}]  # fmt: skip
+    (run / "results.json").write_text(json.dumps(document))
+    with pytest.raises(XaibenchError, match=r"results.json: trust 0: 'seed' must be an integer"):
+        load_run(run)
+
+
 def test_run_records_the_badges_and_its_leaderboard_shows_them(tmp_path: Path, components) -> None:
     from cli_runs import TINY_PHANTOM_RUN
 
