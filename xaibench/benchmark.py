@@ -44,6 +44,7 @@ from xaibench.results import build_document, component_provenance, environment, 
 from xaibench.run_lock import LOCK_FILE, run_lock
 from xaibench.runner import CellResult, CellRunner, RunData, prepare_data
 from xaibench.stats.strata import strata_from_table
+from xaibench.trust import Calibration, trust_rows
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,13 @@ def run_benchmark(
     components: Components,
     run_dir: Path,
     progress: Progress | None = None,
+    calibration: Calibration | None = None,
 ) -> RunOutcome:
     """Resolve every component, run every cell, write results and leaderboards to ``run_dir``.
+
+    With a ``calibration`` (``xaibench calibrate``), ``results.json`` records each cell's
+    known-answer badge per saliency method under ``trust`` (:func:`xaibench.trust.trust_rows`),
+    and the explainability leaderboard shows them.
 
     A run directory that already holds this configuration's run is resumed: cells with a
     checkpoint (``xaibench.checkpoints``) are read back, not recomputed; failed cells are
@@ -106,11 +112,15 @@ def run_benchmark(
     with run_lock(run_dir) as lock:
         if lock.warning:
             progress.log(f"[yellow]warning[/yellow]: {lock.warning}")
-        return _run_locked(config, components, run_dir, progress)
+        return _run_locked(config, components, run_dir, progress, calibration)
 
 
 def _run_locked(
-    config: RunConfig, components: Components, run_dir: Path, progress: Progress
+    config: RunConfig,
+    components: Components,
+    run_dir: Path,
+    progress: Progress,
+    calibration: Calibration | None = None,
 ) -> RunOutcome:
     """The rest of :func:`run_benchmark`, with the run folder locked."""
     state = _resumable(run_dir, config)
@@ -163,6 +173,10 @@ def _run_locked(
     )
     if failures:
         document["analysis_failures"] = failures
+    if calibration is not None:
+        cells_run = [(c["backbone"], c["strategy"], c["seed"]) for c in document["cells"]]
+        methods = [ref.key for ref in config.saliency]
+        document["trust"] = trust_rows(calibration, cells_run, methods)
     write_run(run_dir, document, results, galleries)
     # The leaderboards are built from the files just written, exactly as
     # `xaibench leaderboard RUN_DIR` would: one code path, and `--check` holds on a fresh run.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -352,6 +352,13 @@ def data_drr(
     is_flag=True,
     help="Let manifest paths point outside the manifest's folder (refused by default).",
 )
+@click.option(
+    "--calibration",
+    "calibration_file",
+    type=click.Path(path_type=Path),
+    help="calibration.json of 'xaibench calibrate': record each cell's trust badge per "
+    "saliency method (matched by backbone architecture, strategy and method; else 'untested').",
+)
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def run(
     task: str,
@@ -374,6 +381,7 @@ def run(
     out_dir: Path | None,
     resume: bool,
     allow_outside_paths: bool,
+    calibration_file: Path | None,
     quiet: bool,
 ) -> int:
     """Run TASK's benchmark grid and print its leaderboards.
@@ -382,11 +390,13 @@ def run(
     file overrides them, and command-line options override both. Exit status: 0 all cells
     succeeded, 1 some cell failed (all results are still written), 2 usage error.
     """
-    from xaibench.config import load_config_file, resolve_config
+    from xaibench.config import resolve_config
+    from xaibench.trust import read_calibration
 
     state = _state()
     components = state.components
     task_obj = components.tasks.create(task)
+    calibration = read_calibration(calibration_file) if calibration_file is not None else None
     if resume:
         given = {
             "--config": config_files, "--grid": grid, "--data": data_path,
@@ -400,7 +410,52 @@ def run(
         resumed = _resumed_config(task, out_dir, given)
         if executor:  # where the rest runs may change; what it computes may not
             resumed = resolve_config(resumed.model_dump(mode="json"), {"executor": executor})
-        return _execute(resumed, components, out_dir, quiet)
+        return _execute(resumed, components, out_dir, quiet, calibration)
+    config = _resolved_config(
+        task_obj,
+        task,
+        config_files=config_files, grid=grid, data_path=data_path, backbones=backbones,
+        strategies=strategies, saliency=saliency, perturbations=perturbations, metrics=metrics,
+        seeds=seeds, random_init=random_init, epochs=epochs,
+        max_explain_images=max_explain_images, executor=executor, device=device,
+        precision=precision, compile_=compile_, allow_outside_paths=allow_outside_paths,
+    )  # fmt: skip
+    return _execute(config, components, out_dir, quiet, calibration)
+
+
+def _resolved_config(
+    task_obj: Any,
+    task: str,
+    *,
+    config_files: tuple[Path, ...],
+    grid: str | None,
+    data_path: Path | None,
+    backbones: tuple[str, ...],
+    strategies: tuple[str, ...],
+    saliency: tuple[str, ...],
+    perturbations: tuple[str, ...],
+    metrics: tuple[str, ...],
+    seeds: tuple[int, ...],
+    random_init: bool,
+    epochs: int | None,
+    max_explain_images: int | None,
+    executor: str | None,
+    device: str | None,
+    precision: str | None,
+    compile_: bool | None,
+    allow_outside_paths: bool,
+    base_layers: Sequence[Callable[[dict[str, Any]], dict[str, Any]]] = (),
+) -> Any:
+    """The run configuration of ``run``'s options (``calibrate`` shares them).
+
+    Layers, later wins: the task's defaults, ``base_layers`` (each computed from the
+    defaults: ``calibrate``'s own), ``--grid``, ``--config`` files, the options.
+
+    Raises:
+        XaibenchError: A config file is for another task, or the grid is unknown.
+    """
+    from xaibench.config import load_config_file, resolve_config
+
     file_layers = [load_config_file(path) for path in config_files]
     for path, layer in zip(config_files, file_layers, strict=True):
         if "task" in layer and layer["task"] != task:
@@ -450,14 +505,86 @@ def run(
                 f"(grids: {', '.join(sorted(presets)) or 'none'})"
             )
         grid_layer = presets[grid]
-    config = resolve_config(task_obj.defaults(), grid_layer, *file_layers, cli_layer)
+    defaults = task_obj.defaults()
+    layers = [layer(defaults) for layer in base_layers]
+    config = resolve_config(defaults, *layers, grid_layer, *file_layers, cli_layer)
     if random_init:
         untrained = [
             {**ref.model_dump(), "options": {**ref.options, "random_init": True}}
             for ref in config.backbones
         ]
         config = resolve_config(config.model_dump(), {"backbones": untrained})
-    return _execute(config, components, out_dir, quiet)
+    return config
+
+
+#: ``run``'s options that ``calibrate`` takes too (same objects: same names, types and help).
+_CALIBRATE_SHARES = (
+    "config_files", "grid", "backbones", "strategies", "saliency", "perturbations", "metrics",
+    "seeds", "random_init", "epochs", "max_explain_images", "executor", "device", "precision",
+    "compile_", "quiet",
+)  # fmt: skip
+
+
+def _with_run_options(command: click.Command) -> click.Command:
+    """Give ``command`` the options of ``run`` named in :data:`_CALIBRATE_SHARES`."""
+    shared = [p for p in run.params if p.name in _CALIBRATE_SHARES]
+    command.params[1:1] = shared  # after the TASK argument
+    return command
+
+
+@_with_run_options
+@cli.command()
+@click.argument("task")
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    help="Folder for calibration.json, calibration.md and the two runs (runs/); created, or "
+    "an earlier calibration's folder to resume (default: xaibench-runs/<task>-calibration-<time>).",
+)
+def calibrate(task: str, out_dir: Path | None, **options: Any) -> int:
+    """Calibrate saliency methods on known answers: which ones find a planted signal.
+
+    Trains every backbone x strategy of TASK twice on the phantom: with the class signal in
+    the task's primary region (bone), and in a marker outside it (the decoy swaps). A saliency
+    method x localisation metric is 'trusted' for an architecture x strategy when, in both
+    trainings and over the seeds, its chance-normalised score on the planted region beats the
+    decoy's and chance (paired image-bootstrap CIs); 'not trusted' when it misses in a training
+    whose model learned the signal; 'untested' otherwise. Writes OUT/calibration.json (read by
+    'run --calibration' and 'leaderboard --calibration') and OUT/calibration.md. Options as for
+    'run'; the defaults: test_resnet.random x full on a 400-image 64 px phantom, 8 epochs,
+    'blur', the task's saliency methods and the 'random' control (--grid quick: the task's
+    grid; docs/calibration.md). Exit status: 0 all cells ran, 1 some cell failed (the
+    calibration is still written), 2 usage error.
+    """
+    from xaibench.calibrate import calibrate_defaults, run_calibration, summary_markdown
+    from xaibench.progress import NullProgress, RichProgress
+    from xaibench.results import default_run_dir
+
+    components = _state().components
+    task_obj = components.tasks.create(task)
+    quiet = options.pop("quiet")
+    config = _resolved_config(
+        task_obj,
+        task,
+        data_path=None,
+        allow_outside_paths=False,
+        base_layers=[calibrate_defaults],
+        **options,
+    )
+    folder = out_dir or default_run_dir(f"{task}-calibration")
+    if quiet:
+        outcome = run_calibration(config, components, folder, NullProgress())
+    else:
+        with RichProgress() as progress:
+            outcome = run_calibration(config, components, folder, progress)
+    click.echo(summary_markdown(outcome.document))
+    click.echo(f"calibration written to {folder / 'calibration.json'}")
+    if outcome.failed_cells:
+        click.echo(f"xaibench: {outcome.failed_cells} cell(s) failed; see the runs", err=True)
+        return 1
+    return 0
 
 
 @cli.command()
@@ -665,6 +792,14 @@ def cache_prune_command(
     type=click.IntRange(min=0, max=2**32 - 1),
     help="Bootstrap seed (default 0; --check: the committed one).",
 )
+@click.option(
+    "--calibration",
+    "calibration_file",
+    type=click.Path(path_type=Path),
+    help="calibration.json of 'xaibench calibrate': a 'trust (<method>)' column per saliency "
+    "method, matched by backbone architecture, strategy and method (else 'untested'); "
+    "replaces the badges the runs recorded. Give the same file to --check.",
+)
 def leaderboard_command(
     run_dirs: tuple[Path, ...],
     out_dir: Path | None,
@@ -672,6 +807,7 @@ def leaderboard_command(
     alpha: float | None,
     resamples: int | None,
     seed: int | None,
+    calibration_file: Path | None,
 ) -> int:
     """Build the leaderboards of RUN_DIR... from their results files alone (no model runs).
 
@@ -688,7 +824,9 @@ def leaderboard_command(
         write_leaderboard_files,
     )
     from xaibench.report.run_files import load_run
+    from xaibench.trust import read_calibration, trust_rows
 
+    calibration = read_calibration(calibration_file) if calibration_file is not None else None
     if (out_dir is None) == (check_dir is None):
         raise click.UsageError("give exactly one of --out DIR and --check DIR")
     settings = {"alpha": 0.05, "resamples": 1000, "seed": 0}
@@ -701,11 +839,23 @@ def leaderboard_command(
     given = {"alpha": alpha, "resamples": resamples, "seed": seed}
     settings.update({k: v for k, v in given.items() if v is not None})
     runs = [load_run(path) for path in run_dirs]
+    trust = None
+    if calibration is not None:
+        trust = [
+            row
+            for run in runs
+            for row in trust_rows(
+                calibration,
+                [(c["backbone"], c["strategy"], c["seed"]) for c in run.document["cells"]],
+                [r["saliency"] for r in run.records if r.get("saliency")],
+            )
+        ]
     boards = build_leaderboards(
         runs,
         alpha=float(settings["alpha"]),
         resamples=int(settings["resamples"]),
         seed=int(settings["seed"]),
+        trust=trust,
     )
     if check_dir is not None:
         stale = check_leaderboard_files(boards, check_dir)
@@ -747,17 +897,23 @@ def report_command(run_dirs: tuple[Path, ...], out_file: Path | None) -> int:
     return 0
 
 
-def _execute(config: Any, components: Components, out_dir: Path | None, quiet: bool) -> int:
+def _execute(
+    config: Any,
+    components: Components,
+    out_dir: Path | None,
+    quiet: bool,
+    calibration: Any = None,
+) -> int:
     from xaibench.benchmark import run_benchmark
     from xaibench.progress import NullProgress, RichProgress
     from xaibench.results import default_run_dir
 
     run_dir = out_dir or default_run_dir(config.task)
     if quiet:
-        outcome = run_benchmark(config, components, run_dir, NullProgress())
+        outcome = run_benchmark(config, components, run_dir, NullProgress(), calibration)
     else:
         with RichProgress() as progress:
-            outcome = run_benchmark(config, components, run_dir, progress)
+            outcome = run_benchmark(config, components, run_dir, progress, calibration)
     from xaibench.leaderboard import display_frame
 
     tables = {
@@ -831,7 +987,7 @@ def _print_tables(tables: dict[str, Any], document: dict[str, Any]) -> None:
 
 
 def _headline_column(column: str, region: str) -> bool:
-    """The study's two scores on the primary region, the sanity badges and the cell columns.
+    """The study's two scores on the primary region, the sanity and trust badges, the cells.
 
     The files hold every column; the terminal shows what fits: Δ_<region> per perturbation,
     IoU_<region> per method, faithfulness scores and the sanity badges.
@@ -839,7 +995,7 @@ def _headline_column(column: str, region: str) -> bool:
     if column in ("rank", "tier", "backbone", "strategy", "seed", "weights", "p vs leader"):
         return True
     name = column.split(" (")[0]
-    if name in ("sanity", "Del", "Ins", "ROAD"):
+    if name in ("sanity", "trust", "Del", "Ins", "ROAD"):
         return True
     return name in (f"Δ_{region}", f"IoU_{region}")
 

@@ -4,7 +4,8 @@ Two tables, one row per cell (backbone x strategy x seed):
 
 * performance — the positive-vs-rest AUC, accuracy, sensitivity, specificity and macro AUC;
 * explainability — Delta_region per perturbation and region, IoU_region and the other region and
-  faithfulness metrics per saliency method, and each method's sanity-check badge.
+  faithfulness metrics per saliency method, and each method's sanity-check badge (and its
+  known-answer trust badge, when a calibration is given: ``xaibench.trust``).
 
 Rows are ranked by AUC (performance) and by the first Delta column (explainability). Cells with
 randomly initialised weights are marked, because their numbers say nothing about a pretrained model.
@@ -221,7 +222,7 @@ def _metric_columns(frame: pd.DataFrame) -> list[str]:
         for c in frame.columns
         if c not in skip
         and not str(c).endswith((" low", " high", P_CHANCE_SUFFIX, BEATS_CHANCE_SUFFIX))
-        and not str(c).startswith(("sanity (", EVIDENCE_PREFIX))
+        and not str(c).startswith(("sanity (", "trust (", EVIDENCE_PREFIX))
     ]
 
 
@@ -254,15 +255,38 @@ def performance_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return _ranked(frame)
 
 
+def trust_badges(trust: Iterable[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, str]]:
+    """Per cell and saliency method: its known-answer badge (``xaibench.trust``) as shown.
+
+    ``trusted (RMA, PG)`` names the localisation metrics under which the method found the
+    planted region; ``not trusted`` and ``untested`` stand alone.
+    """
+    badges: dict[tuple[Any, ...], dict[str, str]] = {}
+    for row in trust:
+        key = tuple(row[c] for c in CELL_COLUMNS)
+        badge = str(row["badge"])
+        metrics = [m for m, b in (row.get("metrics") or {}).items() if b == "trusted"]
+        if badge == "trusted" and metrics:
+            badge += f" ({', '.join(_EXPLANATION_LABELS.get(m, m) for m in metrics)})"
+        badges.setdefault(key, {})[str(row["saliency"])] = badge
+    return badges
+
+
 def explainability_table(
-    records: Sequence[dict[str, Any]], *, primary: str | None = None, alpha: float = 0.05
+    records: Sequence[dict[str, Any]],
+    *,
+    primary: str | None = None,
+    alpha: float = 0.05,
+    trust: Sequence[dict[str, Any]] = (),
 ) -> pd.DataFrame:
     """Explainability leaderboard, ranked by the headline Δ column (:func:`ranking_column`).
 
     Columns: specific Δ (schema 1.5), headline perturbation first and on it the ``primary``
     region first; raw Δ (older runs, complement regions); each perturbation's off-target cost;
     localisation and faithfulness scores (chance-normalised where recorded, each with its
-    Holm-adjusted ``p chance`` and ``beats chance`` verdict); sanity and evidence badges.
+    Holm-adjusted ``p chance`` and ``beats chance`` verdict); sanity and evidence badges; and
+    with ``trust`` rows (``results.json``'s ``trust``, or ``--calibration``) a
+    ``trust (<method>)`` column per saliency method.
     """
     frame = _table(records, "explanation")
     metric_cols = _order_columns(_metric_columns(frame), records, primary)
@@ -283,6 +307,9 @@ def explainability_table(
     methods = list(dict.fromkeys(m for cell in badges.values() for m in cell))
     for method in methods:
         frame[f"sanity ({method})"] = [badges.get(cell, {}).get(method, "") for cell in cells]
+    trusted = trust_badges(trust)
+    for method in dict.fromkeys(m for cell in trusted.values() for m in cell):
+        frame[f"trust ({method})"] = [trusted.get(c, {}).get(method, "untested") for c in cells]
     evidence = evidence_labels(evidence_agreement(records))
     for method in dict.fromkeys(m for cell in evidence.values() for m in cell):
         frame[f"{EVIDENCE_PREFIX}{method})"] = [
@@ -417,7 +444,8 @@ class Leaderboards:
         performance: One row per cell: ``rank``, ``tier``, ``backbone``, ``strategy``, ``seed``,
             then per metric ``<label>``, ``<label> low``, ``<label> high`` (numbers), then
             ``p vs leader`` (Holm-adjusted) and ``weights``.
-        explainability: The same for explanation columns, plus ``sanity (<method>)`` badges.
+        explainability: The same for explanation columns, plus ``sanity (<method>)`` badges
+            and, when known-answer badges are given, ``trust (<method>)``.
         comparisons: Long table of paired tests: ``table``, ``column``, ``backbone_a``,
             ``strategy_a``, ``seed_a``, ``backbone_b``, ``strategy_b``, ``seed_b``, ``test``,
             ``difference``, ``low``, ``high``, ``p_value``, ``p_holm``, ``n``.
@@ -905,8 +933,12 @@ def build_leaderboards(
     level: float = 0.95,
     resamples: int = 1000,
     seed: int = 0,
+    trust: Sequence[dict[str, Any]] | None = None,
 ) -> Leaderboards:
     """Build both leaderboards from results files; no model code runs.
+
+    ``trust``: known-answer badges per cell and saliency method (``xaibench.trust.trust_rows``);
+    by default the ``trust`` lists the runs' ``results.json`` hold (``run --calibration``).
 
     Each table is ranked by its ranking column (AUC; the first Δ column) and split into tiers by
     paired tests on the same test images: DeLong for AUC, exact McNemar for the rates, a paired
@@ -918,11 +950,13 @@ def build_leaderboards(
     """
     check_compatible(runs)
     records = [rec for run in runs for rec in run.records]
+    if trust is None:
+        trust = [row for run in runs for row in run.document.get("trust", [])]
     data = _PerImage(runs, resamples=resamples, seed=seed)
     primary = (runs[0].task.get("regions_of_interest") or [None])[0]
     tables = {
         "performance": performance_table(records),
-        "explainability": explainability_table(records, primary=primary, alpha=alpha),
+        "explainability": explainability_table(records, primary=primary, alpha=alpha, trust=trust),
     }
     comparisons: list[dict[str, Any]] = []
     for name, frame in tables.items():

@@ -526,9 +526,7 @@ class CellRunner(ExplainStage):
         # One batch at a time, each predicted as a whole: the same forward passes as
         # predicting the perturbed split in batches of eval_batch_size.
         bs = self.config.train.eval_batch_size
-        log_probs = np.concatenate(
-            [predict_log_probs(model, b, bs, self.runtime) for b in batches]
-        )
+        log_probs = np.concatenate([predict_log_probs(model, b, bs, self.runtime) for b in batches])
         return predictions_from_log_probs(
             intact.labels, log_probs, intact.positive_class, intact.threshold
         )

@@ -177,7 +177,7 @@ _TASK: dict[str, tuple[bool, _Check]] = {
 _SECTIONS: dict[str, _Check] = {
     "config": _OBJECT, "dataset": _OBJECT, "environment": _OBJECT, "components": _OBJECT,
     "component_options": _OBJECT, "analysis": _OBJECT, "task": _OBJECT, "records": _LIST,
-    "cells": _LIST, "analysis_failures": _OBJECT, "evidence": _OBJECTS,
+    "cells": _LIST, "analysis_failures": _OBJECT, "evidence": _OBJECTS, "trust": _LIST,
 }  # fmt: skip
 
 #: One row of the ``evidence`` section (1.5; ``xaibench.evidence``): the keys readers use.
@@ -197,6 +197,13 @@ _EVIDENCE_REGION: dict[str, tuple[bool, _Check]] = {
     "specific_ci": (False, _INTERVAL), "needed": (False, _FLAG),
     "normalised": (False, _NUMBER_OR_NULL), "normalised_ci": (False, _INTERVAL),
     "above_chance": (False, _FLAG),
+}  # fmt: skip
+
+#: A row of ``trust`` (known-answer badges per cell and saliency method, ``xaibench.trust``).
+_TRUST: dict[str, tuple[bool, _Check]] = {
+    "backbone": (True, _TEXT), "strategy": (True, _TEXT), "seed": (True, _INTEGER),
+    "saliency": (True, _TEXT), "badge": (True, _TEXT), "metrics": (False, _OBJECT),
+    "source": (False, _TEXT_OR_NULL),
 }  # fmt: skip
 
 #: Deeper than this, a results file is not one xaibench wrote (its own are about 8 deep); the
@@ -311,6 +318,8 @@ def check_document(document: Any, file: Path) -> None:
         _check_fields(row, _EVIDENCE, f"{file}: evidence row {i}")
         for j, region in enumerate(row.get("regions", [])):
             _check_fields(region, _EVIDENCE_REGION, f"{file}: evidence row {i}, region {j}")
+    for i, row in enumerate(document.get("trust", [])):
+        _check_fields(row, _TRUST, f"{file}: trust {i}")
 
 
 def _gallery_entries(run_dir: Path) -> list[dict[str, Any]]:
