@@ -17,10 +17,10 @@ empty), which the aggregate excludes and counts. They differ in what they ask of
 Each also says what a map carrying no information about the region would score on the same
 image (:meth:`~xaibench.metrics.base.SaliencyRegionMetric.chance`, nulls in
 :mod:`xaibench.metrics.chance`): the exact expectation under a random permutation of the map's
-pixels for the pointing game, relevance mass, relevance rank and pixel AUC, and the seeded shift
-null for IoU. All but the energy ratio score at most 1 (``best = 1.0``); the energy ratio is
-unbounded, has no chance level or normalised score, and is itself a ratio to its no-preference
-value 1.
+pixels for the pointing game (``ties='fraction'``), relevance mass, relevance rank and pixel
+AUC, and the seeded shift null for IoU and the pointing game with ``ties='any'``. All but the
+energy ratio score at most 1 (``best = 1.0``); the energy ratio is unbounded, has no chance
+level or normalised score, and is itself a ratio to its no-preference value 1.
 """
 
 from __future__ import annotations
@@ -38,10 +38,8 @@ from xaibench.metrics.chance import (
     AREA_FRACTION,
     DEFAULT_DRAWS,
     HALF,
-    HYPERGEOMETRIC,
     SHIFT_NULL,
     ChanceLevel,
-    any_tied_max_inside,
     area_fraction,
     half,
     iou_shift_null,
@@ -186,10 +184,16 @@ class PointingGame(SaliencyRegionMetric):
         masks: torch.Tensor,
         generator: torch.Generator,
         draws: int = DEFAULT_DRAWS,
-    ) -> ChanceLevel:
-        """Exact: the area fraction (``ties='fraction'``) or the hypergeometric P(hit) (``any``)."""
+    ) -> ChanceLevel | None:
+        """Exact area fraction with ``ties='fraction'``; the shift null with ``ties='any'``.
+
+        A hit with ``ties='any'`` is not linear in the tied maxima's positions: a plateau of
+        tied maxima hits a region less often than as many scattered pixels would, so the
+        permutation null (the hypergeometric chance of one of them landing inside) would put
+        chance too high for coarse maps. The shift null keeps the plateau.
+        """
         if self.ties == "any":
-            return ChanceLevel(any_tied_max_inside(maps, masks), HYPERGEOMETRIC, exact=True)
+            return super().chance(maps, masks, generator, draws)
         return ChanceLevel(area_fraction(masks), AREA_FRACTION, exact=True)
 
 
