@@ -526,3 +526,25 @@ def test_run_records_and_explanations_carry_chance(components, tmp_path: Path):
         if record["metric"] == "iou_region":
             assert details["chance_draws"] == 4
     assert seen == set(methods)
+
+
+class ChanceRaises(DeclaresBest):
+    def chance(self, maps, masks, generator, draws=16):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom in chance")
+
+
+def test_a_failing_chance_level_keeps_the_scores():
+    from xaibench.explain_stage import _ChanceTally
+
+    rng = np.random.default_rng(1)
+    maps = smooth_noise(3, 8, rng).abs()
+    masks = {"a": region_batch("disc", 0.2, 3, 8, rng)}
+    metric = ChanceRaises()
+    tally = _ChanceTally({"plugin": metric}, seed=0, draws=2)
+    scores = metric.per_sample_regions(maps, masks)
+    tally.add("plugin", maps, masks, scores)
+    chance = tally.per_image("plugin", "a", 3)
+    assert np.isnan(chance).all()
+    details = tally.details("plugin", "a", scores["a"].numpy(), chance)
+    assert details["chance"] is None
+    assert details["chance_reason"] == "RuntimeError: boom in chance"
