@@ -17,10 +17,10 @@ empty), which the aggregate excludes and counts. They differ in what they ask of
 Each also says what a map carrying no information about the region would score on the same
 image (:meth:`~xaibench.metrics.base.SaliencyRegionMetric.chance`, nulls in
 :mod:`xaibench.metrics.chance`): the exact expectation under a random permutation of the map's
-pixels for the pointing game, relevance mass, relevance rank and pixel AUC, and the seeded shift
-null for IoU. All but the energy ratio score at most 1 (``best = 1.0``); the energy ratio is
-unbounded, has no chance level or normalised score, and is itself a ratio to its no-preference
-value 1.
+pixels for the pointing game (``ties='fraction'``), relevance mass, relevance rank and pixel
+AUC, and the seeded shift null for IoU and the pointing game with ``ties='any'``. All but the
+energy ratio score at most 1 (``best = 1.0``); the energy ratio is unbounded, has no chance
+level or normalised score, and is itself a ratio to its no-preference value 1.
 """
 
 from __future__ import annotations
@@ -38,10 +38,8 @@ from xaibench.metrics.chance import (
     AREA_FRACTION,
     DEFAULT_DRAWS,
     HALF,
-    HYPERGEOMETRIC,
     SHIFT_NULL,
     ChanceLevel,
-    any_tied_max_inside,
     area_fraction,
     half,
     iou_shift_null,
@@ -63,6 +61,10 @@ _ARRAS = (
     "Arras, Osman & Samek, CLEVR-XAI: a benchmark dataset for the ground truth evaluation of "
     "neural network explanations, Information Fusion 81:14-40, 2022"
 )
+
+
+#: :meth:`IoURegion._binary`'s one entry: maps, their version, the options, the regions.
+_LAST_BINARY: tuple[torch.Tensor, int, tuple[str, float, float], torch.Tensor] | None = None
 
 
 class IoURegion(SaliencyRegionMetric):
@@ -116,6 +118,23 @@ class IoURegion(SaliencyRegionMetric):
                 )
         return self
 
+    def _binary(self, maps: torch.Tensor) -> torch.Tensor:
+        """:meth:`binarize`, reusing the last result for the same maps and options.
+
+        The runner asks for the scores and then for the chance level of the same batch, and one
+        binarisation serves both (Otsu costs more than the overlaps). The entry holds the maps
+        themselves and their in-place version, so a new or edited tensor misses, and it is one
+        module-level slot rather than state on the (frozen, comparable) metric.
+        """
+        global _LAST_BINARY
+        options = (self.binarization, self.percent, self.threshold)
+        last = _LAST_BINARY
+        if last is not None and last[0] is maps and last[1:3] == (maps._version, options):
+            return last[3]
+        binary = self.binarize(maps)
+        _LAST_BINARY = (maps, maps._version, options, binary)
+        return binary
+
     def binarize(self, maps: torch.Tensor) -> torch.Tensor:
         """The region each map selects, bool ``[B, H, W]``."""
         if self.binarization == "topk":
@@ -132,7 +151,7 @@ class IoURegion(SaliencyRegionMetric):
         self, maps: torch.Tensor, masks: Mapping[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         """IoU of every region from one binarisation of the maps."""
-        binary = self.binarize(maps)
+        binary = self._binary(maps)
         return {name: region_iou(binary, mask) for name, mask in masks.items()}
 
     def chance(
@@ -153,7 +172,7 @@ class IoURegion(SaliencyRegionMetric):
         draws: int = DEFAULT_DRAWS,
     ) -> dict[str, ChanceLevel | None]:
         """Shift-null IoU of every region from one binarisation and one set of moves."""
-        levels = iou_shift_null(self.binarize(maps), masks, generator, draws)
+        levels = iou_shift_null(self._binary(maps), masks, generator, draws)
         return {name: ChanceLevel(v, SHIFT_NULL, exact=False) for name, v in levels.items()}
 
 
@@ -186,10 +205,16 @@ class PointingGame(SaliencyRegionMetric):
         masks: torch.Tensor,
         generator: torch.Generator,
         draws: int = DEFAULT_DRAWS,
-    ) -> ChanceLevel:
-        """Exact: the area fraction (``ties='fraction'``) or the hypergeometric P(hit) (``any``)."""
+    ) -> ChanceLevel | None:
+        """Exact area fraction with ``ties='fraction'``; the shift null with ``ties='any'``.
+
+        A hit with ``ties='any'`` is not linear in the tied maxima's positions: a plateau of
+        tied maxima hits a region less often than as many scattered pixels would, so the
+        permutation null (the hypergeometric chance of one of them landing inside) would put
+        chance too high for coarse maps. The shift null keeps the plateau.
+        """
         if self.ties == "any":
-            return ChanceLevel(any_tied_max_inside(maps, masks), HYPERGEOMETRIC, exact=True)
+            return super().chance(maps, masks, generator, draws)
         return ChanceLevel(area_fraction(masks), AREA_FRACTION, exact=True)
 
 
