@@ -16,6 +16,7 @@ from sklearn.metrics import roc_auc_score
 from xaibench.config import resolve_config
 from xaibench.control_regions import (
     ControlRows,
+    FieldRows,
     control_mask,
     control_masks,
     field_of_view,
@@ -58,6 +59,15 @@ def test_field_of_view_is_the_body_and_marker_without_the_air_around_them(phanto
     assert not (lead & ~fields).any()
     share = fields.mean(axis=(1, 2))
     assert ((share > 0.5) & (share < 0.95)).all(), share
+
+
+def test_field_rows_equal_the_field_of_view_in_any_order(phantom):
+    import torch
+
+    images, _, _, fields = phantom
+    rows = FieldRows(torch.from_numpy(images))
+    for index in ([3, 1, 3], slice(0, 5), [11, 0], slice(None)):
+        np.testing.assert_array_equal(rows[index].numpy(), fields[index])
 
 
 def test_an_image_without_uniform_padding_is_all_field():

@@ -18,7 +18,7 @@ import torch
 
 from xaibench.cell_result import CellResult
 from xaibench.config import RunConfig
-from xaibench.control_regions import FIELD_REGIONS, MIN_AREA_RATIO, ControlRows
+from xaibench.control_regions import FIELD_REGIONS, MIN_AREA_RATIO, ControlRows, FieldRows
 from xaibench.data.arrays import MappedRows, Rows, SplitArrays
 from xaibench.errors import XaibenchError
 from xaibench.explain_stage import ISOLATED, error_text
@@ -46,6 +46,7 @@ class ControlStage:
     data: RunData
     progress: Progress
     _controls: dict[tuple[str, int, int], ControlRows]
+    _fields: FieldRows | None
 
     if TYPE_CHECKING:  # provided by CellRunner
 
@@ -72,7 +73,7 @@ class ControlStage:
         ) -> pd.DataFrame: ...
 
     def _control_field(self) -> tuple[Rows | None, str]:
-        """The field-of-view masks of the test split (None: found from the images) and its name.
+        """The field-of-view masks of the test split and the field's name.
 
         Raises:
             XaibenchError: ``controls.field`` names a region the test split does not have.
@@ -89,7 +90,9 @@ class ControlStage:
         if setting == "auto":
             named = next((r for r in FIELD_REGIONS if r in test.regions), None)
             if named is None:
-                return None, "image less padding"
+                if self._fields is None:
+                    self._fields = FieldRows(test.images)
+                return self._fields, "image less padding"
             setting = named
         if setting not in test.regions:
             raise XaibenchError(

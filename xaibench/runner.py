@@ -33,7 +33,7 @@ import torch
 from xaibench.cache import TensorCache, content_key
 from xaibench.cell_result import CellResult, Gallery, make_record
 from xaibench.config import RunConfig
-from xaibench.control_regions import ControlRows
+from xaibench.control_regions import ControlRows, FieldRows
 from xaibench.control_stage import COMPLEMENT_REASON, ControlStage
 from xaibench.data.arrays import ImageWriter, LazyRows, MappedRows, Rows, SplitArrays, read_ahead
 from xaibench.data.check import FULL_MASK_FRACTION
@@ -148,6 +148,7 @@ class CellRunner(ExplainStage, ControlStage):
         self._perturbed: dict[tuple[str, str, bool, int, int | None], LazyRows] = {}
         # Control masks per (region, seed, draw): computed once, shared by every perturbation.
         self._controls: dict[tuple[str, int, int], ControlRows] = {}
+        self._fields: FieldRows | None = None  # the test images' field of view, found once
         self._perturbed_bytes = 0
         # Perturbed images are worth keeping only for a later cell of the same seed.
         self._cells_per_seed = Counter(cell.seed for cell in build_cells(config))
