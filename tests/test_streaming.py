@@ -285,7 +285,8 @@ def test_perturbed_images_kept_on_disk_give_the_same_predictions(components, mon
         return pd.concat([f for r in results for f in r.predictions]), runner
 
     shared, runner = predictions(2**40)
-    assert len(runner._perturbed) == 4  # 2 perturbations x (bone, outside bone)
+    # 2 perturbations x (bone, outside bone, 2 control draws of bone): controls are cached too
+    assert len(runner._perturbed) == 8
     assert all(isinstance(rows, ImageRows) for rows in runner._perturbed.values())
     recomputed, runner = predictions(0)
     assert not runner._perturbed

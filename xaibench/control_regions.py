@@ -192,6 +192,48 @@ def control_masks(
     return masks, ratios, shifted
 
 
+class FieldRows(LazyRows):
+    """:func:`field_of_view` of a split's images, per access, memoised (packed to bits).
+
+    Shared by the control masks of every region and draw, so each image's field is found once.
+    """
+
+    def __init__(self, images: Rows) -> None:
+        self._images = images
+        n = len(images)
+        self._size = (int(images.shape[-2]), int(images.shape[-1]))
+        pixels = self._size[0] * self._size[1]
+        self._done = np.zeros(n, dtype=bool)
+        self._packed: np.ndarray | None = (
+            np.zeros((n, (pixels + 7) // 8), dtype=np.uint8)
+            if n * ((pixels + 7) // 8) <= MEMO_BYTES
+            else None
+        )
+
+    @property
+    def shape(self) -> torch.Size:
+        """``[N, H, W]``."""
+        return torch.Size((len(self._images), *self._size))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """``torch.bool``."""
+        return torch.bool
+
+    def rows(self, index: np.ndarray) -> torch.Tensor:
+        """The field-of-view masks of rows ``index``."""
+        if self._packed is None:
+            return torch.from_numpy(field_of_view(self._images[torch.from_numpy(index)].numpy()))
+        todo = np.unique(index[~self._done[index]])
+        if todo.size:
+            fields = field_of_view(self._images[torch.from_numpy(todo)].numpy())
+            self._packed[todo] = np.packbits(fields.reshape(len(todo), -1), axis=1)
+            self._done[todo] = True
+        pixels = self._size[0] * self._size[1]
+        bits = np.unpackbits(self._packed[index], axis=1, count=pixels)
+        return torch.from_numpy(bits.astype(bool).reshape(len(index), *self._size))
+
+
 class ControlRows(LazyRows):
     """Control masks of one split, region, seed and draw, computed per access and memoised.
 

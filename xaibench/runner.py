@@ -33,7 +33,8 @@ import torch
 from xaibench.cache import TensorCache, content_key
 from xaibench.cell_result import CellResult, Gallery, make_record
 from xaibench.config import RunConfig
-from xaibench.control_regions import FIELD_REGIONS, MIN_AREA_RATIO, ControlRows
+from xaibench.control_regions import ControlRows, FieldRows
+from xaibench.control_stage import COMPLEMENT_REASON, ControlStage
 from xaibench.data.arrays import ImageWriter, LazyRows, MappedRows, Rows, SplitArrays, read_ahead
 from xaibench.data.check import FULL_MASK_FRACTION
 from xaibench.device import Runtime, resolve_device
@@ -47,7 +48,7 @@ from xaibench.metrics.base import (
     PerturbationMetric,
     Predictions,
 )
-from xaibench.metrics.explanation import DeltaRegion, specific_delta
+from xaibench.metrics.explanation import DeltaRegion
 from xaibench.metrics.functional import align_mask, youden_threshold
 from xaibench.models.base import Classifier
 from xaibench.perturbations.base import Perturbation
@@ -85,12 +86,6 @@ __all__ = [
 
 #: Scratch-disk bytes kept for perturbed test images shared between cells (recomputed beyond).
 PERTURBED_CACHE_BYTES = 16 * 1024**3
-
-#: Why a complement (``outside_<region>``) has no specific Δ.
-_COMPLEMENT_REASON = (
-    "no control regions for a complement: it is the rest of the image, so no region of the "
-    "same area lies outside it"
-)
 
 #: A region covering at least this share of a test image is flagged (``near_full_region``):
 #: perturbing it edits the whole image, and its complement almost nothing. The same share makes
@@ -137,7 +132,7 @@ def predictions_from_log_probs(
     return Predictions(labels, np.exp(log_probs), positive_class, threshold, log_probs=log_probs)
 
 
-class CellRunner(ExplainStage):
+class CellRunner(ExplainStage, ControlStage):
     """Runs cells of one run against shared data; picklable state only (for remote executors)."""
 
     def __init__(
@@ -170,6 +165,7 @@ class CellRunner(ExplainStage):
         self._perturbed: dict[tuple[str, str, bool, int, int | None], LazyRows] = {}
         # Control masks per (region, seed, draw): computed once, shared by every perturbation.
         self._controls: dict[tuple[str, int, int], ControlRows] = {}
+        self._fields: FieldRows | None = None  # the test images' field of view, found once
         self._perturbed_bytes = 0
         # Perturbed images are worth keeping only for a later cell of the same seed.
         self._cells_per_seed = Counter(cell.seed for cell in build_cells(config))
@@ -444,82 +440,6 @@ class CellRunner(ExplainStage):
             return MappedRows(masks, lambda m: align_mask(m, size), row_shape=size)
         return masks
 
-    def _control_field(self) -> tuple[Rows | None, str]:
-        """The field-of-view masks of the test split (None: found from the images) and its name.
-
-        Raises:
-            XaibenchError: ``controls.field`` names a region the test split does not have.
-        """
-        test, setting = self.data.splits["test"], self.config.controls.field
-        if setting == "image":
-            size = tuple(int(d) for d in test.images.shape[-2:])
-            return MappedRows(
-                test.images,
-                lambda x: torch.ones((x.shape[0], *size), dtype=torch.bool),
-                row_shape=size,
-                dtype=torch.bool,
-            ), "image"
-        if setting == "auto":
-            named = next((r for r in FIELD_REGIONS if r in test.regions), None)
-            if named is None:
-                return None, "image less padding"
-            setting = named
-        if setting not in test.regions:
-            raise XaibenchError(
-                f"controls.field: region {setting!r} is not annotated on the test images "
-                f"(they have: {', '.join(sorted(test.regions)) or 'none'})"
-            )
-        return self._mask(test, setting), setting
-
-    def _control_rows(self, region: str, seed: int, draw: int) -> ControlRows:
-        """Control masks of ``region``'s draw ``draw`` on the test split (memoised)."""
-        key = (region, seed, draw)
-        if key not in self._controls:
-            test = self.data.splits["test"]
-            fields, _ = self._control_field()
-            self._controls[key] = ControlRows(
-                test.images,
-                self._mask(test, region),
-                fields,
-                test.sample_ids,
-                seed=seed,
-                region=region,
-                draw=draw,
-            )
-        return self._controls[key]
-
-    def _control_plan(self, region: str, seed: int) -> tuple[dict[str, Any], str | None]:
-        """Control details shared by every perturbation of ``region``, or why there are none."""
-        draws = self.config.controls.draws
-        if draws == 0:
-            return {}, "control regions are off (controls.draws: 0)"
-        try:
-            _, field = self._control_field()
-            summaries = [
-                self._control_rows(region, seed, d).summary(self.config.train.eval_batch_size)
-                for d in range(draws)
-            ]
-        except XaibenchError as exc:
-            return {}, str(exc)
-        except ISOLATED as exc:  # a region whose controls cannot be built loses only them
-            self.progress.log(
-                f"  [red]failed[/red]: control regions of {region}: {error_text(exc)}"
-            )
-            return {}, f"building control regions failed: {error_text(exc)}"
-        ratio = float(np.mean([s["area_ratio"] for s in summaries]))
-        if not np.isfinite(ratio) or ratio < MIN_AREA_RATIO:
-            reached = "no" if not np.isfinite(ratio) else f"only {ratio:.0%} of the"
-            return {}, (
-                f"control regions reach {reached} area of region {region!r} outside it in the "
-                f"field of view ({field}): the region covers nearly all of it"
-            )
-        details = {
-            "control_area_ratio": ratio,
-            "control_shifted": float(np.mean([s["shifted"] for s in summaries])),
-            "control_field": field,
-        }
-        return details, None
-
     def _predict_perturbed(
         self, model: Classifier, batches: Iterator[torch.Tensor], intact: Predictions
     ) -> Predictions:
@@ -578,7 +498,7 @@ class CellRunner(ExplainStage):
                         model, base, intact, result, pname, perturbation, region, plans
                     )
                     if specific and not complement
-                    else {"reason": _COMPLEMENT_REASON}
+                    else {"reason": COMPLEMENT_REASON}
                 )
                 for mname, metric in metrics.items():
                     record = self._score(
@@ -593,53 +513,6 @@ class CellRunner(ExplainStage):
                     if isinstance(metric, DeltaRegion) and record["status"] == "ok":
                         record["details"].update(self._specific_details(control, intact, perturbed))
                     result.records.append(record)
-
-    def _controls_of(
-        self,
-        model: Classifier,
-        base: dict[str, Any],
-        intact: Predictions,
-        result: CellResult,
-        pname: str,
-        perturbation: Perturbation,
-        region: str,
-        plans: dict[str, tuple[dict[str, Any], str | None]],
-    ) -> dict[str, Any]:
-        """Perturb and predict the control draws of ``region``, as rows of ``predictions.csv``.
-
-        Returns ``{"predictions": [one per draw], **the plan's details}``, or ``{"reason": ...}``
-        when there are no controls (off, impossible, or a control draw failed).
-        """
-        details, reason = plans[region]
-        if reason is not None:
-            return {"reason": reason}
-        test, preds = self.data.splits["test"], []
-        for d in range(self.config.controls.draws):
-            try:
-                batches = self._perturbedbatch_slices(
-                    pname, perturbation, region, False, base["seed"], control=d
-                )
-                preds.append(self._predict_perturbed(model, batches, intact))
-            except ISOLATED as exc:  # the region's Δ stands; only its controls are missing
-                error = error_text(exc)
-                self.progress.log(
-                    f"  [red]failed[/red]: perturbation {pname} on control {d} of {region}: {error}"
-                )
-                return {"reason": f"perturbing control draw {d} failed: {error}"}
-            result.predictions.append(
-                self._prediction_frame(base, test, preds[-1], pname, f"{region}#control{d}")
-            )
-        return {"predictions": preds, **details}
-
-    @staticmethod
-    def _specific_details(
-        control: dict[str, Any], intact: Predictions, perturbed: Predictions
-    ) -> dict[str, Any]:
-        """The C2 ``details`` of a Δ record: specific Δ and off-target cost, or why not."""
-        if "reason" in control:
-            return {"specific_reason": control["reason"]}
-        extra = {k: v for k, v in control.items() if k != "predictions"}
-        return {**specific_delta(intact, perturbed, control["predictions"]), **extra}
 
     def _coverage_flags(self, region: str, complement: bool) -> dict[str, Any]:
         """``details`` flags for a region that covers (almost) the whole of some test image.
