@@ -164,3 +164,19 @@ def test_headline_localisation_metric_prefers_relevance_mass():
     assert headline_localisation_metric(records) == "relevance_mass"
     assert headline_localisation_metric(records[:1]) == "iou_region"
     assert headline_localisation_metric([]) is None
+
+
+def test_a_failing_evidence_check_is_recorded_and_the_run_kept(monkeypatch):
+    from types import SimpleNamespace
+
+    from xaibench import benchmark
+    from xaibench.progress import NullProgress
+
+    def broken(records):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(benchmark, "evidence_agreement", broken)
+    failures: dict[str, str] = {}
+    rows = benchmark._evidence([SimpleNamespace(records=[])], failures, NullProgress())
+    assert rows == []
+    assert failures == {"evidence": "ValueError: boom"}
