@@ -180,3 +180,13 @@ def test_a_failing_evidence_check_is_recorded_and_the_run_kept(monkeypatch):
     rows = benchmark._evidence([SimpleNamespace(records=[])], failures, NullProgress())
     assert rows == []
     assert failures == {"evidence": "ValueError: boom"}
+
+
+def test_a_metric_without_best_keeps_its_raw_value():
+    from xaibench.headline import has_normalised
+
+    record = local("bone", 0.2, (0.1, 0.3))
+    assert has_normalised(record)
+    no_best = {**record, "details": {**record["details"], "best": None, "normalised": None}}
+    assert not has_normalised(no_best)
+    assert evidence_agreement([delta("bone", 0.3, (0.2, 0.4)), no_best]) == []
