@@ -14,12 +14,15 @@ metric's best). Per cell and saliency method this module ranks the regions both 
   one with the largest normalised localisation, and whether they are the same (two or more
   regions);
 * ``flagged`` with its ``flags`` (sentences): the maps point at a region (its normalised score
-  is the largest and its CI lies above 0) that perturbation shows the model does not need (its
-  specific Δ CI covers 0 or lies below it); or the model needs a region (specific Δ CI above 0)
-  where the maps show nothing above chance (normalised CI covers 0 or lies below it).
+  is the largest and shown above chance) that the model is not shown to need (its specific Δ
+  is not shown above 0); or the model needs a region (specific Δ shown above 0) where the maps
+  show nothing above chance.
 
 "Needed" and "above chance" are read from the records' own 95% intervals (``specific_ci``,
-``normalised_ci``), so a region with too few images to tell is neither. The perturbation is the
+``normalised_ci``: the interval lies above 0) and, where recorded, their one-sided p-values
+(``specific_p``, ``p_chance``) Holm-adjusted over the row's regions (below ``alpha``): a region
+with too few images to tell is neither, and four regions x two questions do not raise a flag
+by chance alone. The perturbation is the
 headline one of the records (lowest off-target cost, :mod:`xaibench.headline`), the localisation
 metric the headline one (relevance mass first). A pure function of records: ``results.json``
 stores its rows under ``evidence`` (one run), and leaderboard and report recompute it over the
@@ -40,6 +43,7 @@ from xaibench.headline import (
     headline_localisation_metric,
     headline_perturbation,
 )
+from xaibench.stats.comparisons import holm
 
 #: Fewest regions for which Kendall's tau is recorded.
 MIN_REGIONS_FOR_TAU = 3
@@ -51,15 +55,27 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _number_or_none(value: Any) -> float | None:
+    return float(value) if _finite(value) else None
+
+
 def _interval(value: Any) -> tuple[float, float] | None:
     if isinstance(value, list | tuple) and len(value) == 2 and all(_finite(v) for v in value):
         return float(value[0]), float(value[1])
     return None
 
 
-def _above_zero(ci: tuple[float, float] | None) -> bool | None:
-    """True when the interval lies above 0, False when it covers 0 or lies below, None unknown."""
-    return None if ci is None else ci[0] > 0
+def _shown_positive(
+    ci: tuple[float, float] | None, p_holm: float | None, alpha: float
+) -> bool | None:
+    """Whether a score is shown to exceed 0, or None when neither interval nor p is known.
+
+    Shown: its interval lies above 0 and, where a p-value was recorded, its Holm-adjusted
+    p-value is below ``alpha``.
+    """
+    if ci is None and p_holm is None:
+        return None
+    return (ci is None or ci[0] > 0) and (p_holm is None or p_holm < alpha)
 
 
 def _fmt(value: float | None, ci: tuple[float, float] | None) -> str:
@@ -80,6 +96,7 @@ def evidence_agreement(
     *,
     perturbation: str | None = None,
     localisation_metric: str | None = None,
+    alpha: float = 0.05,
 ) -> list[dict[str, Any]]:
     """Per cell and saliency method: regions ranked by specific Δ vs by normalised localisation.
 
@@ -89,13 +106,16 @@ def evidence_agreement(
             records' headline perturbation (:func:`xaibench.headline.headline_perturbation`).
         localisation_metric: The region metric whose normalised score says what the maps show;
             default :func:`xaibench.headline.headline_localisation_metric`.
+        alpha: Level of the Holm-adjusted one-sided tests (``specific_p``, ``p_chance``, over
+            the regions of one row) that "needed" and "above chance" also require.
 
     Returns:
         One row per cell x saliency method that has normalised scores of the metric, in record
         order: ``backbone``, ``strategy``, ``seed``, ``saliency``, ``perturbation``,
         ``localisation_metric``, ``regions`` (per region scored both ways: ``region``,
-        ``specific``, ``specific_ci``, ``needed``, ``normalised``, ``normalised_ci``,
-        ``above_chance``), ``needed_order`` and ``shown_order`` (region names, largest first),
+        ``specific``, ``specific_ci``, ``specific_p_holm``, ``needed``, ``normalised``,
+        ``normalised_ci``, ``p_chance_holm``, ``above_chance``), ``needed_order`` and
+        ``shown_order`` (region names, largest first),
         ``kendall_tau``, ``kendall_p``, ``top_needed``, ``top_shown``, ``top_match``,
         ``flagged``, ``flags`` and ``reason`` (why tau is null, else null). Empty when the
         records have no specific Δ or no normalised scores.
@@ -123,7 +143,7 @@ def evidence_agreement(
             for name in by_region
             if name in cell_needs
         ]
-        rows.append(_row(key, perturbation, metric, regions))
+        rows.append(_row(key, perturbation, metric, _decide(regions, alpha)))
     return rows
 
 
@@ -135,15 +155,39 @@ def _region(name: str, delta: Mapping[str, Any], local: Mapping[str, Any]) -> di
     normalised = normalised if ok_l and _finite(normalised) else None
     s_ci = _interval(d_details.get("specific_ci")) if specific is not None else None
     n_ci = _interval(l_details.get("normalised_ci")) if normalised is not None else None
+    s_p = _number_or_none(d_details.get("specific_p")) if specific is not None else None
+    n_p = _number_or_none(l_details.get("p_chance")) if normalised is not None else None
     return {
         "region": name,
         "specific": None if specific is None else float(specific),
         "specific_ci": list(s_ci) if s_ci else None,
-        "needed": _above_zero(s_ci),
+        "specific_p_holm": s_p,
+        "needed": None,
         "normalised": None if normalised is None else float(normalised),
         "normalised_ci": list(n_ci) if n_ci else None,
-        "above_chance": _above_zero(n_ci),
+        "p_chance_holm": n_p,
+        "above_chance": None,
     }
+
+
+def _decide(regions: list[dict[str, Any]], alpha: float) -> list[dict[str, Any]]:
+    """Holm-adjust each kind of p-value over the row's regions; set ``needed``/``above_chance``.
+
+    One row asks of every region whether the model needs it and whether the maps show it: a
+    family per question, so the one-sided p-values of each are adjusted together (the raw ones
+    stay in the records).
+    """
+    for p_key, ci_key, verdict in (
+        ("specific_p_holm", "specific_ci", "needed"),
+        ("p_chance_holm", "normalised_ci", "above_chance"),
+    ):
+        tested = [r for r in regions if r[p_key] is not None]
+        if tested:
+            for r, p in zip(tested, holm([r[p_key] for r in tested]), strict=True):
+                r[p_key] = float(p)
+        for r in regions:
+            r[verdict] = _shown_positive(_interval(r[ci_key]), r[p_key], alpha)
+    return regions
 
 
 def _row(
@@ -198,7 +242,7 @@ def _flags(
         flags.append(
             f"maps point at {top['region']} (normalised {metric} "
             f"{_fmt(top['normalised'], _interval(top['normalised_ci']))}), which the model "
-            f"does not need (specific Δ under {perturbation} "
+            f"is not shown to need (specific Δ under {perturbation} "
             f"{_fmt(top['specific'], _interval(top['specific_ci']))})"
         )
     for r in regions:

@@ -279,7 +279,7 @@ def explainability_table(
     methods = list(dict.fromkeys(m for cell in badges.values() for m in cell))
     for method in methods:
         frame[f"sanity ({method})"] = [badges.get(cell, {}).get(method, "") for cell in cells]
-    evidence = evidence_labels(evidence_agreement(records))
+    evidence = evidence_labels(evidence_agreement(records, alpha=alpha))
     for method in dict.fromkeys(m for cell in evidence.values() for m in cell):
         frame[f"{EVIDENCE_PREFIX}{method})"] = [
             evidence.get(cell, {}).get(method, "") for cell in cells

@@ -350,7 +350,7 @@ def _reference(ctx: _Context) -> Section:
 
 
 def _evidence(ctx: _Context) -> Section:
-    return evidence_section(ctx.records)
+    return evidence_section(ctx.records, float(ctx.boards.meta.get("alpha", 0.05)))
 
 
 def _roc(ctx: _Context) -> Section:

@@ -174,10 +174,10 @@ def evidence_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     )
 
 
-def evidence_section(records: Sequence[Mapping[str, Any]]) -> Section:
+def evidence_section(records: Sequence[Mapping[str, Any]], alpha: float = 0.05) -> Section:
     """The "Evidence agreement" section: table and flags (a note when there is none)."""
     title = "Evidence agreement"
-    rows = evidence_agreement(records)
+    rows = evidence_agreement(records, alpha=alpha)
     if not rows:
         return Section(
             title,
@@ -193,9 +193,11 @@ def evidence_section(records: Sequence[Mapping[str, Any]]) -> Section:
             "ranked by specific Δ under the headline perturbation (what perturbation shows the "
             "model needs) and by normalised localisation (what the maps show), Kendall's tau "
             "between the two orders (undefined with fewer than 3 regions), and whether the top "
-            "regions match. Flagged: the maps point at a region (largest normalised score, CI "
-            "above 0) whose specific Δ CI covers 0 or lies below it, or the model needs a "
-            "region (specific Δ CI above 0) where the maps show nothing above chance."
+            "regions match. Flagged: the maps point at a region (largest normalised score, "
+            "shown above chance) that the model is not shown to need, or the model needs a "
+            "region where the maps show nothing above chance. Shown means: the 95% interval "
+            f"lies above 0 and the one-sided p-value, Holm-adjusted over the row's regions, is "
+            f"below {alpha}."
         ),
         table_html(evidence_table(rows)),
     ]
