@@ -191,7 +191,7 @@ def test_a_metric_without_best_keeps_its_raw_value():
     assert evidence_agreement([delta("bone", 0.3, (0.2, 0.4)), no_best]) == []
 
 
-def test_above_chance_and_needed_are_holm_adjusted_over_the_row():
+def test_above_chance_and_needed_are_holm_adjusted_over_the_table():
     records = [
         delta("bone", 0.00, (-0.02, 0.02), p=0.5),
         delta("spine", 0.20, (0.10, 0.30), p=0.001),
@@ -216,3 +216,24 @@ def test_above_chance_and_needed_are_holm_adjusted_over_the_row():
     verdicts = {r["region"]: (r["needed"], r["above_chance"]) for r in strict["regions"]}
     assert verdicts == {"bone": (False, False), "spine": (True, True), "ribs": (False, False)}
     assert strict["flagged"] is False
+
+
+def test_the_families_span_the_table_and_count_a_cell_s_delta_once():
+    deltas = [
+        delta("bone", 0.00, (-0.02, 0.02), p=0.5),
+        delta("spine", 0.20, (0.10, 0.30), p=0.001),
+        delta("ribs", 0.10, (0.01, 0.20), p=0.02),
+    ]
+    maps = [
+        local(region, 0.1, (0.01, 0.2), saliency=method, p=p)
+        for method, ps in (("gradcam", (0.02, 0.001, 0.03)), ("random", (0.4, 0.01, 0.6)))
+        for region, p in zip(("bone", "spine", "ribs"), ps, strict=True)
+    ]
+    rows = evidence_agreement([*deltas, *maps])
+    assert [r["saliency"] for r in rows] == ["gradcam", "random"]
+    chance = multipletests([0.02, 0.001, 0.03, 0.4, 0.01, 0.6], method="holm")[1]
+    needed = multipletests([0.5, 0.001, 0.02], method="holm")[1]  # once, not per method
+    got_chance = [r["p_chance_holm"] for row in rows for r in row["regions"]]
+    assert got_chance == pytest.approx(list(chance))
+    for row in rows:
+        assert [r["specific_p_holm"] for r in row["regions"]] == pytest.approx(list(needed))

@@ -20,9 +20,9 @@ metric's best). Per cell and saliency method this module ranks the regions both 
 
 "Needed" and "above chance" are read from the records' own 95% intervals (``specific_ci``,
 ``normalised_ci``: the interval lies above 0) and, where recorded, their one-sided p-values
-(``specific_p``, ``p_chance``) Holm-adjusted over the row's regions (below ``alpha``): a region
-with too few images to tell is neither, and four regions x two questions do not raise a flag
-by chance alone. The perturbation is the
+(``specific_p``, ``p_chance``) Holm-adjusted over the whole table (below ``alpha``), one family
+per question as in the leaderboard: a region with too few images to tell is neither, and many
+cells x methods x regions do not raise flags by chance alone. The perturbation is the
 headline one of the records (lowest off-target cost, :mod:`xaibench.headline`), the localisation
 metric the headline one (relevance mass first). A pure function of records: ``results.json``
 stores its rows under ``evidence`` (one run), and leaderboard and report recompute it over the
@@ -106,8 +106,9 @@ def evidence_agreement(
             records' headline perturbation (:func:`xaibench.headline.headline_perturbation`).
         localisation_metric: The region metric whose normalised score says what the maps show;
             default :func:`xaibench.headline.headline_localisation_metric`.
-        alpha: Level of the Holm-adjusted one-sided tests (``specific_p``, ``p_chance``, over
-            the regions of one row) that "needed" and "above chance" also require.
+        alpha: Level of the Holm-adjusted one-sided tests (``specific_p`` over every cell and
+            region, ``p_chance`` over every cell, method and region of ``records``) that
+            "needed" and "above chance" also require.
 
     Returns:
         One row per cell x saliency method that has normalised scores of the metric, in record
@@ -135,7 +136,7 @@ def evidence_agreement(
         if has_normalised(rec) and rec.get("metric") == metric:
             key = (*(rec[c] for c in _CELL), str(rec["saliency"]))
             shown.setdefault(key, {}).setdefault(str(rec["region"]), rec)
-    rows = []
+    table = []
     for key, by_region in shown.items():
         cell_needs = needed.get(key[:3], {})
         regions = [
@@ -143,8 +144,9 @@ def evidence_agreement(
             for name in by_region
             if name in cell_needs
         ]
-        rows.append(_row(key, perturbation, metric, _decide(regions, alpha)))
-    return rows
+        table.append((key, regions))
+    _decide(table, alpha)
+    return [_row(key, perturbation, metric, regions) for key, regions in table]
 
 
 def _region(name: str, delta: Mapping[str, Any], local: Mapping[str, Any]) -> dict[str, Any]:
@@ -170,24 +172,35 @@ def _region(name: str, delta: Mapping[str, Any], local: Mapping[str, Any]) -> di
     }
 
 
-def _decide(regions: list[dict[str, Any]], alpha: float) -> list[dict[str, Any]]:
-    """Holm-adjust each kind of p-value over the row's regions; set ``needed``/``above_chance``.
+def _decide(table: list[tuple[tuple[Any, ...], list[dict[str, Any]]]], alpha: float) -> None:
+    """Holm-adjust each kind of p-value over the whole table; set ``needed``/``above_chance``.
 
-    One row asks of every region whether the model needs it and whether the maps show it: a
-    family per question, so the one-sided p-values of each are adjusted together (the raw ones
-    stay in the records).
+    One family per question, as in the leaderboard: every (cell, region) specific Δ (shared by
+    the cell's saliency methods, so counted once) and every (cell, method, region) normalised
+    score. The raw p-values stay in the records.
     """
-    for p_key, ci_key, verdict in (
-        ("specific_p_holm", "specific_ci", "needed"),
-        ("p_chance_holm", "normalised_ci", "above_chance"),
-    ):
-        tested = [r for r in regions if r[p_key] is not None]
-        if tested:
-            for r, p in zip(tested, holm([r[p_key] for r in tested]), strict=True):
-                r[p_key] = float(p)
+    needed: dict[tuple[Any, ...], float] = {}
+    shown: dict[tuple[Any, ...], float] = {}
+    for key, regions in table:
         for r in regions:
-            r[verdict] = _shown_positive(_interval(r[ci_key]), r[p_key], alpha)
-    return regions
+            if r["specific_p_holm"] is not None:
+                needed[(*key[:3], r["region"])] = r["specific_p_holm"]
+            if r["p_chance_holm"] is not None:
+                shown[(*key, r["region"])] = r["p_chance_holm"]
+    adjusted = {
+        name: dict(zip(family, holm(list(family.values())), strict=True)) if family else {}
+        for name, family in (("needed", needed), ("shown", shown))
+    }
+    for key, regions in table:
+        for r in regions:
+            if r["specific_p_holm"] is not None:
+                r["specific_p_holm"] = float(adjusted["needed"][(*key[:3], r["region"])])
+            if r["p_chance_holm"] is not None:
+                r["p_chance_holm"] = float(adjusted["shown"][(*key, r["region"])])
+            r["needed"] = _shown_positive(_interval(r["specific_ci"]), r["specific_p_holm"], alpha)
+            r["above_chance"] = _shown_positive(
+                _interval(r["normalised_ci"]), r["p_chance_holm"], alpha
+            )
 
 
 def _row(

@@ -196,8 +196,8 @@ def evidence_section(records: Sequence[Mapping[str, Any]], alpha: float = 0.05) 
             "regions match. Flagged: the maps point at a region (largest normalised score, "
             "shown above chance) that the model is not shown to need, or the model needs a "
             "region where the maps show nothing above chance. Shown means: the 95% interval "
-            f"lies above 0 and the one-sided p-value, Holm-adjusted over the row's regions, is "
-            f"below {alpha}."
+            "lies above 0 and the one-sided p-value, Holm-adjusted over the table (one family "
+            f"per question), is below {alpha}."
         ),
         table_html(evidence_table(rows)),
     ]
