@@ -346,7 +346,7 @@ def _explainability(ctx: _Context) -> Section:
 
 
 def _reference(ctx: _Context) -> Section:
-    return reference_section(ctx.records)
+    return reference_section(ctx.records, ctx.primary_region)
 
 
 def _evidence(ctx: _Context) -> Section:
