@@ -97,3 +97,18 @@ def test_long_reference_tables_lead_with_the_primary_region():
     assert body.count(">r0<") == 2  # in the focus table and in the full one
     assert body.count(">r7<") == 1
     assert "0.333 [0.200, 0.400]" in body
+
+
+def test_the_tradeoff_uses_normalised_iou_when_recorded(run, html):
+    from xaibench.report import figures
+
+    records = json.loads((run / "results.json").read_text())["records"]
+    points = figures.tradeoff_points(records, "bone", normalised=True)
+    iou = {r["backbone"]: r for r in records if r["metric"] == "iou_region"}
+    assert len(points) == 2
+    for point in points:
+        details = iou[point.cell.split(" / ")[0]]["details"]
+        assert point.score == pytest.approx(details["normalised"])
+        assert point.score_low == pytest.approx(details["normalised_ci"][0])
+    assert "AUC vs nIoU_bone; Pareto front circled." in html
+    assert "chance-normalised IoU" in html
