@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from xaibench.evidence import evidence_agreement
+
 TINY = {
     "dataset": {
         "name": "phantom",
@@ -89,6 +91,9 @@ def test_results_document_has_schema_provenance_and_flat_records(tiny_run):
     doc = json.loads((tiny_run[0] / "results.json").read_text())
     assert doc["schema_version"] == "1.5"
     assert doc["config"]["seeds"] == [0]
+    # evidence agreement, computed from the records after all cells (empty without the
+    # normalised and specific scores it compares)
+    assert doc["evidence"] == evidence_agreement(doc["records"])
     # every option as it ran, defaults included (the config holds only what was given)
     options = doc["component_options"]
     assert set(options) == {

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from scipy.stats import kendalltau
+from statsmodels.stats.multitest import multipletests
 
 from xaibench.evidence import evidence_agreement, evidence_label
 from xaibench.headline import (
@@ -27,25 +28,23 @@ def _base(metric: str, **fields: Any) -> dict[str, Any]:
 
 
 def delta(region: str, specific: float, ci: tuple[float, float], *, perturbation: str = "mean",
-          control: float = 0.01) -> dict[str, Any]:  # fmt: skip
+          control: float = 0.01, p: float | None = None) -> dict[str, Any]:  # fmt: skip
+    details = {"control_delta": control, "specific": specific, "specific_ci": list(ci)}
+    if p is not None:
+        details["specific_p"] = p
     return _base(
-        "delta_region",
-        perturbation=perturbation,
-        region=region,
-        value=specific + control,
-        details={"control_delta": control, "specific": specific, "specific_ci": list(ci)},
-    )
+        "delta_region", perturbation=perturbation, region=region, value=specific + control,
+        details=details,
+    )  # fmt: skip
 
 
 def local(region: str, normalised: float, ci: tuple[float, float], *,
-          saliency: str = "gradcam", metric: str = "relevance_mass") -> dict[str, Any]:  # fmt: skip
-    return _base(
-        metric,
-        saliency=saliency,
-        region=region,
-        value=0.5,
-        details={"chance": 0.3, "best": 1.0, "normalised": normalised, "normalised_ci": list(ci)},
-    )
+          saliency: str = "gradcam", metric: str = "relevance_mass",
+          p: float | None = None) -> dict[str, Any]:  # fmt: skip
+    details = {"chance": 0.3, "best": 1.0, "normalised": normalised, "normalised_ci": list(ci)}
+    if p is not None:
+        details["p_chance"] = p
+    return _base(metric, saliency=saliency, region=region, value=0.5, details=details)
 
 
 def test_maps_on_bone_while_the_model_needs_only_the_marker_are_flagged():
@@ -72,7 +71,7 @@ def test_maps_on_bone_while_the_model_needs_only_the_marker_are_flagged():
     assert row["flagged"] is True
     assert len(row["flags"]) == 2
     assert row["flags"][0].startswith("maps point at bone")
-    assert "does not need" in row["flags"][0]
+    assert "is not shown to need" in row["flags"][0]
     assert row["flags"][1].startswith("the model needs marker")
     assert evidence_label(row).startswith("flagged")
 
@@ -164,3 +163,77 @@ def test_headline_localisation_metric_prefers_relevance_mass():
     assert headline_localisation_metric(records) == "relevance_mass"
     assert headline_localisation_metric(records[:1]) == "iou_region"
     assert headline_localisation_metric([]) is None
+
+
+def test_a_failing_evidence_check_is_recorded_and_the_run_kept(monkeypatch):
+    from types import SimpleNamespace
+
+    from xaibench import benchmark
+    from xaibench.progress import NullProgress
+
+    def broken(records):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(benchmark, "evidence_agreement", broken)
+    failures: dict[str, str] = {}
+    rows = benchmark._evidence([SimpleNamespace(records=[])], failures, NullProgress())
+    assert rows == []
+    assert failures == {"evidence": "ValueError: boom"}
+
+
+def test_a_metric_without_best_keeps_its_raw_value():
+    from xaibench.headline import has_normalised
+
+    record = local("bone", 0.2, (0.1, 0.3))
+    assert has_normalised(record)
+    no_best = {**record, "details": {**record["details"], "best": None, "normalised": None}}
+    assert not has_normalised(no_best)
+    assert evidence_agreement([delta("bone", 0.3, (0.2, 0.4)), no_best]) == []
+
+
+def test_above_chance_and_needed_are_holm_adjusted_over_the_table():
+    records = [
+        delta("bone", 0.00, (-0.02, 0.02), p=0.5),
+        delta("spine", 0.20, (0.10, 0.30), p=0.001),
+        delta("ribs", 0.10, (0.01, 0.20), p=0.02),
+        local("bone", 0.30, (0.01, 0.60), p=0.02),
+        local("spine", 0.20, (0.05, 0.35), p=0.001),
+        local("ribs", 0.10, (0.02, 0.20), p=0.03),
+    ]
+    (row,) = evidence_agreement(records)
+    regions = {r["region"]: r for r in row["regions"]}
+    names = ["bone", "spine", "ribs"]
+    chance = multipletests([0.02, 0.001, 0.03], method="holm")[1]
+    needed = multipletests([0.5, 0.001, 0.02], method="holm")[1]
+    for name, p_chance, p_needed in zip(names, chance, needed, strict=True):
+        assert regions[name]["p_chance_holm"] == pytest.approx(p_chance)
+        assert regions[name]["specific_p_holm"] == pytest.approx(p_needed)
+    verdicts = {r["region"]: (r["needed"], r["above_chance"]) for r in row["regions"]}
+    assert verdicts == {"bone": (False, True), "spine": (True, True), "ribs": (True, True)}
+    assert row["flagged"] is True  # the maps point at bone, which is not needed
+    # at alpha 0.01 only spine is shown, both ways: bone (p 0.04 after Holm) no longer flags
+    (strict,) = evidence_agreement(records, alpha=0.01)
+    verdicts = {r["region"]: (r["needed"], r["above_chance"]) for r in strict["regions"]}
+    assert verdicts == {"bone": (False, False), "spine": (True, True), "ribs": (False, False)}
+    assert strict["flagged"] is False
+
+
+def test_the_families_span_the_table_and_count_a_cell_s_delta_once():
+    deltas = [
+        delta("bone", 0.00, (-0.02, 0.02), p=0.5),
+        delta("spine", 0.20, (0.10, 0.30), p=0.001),
+        delta("ribs", 0.10, (0.01, 0.20), p=0.02),
+    ]
+    maps = [
+        local(region, 0.1, (0.01, 0.2), saliency=method, p=p)
+        for method, ps in (("gradcam", (0.02, 0.001, 0.03)), ("random", (0.4, 0.01, 0.6)))
+        for region, p in zip(("bone", "spine", "ribs"), ps, strict=True)
+    ]
+    rows = evidence_agreement([*deltas, *maps])
+    assert [r["saliency"] for r in rows] == ["gradcam", "random"]
+    chance = multipletests([0.02, 0.001, 0.03, 0.4, 0.01, 0.6], method="holm")[1]
+    needed = multipletests([0.5, 0.001, 0.02], method="holm")[1]  # once, not per method
+    got_chance = [r["p_chance_holm"] for row in rows for r in row["regions"]]
+    assert got_chance == pytest.approx(list(chance))
+    for row in rows:
+        assert [r["specific_p_holm"] for r in row["regions"]] == pytest.approx(list(needed))

@@ -205,3 +205,26 @@ def test_a_1_5_leaderboard_rebuilds_byte_identically_and_check_catches_a_mark(ru
     md.write_text(md.read_text().replace(f" {CHANCE_MARK} |", " |", 1))
     rebuilt = build_leaderboards([load_run(run)], resamples=50)
     assert check_leaderboard_files(rebuilt, out1) == ["leaderboard_explainability.md"]
+
+
+def test_hostile_method_names_are_inert_in_the_new_columns(run, tmp_path):
+    evil = "<img src=x onerror=alert(1)>|x"
+    copy = tmp_path / "evil"
+    copy.mkdir()
+    text = (run / "results.json").read_text().replace('"gradcam"', json.dumps(evil))
+    (copy / "results.json").write_text(text)
+    (copy / "predictions.csv").write_bytes((run / "predictions.csv").read_bytes())
+    expl = pd.read_csv(run / "explanations.csv")
+    expl["saliency"] = evil
+    expl.to_csv(copy / "explanations.csv", index=False)
+    lb = build_leaderboards([load_run(copy)], resamples=20)
+    assert f"evidence ({evil})" in lb.explainability
+    assert f"nIoU_bone ({evil}) beats chance" in lb.explainability
+    out = tmp_path / "board"
+    write_leaderboard_files(lb, out)
+    for name in ("leaderboard_explainability.md", "leaderboard.html"):
+        content = (out / name).read_text()
+        assert "<img" not in content, name
+    md = (out / "leaderboard_explainability.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| rank"))
+    assert header.count(" | ") == len(display_frame(lb.explainability).columns) - 1  # no "|" leak

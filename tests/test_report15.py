@@ -76,3 +76,39 @@ def test_older_runs_get_notes_instead(tmp_path):
     html = render_report(runs, leaderboards=build_leaderboards(runs, resamples=20))
     assert "record no chance levels or control regions" in html
     assert "No evidence agreement" in html
+
+
+def test_long_reference_tables_lead_with_the_primary_region():
+    from xaibench.report.reference import reference_section
+
+    records = [
+        {
+            "backbone": "b", "strategy": "s", "seed": 0, "metric": "iou_region",
+            "category": "explanation", "status": "ok", "saliency": "gradcam",
+            "perturbation": None, "region": f"r{i}", "value": 0.5, "ci_low": 0.4, "ci_high": 0.6,
+            "details": {"chance": 0.25, "best": 1.0, "normalised": 1 / 3,
+                        "normalised_ci": [0.2, 0.4], "p_chance": 0.01},
+        }
+        for i in range(30)
+    ]  # fmt: skip
+    body = reference_section(records, primary="r0").body
+    assert "Localisation on r0" in body
+    assert "All 30 rows (every region)" in body
+    assert body.count(">r0<") == 2  # in the focus table and in the full one
+    assert body.count(">r7<") == 1
+    assert "0.333 [0.200, 0.400]" in body
+
+
+def test_the_tradeoff_uses_normalised_iou_when_recorded(run, html):
+    from xaibench.report import figures
+
+    records = json.loads((run / "results.json").read_text())["records"]
+    points = figures.tradeoff_points(records, "bone", normalised=True)
+    iou = {r["backbone"]: r for r in records if r["metric"] == "iou_region"}
+    assert len(points) == 2
+    for point in points:
+        details = iou[point.cell.split(" / ")[0]]["details"]
+        assert point.score == pytest.approx(details["normalised"])
+        assert point.score_low == pytest.approx(details["normalised_ci"][0])
+    assert "AUC vs nIoU_bone; Pareto front circled." in html
+    assert "chance-normalised IoU" in html

@@ -14,12 +14,15 @@ metric's best). Per cell and saliency method this module ranks the regions both 
   one with the largest normalised localisation, and whether they are the same (two or more
   regions);
 * ``flagged`` with its ``flags`` (sentences): the maps point at a region (its normalised score
-  is the largest and its CI lies above 0) that perturbation shows the model does not need (its
-  specific Δ CI covers 0 or lies below it); or the model needs a region (specific Δ CI above 0)
-  where the maps show nothing above chance (normalised CI covers 0 or lies below it).
+  is the largest and shown above chance) that the model is not shown to need (its specific Δ
+  is not shown above 0); or the model needs a region (specific Δ shown above 0) where the maps
+  show nothing above chance.
 
 "Needed" and "above chance" are read from the records' own 95% intervals (``specific_ci``,
-``normalised_ci``), so a region with too few images to tell is neither. The perturbation is the
+``normalised_ci``: the interval lies above 0) and, where recorded, their one-sided p-values
+(``specific_p``, ``p_chance``) Holm-adjusted over the whole table (below ``alpha``), one family
+per question as in the leaderboard: a region with too few images to tell is neither, and many
+cells x methods x regions do not raise flags by chance alone. The perturbation is the
 headline one of the records (lowest off-target cost, :mod:`xaibench.headline`), the localisation
 metric the headline one (relevance mass first). A pure function of records: ``results.json``
 stores its rows under ``evidence`` (one run), and leaderboard and report recompute it over the
@@ -40,6 +43,7 @@ from xaibench.headline import (
     headline_localisation_metric,
     headline_perturbation,
 )
+from xaibench.stats.comparisons import holm
 
 #: Fewest regions for which Kendall's tau is recorded.
 MIN_REGIONS_FOR_TAU = 3
@@ -51,15 +55,27 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _number_or_none(value: Any) -> float | None:
+    return float(value) if _finite(value) else None
+
+
 def _interval(value: Any) -> tuple[float, float] | None:
     if isinstance(value, list | tuple) and len(value) == 2 and all(_finite(v) for v in value):
         return float(value[0]), float(value[1])
     return None
 
 
-def _above_zero(ci: tuple[float, float] | None) -> bool | None:
-    """True when the interval lies above 0, False when it covers 0 or lies below, None unknown."""
-    return None if ci is None else ci[0] > 0
+def _shown_positive(
+    ci: tuple[float, float] | None, p_holm: float | None, alpha: float
+) -> bool | None:
+    """Whether a score is shown to exceed 0, or None when neither interval nor p is known.
+
+    Shown: its interval lies above 0 and, where a p-value was recorded, its Holm-adjusted
+    p-value is below ``alpha``.
+    """
+    if ci is None and p_holm is None:
+        return None
+    return (ci is None or ci[0] > 0) and (p_holm is None or p_holm < alpha)
 
 
 def _fmt(value: float | None, ci: tuple[float, float] | None) -> str:
@@ -80,6 +96,7 @@ def evidence_agreement(
     *,
     perturbation: str | None = None,
     localisation_metric: str | None = None,
+    alpha: float = 0.05,
 ) -> list[dict[str, Any]]:
     """Per cell and saliency method: regions ranked by specific Δ vs by normalised localisation.
 
@@ -89,13 +106,17 @@ def evidence_agreement(
             records' headline perturbation (:func:`xaibench.headline.headline_perturbation`).
         localisation_metric: The region metric whose normalised score says what the maps show;
             default :func:`xaibench.headline.headline_localisation_metric`.
+        alpha: Level of the Holm-adjusted one-sided tests (``specific_p`` over every cell and
+            region, ``p_chance`` over every cell, method and region of ``records``) that
+            "needed" and "above chance" also require.
 
     Returns:
         One row per cell x saliency method that has normalised scores of the metric, in record
         order: ``backbone``, ``strategy``, ``seed``, ``saliency``, ``perturbation``,
         ``localisation_metric``, ``regions`` (per region scored both ways: ``region``,
-        ``specific``, ``specific_ci``, ``needed``, ``normalised``, ``normalised_ci``,
-        ``above_chance``), ``needed_order`` and ``shown_order`` (region names, largest first),
+        ``specific``, ``specific_ci``, ``specific_p_holm``, ``needed``, ``normalised``,
+        ``normalised_ci``, ``p_chance_holm``, ``above_chance``), ``needed_order`` and
+        ``shown_order`` (region names, largest first),
         ``kendall_tau``, ``kendall_p``, ``top_needed``, ``top_shown``, ``top_match``,
         ``flagged``, ``flags`` and ``reason`` (why tau is null, else null). Empty when the
         records have no specific Δ or no normalised scores.
@@ -115,7 +136,7 @@ def evidence_agreement(
         if has_normalised(rec) and rec.get("metric") == metric:
             key = (*(rec[c] for c in _CELL), str(rec["saliency"]))
             shown.setdefault(key, {}).setdefault(str(rec["region"]), rec)
-    rows = []
+    table = []
     for key, by_region in shown.items():
         cell_needs = needed.get(key[:3], {})
         regions = [
@@ -123,8 +144,9 @@ def evidence_agreement(
             for name in by_region
             if name in cell_needs
         ]
-        rows.append(_row(key, perturbation, metric, regions))
-    return rows
+        table.append((key, regions))
+    _decide(table, alpha)
+    return [_row(key, perturbation, metric, regions) for key, regions in table]
 
 
 def _region(name: str, delta: Mapping[str, Any], local: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,15 +157,50 @@ def _region(name: str, delta: Mapping[str, Any], local: Mapping[str, Any]) -> di
     normalised = normalised if ok_l and _finite(normalised) else None
     s_ci = _interval(d_details.get("specific_ci")) if specific is not None else None
     n_ci = _interval(l_details.get("normalised_ci")) if normalised is not None else None
+    s_p = _number_or_none(d_details.get("specific_p")) if specific is not None else None
+    n_p = _number_or_none(l_details.get("p_chance")) if normalised is not None else None
     return {
         "region": name,
         "specific": None if specific is None else float(specific),
         "specific_ci": list(s_ci) if s_ci else None,
-        "needed": _above_zero(s_ci),
+        "specific_p_holm": s_p,
+        "needed": None,
         "normalised": None if normalised is None else float(normalised),
         "normalised_ci": list(n_ci) if n_ci else None,
-        "above_chance": _above_zero(n_ci),
+        "p_chance_holm": n_p,
+        "above_chance": None,
     }
+
+
+def _decide(table: list[tuple[tuple[Any, ...], list[dict[str, Any]]]], alpha: float) -> None:
+    """Holm-adjust each kind of p-value over the whole table; set ``needed``/``above_chance``.
+
+    One family per question, as in the leaderboard: every (cell, region) specific Δ (shared by
+    the cell's saliency methods, so counted once) and every (cell, method, region) normalised
+    score. The raw p-values stay in the records.
+    """
+    needed: dict[tuple[Any, ...], float] = {}
+    shown: dict[tuple[Any, ...], float] = {}
+    for key, regions in table:
+        for r in regions:
+            if r["specific_p_holm"] is not None:
+                needed[(*key[:3], r["region"])] = r["specific_p_holm"]
+            if r["p_chance_holm"] is not None:
+                shown[(*key, r["region"])] = r["p_chance_holm"]
+    adjusted = {
+        name: dict(zip(family, holm(list(family.values())), strict=True)) if family else {}
+        for name, family in (("needed", needed), ("shown", shown))
+    }
+    for key, regions in table:
+        for r in regions:
+            if r["specific_p_holm"] is not None:
+                r["specific_p_holm"] = float(adjusted["needed"][(*key[:3], r["region"])])
+            if r["p_chance_holm"] is not None:
+                r["p_chance_holm"] = float(adjusted["shown"][(*key, r["region"])])
+            r["needed"] = _shown_positive(_interval(r["specific_ci"]), r["specific_p_holm"], alpha)
+            r["above_chance"] = _shown_positive(
+                _interval(r["normalised_ci"]), r["p_chance_holm"], alpha
+            )
 
 
 def _row(
@@ -198,7 +255,7 @@ def _flags(
         flags.append(
             f"maps point at {top['region']} (normalised {metric} "
             f"{_fmt(top['normalised'], _interval(top['normalised_ci']))}), which the model "
-            f"does not need (specific Δ under {perturbation} "
+            f"is not shown to need (specific Δ under {perturbation} "
             f"{_fmt(top['specific'], _interval(top['specific_ci']))})"
         )
     for r in regions:

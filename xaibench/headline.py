@@ -62,12 +62,19 @@ def has_specific(record: Mapping[str, Any]) -> bool:
 
 
 def has_normalised(record: Mapping[str, Any]) -> bool:
-    """A region-metric record of schema 1.5 with a ``normalised`` entry (value may be null)."""
+    """A region-metric record of schema 1.5 whose metric has a normalised score.
+
+    Its ``details`` hold ``normalised`` (the value may be null: chance undefined on these
+    images) and the metric declares a ``best`` value; a metric that declares none (``best``
+    null) has no normalised score, and its raw value stays the headline.
+    """
+    details = record.get("details") or {}
     return (
         record.get("category") == "explanation"
         and bool(record.get("saliency"))
         and bool(record.get("region"))
-        and "normalised" in (record.get("details") or {})
+        and "normalised" in details
+        and not ("best" in details and details["best"] is None)
     )
 
 

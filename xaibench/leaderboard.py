@@ -203,15 +203,16 @@ def _headline_value(rec: dict[str, Any]) -> tuple[Any, Any, Any]:
     Schema 1.5: a region metric's chance-normalised score with ``normalised_ci``, a Δ record's
     specific Δ with ``specific_ci``; otherwise the raw ``value``, ``ci_low``, ``ci_high``.
     """
-    details = rec.get("details") or {}
-    for key in ("specific", "normalised"):
-        if (key == "specific" and has_specific(rec)) or (
-            key == "normalised" and not has_specific(rec) and has_normalised(rec)
-        ):
-            ci = details.get(f"{key}_ci")
-            low, high = (ci[0], ci[1]) if isinstance(ci, list) and len(ci) == 2 else (None, None)
-            return details.get(key), low, high
-    return rec["value"], rec.get("ci_low"), rec.get("ci_high")
+    if has_specific(rec):
+        key = "specific"
+    elif has_normalised(rec):
+        key = "normalised"
+    else:
+        return rec["value"], rec.get("ci_low"), rec.get("ci_high")
+    details = rec["details"]
+    ci = details.get(f"{key}_ci")
+    low, high = (ci[0], ci[1]) if isinstance(ci, list) and len(ci) == 2 else (None, None)
+    return details.get(key), low, high
 
 
 def _metric_columns(frame: pd.DataFrame) -> list[str]:
@@ -310,7 +311,7 @@ def explainability_table(
     trusted = trust_badges(trust)
     for method in dict.fromkeys(m for cell in trusted.values() for m in cell):
         frame[f"trust ({method})"] = [trusted.get(c, {}).get(method, "untested") for c in cells]
-    evidence = evidence_labels(evidence_agreement(records))
+    evidence = evidence_labels(evidence_agreement(records, alpha=alpha))
     for method in dict.fromkeys(m for cell in evidence.values() for m in cell):
         frame[f"{EVIDENCE_PREFIX}{method})"] = [
             evidence.get(cell, {}).get(method, "") for cell in cells

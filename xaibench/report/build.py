@@ -346,11 +346,11 @@ def _explainability(ctx: _Context) -> Section:
 
 
 def _reference(ctx: _Context) -> Section:
-    return reference_section(ctx.records)
+    return reference_section(ctx.records, ctx.primary_region)
 
 
 def _evidence(ctx: _Context) -> Section:
-    return evidence_section(ctx.records)
+    return evidence_section(ctx.records, float(ctx.boards.meta.get("alpha", 0.05)))
 
 
 def _roc(ctx: _Context) -> Section:
@@ -373,7 +373,13 @@ def _tradeoff(ctx: _Context) -> Section:
     title = "Performance vs explanation"
     if region is None:
         return Section(title, note("The task names no region of interest."), "tradeoff")
-    points = figures.tradeoff_points(ctx.records, region)
+    # Chance-normalised IoU where the runs record it (schema 1.5): on the raw IoU of a large
+    # region a random map can sit on the Pareto front.
+    points = figures.tradeoff_points(ctx.records, region, normalised=True)
+    label, what = f"nIoU_{region}", "chance-normalised IoU (0: chance, 1: the mask itself)"
+    if not points:
+        points = figures.tradeoff_points(ctx.records, region)
+        label, what = f"IoU_{region}", "IoU"
     if not points:
         return Section(
             title, note(f"No cell has both an AUC and an IoU_{region} record."), "tradeoff"
@@ -381,15 +387,15 @@ def _tradeoff(ctx: _Context) -> Section:
     front = set(figures.pareto_front([(p.auc, p.score) for p in points]))
     body = [
         paragraph(
-            f"Each point is one cell and saliency method: its AUC against the IoU of its "
+            f"Each point is one cell and saliency method: its AUC against the {what} of its "
             f"binarised saliency maps with {region}, both with 95% confidence intervals. Points "
             "on the Pareto front (circled and joined) are not beaten on both axes by any other "
             "point; everything else is worse on one axis without being better on the other."
         ),
         figure(
-            figures.tradeoff_png(points, f"IoU_{region}"),
-            f"AUC against IoU_{region}",
-            f"AUC vs IoU_{region}; Pareto front circled.",
+            figures.tradeoff_png(points, label),
+            f"AUC against {label}",
+            f"AUC vs {label}; Pareto front circled.",
         ),
     ]
     table = pd.DataFrame(
@@ -398,7 +404,7 @@ def _tradeoff(ctx: _Context) -> Section:
                 "cell": p.cell,
                 "saliency": p.saliency,
                 "AUC": _with_interval(p.auc, p.auc_low, p.auc_high),
-                f"IoU_{region}": _with_interval(p.score, p.score_low, p.score_high),
+                label: _with_interval(p.score, p.score_low, p.score_high),
                 "Pareto front": "yes" if i in front else "",
             }
             for i, p in enumerate(points)

@@ -295,6 +295,8 @@ def tradeoff_points(
     region: str,
     metric: str = "iou_region",
     performance: str = "auc",
+    *,
+    normalised: bool = False,
 ) -> list[TradeoffPoint]:
     """Pair each cell's performance record with its explanation records on one region.
 
@@ -303,6 +305,9 @@ def tradeoff_points(
         region: The region of the explanation score (the task's first region of interest).
         metric: The explanation metric (one point per saliency method).
         performance: The performance metric.
+        normalised: Use the chance-normalised score (``details.normalised`` and
+            ``normalised_ci``, results schema 1.5) instead of the raw value; records without
+            one are left out.
 
     Returns:
         One point per cell and saliency method where both records are ``ok``, sorted by cell
@@ -323,6 +328,14 @@ def tradeoff_points(
         if key not in perf:
             continue
         p = perf[key]
+        score: Mapping[str, Any] = rec
+        if normalised:
+            details = rec.get("details") or {}
+            value = details.get("normalised")
+            ci = details.get("normalised_ci") or [None, None]
+            if not isinstance(value, int | float) or not math.isfinite(value) or len(ci) != 2:
+                continue
+            score = {"value": value, "ci_low": ci[0], "ci_high": ci[1]}
         points.append(
             TradeoffPoint(
                 cell=cell_label(*key),
@@ -330,9 +343,9 @@ def tradeoff_points(
                 auc=float(p["value"]),
                 auc_low=_number(p.get("ci_low")),
                 auc_high=_number(p.get("ci_high")),
-                score=float(rec["value"]),
-                score_low=_number(rec.get("ci_low")),
-                score_high=_number(rec.get("ci_high")),
+                score=float(score["value"]),
+                score_low=_number(score.get("ci_low")),
+                score_high=_number(score.get("ci_high")),
             )
         )
     points.sort(key=lambda t: (t.cell, t.saliency))

@@ -26,7 +26,15 @@ from xaibench.headline import (
     headline_perturbation,
     off_target_costs,
 )
-from xaibench.report.html import Section, format_cell, heading, note, paragraph, table_html
+from xaibench.report.html import (
+    Section,
+    details,
+    format_cell,
+    heading,
+    note,
+    paragraph,
+    table_html,
+)
 
 _CELL = ("backbone", "strategy", "seed")
 
@@ -109,8 +117,27 @@ def delta_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     )
 
 
-def reference_section(records: Sequence[Mapping[str, Any]]) -> Section:
-    """The "Chance and controls" section (a note for runs of schemas before 1.5)."""
+def _shown(frame: pd.DataFrame, primary: str | None, what: str) -> str:
+    """The rows of the primary region, with every row one click away (long grids)."""
+    if primary is None or "region" not in frame or len(frame) <= _INLINE_ROWS:
+        return table_html(frame)
+    focus = frame[frame["region"] == primary]
+    if focus.empty or len(focus) == len(frame):
+        return table_html(frame)
+    return table_html(focus, caption=f"{what} on {primary}") + details(
+        f"All {len(frame)} rows (every region)", table_html(frame)
+    )
+
+
+#: Tables up to this many rows are shown whole; longer ones show the primary region's rows.
+_INLINE_ROWS = 24
+
+
+def reference_section(records: Sequence[Mapping[str, Any]], primary: str | None = None) -> Section:
+    """The "Chance and controls" section (a note for runs of schemas before 1.5).
+
+    Long tables show the ``primary`` region's rows, with all rows in a collapsible block.
+    """
     title = "Chance and controls"
     local, delta = localisation_table(records), delta_table(records)
     if local.empty and delta.empty:
@@ -147,10 +174,10 @@ def reference_section(records: Sequence[Mapping[str, Any]]) -> Section:
         )
     if not local.empty:
         body.append(heading(3, "Localisation: value, chance, normalised"))
-        body.append(table_html(local))
+        body.append(_shown(local, primary, "Localisation"))
     if not delta.empty:
         body.append(heading(3, "Δ: raw, control, specific"))
-        body.append(table_html(delta))
+        body.append(_shown(delta, primary, "Δ"))
     return Section(title, "".join(body), "reference")
 
 
@@ -174,10 +201,10 @@ def evidence_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     )
 
 
-def evidence_section(records: Sequence[Mapping[str, Any]]) -> Section:
+def evidence_section(records: Sequence[Mapping[str, Any]], alpha: float = 0.05) -> Section:
     """The "Evidence agreement" section: table and flags (a note when there is none)."""
     title = "Evidence agreement"
-    rows = evidence_agreement(records)
+    rows = evidence_agreement(records, alpha=alpha)
     if not rows:
         return Section(
             title,
@@ -193,9 +220,11 @@ def evidence_section(records: Sequence[Mapping[str, Any]]) -> Section:
             "ranked by specific Δ under the headline perturbation (what perturbation shows the "
             "model needs) and by normalised localisation (what the maps show), Kendall's tau "
             "between the two orders (undefined with fewer than 3 regions), and whether the top "
-            "regions match. Flagged: the maps point at a region (largest normalised score, CI "
-            "above 0) whose specific Δ CI covers 0 or lies below it, or the model needs a "
-            "region (specific Δ CI above 0) where the maps show nothing above chance."
+            "regions match. Flagged: the maps point at a region (largest normalised score, "
+            "shown above chance) that the model is not shown to need, or the model needs a "
+            "region where the maps show nothing above chance. Shown means: the 95% interval "
+            "lies above 0 and the one-sided p-value, Holm-adjusted over the table (one family "
+            f"per question), is below {alpha}."
         ),
         table_html(evidence_table(rows)),
     ]
@@ -209,7 +238,12 @@ def evidence_section(records: Sequence[Mapping[str, Any]]) -> Section:
         body.append(heading(3, f"Flags ({len(flagged)} of {len(rows)})"))
         body.append(f"<ul>{items}</ul>")
     else:
-        body.append(note(f"No flags: the evidence agrees in all {len(rows)} cell x method rows."))
+        body.append(
+            note(
+                f"No flags in {len(rows)} cell x method rows: no map points at a region the "
+                "model is not shown to need, and no region the model needs is missed."
+            )
+        )
     return Section(title, "".join(body), "evidence")
 
 

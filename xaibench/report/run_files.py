@@ -196,7 +196,8 @@ _EVIDENCE_REGION: dict[str, tuple[bool, _Check]] = {
     "region": (True, _TEXT), "specific": (False, _NUMBER_OR_NULL),
     "specific_ci": (False, _INTERVAL), "needed": (False, _FLAG),
     "normalised": (False, _NUMBER_OR_NULL), "normalised_ci": (False, _INTERVAL),
-    "above_chance": (False, _FLAG),
+    "above_chance": (False, _FLAG), "specific_p_holm": (False, _PROBABILITY),
+    "p_chance_holm": (False, _PROBABILITY),
 }  # fmt: skip
 
 #: A row of ``trust`` (known-answer badges per cell and saliency method, ``xaibench.trust``).
