@@ -150,7 +150,7 @@ def test_run_compile_option(monkeypatch, tmp_path: Path, flag: list[str], expect
         seen.append(config)
         return 0
 
-    monkeypatch.setattr(xaibench.cli, "_execute", fake_execute)
+    monkeypatch.setattr(xaibench.cli.run_command, "_execute", fake_execute)
     with pytest.raises(SystemExit) as exit_info:
         xaibench.cli.main(["run", "osteoporosis", *flag, "--quiet", "-o", str(tmp_path / "r")])
     assert exit_info.value.code in (0, None)

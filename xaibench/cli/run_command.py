@@ -1,0 +1,389 @@
+"""``xaibench run``: the run configuration from the task, presets, files and options; the tables.
+
+:func:`_resolved_config` layers the configuration (``calibrate`` shares it), :func:`_resumed_config`
+reads back the one a ``--resume`` finishes, and :func:`_execute` runs the grid and prints the
+leaderboards' headline columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from xaibench.cli.common import _one_line, _state
+from xaibench.errors import XaibenchError
+from xaibench.plugins import Components
+
+
+@click.command()
+@click.argument("task")
+@click.option(
+    "--config",
+    "config_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="YAML run configuration (repeatable: later files override earlier ones).",
+)
+@click.option("--grid", help="Named grid preset of the task (osteoporosis: quick, paper).")
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(path_type=Path),
+    help="Your own data: a manifest CSV (see docs/data.md) instead of the task's dataset.",
+)
+@click.option("-b", "--backbone", "backbones", multiple=True, help="Backbone (repeatable).")
+@click.option("-s", "--strategy", "strategies", multiple=True, help="Strategy (repeatable).")
+@click.option("--saliency", multiple=True, help="Saliency method (repeatable).")
+@click.option("--perturbation", "perturbations", multiple=True, help="Perturbation (repeatable).")
+@click.option("--metric", "metrics", multiple=True, help="Metric (repeatable).")
+@click.option(
+    "--seed",
+    "seeds",
+    multiple=True,
+    type=click.IntRange(min=0, max=2**32 - 1),
+    help="Seed (repeatable; 0 to 2^32 - 1).",
+)
+@click.option(
+    "--random-init",
+    is_flag=True,
+    help="Use untrained weights for every backbone (marked in every result).",
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), help="Training epochs for gradient strategies."
+)
+@click.option(
+    "--max-explain-images", type=click.IntRange(min=1), help="Explain at most N test images."
+)
+@click.option("--executor", help="Executor (default: local).")
+@click.option(
+    "--device", type=click.Choice(["cpu", "cuda", "auto"]), help="Where cells run (default: cpu)."
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    help="bf16 autocast for training and inference (saliency stays fp32).",
+)
+@click.option(
+    "--compile/--no-compile",
+    "compile_",
+    default=None,
+    help="torch.compile the network for training and inference (saliency stays eager; "
+    "default: off).",
+)
+@click.option(
+    "-o", "--out", "out_dir", type=click.Path(path_type=Path), help="Run directory to create."
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Finish the run in --out DIR with its own configuration (DIR/config.yaml; only "
+    "--executor may change); finished cells are not recomputed. (A run directory of the same "
+    "configuration resumes anyway.)",
+)
+@click.option(
+    "--allow-outside-paths",
+    is_flag=True,
+    help="Let manifest paths point outside the manifest's folder (refused by default).",
+)
+@click.option(
+    "--calibration",
+    "calibration_file",
+    type=click.Path(path_type=Path),
+    help="calibration.json of 'xaibench calibrate': record each cell's trust badge per "
+    "saliency method (matched by backbone architecture, strategy and method; else 'untested').",
+)
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def run(
+    task: str,
+    config_files: tuple[Path, ...],
+    grid: str | None,
+    data_path: Path | None,
+    backbones: tuple[str, ...],
+    strategies: tuple[str, ...],
+    saliency: tuple[str, ...],
+    perturbations: tuple[str, ...],
+    metrics: tuple[str, ...],
+    seeds: tuple[int, ...],
+    random_init: bool,
+    epochs: int | None,
+    max_explain_images: int | None,
+    executor: str | None,
+    device: str | None,
+    precision: str | None,
+    compile_: bool | None,
+    out_dir: Path | None,
+    resume: bool,
+    allow_outside_paths: bool,
+    calibration_file: Path | None,
+    quiet: bool,
+) -> int:
+    """Run TASK's benchmark grid and print its leaderboards.
+
+    Defaults come from the task ('xaibench run osteoporosis' needs nothing else); a --config
+    file overrides them, and command-line options override both. Exit status: 0 all cells
+    succeeded, 1 some cell failed (all results are still written), 2 usage error.
+    """
+    from xaibench.config import resolve_config
+    from xaibench.trust import read_calibration
+
+    state = _state()
+    components = state.components
+    task_obj = components.tasks.create(task)
+    calibration = read_calibration(calibration_file) if calibration_file is not None else None
+    if resume:
+        given = {
+            "--config": config_files, "--grid": grid, "--data": data_path,
+            "--backbone": backbones, "--strategy": strategies, "--saliency": saliency,
+            "--perturbation": perturbations, "--metric": metrics, "--seed": seeds,
+            "--random-init": random_init, "--epochs": epochs,
+            "--max-explain-images": max_explain_images,
+            "--device": device, "--precision": precision, "--compile": compile_,
+            "--allow-outside-paths": allow_outside_paths,
+        }  # fmt: skip
+        resumed = _resumed_config(task, out_dir, given)
+        if executor:  # where the rest runs may change; what it computes may not
+            resumed = resolve_config(resumed.model_dump(mode="json"), {"executor": executor})
+        return _execute(resumed, components, out_dir, quiet, calibration)
+    config = _resolved_config(
+        task_obj,
+        task,
+        config_files=config_files, grid=grid, data_path=data_path, backbones=backbones,
+        strategies=strategies, saliency=saliency, perturbations=perturbations, metrics=metrics,
+        seeds=seeds, random_init=random_init, epochs=epochs,
+        max_explain_images=max_explain_images, executor=executor, device=device,
+        precision=precision, compile_=compile_, allow_outside_paths=allow_outside_paths,
+    )  # fmt: skip
+    return _execute(config, components, out_dir, quiet, calibration)
+
+
+def _resolved_config(
+    task_obj: Any,
+    task: str,
+    *,
+    config_files: tuple[Path, ...],
+    grid: str | None,
+    data_path: Path | None,
+    backbones: tuple[str, ...],
+    strategies: tuple[str, ...],
+    saliency: tuple[str, ...],
+    perturbations: tuple[str, ...],
+    metrics: tuple[str, ...],
+    seeds: tuple[int, ...],
+    random_init: bool,
+    epochs: int | None,
+    max_explain_images: int | None,
+    executor: str | None,
+    device: str | None,
+    precision: str | None,
+    compile_: bool | None,
+    allow_outside_paths: bool,
+    base_layers: Sequence[Callable[[dict[str, Any]], dict[str, Any]]] = (),
+) -> Any:
+    """The run configuration of ``run``'s options (``calibrate`` shares them).
+
+    Layers, later wins: the task's defaults, ``base_layers`` (each computed from the
+    defaults: ``calibrate``'s own), ``--grid``, ``--config`` files, the options.
+
+    Raises:
+        XaibenchError: A config file is for another task, or the grid is unknown.
+    """
+    from xaibench.config import load_config_file, resolve_config
+
+    file_layers = [load_config_file(path) for path in config_files]
+    for path, layer in zip(config_files, file_layers, strict=True):
+        if "task" in layer and layer["task"] != task:
+            raise XaibenchError(
+                f"config file {str(path)!r} is for task {layer['task']!r}, not {task!r}"
+            )
+    cli_layer: dict[str, Any] = {"task": task}
+    for key, values in (
+        ("backbones", backbones),
+        ("strategies", strategies),
+        ("saliency", saliency),
+        ("perturbations", perturbations),
+        ("metrics", metrics),
+        ("seeds", seeds),
+    ):
+        if values:
+            cli_layer[key] = list(values)
+    if data_path is not None:
+        options: dict[str, Any] = {"path": str(data_path)}
+        if allow_outside_paths:
+            options["allow_outside_paths"] = True
+        cli_layer["dataset"] = {"name": "manifest", "options": options}
+    elif allow_outside_paths:
+        cli_layer["dataset"] = {"options": {"allow_outside_paths": True}}
+    if epochs is not None:
+        cli_layer["train"] = {"epochs": epochs}
+    if max_explain_images is not None:
+        cli_layer["max_explain_images"] = max_explain_images
+    if executor:
+        cli_layer["executor"] = executor
+    if device:
+        cli_layer["device"] = device
+    if precision:
+        cli_layer["precision"] = precision
+    if compile_ is not None:
+        cli_layer["compile"] = compile_
+    grid_layer: dict[str, Any] = {}
+    if grid is not None:
+        presets = task_obj.grids()
+        if grid not in presets:
+            import difflib
+
+            close = difflib.get_close_matches(grid, list(presets), n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise XaibenchError(
+                f"unknown grid {grid!r} for task {task!r}{hint} "
+                f"(grids: {', '.join(sorted(presets)) or 'none'})"
+            )
+        grid_layer = presets[grid]
+    defaults = task_obj.defaults()
+    layers = [layer(defaults) for layer in base_layers]
+    config = resolve_config(defaults, *layers, grid_layer, *file_layers, cli_layer)
+    if random_init:
+        untrained = [
+            {**ref.model_dump(), "options": {**ref.options, "random_init": True}}
+            for ref in config.backbones
+        ]
+        config = resolve_config(config.model_dump(), {"backbones": untrained})
+    return config
+
+
+def _resumed_config(task: str, out_dir: Path | None, given: dict[str, Any]) -> Any:
+    """The configuration of the run in ``out_dir``, for ``--resume``.
+
+    Raises:
+        click.UsageError: No --out, or options that would change the configuration.
+        XaibenchError: ``out_dir`` holds no run, or a run of another task.
+    """
+    from xaibench.checkpoints import read_run_state
+    from xaibench.config import load_config_file, resolve_config
+    from xaibench.paths import contained
+
+    if out_dir is None:
+        raise click.UsageError("--resume needs --out RUN_DIR, the run to finish")
+    extra = [name for name, value in given.items() if value not in (None, False, ())]
+    if extra:
+        raise click.UsageError(
+            f"--resume takes the configuration from {out_dir}/config.yaml; drop " + ", ".join(extra)
+        )
+    state = read_run_state(out_dir)
+    config_file = contained(out_dir, "config.yaml", source=out_dir, what="configuration")
+    if state is None or not config_file.is_file():
+        raise XaibenchError(f"{out_dir}: no xaibench run to resume (no run-state.json)")
+    stored = load_config_file(config_file)
+    if stored.get("task") != task:
+        raise XaibenchError(f"{out_dir} holds a run of task {stored.get('task')!r}, not {task!r}")
+    config = resolve_config(stored)
+    if config.study_hash() != state.get("study_hash"):
+        raise XaibenchError(
+            f"{out_dir}/config.yaml no longer matches the run it started (edited by hand?)"
+        )
+    return config
+
+
+def _execute(
+    config: Any,
+    components: Components,
+    out_dir: Path | None,
+    quiet: bool,
+    calibration: Any = None,
+) -> int:
+    from xaibench.benchmark import run_benchmark
+    from xaibench.progress import NullProgress, RichProgress
+    from xaibench.results import default_run_dir
+
+    run_dir = out_dir or default_run_dir(config.task)
+    if quiet:
+        outcome = run_benchmark(config, components, run_dir, NullProgress(), calibration)
+    else:
+        with RichProgress() as progress:
+            outcome = run_benchmark(config, components, run_dir, progress, calibration)
+    from xaibench.leaderboard import display_frame
+
+    tables = {
+        "performance": display_frame(outcome.leaderboards.performance),
+        "explainability": display_frame(outcome.leaderboards.explainability),
+    }
+    _print_tables(tables, outcome.document)
+    for r in outcome.failed:
+        click.echo(f"xaibench: cell {r.cell.label()} failed: {r.error}", err=True)
+    for what, error in _partial_failures(outcome.partly_failed):
+        click.echo(f"xaibench: {what} failed: {_one_line(error)}", err=True)
+    click.echo(f"results written to {run_dir}")
+    click.echo(f"HTML report: xaibench report {run_dir}")
+    return 1 if outcome.failed or outcome.partly_failed else 0
+
+
+def _partial_failures(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """One line per failed method, perturbation or metric of a cell (not one per record)."""
+    seen: dict[str, str] = {}
+    for rec in records:
+        cell = f"cell {rec['backbone']} x {rec['strategy']} (seed {rec['seed']})"
+        part = (
+            f"saliency method {rec['saliency']}"
+            if rec.get("saliency")
+            else f"perturbation {rec['perturbation']}"
+            if rec.get("perturbation")
+            else f"metric {rec['metric']}"
+        )
+        seen.setdefault(f"{cell}: {part}", str(rec.get("reason")))
+    return list(seen.items())
+
+
+def _print_tables(tables: dict[str, Any], document: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from xaibench.leaderboard import format_value
+
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: wide enough that no column is cut
+        console = Console(width=240)
+    positive = document["task"]["positive_class"]
+    titles = {
+        "performance": f"Performance leaderboard ({positive} vs rest, test split)",
+        "explainability": "Explainability leaderboard (Δ: AUC lost when the region is perturbed; "
+        "IoU: Otsu-binarised map vs region; sanity: Adebayo et al. checks per method)",
+    }
+    primary = (document["task"].get("regions_of_interest") or [None])[0]
+    for name, frame in tables.items():
+        hidden = 0
+        if name == "explainability" and primary:
+            shown = [c for c in frame.columns if _headline_column(str(c), primary)]
+            hidden = len(frame.columns) - len(shown)
+            frame = frame[shown]
+        table = Table(title=titles[name], title_justify="left")
+        for col in frame.columns:
+            fixed = col in ("backbone", "strategy", "weights")
+            table.add_column(
+                str(col).replace(" (", "\n("),  # "IoU_ribs\n(gradcam)": narrow columns
+                justify="left" if fixed else "right",
+                no_wrap=fixed,
+            )
+        for row in frame.itertuples(index=False):
+            table.add_row(*(format_value(v) for v in row))
+        console.print(table)
+        if hidden:
+            console.print(
+                f"({hidden} more columns (other regions, the complement test, other metrics) "
+                f"in leaderboard_{name}.md / .csv)"
+            )
+
+
+def _headline_column(column: str, region: str) -> bool:
+    """The study's two scores on the primary region, the sanity and trust badges, the cells.
+
+    The files hold every column; the terminal shows what fits: Δ_<region> per perturbation,
+    IoU_<region> per method, faithfulness scores and the sanity badges.
+    """
+    if column in ("rank", "tier", "backbone", "strategy", "seed", "weights", "p vs leader"):
+        return True
+    name = column.split(" (")[0]
+    if name in ("sanity", "trust", "Del", "Ins", "ROAD"):
+        return True
+    return name in (f"Δ_{region}", f"IoU_{region}")

@@ -1,0 +1,198 @@
+"""Report sections that open it: the summary, both leaderboards, reference points, evidence."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from xaibench.leaderboard import (
+    EVIDENCE_PREFIX,
+    OFF_TARGET_PREFIX,
+    P_COLUMN,
+    display_frame,
+    table_notes,
+)
+from xaibench.report.context import (
+    _CELL,
+    _cell_name,
+    _Context,
+    _missing,
+    _sort_cells,
+    _with_interval,
+)
+from xaibench.report.html import (
+    Section,
+    callout,
+    details,
+    escape,
+    heading,
+    note,
+    paragraph,
+    table_html,
+)
+from xaibench.report.reference import evidence_section, reference_section
+
+
+def _summary(ctx: _Context) -> Section:
+    task = ctx.task
+    doc = ctx.runs[0].document
+    dataset = doc.get("dataset") or {}
+    classes = ", ".join(str(c) for c in task.get("class_names") or [])
+    regions = ", ".join(str(r) for r in task.get("regions_of_interest") or []) or "none"
+    parts = [
+        paragraph(
+            f"Task {task.get('name')}: {task.get('positive_class')} vs rest "
+            f"(classes: {classes}); regions of interest: {regions}. "
+            f"Dataset {dataset.get('name', 'unknown')}"
+            + (
+                f" (fingerprint {str(dataset['fingerprint'])[:16]})"
+                if dataset.get("fingerprint")
+                else ""
+            )
+            + f"; {len(ctx.runs)} run(s), {len(ctx.cells)} cell(s)."
+        )
+    ]
+    random_cells = [c for c in ctx.cells if c.get("random_init")]
+    if random_cells:
+        parts.append(
+            callout(
+                "Random initialisation.",
+                f"{len(random_cells)} of {len(ctx.cells)} cells ran with randomly initialised "
+                "backbone weights. Their numbers show that the pipeline works; they say "
+                "nothing about how a pretrained foundation model would do.",
+            )
+        )
+    failed = [c for c in ctx.cells if c.get("status") != "ok"]
+    if failed:
+        parts.append(
+            callout(
+                "Failed cells.",
+                f"{len(failed)} cell(s) failed and have no numbers: "
+                + "; ".join(
+                    f"{_cell_name(c)}: {c.get('error') or 'no error recorded'}" for c in failed
+                ),
+            )
+        )
+    parts.append(_headline(ctx))
+    cells = pd.DataFrame(
+        [
+            {
+                "backbone": c.get("backbone"),
+                "strategy": c.get("strategy"),
+                "seed": c.get("seed"),
+                "status": c.get("status"),
+                "weights": "random init" if c.get("random_init") else "pretrained",
+                "seconds": c.get("seconds"),
+                "epochs run": (c.get("fit") or {}).get("epochs_run"),
+                "best epoch": (c.get("fit") or {}).get("best_epoch"),
+                "trainable parameters": (c.get("fit") or {}).get("trainable_parameters"),
+                "threshold": (c.get("fit") or {}).get("threshold"),
+            }
+            for c in ctx.cells
+        ]
+    )
+    if not cells.empty:
+        parts.append(heading(3, "Cells"))
+        parts.append(table_html(_sort_cells(cells), digits=3))
+    splits = dataset.get("splits") or {}
+    if splits:
+        parts.append(heading(3, "Images per split"))
+        split_frame = pd.DataFrame([{"split": name, **counts} for name, counts in splits.items()])
+        parts.append(table_html(split_frame))
+    return Section("Summary", "".join(parts), "summary")
+
+
+def _headline(ctx: _Context) -> str:
+    """The few sentences a reader wants before any table: who leads, and how clearly."""
+    lines: list[str] = []
+    for name, board in (
+        ("performance", ctx.boards.performance),
+        ("explainability", ctx.boards.explainability),
+    ):
+        column = (ctx.boards.meta.get("ranking") or {}).get(name)
+        if board.empty or not column or column not in board:
+            continue
+        top = board.iloc[0]
+        if _missing(top[column]):
+            continue
+        value = _with_interval(top[column], top.get(f"{column} low"), top.get(f"{column} high"))
+        tier_one = int((board["tier"] == 1).sum()) if "tier" in board else 1
+        lines.append(
+            f"{name.capitalize()} leader by {column}: {_cell_name(top)}, {value}; "
+            f"{tier_one} of {len(board)} cells share tier 1 (not distinguishable from it by "
+            "a Holm-corrected paired test)."
+        )
+    if not lines:
+        return note("No leaderboard values to summarise.")
+    return "<ul>" + "".join(f"<li>{escape(line)}</li>" for line in lines) + "</ul>"
+
+
+def _leaderboard_intro(ctx: _Context, name: str) -> str:
+    meta = ctx.boards.meta
+    level = round(float(meta.get("level", 0.95)) * 100)
+    column = (meta.get("ranking") or {}).get(name) or "its first column"
+    return paragraph(
+        f"Ranked by {column}; values with {level}% confidence intervals. Cells in one tier are "
+        f"not significantly different from the tier's best cell (paired tests on the same test "
+        f"images, Holm-adjusted p >= {meta.get('alpha', 0.05)}); '{P_COLUMN}' is the adjusted "
+        "p-value of the comparison with the leader."
+    )
+
+
+def _performance(ctx: _Context) -> Section:
+    board = ctx.boards.performance
+    if board.empty:
+        return Section("Performance leaderboard", note("No performance records."), "performance")
+    body = _leaderboard_intro(ctx, "performance") + table_html(display_frame(board))
+    return Section("Performance leaderboard", body, "performance")
+
+
+def _explainability(ctx: _Context) -> Section:
+    board = ctx.boards.explainability
+    if board.empty:
+        return Section(
+            "Explainability leaderboard", note("No explanation records."), "explainability"
+        )
+    shown = display_frame(board)
+    region = ctx.primary_region
+    fixed = ["rank", "tier", *_CELL]
+    trailing = [
+        c
+        for c in shown.columns
+        if c.startswith(("sanity (", EVIDENCE_PREFIX)) or c in (P_COLUMN, "weights")
+    ]
+    metric_cols = [c for c in shown.columns if c not in fixed and c not in trailing]
+    # The headline table: Δ and IoU on the primary region (what the study reports; specific Δ,
+    # off-target cost and normalised IoU in schema 1.5 runs); every other column (regions,
+    # complement test, pointing game, ...) is one click away.
+    headline = {f"{label}_{region}" for label in ("Δ", "IoU", "sΔ", "nIoU")}
+    focus = [
+        c
+        for c in metric_cols
+        if region and (c.split(" (")[0] in headline or c.startswith(OFF_TARGET_PREFIX))
+    ]
+    if not focus:
+        focus = [c for c in metric_cols if region and c.split(" (")[0].endswith(f"_{region}")]
+    body = [_leaderboard_intro(ctx, "explainability")]
+    body.append(
+        paragraph(
+            "Δ: AUC lost when the region is perturbed (how much the model's skill depends on "
+            "it); IoU, PG (pointing game), RMA (relevance mass): where the saliency maps point. "
+            "Sanity: Adebayo et al.'s randomisation checks per saliency method."
+        )
+    )
+    body.extend(paragraph(line) for line in table_notes(board, ctx.boards.meta))
+    if focus and len(focus) < len(metric_cols):
+        cols = [c for c in [*fixed, *focus, *trailing] if c in shown]
+        body.append(table_html(shown[cols], caption=f"Δ and IoU on {region}"))
+        body.append(details(f"All {len(metric_cols)} explanation columns", table_html(shown)))
+    else:
+        body.append(table_html(shown))
+    return Section("Explainability leaderboard", "".join(body), "explainability")
+
+
+def _reference(ctx: _Context) -> Section:
+    return reference_section(ctx.records, ctx.primary_region)
+
+
+def _evidence(ctx: _Context) -> Section:
+    return evidence_section(ctx.records, float(ctx.boards.meta.get("alpha", 0.05)))
