@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -59,6 +60,15 @@ def test_a_cell_run_again_loads_its_trained_model(components, tmp_path, monkeypa
         a = (tmp_path / "first" / name).read_bytes()
         assert (tmp_path / "second" / name).read_bytes() == a, name
     assert [r.fit for r in second.results] == [r.fit for r in first.results]
+    # the selection curve and the recorded log-probabilities come through the cache and the files
+    full = first.results[0].fit
+    assert [p["epoch"] for p in full["selection_curve"]] == list(range(full["epochs_run"]))
+    assert full["selection_curve"][full["best_epoch"]]["val_loss"] == full["best_val_loss"]
+    preds = pd.read_csv(tmp_path / "second" / "predictions.csv")
+    for name in ("normal", "osteopenia", "osteoporosis"):
+        np.testing.assert_allclose(
+            np.exp(preds[f"log_prob_{name}"]), preds[f"prob_{name}"], rtol=1e-14, atol=0
+        )
 
 
 def test_other_training_settings_train_again(components, tmp_path):
