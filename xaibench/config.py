@@ -293,7 +293,11 @@ class RunConfig(BaseModel):
 
 
 #: Fields added after runs existed, with the default that keeps them out of every hash.
-_HASHED_ONLY_WHEN_SET: dict[str, Any] = {"compile": False, "chance": {"draws": 16}}
+_HASHED_ONLY_WHEN_SET: dict[str, Any] = {
+    "compile": False,
+    "chance": {"draws": 16},
+    "controls": {"draws": 2, "field": "auto"},
+}
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
