@@ -132,7 +132,7 @@ def table(runs: dict[str, list[dict[str, Any]]]) -> str:
     order = " / ".join(PERTURBATIONS)
     for region in ("bone", "shortcut"):
         cells = [delta_rows(r, region) for r in runs.values()]
-        row(f"Δ_{region} ({order}): raw | specific [CI]", [(a, b) for a, b, _ in cells])
+        row(f"Δ_{region} ({order}); corrected: specific Δ [95% CI]", [(a, b) for a, b, _ in cells])
         row(f"off-target cost on {region} ({order})", [(c, "") for _, _, c in cells])
     cells = [delta_rows(r, "outside_bone") for r in runs.values()]
     row(f"Δ_outside_bone ({order})", [(a, "") for a, _, _ in cells])
@@ -172,7 +172,8 @@ def table(runs: dict[str, list[dict[str, Any]]]) -> str:
             d = rec["details"] if rec else {}
             passed = d.get("passed")
             text = "–" if passed is None else ("pass" if passed else "fail")  # noqa: RUF001
-            cells.append((f"{text} (sim {_num(rec['value'] if rec else None)})", ""))
+            similarity = _num(rec["value"] if rec else None)
+            cells.append((f"{text} (sim {similarity}, run to run {_num(d.get('run_to_run'))})", ""))
         row(f"model-randomisation check, {method}", cells)
     return "\n".join(lines)
 
