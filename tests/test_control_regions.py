@@ -22,6 +22,7 @@ from xaibench.control_regions import (
     field_of_view,
 )
 from xaibench.data.phantom import PhantomDataset
+from xaibench.errors import XaibenchError
 from xaibench.metrics.base import Predictions
 from xaibench.metrics.explanation import DeltaRegion, specific_delta
 from xaibench.metrics.functional import delta_auc
@@ -368,3 +369,13 @@ def test_controls_off_or_impossible_are_recorded_with_a_reason(tiny_run):
     assert "covers nearly all" in reason
     details, reason = _plan(tiny_run, controls={"field": "body"})
     assert "controls.field: region 'body'" in reason
+
+
+def test_a_field_region_the_data_lacks_is_refused_before_any_work(tiny_run, tmp_path):
+    from xaibench.benchmark import run_benchmark
+
+    components, config, _ = tiny_run
+    config = resolve_config(config.model_dump(mode="json"), {"controls": {"field": "body"}})
+    with pytest.raises(XaibenchError, match=r"controls.field: region 'body' is not annotated"):
+        run_benchmark(config, components, tmp_path / "run")
+    assert not (tmp_path / "run" / "run-state.json").exists()

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from xaibench.data.arrays import LazyRows, Rows
+from xaibench.errors import XaibenchError
 
 #: Random translations tried before falling back to smooth blobs.
 SHIFT_TRIES = 8
@@ -59,6 +60,19 @@ MIN_FIELD_SHARE = 0.05
 MIN_AREA_RATIO = 0.5
 #: Memoised control masks per (seed, region, draw), packed to bits, are kept up to this size.
 MEMO_BYTES = 16 * 1024**2
+
+
+def check_field_setting(field: str, draws: int, regions: Sequence[str]) -> None:
+    """Refuse a ``controls.field`` region the test images lack, before any work.
+
+    Raises:
+        XaibenchError: ``field`` is neither ``auto``, ``image`` nor one of ``regions``.
+    """
+    if draws and field not in ("auto", "image") and field not in regions:
+        raise XaibenchError(
+            f"controls.field: region {field!r} is not annotated on the test images "
+            f"(use auto, image or one of: {', '.join(sorted(regions)) or 'none'})"
+        )
 
 
 def _stable_hash(text: str) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from xaibench.config import RunConfig
+from xaibench.control_regions import check_field_setting
 from xaibench.data.arrays import SplitArrays, materialize
 from xaibench.data.base import Dataset
 from xaibench.data.check import format_problems, normalise_split, split_problems
@@ -112,6 +113,7 @@ def prepare_data(config: RunConfig, components: Components, progress: Progress) 
     for split in SPLITS:
         idx = np.flatnonzero(assignment == split)
         splits[split] = materialize(dataset, split, idx, labels[idx], progress)
+    check_field_setting(config.controls.field, config.controls.draws, list(splits["test"].regions))
     coverage = region_coverage(splits["test"], sorted({r for rs in regions.values() for r in rs}))
     for use, reasons in empty_regions(regions, coverage).items():
         for region, reason in reasons.items():
