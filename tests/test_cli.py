@@ -277,7 +277,8 @@ def test_saliency_galleries_show_the_best_worst_and_random_images(tiny_run):
     # the 'specific' gallery appears where perturbation points at a region other than bone
     specific = [e for e in everything if e["kind"] == "specific"]
     for entry in specific:
-        assert entry["region"] != "bone" and entry["perturbation"]
+        assert entry["region"] != "bone"
+        assert entry["perturbation"]
     index = [e for e in everything if e["kind"] != "specific"]
     assert len(index) == 4 * 2 * 3  # cells x saliency methods x (best, worst, random)
     assert {e["kind"] for e in index} == {"best", "worst", "random"}

@@ -379,3 +379,40 @@ def test_a_field_region_the_data_lacks_is_refused_before_any_work(tiny_run, tmp_
     with pytest.raises(XaibenchError, match=r"controls.field: region 'body' is not annotated"):
         run_benchmark(config, components, tmp_path / "run")
     assert not (tmp_path / "run" / "run-state.json").exists()
+
+
+def test_controls_keep_off_the_other_tested_regions_where_there_is_room() -> None:
+    from xaibench.control_regions import control_masks, keep_off
+
+    region = np.zeros((2, 32, 32), dtype=bool)
+    region[:, 2:6, 2:6] = True  # 16 px
+    field = np.ones((2, 32, 32), dtype=bool)
+    other = np.zeros((2, 32, 32), dtype=bool)
+    other[0, :, 8:] = True  # image 0: room left outside (a 32 x 8 strip less the region)
+    other[1, :, 1:] = True  # image 1: no room left (column 0 only, 32 px, minus nothing) ...
+    other[1, :, 0] = True  # ... none at all: the field stays whole there
+    allowed = keep_off(field, region, other)
+    assert not (allowed[0] & other[0]).any()
+    assert allowed[1].all()
+    masks, ratios, _ = control_masks(region, allowed, ["a", "b"], seed=3, region="r", draw=0)
+    assert (ratios == 1.0).all()
+    assert masks.reshape(2, -1).sum(1).tolist() == [16, 16]
+    assert not (masks[0] & other[0]).any()  # image 0's control avoids the other region
+    assert not (masks & region).any()
+
+
+def test_a_region_outside_the_field_gets_controls_outside_it_too() -> None:
+    from xaibench.control_regions import control_masks, match_zone
+
+    field = np.zeros((2, 32, 32), dtype=bool)
+    field[:, 8:, 8:] = True  # the "body"; the rest is air
+    region = np.zeros((2, 32, 32), dtype=bool)
+    region[0, 1:4, 1:4] = True  # image 0: a marker's box in the air
+    region[1, 12:15, 12:15] = True  # image 1: anatomy inside the body
+    zones = match_zone(field, region)
+    assert (zones[0] == ~field[0]).all()
+    assert (zones[1] == field[1]).all()
+    masks, ratios, _ = control_masks(region, zones, ["a", "b"], seed=0, region="r", draw=0)
+    assert (ratios == 1.0).all()
+    assert not (masks[0] & field[0]).any()  # air patches for the box
+    assert not (masks[1] & ~field[1]).any()  # body patches for the anatomy

@@ -17,8 +17,11 @@ gradient map loses to uniform noise on that count whatever it points at. The IoU
 compared at equal area: the top 30% of each map (bone is about a third of the image).
 
 The specific Δ (region minus same-area control regions elsewhere, ``xaibench.control_regions``)
-removes that confound: on the true region its 95% CI excludes 0 and on the decoy it covers 0,
-under ``mean`` as well as ``blur`` and ``inpaint`` (issue 17's known-answer test).
+removes that confound: on the decoy its 95% CI covers 0 under ``mean``, ``blur`` and ``inpaint``,
+and on the true region it excludes 0 — except where it cannot: a mean fill of bone's area (a third
+of the image) costs the clean model all of its AUC (Δ at its ceiling, AUC - 0.5) wherever it
+lands, on bone and on the controls alike, so no difference is left to see. The test accepts that
+case only when both Δ are within 0.05 of the ceiling (docs/explainability.md, known answers).
 """
 
 from __future__ import annotations
@@ -85,9 +88,13 @@ def test_model_trained_on_clean_data_relies_on_bone(components, tmp_path: Path) 
     iou_model = value[("iou_top30", "saliency", None, "bone")]
     iou_random = value[("iou_top30", "random", None, "bone")]
     assert iou_model > iou_random + 0.05
+    ceiling = value[("auc", None, None, None)] - 0.5  # the largest Δ there can be
     for perturbation in SPECIFIC:
-        low, _ = _specific_ci(records[("delta_region", None, perturbation, "bone")])
-        assert low > 0, (perturbation, low)
+        bone = records[("delta_region", None, perturbation, "bone")]
+        low, _ = _specific_ci(bone)
+        saturated = min(bone["value"], bone["details"]["control_delta"]) >= ceiling - 0.05
+        # identified, unless the fill costs all the AUC on bone and its controls alike (mean)
+        assert low > 0 or (perturbation == "mean" and saturated), (perturbation, low)
         low, high = _specific_ci(records[("delta_region", None, perturbation, "shortcut")])
         assert low <= 0 <= high, (perturbation, low, high)
     # the random control's localisation does not beat chance (its normalised CI covers 0)

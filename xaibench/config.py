@@ -166,6 +166,11 @@ class ControlSettings(BaseModel):
         description="Where controls may go: 'auto' (a 'body' or 'field' region of the dataset, "
         "else the image less its uniform border padding), 'image' (anywhere), or a region name.",
     )
+    avoid_tested: bool = Field(
+        True,
+        description="Keep controls off the run's other regions under test (perturbed, "
+        "explained or complemented) wherever the field leaves room for the region's area.",
+    )
 
 
 class RunConfig(BaseModel):
@@ -296,7 +301,7 @@ class RunConfig(BaseModel):
 _HASHED_ONLY_WHEN_SET: dict[str, Any] = {
     "compile": False,
     "chance": {"draws": 16},
-    "controls": {"draws": 2, "field": "auto"},
+    "controls": {"draws": 2, "field": "auto", "avoid_tested": True},
 }
 
 

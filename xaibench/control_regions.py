@@ -206,6 +206,62 @@ def control_masks(
     return masks, ratios, shifted
 
 
+def match_zone(fields: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """Per image, the zone the region lies in: the field, or what lies outside it.
+
+    A region mostly outside the field of view (a side marker's box in the air around the body)
+    is compared with same-area patches of that outside, not of the body: a patch of body costs a
+    model that reads the body something under any fill, which says nothing about the marker's
+    box. Images whose region lies mostly inside the field (anatomy) keep the field.
+    """
+    inside = (regions & fields).reshape(len(fields), -1).sum(1)
+    area = regions.reshape(len(regions), -1).sum(1)
+    outside = 2 * inside < area
+    return np.where(outside[:, None, None], ~fields, fields)
+
+
+def keep_off(fields: np.ndarray, regions: np.ndarray, avoid: np.ndarray) -> np.ndarray:
+    """The fields ``[B, H, W]`` less ``avoid``, on every image where that leaves room.
+
+    A control region should stand for "pixels nobody claims the model needs": when it lands on
+    another region under test (a small marker box's control on bone, bone's control on the
+    marker) its Δ measures that region, not the perturbation's off-target cost, and the specific
+    Δ is biased. So the other tested regions are left out of the field wherever the remaining
+    allowed pixels still hold the region's area; elsewhere the field is kept whole.
+    """
+    narrowed = fields & ~avoid
+    room = (narrowed & ~regions).reshape(len(fields), -1).sum(1)
+    need = regions.reshape(len(regions), -1).sum(1)
+    use = room >= need
+    return np.where(use[:, None, None], narrowed, fields)
+
+
+class UnionRows(LazyRows):
+    """The pixel-wise union of several ``[N, H, W]`` mask arrays of one grid, per access."""
+
+    def __init__(self, parts: Sequence[Rows]) -> None:
+        self._parts = list(parts)
+        self._shape = torch.Size(self._parts[0].shape)
+
+    @property
+    def shape(self) -> torch.Size:
+        """``[N, H, W]``."""
+        return self._shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """``torch.bool``."""
+        return torch.bool
+
+    def rows(self, index: np.ndarray) -> torch.Tensor:
+        """The union of the parts' rows ``index``."""
+        key = torch.from_numpy(index)
+        out = torch.zeros((len(index), *self._shape[1:]), dtype=torch.bool)
+        for part in self._parts:
+            out |= part[key].bool()
+        return out
+
+
 class FieldRows(LazyRows):
     """:func:`field_of_view` of a split's images, per access, memoised (packed to bits).
 
@@ -262,6 +318,9 @@ class ControlRows(LazyRows):
         seed: The cell's seed.
         region: The region's name.
         draw: The control draw (0, 1, ...).
+        avoid: Masks ``[N, H, W]`` of the other regions under test, or None. On an image where
+            the field less the region and these still holds the region's area, the control
+            keeps off them (:func:`keep_off`).
     """
 
     def __init__(
@@ -274,8 +333,10 @@ class ControlRows(LazyRows):
         seed: int,
         region: str,
         draw: int,
+        avoid: Rows | None = None,
     ) -> None:
         self._images, self._masks, self._fields = images, masks, fields
+        self._avoid = avoid
         self._ids = tuple(sample_ids)
         self._seed, self._region, self._draw = seed, region, draw
         n = len(self._ids)
@@ -317,6 +378,9 @@ class ControlRows(LazyRows):
                 fields = self._fields[key].numpy().astype(bool)
             else:
                 fields = field_of_view(self._images[key].numpy())
+            fields = match_zone(fields, regions)
+            if self._avoid is not None:
+                fields = keep_off(fields, regions, self._avoid[key].numpy().astype(bool))
             masks, ratios, shifted = control_masks(
                 regions,
                 fields,

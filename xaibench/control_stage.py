@@ -18,7 +18,13 @@ import torch
 
 from xaibench.cell_result import CellResult
 from xaibench.config import RunConfig
-from xaibench.control_regions import FIELD_REGIONS, MIN_AREA_RATIO, ControlRows, FieldRows
+from xaibench.control_regions import (
+    FIELD_REGIONS,
+    MIN_AREA_RATIO,
+    ControlRows,
+    FieldRows,
+    UnionRows,
+)
 from xaibench.data.arrays import MappedRows, Rows, SplitArrays
 from xaibench.errors import XaibenchError
 from xaibench.explain_stage import ISOLATED, error_text
@@ -115,8 +121,28 @@ class ControlStage:
                 seed=seed,
                 region=region,
                 draw=draw,
+                avoid=self._tested_elsewhere(region),
             )
         return self._controls[key]
+
+    def _tested_elsewhere(self, region: str) -> Rows | None:
+        """The union of the other regions under test (``controls.avoid_tested``), or None.
+
+        Every region the run perturbs or explains, less ``region`` itself: controls keep off
+        them (:func:`~xaibench.control_regions.keep_off`).
+        """
+        if not self.config.controls.avoid_tested:
+            return None
+        test = self.data.splits["test"]
+        uses = ("perturb_regions", "explain_regions", "complement_regions")
+        others = [
+            r
+            for r in dict.fromkeys(r for use in uses for r in getattr(self.config, use))
+            if r != region and r in test.regions
+        ]
+        if not others:
+            return None
+        return UnionRows([self._mask(test, r) for r in others])
 
     def _control_plan(self, region: str, seed: int) -> tuple[dict[str, Any], str | None]:
         """Control details shared by every perturbation of ``region``, or why there are none."""
