@@ -63,7 +63,17 @@ class Leaderboards:
 
 #: Everything that must agree before runs share a table: the same question, scored the same way
 #: on the same test images. Config keys are compared as resolved.
-_DEFINITION_KEYS = ("metrics", "perturbations", "ci", "explain_regions", "saliency_target")
+#: Config settings that define what the explanation columns mean (``controls`` and ``chance``:
+#: the reference points of the specific Δ and the normalised scores, issue 17).
+_DEFINITION_KEYS = (
+    "metrics",
+    "perturbations",
+    "ci",
+    "explain_regions",
+    "saliency_target",
+    "controls",
+    "chance",
+)
 
 
 def _definition(run: RunFiles) -> dict[str, Any]:
