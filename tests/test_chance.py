@@ -68,7 +68,7 @@ def summary(metric: SaliencyRegionMetric, maps: torch.Tensor, masks: torch.Tenso
     assert level is not None
     chance = np.where(np.isnan(values), np.nan, level.values.numpy())
     details = chance_details(
-        values, chance, best=metric.best, method=level.method, exact=level.exact
+        values, chance, best=metric.best, method=level.method, exact=level.exact, hits=metric.hits
     )
     return values, chance, details
 
@@ -149,7 +149,11 @@ def test_map_equal_to_region_scores_normalised_one(name, phantom_masks):
     _values, chance, details = summary(metric, maps, masks)
     assert np.all(chance < 1)
     assert details["normalised"] == pytest.approx(1.0, abs=1e-12)
-    assert details["normalised_ci"] == pytest.approx([1.0, 1.0], abs=1e-12)
+    if metric.hits:  # Wilson's interval of an all-hit rate: [lower bound < 1, 1]
+        assert details["normalised_ci"][1] == pytest.approx(1.0, abs=1e-12)
+        assert 0.9 < details["normalised_ci"][0] < 1.0
+    else:
+        assert details["normalised_ci"] == pytest.approx([1.0, 1.0], abs=1e-12)
     assert details["p_chance"] < 1e-6
     assert details["best"] == 1.0
 
@@ -548,3 +552,24 @@ def test_a_failing_chance_level_keeps_the_scores():
     details = tally.details("plugin", "a", scores["a"].numpy(), chance)
     assert details["chance"] is None
     assert details["chance_reason"] == "RuntimeError: boom in chance"
+
+
+def test_hits_get_wilson_intervals_that_cover_chance_when_no_image_hits() -> None:
+    """Zero random peaks in a 1% region over 120 images: the interval must not collapse."""
+    from xaibench.metrics.chance import chance_details
+    from xaibench.stats.intervals import wilson_ci
+
+    values = np.zeros(120)
+    level = np.full(120, 0.01)
+    details = chance_details(values, level, best=1.0, method="area fraction", exact=True, hits=True)
+    low, high = details["normalised_ci"]
+    assert low < 0 < high  # a bootstrap gave [-0.0101, -0.0101]
+    w_low, w_high = wilson_ci(0, 120)
+    assert low == pytest.approx((w_low - 0.01) / 0.99)
+    assert high == pytest.approx((w_high - 0.01) / 0.99)
+    assert details["p_chance"] == 1.0
+    # fractional values (tied maxima shared) keep the paired bootstrap
+    mixed = chance_details(
+        np.r_[values[:-1], 0.5], level, best=1.0, method="x", exact=True, hits=True
+    )
+    assert mixed["normalised_ci"] != details["normalised_ci"]

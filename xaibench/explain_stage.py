@@ -127,7 +127,10 @@ class _ChanceTally:
                 "normalised": None, "normalised_ci": None, "p_chance": None,
                 "chance_reason": reason,
             }  # fmt: skip
-        details = chance_details(values, chance, best=best, method=kind[0], exact=kind[1])
+        hits = self.metrics[name].hits
+        details = chance_details(
+            values, chance, best=best, method=kind[0], exact=kind[1], hits=hits
+        )
         if kind[0] == SHIFT_NULL:
             details["chance_draws"] = self.draws
         return details

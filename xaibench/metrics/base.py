@@ -141,6 +141,10 @@ class SaliencyRegionMetric(Metric):
     category = "explanation"
     needs = "saliency"
     best: ClassVar[float | None] = None
+    #: Whether per-image values are hits (1 or 0, shares where maxima tie): when every image
+    #: missed, or every image hit, the normalised score takes Wilson's interval
+    #: (:func:`xaibench.metrics.chance.chance_details`), where a bootstrap collapses to a point.
+    hits: ClassVar[bool] = False
 
     @abstractmethod
     def per_sample(self, maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -271,6 +271,7 @@ def chance_details(
     best: float | None,
     method: str,
     exact: bool,
+    hits: bool = False,
     resamples: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -281,8 +282,10 @@ def chance_details(
     chance) / (best - mean chance)`` (None without ``best``, below 1 image, or where the chance
     reaches ``best``); ``normalised_ci`` the 95% percentile interval over ``resamples`` paired
     image-bootstrap resamples (images drawn with replacement, both means recomputed on the same
-    draw, ``numpy.random.default_rng(seed)``; :func:`_resample_weights`), None below 2 images or
-    when a resample has no room above chance; ``p_chance`` the one-sided p-value of a one-sample
+    draw, ``numpy.random.default_rng(seed)``; :func:`_resample_weights`), or Wilson's interval
+    when the metric scores ``hits`` and every image missed (or every image hit), where the
+    bootstrap collapses (:func:`_normalised_ci`), None below 2 images or when a resample has no
+    room above chance; ``p_chance`` the one-sided p-value of a one-sample
     t-test that the mean of the per-image differences ``value - chance`` is above 0.
 
     Why a t-test on the differences: the normalised score is built from the two means, so the
@@ -314,13 +317,38 @@ def chance_details(
         norm = _normalised(np.array(value.mean()), np.array(level.mean()), best)
         details["normalised"] = float(norm) if np.isfinite(norm) else None
         if n >= 2 and details["normalised"] is not None:
-            weights = _resample_weights(n, resamples, seed)
-            replicates = _normalised(weights @ value, weights @ level, best)
-            if np.isfinite(replicates).all():
-                low, high = np.quantile(replicates, [0.025, 0.975])
-                details["normalised_ci"] = [float(low), float(high)]
+            details["normalised_ci"] = _normalised_ci(value, level, best, hits, resamples, seed)
     details["p_chance"] = _p_above_zero(value - level)
     return details
+
+
+def _normalised_ci(
+    value: np.ndarray, level: np.ndarray, best: float, hits: bool, resamples: int, seed: int
+) -> list[float] | None:
+    """95% interval of the normalised score: Wilson's for hits, else the paired bootstrap.
+
+    For a metric that scores hits (``hits``: the pointing game) the mean is a binomial
+    proportion, and a percentile bootstrap of it collapses to a point when every image scores the
+    same (no random peak in a region of 1% of the image in 120 images: [-0.01, -0.01], as if
+    that were known exactly). Wilson's score interval for the hit rate (Brown, Cai & DasGupta
+    2001: close to nominal coverage near 0 and 1) is then mapped through the normalisation at
+    the mean chance, whose own spread over images is left out. Used only then (every image
+    missed, or every image hit); otherwise both means are resampled together
+    (:func:`_resample_weights`).
+    """
+    if hits and (np.all(value == 0.0) or np.all(value == 1.0)):
+        from xaibench.stats.intervals import wilson_ci
+
+        chance = float(level.mean())
+        low, high = wilson_ci(int(value.sum()), int(value.size))
+        bounds = _normalised(np.array([low, high]), np.array(chance), best)
+        return [float(bounds[0]), float(bounds[1])] if np.isfinite(bounds).all() else None
+    weights = _resample_weights(len(value), resamples, seed)
+    replicates = _normalised(weights @ value, weights @ level, best)
+    if not np.isfinite(replicates).all():
+        return None
+    low, high = np.quantile(replicates, [0.025, 0.975])
+    return [float(low), float(high)]
 
 
 @functools.lru_cache(maxsize=8)

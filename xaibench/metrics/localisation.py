@@ -189,6 +189,7 @@ class PointingGame(SaliencyRegionMetric):
         "Zhang et al., Top-down neural attention by excitation backprop, IJCV 126:1084-1102, 2018"
     )
     best: ClassVar[float | None] = 1.0
+    hits: ClassVar[bool] = True
 
     ties: PointingTies = Field(
         "fraction",
