@@ -169,7 +169,7 @@ class ControlSettings(BaseModel):
     avoid_tested: bool = Field(
         True,
         description="Keep controls off the run's other regions under test (perturbed, "
-        "explained or complemented) wherever the field leaves room for the region's area.",
+        "explained or complemented), even where that leaves less than the region's area.",
     )
 
 
