@@ -24,7 +24,16 @@ import numpy as np
 import torch
 
 from xaibench.component import Component
-from xaibench.metrics.chance import DEFAULT_DRAWS, SHIFT_NULL, ChanceLevel, shift_null
+from xaibench.metrics.chance import (
+    AREA_FRACTION,
+    DEFAULT_DRAWS,
+    HALF,
+    SHIFT_NULL,
+    ChanceLevel,
+    area_fraction,
+    half,
+    shift_null,
+)
 from xaibench.prediction_scores import class_log_odds as class_log_odds  # re-exported
 
 
@@ -145,6 +154,9 @@ class SaliencyRegionMetric(Metric):
     #: missed, or every image hit, the normalised score takes Wilson's interval
     #: (:func:`xaibench.metrics.chance.chance_details`), where a bootstrap collapses to a point.
     hits: ClassVar[bool] = False
+    #: The exact chance level under any relocation of the map's pixels, when there is one:
+    #: ``"area fraction"`` or ``"0.5"`` (:mod:`xaibench.metrics.chance`); None: the shift null.
+    exact_chance: ClassVar[str | None] = None
 
     @abstractmethod
     def per_sample(self, maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -178,8 +190,9 @@ class SaliencyRegionMetric(Metric):
         The default (for a metric that declares :attr:`best`) is the seeded shift null of
         :func:`~xaibench.metrics.chance.shift_null`: the mean of :meth:`per_sample` over
         ``draws`` rigidly moved copies of each map (random toroidal translation and axis flip),
-        which keep the map's values and smoothness. Metrics with an exact analytic expectation
-        override this. None where :attr:`best` is None.
+        which keep the map's values and smoothness. A metric whose expectation under any
+        relocation of its pixels is known exactly names it in :attr:`exact_chance` (the area
+        fraction, or 0.5), or overrides this. None where :attr:`best` is None.
 
         Args:
             maps: ``[B, H, W]`` maps, as for :meth:`per_sample`.
@@ -189,6 +202,10 @@ class SaliencyRegionMetric(Metric):
         """
         if self.best is None:
             return None
+        if self.exact_chance == AREA_FRACTION:
+            return ChanceLevel(area_fraction(masks), AREA_FRACTION, exact=True)
+        if self.exact_chance == HALF:
+            return ChanceLevel(half(masks), HALF, exact=True)
         values = shift_null(self.per_sample, maps, masks, generator, draws)
         return ChanceLevel(values, SHIFT_NULL, exact=False)
 

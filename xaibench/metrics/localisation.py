@@ -41,7 +41,6 @@ from xaibench.metrics.chance import (
     SHIFT_NULL,
     ChanceLevel,
     area_fraction,
-    half,
     iou_shift_null,
 )
 from xaibench.metrics.functional import (
@@ -228,20 +227,12 @@ class RelevanceMass(SaliencyRegionMetric):
     display_name = "Relevance mass"
     citation = _ARRAS
     best: ClassVar[float | None] = 1.0
+    #: Exact: the positive mass is spread uniformly in expectation.
+    exact_chance: ClassVar[str | None] = AREA_FRACTION
 
     def per_sample(self, maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """``sum(max(a, 0) in region) / sum(max(a, 0))`` per image."""
         return relevance_mass(maps, masks)
-
-    def chance(
-        self,
-        maps: torch.Tensor,
-        masks: torch.Tensor,
-        generator: torch.Generator,
-        draws: int = DEFAULT_DRAWS,
-    ) -> ChanceLevel:
-        """Exact: the area fraction (the positive mass is spread uniformly in expectation)."""
-        return ChanceLevel(area_fraction(masks), AREA_FRACTION, exact=True)
 
 
 class RelevanceRank(SaliencyRegionMetric):
@@ -254,20 +245,12 @@ class RelevanceRank(SaliencyRegionMetric):
     display_name = "Relevance rank"
     citation = _ARRAS
     best: ClassVar[float | None] = 1.0
+    #: Exact: each top-ranked place is inside with that probability.
+    exact_chance: ClassVar[str | None] = AREA_FRACTION
 
     def per_sample(self, maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Top-|region| hit share per image."""
         return relevance_rank(maps, masks)
-
-    def chance(
-        self,
-        maps: torch.Tensor,
-        masks: torch.Tensor,
-        generator: torch.Generator,
-        draws: int = DEFAULT_DRAWS,
-    ) -> ChanceLevel:
-        """Exact: the area fraction (each top-ranked place is inside with that probability)."""
-        return ChanceLevel(area_fraction(masks), AREA_FRACTION, exact=True)
 
 
 class PixelAUC(SaliencyRegionMetric):
@@ -279,20 +262,12 @@ class PixelAUC(SaliencyRegionMetric):
     display_name = "Pixel AUC"
     citation = "Fawcett, An introduction to ROC analysis, Pattern Recognition Letters 27(8), 2006"
     best: ClassVar[float | None] = 1.0
+    #: Exact: either order of an inside-outside pair is equally likely.
+    exact_chance: ClassVar[str | None] = HALF
 
     def per_sample(self, maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Pixel-level ROC AUC per image."""
         return pixel_auc(maps, masks)
-
-    def chance(
-        self,
-        maps: torch.Tensor,
-        masks: torch.Tensor,
-        generator: torch.Generator,
-        draws: int = DEFAULT_DRAWS,
-    ) -> ChanceLevel:
-        """Exact: 0.5 (either order of an inside-outside pair is equally likely)."""
-        return ChanceLevel(half(masks), HALF, exact=True)
 
 
 class EnergyRatio(SaliencyRegionMetric):
