@@ -19,12 +19,13 @@ import torch.nn.functional as F
 
 from xaibench.analysis import CellMaps
 from xaibench.cell_result import CellResult, Gallery, make_record
+from xaibench.chance_tally import ChanceTally
 from xaibench.config import RunConfig
 from xaibench.data.arrays import Rows, SplitArrays
 from xaibench.device import Runtime
 from xaibench.gallery_evidence import PROBABILITY_DROP, GalleryEvidence, collect_evidence
+from xaibench.isolation import ISOLATED, error_text
 from xaibench.metrics.base import FaithfulnessMetric, Metric, SaliencyRegionMetric, ScoreFn
-from xaibench.metrics.chance import SHIFT_NULL, chance_details
 from xaibench.models.base import Classifier
 from xaibench.perturbations.base import Perturbation
 from xaibench.progress import Progress
@@ -32,15 +33,6 @@ from xaibench.report.gallery import GALLERY_KINDS, SPECIFIC, GalleryPicker
 from xaibench.run_data import RunData, batch_slices
 from xaibench.saliency.base import SaliencyMethod
 from xaibench.sanity import run_sanity_checks
-
-#: What a failing component may raise and still fail only its own records, cell or method:
-#: any error, and ``SystemExit`` too (a plugin calling ``sys.exit()`` must not end the run).
-ISOLATED = (Exception, SystemExit)
-
-
-def error_text(exc: BaseException) -> str:
-    """``Type: message`` of a component's error, as recorded in ``reason``."""
-    return f"{type(exc).__name__}: {exc}"
 
 
 def restore_inference(model: Classifier) -> None:
@@ -57,83 +49,6 @@ class MethodOutcome:
     explanations: list[pd.DataFrame] = field(default_factory=list)
     galleries: list[Gallery] = field(default_factory=list)
     drift: CellMaps | None = None
-
-
-class _ChanceTally:
-    """Per-image chance levels of one method's region metrics, batch by batch (contract C1).
-
-    Each metric draws its shift-null moves from its own generator, seeded with the cell's seed,
-    so its chance values depend neither on the other metrics nor on the order of the regions
-    (:meth:`~xaibench.metrics.base.SaliencyRegionMetric.chance_levels` starts every region from
-    the same state). A metric whose chance level raises keeps its scores: only its chance
-    fields are None, with the error in ``chance_reason``.
-    """
-
-    def __init__(self, metrics: Mapping[str, SaliencyRegionMetric], seed: int, draws: int):
-        self.metrics = metrics
-        self.draws = draws
-        self.generators = {name: torch.Generator().manual_seed(seed) for name in metrics}
-        self.values: dict[tuple[str, str], list[torch.Tensor]] = {}
-        self.kind: dict[tuple[str, str], tuple[str, bool]] = {}
-        self.errors: dict[str, str] = {}
-
-    def add(
-        self,
-        name: str,
-        maps: torch.Tensor,
-        masks: Mapping[str, torch.Tensor],
-        scores: Mapping[str, torch.Tensor],
-    ) -> None:
-        """The batch's chance values, NaN wherever the metric's own value is undefined."""
-        metric = self.metrics[name]
-        if name in self.errors or metric.best is None:
-            return
-        try:
-            levels = metric.chance_levels(maps, masks, self.generators[name], self.draws)
-        except ISOLATED as exc:
-            self.errors[name] = error_text(exc)
-            return
-        for region, level in levels.items():
-            if level is None:
-                continue
-            chance = level.values.detach().cpu().double()
-            if chance.shape != scores[region].shape:
-                self.errors[name] = (
-                    f"chance level of shape {tuple(chance.shape)} for "
-                    f"{tuple(scores[region].shape)} scores"
-                )
-                return
-            chance = torch.where(torch.isnan(scores[region]), torch.nan, chance)
-            self.values.setdefault((name, region), []).append(chance)
-            self.kind[(name, region)] = (level.method, level.exact)
-
-    def per_image(self, name: str, region: str | None, n: int) -> np.ndarray:
-        """Per-image chance of ``name`` on ``region`` (NaN without one)."""
-        chunks = self.values.get((name, region or ""), []) if name not in self.errors else []
-        if region is None or not chunks or sum(len(c) for c in chunks) != n:
-            return np.full(n, np.nan)
-        return torch.cat(chunks).numpy()
-
-    def details(
-        self, name: str, region: str | None, values: np.ndarray, chance: np.ndarray
-    ) -> dict[str, Any]:
-        """Contract C1's details of ``name`` on ``region``."""
-        best = self.metrics[name].best
-        kind = self.kind.get((name, region or ""))
-        if kind is None or name in self.errors:
-            reason = self.errors.get(name, "no chance level: the metric declares no best value")
-            return {
-                "chance": None, "chance_method": None, "chance_exact": None, "best": best,
-                "normalised": None, "normalised_ci": None, "p_chance": None,
-                "chance_reason": reason,
-            }  # fmt: skip
-        hits = self.metrics[name].hits
-        details = chance_details(
-            values, chance, best=best, method=kind[0], exact=kind[1], hits=hits
-        )
-        if kind[0] == SHIFT_NULL:
-            details["chance_draws"] = self.draws
-        return details
 
 
 class ExplainStage:
@@ -274,7 +189,7 @@ class ExplainStage:
         values: dict[tuple[str, str | None], list[torch.Tensor]] = {}
         floors: dict[str, list[torch.Tensor]] = {}
         errors: dict[str, str] = {}  # metric -> its error on this method's maps
-        chance = _ChanceTally(region_metrics, base["seed"], cfg.chance.draws)
+        chance = ChanceTally(region_metrics, base["seed"], cfg.chance.draws)
         drift: list[np.ndarray] = []
         constant = 0  # maps with no variation: no foreground, reported with the scores
         gen = torch.Generator().manual_seed(base["seed"])
