@@ -7,7 +7,7 @@ on the four bone regions) for one of the default grid's backbones, randomly init
 stage's cost does not depend on training). Prints the median and minimum over ``--repeats``.
 
 With the chance levels present (this branch), each repeat runs twice, with and without them
-(``_ChanceTally.add`` stubbed), alternating so that drift in machine load hits both alike: the
+(``ChanceTally.add`` stubbed), alternating so that drift in machine load hits both alike: the
 ratio is the chance levels' own cost. Run it again with the code before them on ``PYTHONPATH``
 (e.g. ``git archive 7dde945 | tar -x -C /tmp/base``) for the stage's time before and after::
 
@@ -69,11 +69,11 @@ def main() -> None:
     }  # fmt: skip
 
     try:
-        from xaibench.explain_stage import _ChanceTally
+        from xaibench.chance_tally import ChanceTally
     except ImportError:
         tally = None
     else:
-        tally = _ChanceTally
+        tally = ChanceTally
     real_add = tally.add if tally is not None else None
 
     def stage(chance: bool) -> float:

@@ -538,13 +538,13 @@ class ChanceRaises(DeclaresBest):
 
 
 def test_a_failing_chance_level_keeps_the_scores():
-    from xaibench.explain_stage import _ChanceTally
+    from xaibench.chance_tally import ChanceTally
 
     rng = np.random.default_rng(1)
     maps = smooth_noise(3, 8, rng).abs()
     masks = {"a": region_batch("disc", 0.2, 3, 8, rng)}
     metric = ChanceRaises()
-    tally = _ChanceTally({"plugin": metric}, seed=0, draws=2)
+    tally = ChanceTally({"plugin": metric}, seed=0, draws=2)
     scores = metric.per_sample_regions(maps, masks)
     tally.add("plugin", maps, masks, scores)
     chance = tally.per_image("plugin", "a", 3)
