@@ -182,7 +182,7 @@ def explainability_table(
     cell_costs = _cell_costs(records)
     for name, col in zip(costs, cost_cols, strict=True):
         frame[col] = [cell_costs.get((cell, name), float("nan")) for cell in cells]
-    _mark_chance(frame, alpha)
+    frame = _mark_chance(frame, alpha)
     methods = list(dict.fromkeys(m for cell in badges.values() for m in cell))
     for method in methods:
         frame[f"sanity ({method})"] = [badges.get(cell, {}).get(method, "") for cell in cells]
@@ -232,15 +232,16 @@ def _cell_costs(records: Sequence[dict[str, Any]]) -> dict[tuple[Any, ...], floa
     return {key: float(np.mean(values)) for key, values in costs.items()}
 
 
-def _mark_chance(frame: pd.DataFrame, alpha: float) -> None:
+def _mark_chance(frame: pd.DataFrame, alpha: float) -> pd.DataFrame:
     """Holm-adjust every ``p chance`` in the table together; add each ``beats chance`` column.
 
     A value beats chance when its adjusted p-value is below ``alpha``; a value without a
-    p-value is not shown to beat chance (False); a missing value has no verdict (None).
+    p-value is not shown to beat chance (False); a missing value has no verdict (None). The
+    verdict columns are joined in one step (one insert per column fragments a wide frame).
     """
     columns = [c for c in frame.columns if str(c).endswith(P_CHANCE_SUFFIX)]
     if not columns:
-        return
+        return frame
     stacked = frame[columns].to_numpy(dtype=float)
     flat = stacked.ravel()
     adjusted = np.full(flat.shape, np.nan)
@@ -248,6 +249,8 @@ def _mark_chance(frame: pd.DataFrame, alpha: float) -> None:
     if tested.any():
         adjusted[tested] = holm(flat[tested])
     adjusted = adjusted.reshape(stacked.shape)
+    verdicts: dict[str, pd.Series] = {}
+    order: list[Any] = list(frame.columns)
     for j, col in enumerate(columns):
         value_col = col[: -len(P_CHANCE_SUFFIX)]
         frame[col] = adjusted[:, j]
@@ -255,9 +258,8 @@ def _mark_chance(frame: pd.DataFrame, alpha: float) -> None:
             None if pd.isna(v) else bool(not np.isnan(p) and p < alpha)
             for v, p in zip(frame[value_col], adjusted[:, j], strict=True)
         ]
-        position = list(frame.columns).index(col) + 1
-        frame.insert(
-            position,
-            f"{value_col}{BEATS_CHANCE_SUFFIX}",
-            pd.Series(verdict, dtype=object, index=frame.index),
-        )
+        name = f"{value_col}{BEATS_CHANCE_SUFFIX}"
+        verdicts[name] = pd.Series(verdict, dtype=object, index=frame.index)
+        order.insert(order.index(col) + 1, name)
+    joined = pd.concat([frame, pd.DataFrame(verdicts, index=frame.index)], axis=1)
+    return joined[order].copy()  # one block per dtype: later columns do not fragment it
