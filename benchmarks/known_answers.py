@@ -6,8 +6,9 @@ Two versions of the phantom, one CNN fully fine-tuned on each:
 * **marker** — bone density is drawn independently of the class (``bone_signal=False``) and a
   small lead marker outside the body carries it (``shortcut=1``).
 
-Each run scores every perturbation on bone, on the marker's box and outside bone, and Grad-CAM,
-gradient saliency and the ``random`` control on bone and on the marker's box. The table gives,
+Each run (with ``controls.draws: 2``) scores every perturbation on bone, on the marker's box and
+outside bone, and Grad-CAM, gradient saliency and the ``random`` control on bone and on the
+marker's box. The table gives,
 per row, the raw score (what the leaderboards showed before the scores were corrected) and the
 corrected one: the specific Δ (region minus same-area control regions, with its 95% CI) and the
 chance-normalised localisation (with its CI; ``†`` where the method does not beat chance,
@@ -51,6 +52,7 @@ def overrides(version: str, *, images: int, size: int, epochs: int, seed: int) -
         "explain_regions": ["bone", "shortcut"],
         "metrics": ["auc", "delta_region", "iou_region", "relevance_mass", "pointing_game"],
         "sanity": {"images": 8},
+        "controls": {"draws": 2},
         "gallery_images": 0,
         "train": {"epochs": epochs, "batch_size": 32, "lr": 2e-3, "weight_decay": 0.01},
     }

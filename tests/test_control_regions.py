@@ -313,7 +313,7 @@ def _cell_result(tiny_run, **overrides):
 
 
 def test_a_run_records_specific_delta_and_control_predictions(tiny_run):
-    result, _runner = _cell_result(tiny_run)
+    result, _runner = _cell_result(tiny_run, controls={"draws": 2})
     deltas = {(r["perturbation"], r["region"]): r for r in result.records
               if r["metric"] == "delta_region"}  # fmt: skip
     assert set(deltas) == {(p, r) for p in ("mean", "road") for r in ("spine", "outside_spine")}

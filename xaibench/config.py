@@ -154,7 +154,7 @@ class ControlSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     draws: int = Field(
-        2,
+        1,
         ge=0,
         le=16,
         description="Control regions drawn per perturbed region and image, each perturbed and "
@@ -301,7 +301,7 @@ class RunConfig(BaseModel):
 _HASHED_ONLY_WHEN_SET: dict[str, Any] = {
     "compile": False,
     "chance": {"draws": 16},
-    "controls": {"draws": 2, "field": "auto", "avoid_tested": True},
+    "controls": {"draws": 1, "field": "auto", "avoid_tested": True},
 }
 
 
