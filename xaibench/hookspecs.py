@@ -99,6 +99,16 @@ def register_datasets(register: Register) -> None:
     """
 
 
+@hookspec
+def register_importers(register: Register) -> None:
+    """Register importers (subclasses of ``xaibench.data.importers.base.Importer``).
+
+    An importer reads a public collection's published layout (label files, annotations) under a
+    folder and returns manifest rows, for ``xaibench data import SOURCE ROOT --out DIR``
+    (``nih``, ``siim``). Since 0.1.
+    """
+
+
 # --- Running --------------------------------------------------------------------------------------
 
 

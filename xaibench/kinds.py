@@ -44,6 +44,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("tasks", "task", "register_tasks", "xaibench.tasks.base:Task"),
     Kind("datasets", "dataset", "register_datasets", "xaibench.data.base:Dataset"),
     Kind("executors", "executor", "register_executors", "xaibench.executors.base:Executor"),
+    Kind("importers", "importer", "register_importers", "xaibench.data.importers.base:Importer"),
 )
 
 KIND_BY_KEY: dict[str, Kind] = {k.key: k for k in KINDS}
@@ -61,4 +62,6 @@ KIND_ALIASES: dict[str, str] = {
     "task": "tasks",
     "dataset": "datasets",
     "executor": "executors",
+    "importer": "importers",
+    "sources": "importers",
 }

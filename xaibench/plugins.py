@@ -60,6 +60,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "xaibench.default_plugins.tasks",
     "xaibench.default_plugins.datasets",
     "xaibench.default_plugins.executors",
+    "xaibench.default_plugins.importers",
 )
 
 
@@ -369,6 +370,11 @@ class Components:
     def executors(self) -> Registry[Any]:
         """Executors."""
         return self.registries["executors"]
+
+    @property
+    def importers(self) -> Registry[Any]:
+        """Importers of public collections (``xaibench data import``)."""
+        return self.registries["importers"]
 
 
 def add_commands(pm: PluginManager, cli: Any) -> None:

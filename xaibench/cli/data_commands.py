@@ -118,3 +118,75 @@ def data_drr(
         class_shares=class_shares,
     )
     click.echo(f"wrote {n_images} images: {manifest}")
+
+
+@data.command(name="import")
+@click.argument("source", required=False)
+@click.argument("root", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--out", "out_dir", type=click.Path(path_type=Path), help="Folder for manifest.csv and .json."
+)
+@click.option(
+    "-O",
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An importer option (repeatable), e.g. -O views=all -O uncertain=exclude; "
+    "docs/data.md lists each source's options.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a manifest already in --out.")
+@click.option("--list", "list_sources", is_flag=True, help="List the sources and exit.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def data_import(
+    source: str | None,
+    root: Path | None,
+    out_dir: Path | None,
+    options: tuple[str, ...],
+    overwrite: bool,
+    list_sources: bool,
+    quiet: bool,
+) -> int:
+    """Write a manifest for a public collection downloaded to ROOT (SOURCE: --list shows them).
+
+    Reads the collection's published label and annotation files; writes OUT/manifest.csv and
+    OUT/manifest.json (provenance, policies, counts) and nothing else: no image is copied or
+    changed. Paths in the manifest are relative to ROOT: run with --image-root ROOT.
+    """
+    from contextlib import nullcontext
+
+    import yaml
+
+    from xaibench.cli.common import _state
+    from xaibench.data.importers.base import write_import
+    from xaibench.errors import XaibenchError
+    from xaibench.progress import NullProgress, RichProgress
+
+    importers = _state().components.importers
+    if list_sources or source is None:
+        for name in importers.names():
+            entry = importers.get(name)
+            click.echo(f"{name:14} {entry.summary}")
+        return 0
+    entry = importers.get(source)  # unknown: did-you-mean
+    if root is None or out_dir is None:
+        raise click.UsageError("data import needs SOURCE, ROOT and --out DIR")
+    parsed: dict[str, object] = {}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise XaibenchError(f"--option {item!r}: write KEY=VALUE")
+        parsed[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    importer = entry.create(parsed)
+    progress = NullProgress() if quiet else RichProgress()
+    with progress if isinstance(progress, RichProgress) else nullcontext():
+        summary = write_import(source, importer, root, out_dir, progress, overwrite=overwrite)
+    click.echo(f"wrote {summary.rows} images: {summary.manifest} (provenance: {summary.sidecar})")
+    for reason, count in sorted(summary.excluded.items()):
+        click.echo(f"  excluded {count}: {reason}")
+    for note in summary.notes:
+        click.echo(f"  note: {note}")
+    click.echo(
+        f"run a task on it with: xaibench run TASK --data {summary.manifest} --image-root {root}"
+    )
+    return 0

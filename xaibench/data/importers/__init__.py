@@ -1,0 +1,1 @@
+"""Importers of public chest X-ray collections: published layout -> manifest."""
