@@ -6,7 +6,12 @@ from xaibench.hookspecs import hookimpl
 from xaibench.registry import Register
 
 #: Source name -> (lazy target, summary). Each importer's module documents its layout.
-IMPORTERS: dict[str, tuple[str, str]] = {}
+IMPORTERS: dict[str, tuple[str, str]] = {
+    "siim": (
+        "xaibench.data.importers.siim:SiimImporter",
+        "SIIM-ACR Pneumothorax: pneumothorax label and RLE mask, DICOM",
+    ),
+}
 
 
 @hookimpl
