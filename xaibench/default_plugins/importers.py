@@ -7,6 +7,10 @@ from xaibench.registry import Register
 
 #: Source name -> (lazy target, summary). Each importer's module documents its layout.
 IMPORTERS: dict[str, tuple[str, str]] = {
+    "rsna_pneumonia": (
+        "xaibench.data.importers.rsna_pneumonia:RsnaPneumoniaImporter",
+        "RSNA Pneumonia Detection: pneumonia label and boxes, DICOM",
+    ),
     "siim": (
         "xaibench.data.importers.siim:SiimImporter",
         "SIIM-ACR Pneumothorax: pneumothorax label and RLE mask, DICOM",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -62,14 +63,19 @@ def dicom_header_cells(path: Path) -> dict[str, str]:
     from pydicom.errors import InvalidDicomError
 
     cells = dict.fromkeys(HEADER_COLUMNS.values(), "")
-    try:
-        dataset = pydicom.dcmread(
-            path, stop_before_pixels=True, specific_tags=list(HEADER_COLUMNS), force=True
-        )
-    except (OSError, InvalidDicomError, ValueError, EOFError):
-        return cells
+    # Published headers break the standard harmlessly (RSNA's PatientAge '43' is not a valid
+    # Age String); pydicom warns on reading them, the value is still what we want.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            dataset = pydicom.dcmread(
+                path, stop_before_pixels=True, specific_tags=list(HEADER_COLUMNS), force=True
+            )
+            values = {k: str(dataset.get(k, "") or "").strip() for k in HEADER_COLUMNS}
+        except (OSError, InvalidDicomError, ValueError, EOFError):
+            return cells
     for keyword, column in HEADER_COLUMNS.items():
-        value = str(dataset.get(keyword, "") or "").strip()
+        value = values[keyword]
         cells[column] = dicom_age(value) if keyword == "PatientAge" else value.upper()
     return cells
 
