@@ -7,6 +7,10 @@ from xaibench.registry import Register
 
 #: Source name -> (lazy target, summary). Each importer's module documents its layout.
 IMPORTERS: dict[str, tuple[str, str]] = {
+    "vindr": (
+        "xaibench.data.importers.vindr:VinDrImporter",
+        "VinDr-CXR: image labels and finding boxes, official train/test split, DICOM",
+    ),
     "rsna_pneumonia": (
         "xaibench.data.importers.rsna_pneumonia:RsnaPneumoniaImporter",
         "RSNA Pneumonia Detection: pneumonia label and boxes, DICOM",
