@@ -7,6 +7,10 @@ from xaibench.registry import Register
 
 #: Source name -> (lazy target, summary). Each importer's module documents its layout.
 IMPORTERS: dict[str, tuple[str, str]] = {
+    "padchest": (
+        "xaibench.data.importers.padchest:PadChestImporter",
+        "PadChest: 27 findings (torchxrayvision's set) + normal, 16-bit PNGs",
+    ),
     "vindr": (
         "xaibench.data.importers.vindr:VinDrImporter",
         "VinDr-CXR: image labels and finding boxes, official train/test split, DICOM",
