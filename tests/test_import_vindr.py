@@ -32,6 +32,7 @@ TRAIN_BOXES = [
     f"{C},R2,No finding,,,,",
     f"{C},R3,No finding,,,,",
     f"{D},R1,No finding,,,,",  # no image file
+    f"{D}0,R1,No finding,,,,",  # not in the labels file
 ]
 TEST_BOXES = [  # consensus labels: no rad_id column
     f"{E},Pleural effusion,1.0,2.0,11.0,22.0",
@@ -92,7 +93,7 @@ def test_physionet_union_of_readers(tmp_path: Path) -> None:
     root, out = tmp_path / "vindr", tmp_path / "out"
     _physionet(root)
     summary = write_import("vindr", VinDrImporter(), root, out, NullProgress())
-    assert summary.excluded == {MISSING_IMAGE: 1}
+    assert summary.excluded == {MISSING_IMAGE: 1, "not in image_labels_train.csv": 1}
     frame = _frame(out)
     assert list(frame.index) == [A, B, C, E, F]
     assert list(frame["image"]) == [f"train/{i}.dicom" for i in (A, B, C)] + [

@@ -110,6 +110,7 @@ class _Part:
     def __init__(self, labels: list[str]) -> None:
         self.labels = labels  # the findings this part's files assess, snake_case
         self.dropped_boxes = 0
+        self.unlabelled = 0  # images in the box file but not in the labels file
         self.readers: dict[str, set[str]] = {}
         self.marks: dict[str, dict[str, set[str]]] = {}  # image -> finding -> readers
         self.boxes: dict[str, dict[str, dict[str, list[list[float]]]]] = {}  # image/finding/reader
@@ -231,6 +232,7 @@ class VinDrImporter(Importer):
         if not label_columns:
             raise ImportLayoutError(f"{SOURCE}: {path.name} has no label column")
         part.labels = [snake(c) for c in label_columns]
+        boxed = set(part.readers)
         part.marks = {}  # the labels file decides the findings; boxes stay
         part.readers = {}
         for i, row in enumerate(table.itertuples(index=False)):
@@ -247,6 +249,7 @@ class VinDrImporter(Importer):
                     )
                 if value in ("1", "1.0"):
                     part.mark(image, reader, snake(column))
+        part.unlabelled = len(boxed - set(part.readers))
 
     def _rows(
         self, parts: dict[str, _Part], box_findings: list[str], imported: ImportedRows
@@ -254,6 +257,7 @@ class VinDrImporter(Importer):
         rows: list[dict[str, str]] = []
         unboxed = 0
         for name, part in parts.items():
+            imported.exclude(f"not in image_labels_{name}.csv", part.unlabelled)
             if part.dropped_boxes:
                 imported.notes.append(
                     f"{part.dropped_boxes} {name} box(es) without corners or with zero width or "
