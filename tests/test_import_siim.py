@@ -156,7 +156,7 @@ def test_wrong_layouts_fail_naming_the_file_or_column(
     assert "train-rle.csv has no column 'EncodedPixels'" in output
     assert len(output.strip().splitlines()) == 1
     write_labels(root, [(image_id(0), "-1")])
-    with pytest.raises(ImportLayoutError, match="none of the 1 images listed was found"):
+    with pytest.raises(ImportLayoutError, match=r"none of the 1 images listed in train-rle\.csv"):
         write_import("siim", SiimImporter(), root, tmp_path / "o", NullProgress())
 
 

@@ -11,7 +11,7 @@ import pytest
 from cli_run import xaibench_cli
 from image_files import write_dicom
 
-from xaibench.data.importers.base import MISSING_IMAGE, write_import
+from xaibench.data.importers.base import MISSING_IMAGE, ImportLayoutError, write_import
 from xaibench.data.importers.vindr import GLOBAL_LABELS, KAGGLE_LABELS, LOCAL_LABELS, VinDrImporter
 from xaibench.progress import NullProgress
 
@@ -125,6 +125,14 @@ def test_physionet_union_of_readers(tmp_path: Path) -> None:
     assert frame.at[B, "box_cardiomegaly"] == "[]"
     assert frame.at[A, "box_pneumothorax"] == "[]"
     assert any("1 train box(es)" in note for note in summary.notes)
+    sidecar = json.loads((out / "manifest.json").read_text())
+    assert sidecar["options"] == {
+        "readers": "union",
+        "split": "auto",
+        "val_fraction": 0.1,
+        "seed": 0,
+    }
+    assert sidecar["excluded"] == {MISSING_IMAGE: 1, "not in image_labels_train.csv": 1}
 
 
 def test_majority_of_readers(tmp_path: Path) -> None:
@@ -196,6 +204,11 @@ def test_kaggle_layout(tmp_path: Path) -> None:
     assert list(frame["no_finding"]) == ["1", "0"]
     assert json.loads(frame.at[B, "box_cardiomegaly"]) == [[691, 1375, 962, 456]]
     assert list(frame["source_split"]) == ["train", "train"]
+    assert "split" not in frame.columns  # auto: no test part, so no official split
+    with pytest.raises(ImportLayoutError, match=r"split=official needs .*annotations_test\.csv"):
+        write_import(
+            "vindr", VinDrImporter(split="official"), root, out, NullProgress(), overwrite=True
+        )
 
 
 def test_wrong_layouts_fail_naming_the_file_or_column(

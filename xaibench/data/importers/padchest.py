@@ -158,6 +158,30 @@ def _age(study_date: str, birth: str) -> str:
     return str(years) if 0 <= years <= 120 else ""
 
 
+def _findings(cell: str) -> tuple[list[str] | None, dict[str, str]]:
+    """A ``Labels`` cell's entries (None: unreadable) and its finding cells."""
+    entries = parse_labels(cell)
+    if not entries:
+        return entries, {}
+    cells = {
+        column: "1" if finding_present(keywords, entries) else "0"
+        for column, keywords in FINDING_KEYWORDS.items()
+    }
+    cells["normal"] = "1" if "normal" in {e.strip() for e in entries} else "0"
+    return entries, cells
+
+
+def _metadata(cells: dict[str, str]) -> dict[str, str]:
+    """``sex``, ``age`` and ``label_method`` from one row's optional published cells."""
+    sex = cells["PatientSex_DICOM"]
+    method = cells["MethodLabel"].lower()
+    return {
+        "sex": sex if sex in ("M", "F") else "",
+        "age": _age(cells["StudyDate_DICOM"], cells["PatientBirth"]),
+        "label_method": {"physician": "physician", "rnn_model": "rnn"}.get(method, ""),
+    }
+
+
 class PadChestImporter(Importer):
     """PadChest (``PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv`` + image folders).
 
@@ -201,17 +225,22 @@ class PadChestImporter(Importer):
             raise ImportLayoutError(f"{SOURCE}: {path.name} lists no image")
         imported = ImportedRows([])
         finder = ImageFinder(root)
+        column = {c: table[c].tolist() for c in REQUIRED}
         optional = {
-            c: table[c] if c in table.columns else None
+            c: table[c].tolist() if c in table.columns else [""] * len(table)
             for c in ("StudyDate_DICOM", "PatientBirth", "PatientSex_DICOM", "MethodLabel")
         }
+        parsed: dict[str, tuple[list[str] | None, dict[str, str]]] = {}  # Labels cell -> cells
         rows: list[dict[str, str]] = []
         for i in progress.track(range(len(table)), total=len(table), description="PadChest rows"):
-            projection = table["Projection"].iat[i]
+            projection = column["Projection"][i]
             if self.views != "all" and projection not in self.views:
                 imported.exclude(f"view {projection or '(none)'}")
                 continue
-            entries = parse_labels(table["Labels"].iat[i])
+            cell = column["Labels"][i]
+            if cell not in parsed:  # a few thousand distinct cells among 160,000 rows
+                parsed[cell] = _findings(cell)
+            entries, findings = parsed[cell]
             if entries is None:
                 imported.exclude(UNREADABLE)
                 continue
@@ -225,17 +254,15 @@ class PadChestImporter(Importer):
             if "suboptimal study" in stripped and self.suboptimal == "drop":
                 imported.exclude(FLAG_SUBOPTIMAL)
                 continue
-            image = table["ImageID"].iat[i]
+            image = column["ImageID"][i]
             row = {
-                "image": self._image_path(finder, table["ImageDir"].iat[i], image),
-                "patient_id": table["PatientID"].iat[i],
+                "image": self._image_path(finder, column["ImageDir"][i], image),
+                "patient_id": column["PatientID"][i],
                 "source_id": image,
                 "view": projection,
+                **findings,
             }
-            for column, keywords in FINDING_KEYWORDS.items():
-                row[column] = "1" if finding_present(keywords, entries) else "0"
-            row["normal"] = "1" if "normal" in stripped else "0"
-            row.update(self._metadata(optional, i))
+            row.update(_metadata({name: values[i] for name, values in optional.items()}))
             rows.append(row)
         imported.rows = keep_present(rows, root, imported, source=SOURCE)
         return imported
@@ -249,17 +276,3 @@ class PadChestImporter(Importer):
         if finder.status(nested) is None or finder.status(image) is not None:
             return nested
         return image
-
-    @staticmethod
-    def _metadata(optional: dict[str, object], i: int) -> dict[str, str]:
-        def cell(name: str) -> str:
-            column = optional[name]
-            return "" if column is None else str(column.iat[i])  # type: ignore[attr-defined]
-
-        sex = cell("PatientSex_DICOM")
-        method = cell("MethodLabel").lower()
-        return {
-            "sex": sex if sex in ("M", "F") else "",
-            "age": _age(cell("StudyDate_DICOM"), cell("PatientBirth")),
-            "label_method": {"physician": "physician", "rnn_model": "rnn"}.get(method, ""),
-        }

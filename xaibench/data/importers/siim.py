@@ -119,6 +119,14 @@ class SiimImporter(Importer):
         if not parts:
             raise ImportLayoutError(f"{SOURCE}: {path.name} lists no image")
         files = walk_files(root, [".dcm"])
+        if not any(image_id in files for image_id in parts):
+            first = next(iter(parts))
+            raise ImportLayoutError(
+                f"{SOURCE}: none of the {len(parts)} images listed in {path.name} was found "
+                f"as <ImageId>.dcm under {root} (expected e.g. dicom-images-train/<study "
+                f"UID>/<series UID>/{first}.dcm); is ROOT the folder the collection was "
+                "downloaded to?"
+            )
         rows: list[dict[str, str]] = []
         dropped_empty = 0
         for image_id, encodings in parts.items():

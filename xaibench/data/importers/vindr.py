@@ -35,10 +35,13 @@ Per image:
   image was read for every label). A positive finding without any box (the labels file and the
   box file disagree) is left empty (not annotated) and counted in the notes, as are boxes with
   zero or negative width or height (dropped).
-* ``split`` (option ``split: official``, default): the official test images are ``test``; the
+* ``split`` (option ``split: official``): the official test images are ``test``; the
   official training images are ``train``, except a seeded ``val_fraction`` of them (default
   0.1, ``seed`` 0) that become ``val``, since a run needs a validation split and VinDr has
   none. ``split: none`` writes no ``split`` column (the run splits by patient itself).
+  ``split: auto`` (default) is ``official`` when the test part was imported, else ``none``
+  (Kaggle's copy has no test labels, and a run needs test images); ``official`` without a
+  test part fails naming ``annotations/annotations_test.csv``.
   ``source_split`` always holds the official part (``train``/``test``); it is also a
   stratum worth having, since training labels come from three separate readers and test labels
   from a consensus of five.
@@ -131,7 +134,8 @@ class VinDrImporter(Importer):
 
     Options:
         readers: How the readers of a training image combine: ``union`` or ``majority``.
-        split: ``official`` (test as published, val drawn from train) or ``none``.
+        split: ``official`` (test as published, val drawn from train), ``none``, or ``auto``
+            (``official`` when the test part is present, else ``none``).
         val_fraction: Share of the official training images that become ``val``.
         seed: Seed of that draw.
     """
@@ -150,7 +154,7 @@ class VinDrImporter(Importer):
     findings: ClassVar[tuple[str, ...]] = FINDINGS
 
     readers: Literal["union", "majority"] = "union"
-    split: Literal["official", "none"] = "official"
+    split: Literal["auto", "official", "none"] = "auto"
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = Field(0, ge=0)
 
@@ -185,7 +189,12 @@ class VinDrImporter(Importer):
                 box_findings += [f for f in per_image if f not in box_findings]
         rows = self._rows(parts, box_findings, imported)
         imported.rows = keep_present(rows, root, imported, source=SOURCE)
-        if self.split == "official":
+        if self.split == "official" and "test" not in parts:
+            raise ImportLayoutError(
+                f"{SOURCE}: split=official needs the official test part, "
+                "annotations/annotations_test.csv, under ROOT; use -O split=none"
+            )
+        if self.split == "official" or (self.split == "auto" and "test" in parts):
             self._draw_val(imported.rows)
         else:
             for row in imported.rows:
