@@ -8,6 +8,7 @@ from xaibench.registry import Register
 #: Source name -> (lazy target, summary). Each importer's module documents its layout.
 IMPORTERS: dict[str, tuple[str, str]] = {
     "nih": ("xaibench.data.importers.nih:NIHChestXray14", "NIH ChestX-ray14, boxes of 8"),
+    "chexpert": ("xaibench.data.importers.chexpert:CheXpert", "CheXpert (+ CheXlocalize RLE)"),
 }
 
 

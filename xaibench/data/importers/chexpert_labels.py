@@ -115,8 +115,9 @@ def label_cells(
 
 # --- views ----------------------------------------------------------------------------------
 
-#: View groups an importer's ``views`` option may name, besides exact view codes.
-FRONTAL: frozenset[str] = frozenset({"PA", "AP"})
+#: View groups an importer's ``views`` option may name, besides exact view codes. ``FRONTAL``
+#: is a frontal image whose projection (AP or PA) is not recorded (CheXlocalize's test set).
+FRONTAL: frozenset[str] = frozenset({"PA", "AP", "FRONTAL"})
 LATERAL: frozenset[str] = frozenset({"LATERAL", "LL", "RL"})
 
 
@@ -133,9 +134,10 @@ def check_views(views: str | Sequence[str]) -> None:
 def view_selected(view: str, views: str | Sequence[str]) -> bool:
     """Whether an image of ``view`` (a code such as ``PA``) passes the ``views`` option.
 
-    ``views`` is ``frontal`` (PA and AP), ``lateral`` (LATERAL, LL, RL), ``all`` (every image,
-    also those whose view is not recorded), or a list of those names and exact view codes
-    (case-insensitive, e.g. ``[PA]`` or ``[frontal, "AP AXIAL"]``).
+    ``views`` is ``frontal`` (PA, AP, or frontal of unrecorded projection), ``lateral``
+    (LATERAL, LL, RL), ``all`` (every image, also those whose view is not recorded), or a
+    list of those names and exact view codes (case-insensitive, e.g. ``[PA]`` or
+    ``[frontal, "AP AXIAL"]``).
     """
     wanted = [views] if isinstance(views, str) else list(views)
     code = view.strip().upper()
