@@ -9,6 +9,7 @@ from xaibench.registry import Register
 IMPORTERS: dict[str, tuple[str, str]] = {
     "nih": ("xaibench.data.importers.nih:NIHChestXray14", "NIH ChestX-ray14, boxes of 8"),
     "chexpert": ("xaibench.data.importers.chexpert:CheXpert", "CheXpert (+ CheXlocalize RLE)"),
+    "mimic": ("xaibench.data.importers.mimic:MimicCxrJpg", "MIMIC-CXR-JPG, CheXpert labels"),
 }
 
 

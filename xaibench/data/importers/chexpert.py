@@ -44,8 +44,8 @@ What the manifest gets, and the policy per quirk:
   codes as the option says. A row whose ``Frontal/Lateral`` is ``Frontal`` but whose ``AP/PA``
   is ``LL`` or ``RL`` (17 in ``train.csv``) contradicts itself and is kept only by
   ``views: all``.
-* ``studies``: ``all`` (default) or ``first``: the first selected image (lowest view number) of
-  each study; the others are counted as ``another image of the same study``.
+* ``studies``: ``all`` (default) or ``first``: the selected image of lowest view number of each
+  study among those found; the others are counted as ``another image of the same study``.
 * ``patient_id`` (``patientNNNNN`` from the path), ``source_id`` (the CXR id), metadata ``sex``
   (``Unknown`` -> blank) and ``age`` (``0`` marks an unknown age in CheXpert -> blank, counted).
 
@@ -189,10 +189,13 @@ class CheXpert(Importer):
                     )
         rows = self._select(rows, imported)
         kept = keep_present(rows, root, imported, source=SOURCE)
+        if self.studies == "first":
+            kept = _first_per_study(kept, imported)
         if local is not None:
             self._add_segmentations(kept, segmentations, root, imported)
         for row in kept:
-            row.pop("_view_number", None)
+            row.pop("_study")
+            row.pop("_view_number")
         imported.rows = kept
         return imported
 
@@ -258,7 +261,7 @@ class CheXpert(Importer):
         return rows
 
     def _select(self, rows: list[dict[str, str]], imported: ImportedRows) -> list[dict[str, str]]:
-        """Apply ``views`` and ``studies``."""
+        """Apply ``views``."""
         selected = []
         for row in rows:
             if row["view"] == VIEW_CONFLICT:
@@ -270,17 +273,6 @@ class CheXpert(Importer):
                 imported.exclude(view_reason(row["view"]))
                 continue
             selected.append(row)
-        if self.studies == "first":
-            first: dict[tuple[str, str], dict[str, str]] = {}
-            for row in selected:
-                key = (row["split"], row["_study"])
-                if key not in first or int(row["_view_number"]) < int(first[key]["_view_number"]):
-                    first[key] = row
-            keep = {id(r) for r in first.values()}
-            imported.exclude(SAME_STUDY, len(selected) - len(keep))
-            selected = [r for r in selected if id(r) in keep]
-        for row in selected:
-            row.pop("_study")
         return selected
 
     def _read_segmentations(
@@ -360,6 +352,18 @@ class CheXpert(Importer):
         unused = len(set(segmentations) - seen)
         if unused:
             imported.notes.append(f"{unused} segmented CXRs are not among the images kept")
+
+
+def _first_per_study(rows: list[dict[str, str]], imported: ImportedRows) -> list[dict[str, str]]:
+    """The image of lowest view number of each study (among those selected and found)."""
+    first: dict[tuple[str, str], dict[str, str]] = {}
+    for row in rows:
+        key = (row["split"], row["_study"])
+        if key not in first or int(row["_view_number"]) < int(first[key]["_view_number"]):
+            first[key] = row
+    keep = {id(r) for r in first.values()}
+    imported.exclude(SAME_STUDY, len(rows) - len(keep))
+    return [r for r in rows if id(r) in keep]
 
 
 def _view(record: Mapping[str, str], kind: str) -> str:
