@@ -14,7 +14,12 @@ from cli_run import xaibench_cli
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from xaibench.data.importers.base import MISSING_IMAGE, ImportLayoutError, write_import
+from xaibench.data.importers.base import (
+    MISSING_IMAGE,
+    OUTSIDE_ROOT,
+    ImportLayoutError,
+    write_import,
+)
 from xaibench.data.importers.chexpert import SAME_STUDY, VIEW_CONFLICT, CheXpert
 from xaibench.progress import NullProgress
 
@@ -308,3 +313,15 @@ def test_chexpert_manifest_loads(tmp_path: Path) -> None:
     write_import("chexpert", CheXpert(), root, out, NullProgress())
     problems = check_manifest(out / "manifest.csv", image_root=root)  # type: ignore[call-arg]
     assert problems == []
+
+
+def test_chexpert_paths_leaving_root_are_excluded_unopened(tmp_path: Path) -> None:
+    root = _layout(tmp_path / "data", chexlocalize=False)
+    outside = tmp_path / "outside" / "patient00009" / "study1"
+    _image(outside / "view1_frontal.jpg")
+    train = root / "CheXpert-v1.0" / "train.csv"
+    escape = "CheXpert-v1.0-small/train/../../../outside/patient00009/study1/view1_frontal.jpg"
+    train.write_text(train.read_text() + f"{escape},Male,50,Frontal,PA,1.0{',' * 13}\n")
+    frame, sidecar = _import(tmp_path, root)
+    assert sidecar["excluded"][OUTSIDE_ROOT] == 1
+    assert not frame["image"].str.contains("outside").any()

@@ -83,6 +83,7 @@ from xaibench.data.importers.chexpert_labels import (
     check_uncertain,
     check_views,
     label_cells,
+    records,
     view_reason,
     view_selected,
 )
@@ -223,7 +224,7 @@ class CheXpert(Importer):
             imported.notes.append(f"{shown} has no column {', '.join(missing)} (left blank)")
         rows: list[dict[str, str]] = []
         unknown_age = 0
-        for number, record in enumerate(table.to_dict("records"), start=1):
+        for number, record in enumerate(records(table), start=1):
             where = f"{SOURCE}: {shown} row {number}"
             relative = _RELEASE_PREFIX.sub("", record["Path"].replace("\\", "/"))
             if local:

@@ -59,6 +59,7 @@ from xaibench.data.importers.chexpert_labels import (
     check_uncertain,
     check_views,
     label_cells,
+    records,
     view_reason,
     view_selected,
 )
@@ -144,7 +145,7 @@ class MimicCxrJpg(Importer):
         imported = ImportedRows([])
         imported.notes.append(f"labels from {labels_path.name}")
         rows: list[dict[str, str]] = []
-        for number, record in enumerate(metadata.to_dict("records"), start=1):
+        for number, record in enumerate(records(metadata), start=1):
             subject, study, dicom = record["subject_id"], record["study_id"], record["dicom_id"]
             if not (subject.isdigit() and study.isdigit() and len(subject) >= 2):
                 raise ImportLayoutError(
@@ -188,7 +189,7 @@ class MimicCxrJpg(Importer):
             path, ["subject_id", "study_id", *OBSERVATIONS], root=root, source=SOURCE
         )
         labels: dict[tuple[str, str], dict[str, str]] = {}
-        for number, record in enumerate(table.to_dict("records"), start=1):
+        for number, record in enumerate(records(table), start=1):
             where = f"{SOURCE}: {path.name} row {number}"
             key = (record["subject_id"], record["study_id"])
             if key in labels:

@@ -63,7 +63,12 @@ from xaibench.data.importers.base import (
     read_table,
     source_file,
 )
-from xaibench.data.importers.chexpert_labels import check_views, view_reason, view_selected
+from xaibench.data.importers.chexpert_labels import (
+    check_views,
+    records,
+    view_reason,
+    view_selected,
+)
 from xaibench.progress import Progress
 
 SOURCE = "nih"
@@ -192,7 +197,7 @@ class NIHChestXray14(Importer):
         folders = _image_folders(root, imported)
         rows: list[dict[str, str]] = []
         bad_ages = 0
-        for number, record in enumerate(table.to_dict("records"), start=1):
+        for number, record in enumerate(records(table), start=1):
             where = f"{SOURCE}: {entries.name} row {number}"
             name = record["Image Index"]
             view = record["View Position"].upper()
