@@ -201,6 +201,7 @@ def test_chexpert_with_chexlocalize(tmp_path: Path) -> None:
     notes = " | ".join(sidecar["notes"])
     assert "1 positive labels without a CheXlocalize segmentation" in notes
     assert "2 ages of 0" in notes
+    assert "CheXpert from CheXpert-v1.0/" in notes
 
 
 def test_chexpert_uncertain_policies(tmp_path: Path) -> None:
@@ -265,6 +266,10 @@ def test_chexpert_chexlocalize_options_and_sizes(tmp_path: Path) -> None:
     assert row["rle_cardiomegaly"] == ""
     assert row["rle_pneumothorax"] == ""
     assert any("1 images differ in size" in note for note in sidecar["notes"])
+    (small / "CheXpert" / "test_labels.csv").unlink()
+    frame, sidecar = _import(tmp_path, small)
+    assert set(frame["split"]) == {"train", "val"}
+    assert "CheXpert/test_labels.csv not found: no CheXlocalize test images" in sidecar["notes"]
     with pytest.raises(ImportLayoutError, match=r"CheXlocalize/gt_segmentations_val\.json"):
         _import(tmp_path, _layout(tmp_path / "bare", chexlocalize=False), chexlocalize=True)
 

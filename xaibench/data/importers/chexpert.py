@@ -158,6 +158,12 @@ class CheXpert(Importer):
         """Read every CSV present; add CheXlocalize's segmentations; find the images."""
         imported = ImportedRows([])
         release = _release_folder(root)
+        if release is not None:
+            others = [d for d in DATASET_FOLDERS if (root / d).is_dir() and root / d != release]
+            imported.notes.append(
+                f"CheXpert from {release.relative_to(root).as_posix()}/"
+                + (f" ({', '.join(others)} not used)" if others else "")
+            )
         local = None if self.chexlocalize is False else _chexlocalize_base(root)
         if self.chexlocalize is True and local is None:
             source_file(root, "CheXlocalize/gt_segmentations_val.json", source=SOURCE)
@@ -188,6 +194,9 @@ class CheXpert(Importer):
                     rows += self._read_csv(
                         labels, root, split, f"{local}CheXpert/", imported, local=True
                     )
+                else:
+                    shown = labels.relative_to(root).as_posix()
+                    imported.notes.append(f"{shown} not found: no CheXlocalize {split} images")
         rows = self._select(rows, imported)
         kept = keep_present(rows, root, imported, source=SOURCE)
         if self.studies == "first":
