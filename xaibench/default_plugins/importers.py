@@ -6,7 +6,12 @@ from xaibench.hookspecs import hookimpl
 from xaibench.registry import Register
 
 #: Source name -> (lazy target, summary). Each importer's module documents its layout.
-IMPORTERS: dict[str, tuple[str, str]] = {}
+IMPORTERS: dict[str, tuple[str, str]] = {
+    "jsrt": (
+        "xaibench.data.importers.jsrt:JsrtImporter",
+        "JSRT radiographs (nodule labels) with SCR's lung, heart and clavicle masks",
+    ),
+}
 
 
 @hookimpl
