@@ -11,6 +11,14 @@ IMPORTERS: dict[str, tuple[str, str]] = {
         "xaibench.data.importers.jsrt:JsrtImporter",
         "JSRT radiographs (nodule labels) with SCR's lung, heart and clavicle masks",
     ),
+    "montgomery": (
+        "xaibench.data.importers.montgomery:MontgomeryImporter",
+        "Montgomery County TB set (NLM) with manual left/right lung masks",
+    ),
+    "shenzhen": (
+        "xaibench.data.importers.shenzhen:ShenzhenImporter",
+        "Shenzhen Hospital TB set (NLM) with the separately published lung masks",
+    ),
 }
 
 
