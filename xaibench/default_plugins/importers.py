@@ -19,6 +19,10 @@ IMPORTERS: dict[str, tuple[str, str]] = {
         "xaibench.data.importers.shenzhen:ShenzhenImporter",
         "Shenzhen Hospital TB set (NLM) with the separately published lung masks",
     ),
+    "chexmask": (
+        "xaibench.data.importers.chexmask:ChexmaskImporter",
+        "CheXmask lung and heart masks (COCO RLE) joined onto another importer's manifest",
+    ),
 }
 
 
