@@ -37,7 +37,7 @@ COLUMNS = [
 
 # A 3 x 4 grid. "2 2 7 3": 1-based starts in row order -> flat 1, 2 and 6, 7, 8.
 LEFT = np.array([[0, 1, 1, 0], [0, 0, 1, 1], [1, 0, 0, 0]], dtype=bool)
-RIGHT = np.ones((3, 4), dtype=bool)  # "1 12"
+RIGHT = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=bool)  # "1 6"
 HEART = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=bool)  # "5 1"
 
 
@@ -53,7 +53,8 @@ def _decode(cell: str) -> np.ndarray:
 
 def test_rle_convention_known_answer() -> None:
     assert np.array_equal(_decode(chexmask_to_coco("2 2 7 3", 3, 4)), LEFT)
-    assert np.array_equal(_decode(chexmask_to_coco("1 12", 3, 4)), RIGHT)
+    assert np.array_equal(_decode(chexmask_to_coco("1 6", 3, 4)), RIGHT)
+    assert _decode(chexmask_to_coco("1 12", 3, 4)).all()
     assert np.array_equal(_decode(chexmask_to_coco("5 1", 3, 4)), HEART)
     assert json.loads(chexmask_to_coco("5 1", 3, 4))["size"] == [3, 4]
     for bad in ("0 2", "12 2", "1", "a b", "", "3 -1"):
@@ -91,7 +92,7 @@ def _chexmask(root: Path, rows: list[list[str]], *, gz: bool = True) -> None:
 
 def _record(image: str, dice: str, left: str = "2 2 7 3") -> list[str]:
     landmarks = ",".join(["12"] * 60_000)  # > 128 KiB: over csv's default field limit
-    return [image, dice, "0.9", landmarks, left, "1 12", "5 1", "3", "4"]
+    return [image, dice, "0.9", landmarks, left, "1 6", "5 1", "3", "4"]
 
 
 def _layout(tmp_path: Path) -> tuple[Path, Path]:
