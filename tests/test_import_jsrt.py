@@ -72,8 +72,10 @@ def _manifest(out: Path) -> pd.DataFrame:
 def test_jsrt_rows_labels_masks_and_exclusions(tmp_path: Path) -> None:
     root = tmp_path / "jsrt"
     _layout(root)
+    (root / "All247images" / "JPCNN093.IMG").write_bytes(b"raw")  # on disk, not listed
     summary = write_import("jsrt", JsrtImporter(), root, tmp_path / "out", NullProgress())
     assert summary.excluded == {NOT_IN_SCR: 1, MISSING_IMAGE: 1, DUPLICATE: 1}
+    assert "1 .IMG files under ROOT are not in the clinical files" in " ".join(summary.notes)
     frame = _manifest(tmp_path / "out")
     assert list(frame.columns[:6]) == [
         "image",

@@ -80,6 +80,16 @@ def test_shenzhen_rows_labels_readings_masks(tmp_path: Path) -> None:
     assert "1 readings give no sex or no age" in notes
 
 
+def test_shenzhen_mask_symlinked_from_outside_root_is_not_used(tmp_path: Path) -> None:
+    root = tmp_path / "tb"
+    _layout(root)
+    outside = tmp_path / "outside_mask.png"
+    outside.write_bytes(_png(square=True))
+    (root / "shcxr-lung-mask/mask/mask/CHNCXR_0003_1_mask.png").symlink_to(outside)
+    write_import("shenzhen", ShenzhenImporter(), root, tmp_path / "out", NullProgress())
+    assert _frame(tmp_path / "out")["mask_lungs"].iat[2] == ""
+
+
 def test_shenzhen_masks_folder_option(tmp_path: Path) -> None:
     root = tmp_path / "tb"
     _layout(root, masks="my_masks")

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from xaibench.data.importers.base import (
+    ImageFinder,
     ImportedRows,
     Importer,
     ImportLayoutError,
@@ -135,6 +136,7 @@ class JsrtImporter(Importer):
         records += parse_clinical(plain_file, root, nodule=False)
         folds = self._scr_folds(root)
         images = _image_index(root)
+        finder = ImageFinder(root)
         rows: list[dict[str, str]] = []
         seen: set[str] = set()
         for record in progress.track(records, total=len(records), description="JSRT"):
@@ -144,7 +146,7 @@ class JsrtImporter(Importer):
                 continue
             seen.add(image_id)
             row = self._row(record, images)
-            masks = _scr_masks(image_id, folds, root)
+            masks = _scr_masks(image_id, folds, root, finder)
             if masks is None:
                 if self.masks == "required":
                     imported.exclude(NOT_IN_SCR)
@@ -154,6 +156,11 @@ class JsrtImporter(Importer):
             row.update(masks)
             rows.append(row)
         imported.rows = keep_present(rows, root, imported, source=SOURCE)
+        unlisted = len(set(images) - seen)
+        if unlisted:
+            imported.notes.append(
+                f"{unlisted} .IMG files under ROOT are not in the clinical files: not imported"
+            )
         imported.notes.append(
             "images are JSRT's raw .IMG files (2048x2048, 12-bit, read by xaibench's JSRT "
             "decoder); SCR masks are 1024x1024 and upsampled 2x to the image grid"
@@ -334,15 +341,20 @@ def _image_index(root: Path) -> dict[str, str]:
     return found
 
 
-def _scr_masks(image_id: str, folds: dict[int, Path], root: Path) -> dict[str, str] | None:
-    """The image's five SCR mask cells and ``scr_fold``, or None when no fold has all five."""
+def _scr_masks(
+    image_id: str, folds: dict[int, Path], root: Path, finder: ImageFinder
+) -> dict[str, str] | None:
+    """The image's five SCR mask cells and ``scr_fold``, or None when no fold has all five.
+
+    A mask counts when it is a regular file inside ROOT (``finder``; a symlink does not).
+    """
     for fold, path in folds.items():
         cells: dict[str, str] = {}
         for folder, region in SCR_OBJECTS.items():
-            mask = path / folder / f"{image_id}.gif"
-            if not mask.is_file():
+            mask = (path / folder / f"{image_id}.gif").relative_to(root).as_posix()
+            if finder.status(mask) is not None:
                 break
-            cells[f"mask_{region}"] = mask.relative_to(root).as_posix()
+            cells[f"mask_{region}"] = mask
         else:
             cells["scr_fold"] = str(fold)
             return cells

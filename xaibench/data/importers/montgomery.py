@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from xaibench.data.importers.base import ImportedRows, Importer, keep_present
+from xaibench.data.importers.base import ImageFinder, ImportedRows, Importer, keep_present
 from xaibench.data.importers.nlm_tb import find_folder, list_images, require_readings, tb_rows
 from xaibench.progress import Progress
 
@@ -51,11 +51,11 @@ class MontgomeryImporter(Importer):
         images = list_images(root, folder, "MCUCXR", imported, SOURCE)
         rows = tb_rows(root, folder, images, imported)
         masks = Path(folder) / "ManualMask" if folder else Path("ManualMask")
-        missing = 0
+        finder, missing = ImageFinder(root), 0
         for row in progress.track(rows, total=len(rows), description="Montgomery"):
             for sub, region in MASKS.items():
                 relative = (masks / sub / f"{row['source_id']}.png").as_posix()
-                present = (root / relative).is_file()
+                present = finder.status(relative) is None  # a regular file inside ROOT
                 row[f"mask_{region}"] = relative if present else ""
                 missing += not present
         if missing:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from xaibench.data.importers.base import (
+    ImageFinder,
     ImportedRows,
     Importer,
     ImportLayoutError,
@@ -73,12 +74,12 @@ class ShenzhenImporter(Importer):
         images = list_images(root, folder, "CHNCXR", imported, SOURCE)
         rows = tb_rows(root, folder, images, imported)
         masks = self._mask_folder(root, imported)
-        uncovered = 0
+        finder, uncovered = ImageFinder(root), 0
         for row in progress.track(rows, total=len(rows), description="Shenzhen"):
             cell = ""
             if masks is not None:
                 relative = f"{masks}/{row['source_id']}_mask.png"
-                cell = relative if (root / relative).is_file() else ""
+                cell = relative if finder.status(relative) is None else ""
             row["mask_lungs"] = cell
             uncovered += not cell
         if masks is not None and uncovered:
