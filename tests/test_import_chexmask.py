@@ -57,8 +57,8 @@ def test_rle_convention_known_answer() -> None:
     assert _decode(chexmask_to_coco("1 12", 3, 4)).all()
     assert np.array_equal(_decode(chexmask_to_coco("5 1", 3, 4)), HEART)
     assert json.loads(chexmask_to_coco("5 1", 3, 4))["size"] == [3, 4]
-    for bad in ("0 2", "12 2", "1", "a b", "", "3 -1"):
-        with pytest.raises(ValueError, match=r"RLE|invalid literal"):
+    for bad in ("0 2", "12 2", "1", "a b", "", "3 -1", "99999999999999999999999 1"):
+        with pytest.raises(ValueError, match=r"RLE"):
             chexmask_to_coco(bad, 3, 4)
     with pytest.raises(ValueError, match="grid"):
         chexmask_to_coco("1 1", 100_000, 100_000)
