@@ -254,3 +254,23 @@ def test_chexmask_manifest_loads(tmp_path: Path) -> None:
     written = tmp_path / "out" / "manifest.csv"
     problems = check_manifest(written, image_root=manifest.parent)  # type: ignore[call-arg]
     assert problems == []
+
+
+def test_chexmask_padchest_column_order_is_read_by_name(tmp_path: Path) -> None:
+    """PadChest's CSV puts ``Dice RCA (Max)`` before ``Dice RCA (Mean)``; columns go by name."""
+    root = tmp_path / "chexmask" / "OriginalResolution"
+    root.mkdir(parents=True)
+    header = ["ImageID", "Dice RCA (Max)", "Dice RCA (Mean)", "Landmarks"]
+    header += ["Left Lung", "Right Lung", "Heart", "Height", "Width"]
+    image_id = "216840111366964013217898866992011332134237003_01-031-075.png"
+    rows = [header, [image_id, "0.95", "0.55", "1,2", "2 2 7 3", "1 6", "5 1", "3", "4"]]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    (root / "Padchest.csv").write_text(out.getvalue())
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"image,patient_id,source_id\n0/{image_id},p1,{image_id}\n")
+    importer = ChexmaskImporter(manifest=str(manifest), collection="padchest")
+    write_import("chexmask", importer, root.parent, tmp_path / "out", NullProgress())
+    row = _frame(tmp_path / "out").iloc[0]
+    assert row["chexmask_dice_rca"] == "0.55"  # the mean, not the max
+    assert row["rle_left_lung"] == ""  # 0.55 < 0.7
