@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,10 @@ def test_shenzhen_rows_labels_readings_masks(tmp_path: Path) -> None:
     assert list(frame["patient_id"]) == list(frame["source_id"])
     notes = " | ".join(summary.notes)
     assert "1 images have no lung mask in shcxr-lung-mask/mask/mask" in notes
+    sidecar = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert sidecar["source"] == "shenzhen"
+    assert sidecar["options"] == {"masks_folder": None}
+    assert sidecar["excluded"] == {BAD_NAME: 1}
     assert "1 readings give no sex or no age" in notes
 
 
