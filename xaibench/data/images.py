@@ -16,6 +16,13 @@ every mask a boolean ``[H, W]`` array. The rules (also in ``docs/data.md``):
   ``MONOCHROME1`` (bright = low values) is inverted so bone is bright as in ``MONOCHROME2``.
   Multi-frame files, colour files and compressed transfer syntaxes without an installed decoder
   are refused with a message naming the file (and, for compression, the missing package).
+* **JSRT raw (``.IMG``)**: the JSRT chest radiograph database (and the SCR masks drawn on it)
+  ships headerless raw files: 2048 x 2048 pixels, one 16-bit big-endian unsigned word per pixel
+  in row order, 12 bits used (0..4095), *high values dark* (film optical density: lung fields
+  high, bone low), so the grey value is ``(4095 - v) / 4095``. A file is read this way only when
+  its name ends in ``.img`` (any case) **and** it holds exactly 2048 x 2048 x 2 = 8,388,608
+  bytes; any other ``.img`` file (another vendor's raw format, an Analyze header) and any word
+  above 4095 are refused with a message naming the file, never guessed.
 
 **Pixel budget.** A file is untrusted input: an all-black PNG of 13,375 x 13,375 pixels takes
 22 KB on disk and minutes and gigabytes to decode (a *decompression bomb*; Pillow only refuses
@@ -60,6 +67,11 @@ DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".dic")
 #: ``manifest`` dataset option ``max_pixels``.
 DEFAULT_MAX_PIXELS = 60_000_000
 
+#: JSRT's raw ``.IMG`` files: side length in pixels, bits used, and the exact file size.
+JSRT_SIDE = 2048
+JSRT_BITS = 12
+JSRT_BYTES = JSRT_SIDE * JSRT_SIDE * 2
+
 #: Pillow modes that hold 16-bit unsigned grey values.
 _MODES_16BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
@@ -100,7 +112,45 @@ def decode_image(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS
         raise ImageReadError(f"{name}: empty file (0 bytes)")
     if is_dicom(data, name):
         return _decode_dicom(data, name, max_pixels)
+    if name.lower().endswith(".img"):
+        return decode_jsrt_raw(data, name, max_pixels=max_pixels)
     return _decode_pillow_image(data, name, max_pixels)
+
+
+def decode_jsrt_raw(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a JSRT ``.IMG`` file: headerless 2048 x 2048, 16-bit big-endian, 12 bits used.
+
+    JSRT's values are film optical densities (air dark = high), so bone-bright grey is
+    ``(4095 - v) / 4095``. Hand-written: no library reads this headerless format (Pillow's raw
+    decoder needs the size and mode given, which is all this function does with numpy).
+
+    Args:
+        data: The file's bytes.
+        name: How to name the file in errors (its path).
+        max_pixels: The pixel budget (see :func:`decode_image`).
+
+    Returns:
+        A float32 ``[2048, 2048]`` array in [0, 1], bone bright.
+
+    Raises:
+        ImageReadError: The file is not exactly 8,388,608 bytes, or a value exceeds 12 bits.
+    """
+    if len(data) != JSRT_BYTES:
+        raise ImageReadError(
+            f"{name}: a .IMG file is read as a JSRT raw radiograph (2048x2048 16-bit big-endian, "
+            f"no header, exactly {JSRT_BYTES:,} bytes) but this one has {len(data):,} bytes; "
+            "convert other raw formats to PNG or DICOM"
+        )
+    check_budget(name, JSRT_SIDE, JSRT_SIDE, max_pixels)
+    values = np.frombuffer(data, dtype=">u2").reshape(JSRT_SIDE, JSRT_SIDE)
+    top = (1 << JSRT_BITS) - 1
+    high = int(values.max())
+    if high > top:
+        raise ImageReadError(
+            f"{name}: holds the value {high}, above JSRT's 12-bit range 0..{top}; "
+            "not a JSRT raw radiograph"
+        )
+    return ((top - values.astype(np.float64)) / top).astype(np.float32)
 
 
 def decode_mask(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

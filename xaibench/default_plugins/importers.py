@@ -7,6 +7,25 @@ from xaibench.registry import Register
 
 #: Source name -> (lazy target, summary). Each importer's module documents its layout.
 IMPORTERS: dict[str, tuple[str, str]] = {
+    "nih": ("xaibench.data.importers.nih:NIHChestXray14", "NIH ChestX-ray14, boxes of 8"),
+    "chexpert": ("xaibench.data.importers.chexpert:CheXpert", "CheXpert (+ CheXlocalize RLE)"),
+    "mimic": ("xaibench.data.importers.mimic:MimicCxrJpg", "MIMIC-CXR-JPG, CheXpert labels"),
+    "jsrt": (
+        "xaibench.data.importers.jsrt:JsrtImporter",
+        "JSRT radiographs (nodule labels) with SCR's lung, heart and clavicle masks",
+    ),
+    "montgomery": (
+        "xaibench.data.importers.montgomery:MontgomeryImporter",
+        "Montgomery County TB set (NLM) with manual left/right lung masks",
+    ),
+    "shenzhen": (
+        "xaibench.data.importers.shenzhen:ShenzhenImporter",
+        "Shenzhen Hospital TB set (NLM) with the separately published lung masks",
+    ),
+    "chexmask": (
+        "xaibench.data.importers.chexmask:ChexmaskImporter",
+        "CheXmask lung and heart masks (COCO RLE) joined onto another importer's manifest",
+    ),
     "padchest": (
         "xaibench.data.importers.padchest:PadChestImporter",
         "PadChest: 27 findings (torchxrayvision's set) + normal, 16-bit PNGs",
