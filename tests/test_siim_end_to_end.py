@@ -36,6 +36,11 @@ TINY = {
     "train": {"epochs": 2, "batch_size": 16},
     "max_explain_images": 12,
     "gallery_images": 0,
+    # What this test does not check, off to keep it fast.
+    "sanity": {"images": 0},
+    "analysis": {"drift_grid": 0, "bootstrap": 0},
+    "chance": {"draws": 1},
+    "controls": {"draws": 0},
 }
 
 
