@@ -24,6 +24,7 @@ from xaibench.data.importers.padchest import (
     NO_LABELS,
     UNREADABLE,
     PadChestImporter,
+    parse_labels,
 )
 from xaibench.progress import NullProgress
 
@@ -201,6 +202,22 @@ def test_policy_options_change_what_is_kept(tmp_path: Path) -> None:
         assert list(_frame(out).index) == [_image_id(k) for k in kept], name
         if name == "drop_suboptimal":
             assert summary.excluded[FLAG_SUBOPTIMAL] == 1
+
+
+def test_labels_cells_are_parsed_as_literals_only() -> None:
+    assert parse_labels("['normal']") == ["normal"]
+    assert parse_labels("['pleural effusion', ' cardiomegaly', '']") == [
+        "pleural effusion",
+        " cardiomegaly",
+    ]
+    assert parse_labels("") == []
+    assert parse_labels("nan") == []
+    assert parse_labels("[]") == []
+    assert parse_labels("['normal', 3]") is None
+    assert parse_labels("__import__('os').getcwd()") is None  # never evaluated
+    assert parse_labels("['normal'") is None
+    assert parse_labels("[" * 5000) is None  # too deep for the parser: unreadable
+    assert parse_labels("[" * 100_000) is None  # too long: not parsed at all
 
 
 def test_flat_layout(tmp_path: Path) -> None:

@@ -77,6 +77,8 @@ NO_LABELS = "no labels"
 UNREADABLE = "Labels cell unreadable"
 FLAG_EXCLUDE = "labelled 'exclude'"
 FLAG_SUBOPTIMAL = "labelled 'suboptimal study'"
+#: Longest ``Labels`` cell parsed (the published ones have at most a few hundred characters).
+MAX_LABELS_CELL = 10_000
 
 #: Column -> keywords, following torchxrayvision's ``PC_Dataset`` (its label name in lower
 #: case, then its synonyms). A keyword ending in ``'`` must end the entry.
@@ -130,6 +132,8 @@ def parse_labels(cell: str) -> list[str] | None:
     """
     if not cell or cell in ("nan", "None"):
         return []
+    if len(cell) > MAX_LABELS_CELL:  # no published cell comes near; parsing it would cost
+        return None
     try:
         value = ast.literal_eval(cell)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
