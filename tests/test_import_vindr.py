@@ -149,6 +149,22 @@ def test_majority_of_readers(tmp_path: Path) -> None:
     assert len(json.loads(frame.at[A, "box_cardiomegaly"])) == 2
 
 
+def test_one_radiologist(tmp_path: Path) -> None:
+    root, out = tmp_path / "vindr", tmp_path / "out"
+    _physionet(root)
+    summary = write_import("vindr", VinDrImporter(readers="R2"), root, out, NullProgress())
+    assert summary.excluded["not read by R2"] == 2  # B (read by R4, R5, R6) and D (R1)
+    frame = _frame(out)
+    assert list(frame.index) == [A, C, E, F]  # the test part keeps its consensus
+    assert frame.at[A, "cardiomegaly"] == "1"
+    assert frame.at[A, "aortic_enlargement"] == "0"  # R1's finding, not R2's
+    assert frame.at[A, "copd"] == "0"
+    assert json.loads(frame.at[A, "box_cardiomegaly"]) == [[700.5, 1380, 949.5, 420]]
+    assert frame.at[C, "nodule_mass"] == "0"
+    assert frame.at[C, "no_finding"] == "1"
+    assert frame.at[E, "pleural_effusion"] == "1"
+
+
 def test_split_options(tmp_path: Path) -> None:
     root = tmp_path / "vindr"
     _physionet(root)
@@ -231,6 +247,7 @@ def test_wrong_layouts_fail_naming_the_file_or_column(
     )
     assert status != 0
     assert "readers" in output
+    assert "a radiologist's rad_id such as 'R9'" in output
 
 
 def test_vindr_manifest_loads(tmp_path: Path) -> None:

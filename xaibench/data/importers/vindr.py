@@ -25,8 +25,10 @@ Per image:
   from the box rows (a finding a reader boxed is positive for that reader). The readers of a
   training image are combined by the option ``readers``: ``union`` (default; positive when any
   reader marked it, as torchxrayvision's ``VinDr_Dataset`` and the Kaggle challenge's
-  ground truth do) or ``majority`` (positive when more than half of the image's readers
-  marked it). ``no_finding`` is ``1`` exactly when every other finding is ``0`` after
+  ground truth do), ``majority`` (positive when more than half of the image's readers
+  marked it) or one radiologist's ``rad_id`` (``R9``: that reader's labels and boxes only;
+  training images that reader did not read are excluded, counted; the test part keeps its
+  consensus). ``no_finding`` is ``1`` exactly when every other finding is ``0`` after
   combining (a reader's "No finding" does not outvote another reader's finding).
 * **Boxes** ``box_<finding>`` for each local label (22 on PhysioNet, the 14 challenge classes
   on Kaggle): the corners ``x_min, y_min, x_max, y_max`` become the manifest's ``[x, y, w,
@@ -62,7 +64,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from xaibench.data.importers.base import (
     ImportedRows,
@@ -133,7 +135,8 @@ class VinDrImporter(Importer):
     """VinDr-CXR (PhysioNet's ``annotations/`` + ``train/``, ``test/``; or Kaggle's ``train.csv``).
 
     Options:
-        readers: How the readers of a training image combine: ``union`` or ``majority``.
+        readers: How the readers of a training image combine: ``union``, ``majority``, or
+            one radiologist's ``rad_id`` (``R1`` .. ``R17``).
         split: ``official`` (test as published, val drawn from train), ``none``, or ``auto``
             (``official`` when the test part is present, else ``none``).
         val_fraction: Share of the official training images that become ``val``.
@@ -153,10 +156,19 @@ class VinDrImporter(Importer):
     regions: ClassVar[tuple[str, ...]] = tuple(snake(label) for label in LOCAL_LABELS)
     findings: ClassVar[tuple[str, ...]] = FINDINGS
 
-    readers: Literal["union", "majority"] = "union"
+    readers: str = "union"
     split: Literal["auto", "official", "none"] = "auto"
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = Field(0, ge=0)
+
+    @field_validator("readers")
+    @classmethod
+    def _reader_policy(cls, value: str) -> str:
+        if value not in ("union", "majority") and not re.fullmatch(r"R[0-9]+", value):
+            raise ValueError(
+                f"{value!r}: use 'union', 'majority' or a radiologist's rad_id such as 'R9'"
+            )
+        return value
 
     def read(self, root: Path, progress: Progress) -> ImportedRows:
         """Read each official part present, combine readers, write findings and boxes."""
@@ -272,9 +284,16 @@ class VinDrImporter(Importer):
                     f"{part.dropped_boxes} {name} box(es) without corners or with zero width or "
                     "height dropped"
                 )
+            one = self.readers not in ("union", "majority") and name == "train"
             for image in sorted(part.readers):
                 readers = part.readers[image]
                 marks = part.marks.get(image, {})
+                if one:
+                    if self.readers not in readers:
+                        imported.exclude(f"not read by {self.readers}")
+                        continue
+                    readers = {self.readers}
+                    marks = {f: who & readers for f, who in marks.items() if who & readers}
                 positive = {f for f, who in marks.items() if self._counts(who, readers)}
                 row = {
                     "image": f"{name}/{image}.dicom",
@@ -308,7 +327,7 @@ class VinDrImporter(Importer):
 
     def _counts(self, who: Iterable[str], readers: set[str]) -> bool:
         marked = len(set(who) & readers) if readers else len(set(who))
-        if self.readers == "union":
+        if self.readers != "majority":  # union, or one reader's own marks
             return marked > 0
         return 2 * marked > max(len(readers), 1)
 
