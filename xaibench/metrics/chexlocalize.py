@@ -457,12 +457,21 @@ class ChexlocalizeMIoU(ChexlocalizeMetric):
         TUNING_GRID, description="With threshold='tuned': the cut-offs tried on validation."
     )
 
-    @field_validator("threshold")
+    @field_validator("threshold", mode="before")
     @classmethod
     def _check_threshold(cls, value: Any) -> Any:
-        if isinstance(value, float) and not 0.0 <= value <= 1.0:
-            raise ValueError(f"threshold must be 'otsu', 'tuned' or in [0, 1]; got {value}")
-        return value
+        # One plain message instead of pydantic's per-member union errors.
+        if value in ("otsu", "tuned"):
+            return value
+        try:
+            cut = float(value)
+        except (TypeError, ValueError):
+            cut = math.nan
+        if isinstance(value, bool) or not 0.0 <= cut <= 1.0:
+            raise ValueError(
+                f"threshold must be 'otsu', 'tuned' or a number in [0, 1]; got {value!r}"
+            )
+        return cut
 
     @field_validator("tuning_grid")
     @classmethod
