@@ -25,7 +25,7 @@ from scipy.ndimage import binary_fill_holes, gaussian_filter
 from skimage.filters import threshold_otsu
 
 from xaibench.config import resolve_config
-from xaibench.cut_off_tuning import tune_cut_offs
+from xaibench.cut_off_tuning import kept_global_generators, tune_cut_offs
 from xaibench.data.phantom import PhantomDataset
 from xaibench.errors import XaibenchError
 from xaibench.metrics.chance import chance_details, iou_shift_null
@@ -349,6 +349,47 @@ def test_tune_cut_offs_picks_the_cut_off_of_highest_validation_miou():
         torch.from_numpy(maps), {"lesion": torch.from_numpy(region)}, context
     )
     np.testing.assert_allclose(scores["lesion"].numpy(), 0.9)
+
+
+def test_tuning_leaves_the_global_generators_as_it_found_them():
+    # a random control map drawn from the global generator after tuning is the one it would
+    # have been without tuning: adding a tuned metric changes no other score
+    region = torch.zeros((2, 6, 6), dtype=torch.bool)
+    region[:, 1:4, 1:4] = True
+    torch.manual_seed(11)
+    np.random.seed(11)
+    untouched = (torch.rand(3), np.random.rand(3))
+    torch.manual_seed(11)
+    np.random.seed(11)
+    tuned = tune_cut_offs(
+        {"miou": ChexlocalizeMIoU(threshold="tuned", images="positive")},
+        lambda s: torch.rand(len(range(*s.indices(2))), 6, 6) + np.random.rand(),
+        {"lesion": region},
+        ["lesion"],
+        n=2,
+        calls=None,
+        batch_size=1,
+    )
+    assert tuned.cut_offs["miou"]["lesion"] in TUNING_GRID
+    torch.testing.assert_close(torch.rand(3), untouched[0])
+    np.testing.assert_array_equal(np.random.rand(3), untouched[1])
+    with kept_global_generators():
+        torch.rand(5)
+    torch.manual_seed(11)
+    expected = torch.rand(1)
+    torch.manual_seed(11)
+    with kept_global_generators():
+        torch.rand(5)
+    torch.testing.assert_close(torch.rand(1), expected)
+
+
+def test_no_interval_when_a_bound_falls_on_an_undefined_replicate():
+    values = np.full(60, np.nan)
+    values[:2] = [0.1, 0.3]  # 2 defined rows in 60: about 93% of replicates draw neither
+    result = ChexlocalizeMIoU().aggregate(values)
+    assert result.value == pytest.approx(0.2)
+    assert result.ci is None
+    assert result.details["bootstrap_undefined"] > 25
 
 
 def test_tuning_without_validation_masks_fails_with_the_reason():

@@ -11,7 +11,9 @@ curve, which the stage records in each record's details.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +26,7 @@ from xaibench.metrics.base import SaliencyRegionMetric
 from xaibench.metrics.chexlocalize import ChexlocalizeMIoU, tune_threshold
 from xaibench.run_data import batch_slices
 
-__all__ = ["TunedCutOffs", "tune_cut_offs"]
+__all__ = ["TunedCutOffs", "kept_global_generators", "tune_cut_offs"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,24 @@ class TunedCutOffs:
     errors: dict[str, str] = field(default_factory=dict)
 
 
+@contextlib.contextmanager
+def kept_global_generators() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's global generators (CPU and CUDA) on exit.
+
+    Saliency methods that draw noise (the ``random`` control, SmoothGrad) read the global
+    generators, which the runner seeds per cell: explaining the validation images must not
+    change the test maps, so a run's other scores do not depend on whether a metric tunes.
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
 def tune_cut_offs(
     metrics: Mapping[str, SaliencyRegionMetric],
     explain: Callable[[slice], torch.Tensor],
@@ -57,7 +77,8 @@ def tune_cut_offs(
 
     Args:
         metrics: The cell's region metrics (those that do not tune are ignored).
-        explain: Maps ``[B, H, W]`` (CPU) of the validation images in a slice.
+        explain: Maps ``[B, H, W]`` (CPU) of the validation images in a slice; called with the
+            global generators restored afterwards (:func:`kept_global_generators`).
         masks: Region -> validation masks on the maps' grid (a region missing here cannot be
             tuned: its metric fails with the reason).
         regions: The explain regions.
@@ -73,13 +94,14 @@ def tune_cut_offs(
         why = "no validation images" if n == 0 else f"no {missing[0]} masks on validation"
         return TunedCutOffs(errors=dict.fromkeys(tuning, f"threshold 'tuned': {why}"))
     ious: dict[tuple[str, str], list[np.ndarray]] = {}
-    for s in batch_slices(n, batch_size):
-        maps = explain(s)
-        batch_calls = np.ones(len(maps), dtype=bool) if calls is None else calls[s]
-        for name, metric in tuning.items():
-            for region in regions:
-                value = metric.validation_ious(maps, masks[region][s], batch_calls)
-                ious.setdefault((name, region), []).append(value)
+    with kept_global_generators():
+        for s in batch_slices(n, batch_size):
+            maps = explain(s)
+            batch_calls = np.ones(len(maps), dtype=bool) if calls is None else calls[s]
+            for name, metric in tuning.items():
+                for region in regions:
+                    value = metric.validation_ious(maps, masks[region][s], batch_calls)
+                    ious.setdefault((name, region), []).append(value)
     out = TunedCutOffs()
     for (name, region), chunks in ious.items():
         try:

@@ -273,7 +273,8 @@ class BootstrapCI:
 
     Attributes:
         low: Lower bound (the sorted replicates at ``int(0.025 R) - 1``).
-        high: Upper bound (at ``int(0.975 R) - 1``).
+        high: Upper bound (at ``int(0.975 R) - 1``); NaN when more replicates than lie above
+            that position drew no defined image (the metric then reports no interval).
         mean: Mean of the replicates (CheXlocalize's reported "mean").
         undefined: Replicates that drew no defined image (NaN, sorted last as pandas does).
     """
@@ -415,7 +416,7 @@ class ChexlocalizeMetric(SaliencyRegionMetric):
         return {name: self.scores(maps, mask, name, context) for name, mask in masks.items()}
 
     def aggregate(self, values: np.ndarray) -> MetricValue:
-        """Mean over the defined images, with CheXlocalize's bootstrap CI."""
+        """Mean over the defined images, with CheXlocalize's bootstrap CI (None on a NaN bound)."""
         defined = values[~np.isnan(values)]
         value = float(defined.mean()) if defined.size else math.nan
         boot = chexlocalize_bootstrap(values, self.bootstrap_replicates, self.bootstrap_seed)
@@ -429,7 +430,9 @@ class ChexlocalizeMetric(SaliencyRegionMetric):
             "bootstrap_mean": boot.mean if boot else None,
             "bootstrap_undefined": boot.undefined if boot else None,
         }
-        ci = (boot.low, boot.high) if boot and defined.size >= 2 else None
+        # A bound on a replicate that drew no defined image (NaN) is no interval.
+        finite = boot is not None and math.isfinite(boot.low) and math.isfinite(boot.high)
+        ci = (boot.low, boot.high) if boot and finite and defined.size >= 2 else None
         return MetricValue(value, int(defined.size), values, details, ci=ci)
 
 
