@@ -383,6 +383,36 @@ def test_tuning_leaves_the_global_generators_as_it_found_them():
     torch.testing.assert_close(torch.rand(1), expected)
 
 
+class RaisesWhileTuning(ChexlocalizeMIoU):
+    def validation_ious(self, maps, masks, calls):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom while tuning")
+
+
+def test_a_metric_that_raises_while_tuning_fails_alone():
+    region = torch.ones((2, 4, 4), dtype=torch.bool)
+    tuned = tune_cut_offs(
+        {
+            "broken": RaisesWhileTuning(threshold="tuned"),
+            "fine": ChexlocalizeMIoU(threshold="tuned", images="positive"),
+        },
+        lambda s: torch.rand(1, 4, 4),
+        {"lesion": region},
+        ["lesion"],
+        n=2,
+        calls=None,
+        batch_size=1,
+    )
+    assert tuned.errors == {"broken": "threshold 'tuned': RuntimeError: boom while tuning"}
+    assert set(tuned.cut_offs) == {"fine"}
+
+
+def test_calls_of_another_length_are_an_error():
+    with pytest.raises(XaibenchError, match="3 model calls for 4 images"):
+        segmentation_iou(SEG, REGION, "positive", CALLS[:3])
+    with pytest.raises(XaibenchError, match="3 model calls for 4 images"):
+        hit_scores(MAPS, REGION, "positive", CALLS[:3])
+
+
 def test_no_interval_when_a_bound_falls_on_an_undefined_replicate():
     values = np.full(60, np.nan)
     values[:2] = [0.1, 0.3]  # 2 defined rows in 60: about 93% of replicates draw neither

@@ -94,15 +94,21 @@ def tune_cut_offs(
         why = "no validation images" if n == 0 else f"no {missing[0]} masks on validation"
         return TunedCutOffs(errors=dict.fromkeys(tuning, f"threshold 'tuned': {why}"))
     ious: dict[tuple[str, str], list[np.ndarray]] = {}
+    out = TunedCutOffs()
     with kept_global_generators():
         for s in batch_slices(n, batch_size):
-            maps = explain(s)
+            maps = explain(s)  # a method that raises fails as a whole, as on test
             batch_calls = np.ones(len(maps), dtype=bool) if calls is None else calls[s]
             for name, metric in tuning.items():
-                for region in regions:
-                    value = metric.validation_ious(maps, masks[region][s], batch_calls)
-                    ious.setdefault((name, region), []).append(value)
-    out = TunedCutOffs()
+                if name in out.errors:
+                    continue
+                try:
+                    for region in regions:
+                        value = metric.validation_ious(maps, masks[region][s], batch_calls)
+                        ious.setdefault((name, region), []).append(value)
+                except ISOLATED as exc:  # a metric that raises fails only its own records
+                    out.errors[name] = f"threshold 'tuned': {error_text(exc)}"
+    ious = {key: chunks for key, chunks in ious.items() if key[0] not in out.errors}
     for (name, region), chunks in ious.items():
         try:
             cut, curve = tune_threshold(np.concatenate(chunks), tuning[name].tuning_grid)

@@ -124,6 +124,16 @@ def _check_images(images: str) -> None:
         raise XaibenchError(f"images must be one of {', '.join(_IMAGES)}; got {images!r}")
 
 
+def _calls(calls: np.ndarray | None, batch: int) -> np.ndarray:
+    """The calls as ``[batch]`` bool (all True without calls); another length is an error."""
+    if calls is None:
+        return np.ones(batch, dtype=bool)
+    called = np.asarray(calls, dtype=bool).reshape(-1)
+    if called.size != batch:
+        raise XaibenchError(f"{called.size} model calls for {batch} images")
+    return called
+
+
 def segmentation_iou(
     segmentation: torch.Tensor,
     masks: torch.Tensor,
@@ -143,7 +153,7 @@ def segmentation_iou(
     batch = segmentation.shape[0]
     seg = _masks(segmentation, segmentation.shape)
     region = _masks(masks, segmentation.shape)
-    called = np.ones(batch, dtype=bool) if calls is None else np.asarray(calls, dtype=bool)
+    called = _calls(calls, batch)
     if images != "positive":
         seg = seg & called[:, None]
     inter = np.count_nonzero(seg & region, axis=1).astype(np.float64)
@@ -180,9 +190,9 @@ def hit_scores(
     batch = values.shape[0]
     if values.shape[1] == 0:
         return torch.full((batch,), math.nan, dtype=torch.float64)
+    called = _calls(calls, batch)
     peak = np.argmax(values, axis=1)
     hit = region[np.arange(batch), peak].astype(np.float64)
-    called = np.ones(batch, dtype=bool) if calls is None else np.asarray(calls, dtype=bool)
     defined = region.any(axis=1)
     if images == "true_positive":
         defined &= called
