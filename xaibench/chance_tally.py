@@ -41,13 +41,24 @@ class ChanceTally:
         maps: torch.Tensor,
         masks: Mapping[str, torch.Tensor],
         scores: Mapping[str, torch.Tensor],
+        context: Any = None,
     ) -> None:
-        """The batch's chance values, NaN wherever the metric's own value is undefined."""
+        """The batch's chance values, NaN wherever the metric's own value is undefined.
+
+        ``context`` (a :class:`~xaibench.metrics.chexlocalize.RegionContext`: the model's calls
+        and tuned cut-offs) goes to metrics that take one (``needs_context``).
+        """
         metric = self.metrics[name]
         if name in self.errors or metric.best is None:
             return
+        generator = self.generators[name]
         try:
-            levels = metric.chance_levels(maps, masks, self.generators[name], self.draws)
+            if getattr(metric, "needs_context", False):
+                levels = metric.chance_levels(  # type: ignore[call-arg]
+                    maps, masks, generator, self.draws, context=context
+                )
+            else:
+                levels = metric.chance_levels(maps, masks, generator, self.draws)
         except ISOLATED as exc:
             self.errors[name] = error_text(exc)
             return

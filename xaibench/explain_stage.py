@@ -21,11 +21,13 @@ from xaibench.analysis import CellMaps
 from xaibench.cell_result import CellResult, Gallery, make_record
 from xaibench.chance_tally import ChanceTally
 from xaibench.config import RunConfig
+from xaibench.cut_off_tuning import TunedCutOffs, tune_cut_offs
 from xaibench.data.arrays import Rows, SplitArrays
 from xaibench.device import Runtime
 from xaibench.gallery_evidence import PROBABILITY_DROP, GalleryEvidence, collect_evidence
 from xaibench.isolation import ISOLATED, error_text
 from xaibench.metrics.base import FaithfulnessMetric, Metric, SaliencyRegionMetric, ScoreFn
+from xaibench.metrics.chexlocalize import ChexlocalizeMetric, RegionContext
 from xaibench.models.base import Classifier
 from xaibench.perturbations.base import Perturbation
 from xaibench.progress import Progress
@@ -120,12 +122,27 @@ class ExplainStage:
 
         return score
 
-    def _explain(self, model: Classifier, base: dict[str, Any], result: CellResult) -> None:
+    def _explain(
+        self,
+        model: Classifier,
+        base: dict[str, Any],
+        result: CellResult,
+        calls: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
         """Every saliency method on the test images, each on its own.
 
         A method that raises fails alone: its records are ``failed`` with the error, and the
         other methods, the performance and the Δ results of the cell stand. So does a metric
         that raises on one method's maps (its records for that method are ``failed``).
+
+        Args:
+            model: The cell's fitted model.
+            base: The cell's record fields.
+            result: Where the records go.
+            calls: Split name (``val``, ``test``) -> the model's positive call per image at
+                the operating threshold, for metrics that need them
+                (:class:`~xaibench.metrics.chexlocalize.ChexlocalizeMetric`); None: every
+                image called positive.
         """
         cfg = self.config
         region_metrics = {
@@ -143,7 +160,7 @@ class ExplainStage:
                 result.records.extend(self._skip_explanations(base, sname, reason, scored))
                 continue
             try:
-                outcome = self._explain_method(model, base, sname, method, evidence)
+                outcome = self._explain_method(model, base, sname, method, evidence, calls)
             except ISOLATED as exc:
                 error = error_text(exc)
                 self.progress.log(f"  [red]failed[/red]: saliency {sname}: {error}")
@@ -173,6 +190,7 @@ class ExplainStage:
         sname: str,
         method: SaliencyMethod,
         evidence: GalleryEvidence | None = None,
+        calls: Mapping[str, np.ndarray] | None = None,
     ) -> MethodOutcome:
         """One method's maps on the test images, with every score; raises if the method does."""
         cfg, test, task = self.config, self.data.splits["test"], self.data.task
@@ -189,6 +207,9 @@ class ExplainStage:
         values: dict[tuple[str, str | None], list[torch.Tensor]] = {}
         floors: dict[str, list[torch.Tensor]] = {}
         errors: dict[str, str] = {}  # metric -> its error on this method's maps
+        tuned = self._tune_cut_offs(model, method, region_metrics, calls)
+        errors.update(tuned.errors)
+        test_calls = None if calls is None else calls.get("test")
         chance = ChanceTally(region_metrics, base["seed"], cfg.chance.draws)
         drift: list[np.ndarray] = []
         constant = 0  # maps with no variation: no foreground, reported with the scores
@@ -215,17 +236,25 @@ class ExplainStage:
             for mname, metric in region_metrics.items():
                 if mname in errors:
                     continue
+                context = None
+                if isinstance(metric, ChexlocalizeMetric):
+                    context = RegionContext(
+                        None if test_calls is None else torch.from_numpy(test_calls[s]),
+                        tuned.cut_offs.get(mname, {}),
+                    )
                 try:
-                    scores = {
-                        region: value.double()
-                        for region, value in metric.per_sample_regions(maps, batch_masks).items()
-                    }
+                    regional = (
+                        metric.per_sample_regions(maps, batch_masks, context)
+                        if isinstance(metric, ChexlocalizeMetric)
+                        else metric.per_sample_regions(maps, batch_masks)
+                    )
+                    scores = {region: value.double() for region, value in regional.items()}
                 except ISOLATED as exc:
                     errors[mname] = error_text(exc)
                     continue
                 for region, value in scores.items():
                     values.setdefault((mname, region), []).append(value)
-                chance.add(mname, maps, batch_masks, scores)
+                chance.add(mname, maps, batch_masks, scores, context)
             for mname, fmetric in faithfulness.items():
                 if mname in errors:
                     continue
@@ -283,6 +312,7 @@ class ExplainStage:
                 details.update(chance.details(mname, where, per_sample, per_image_chance))
             if mv.ci is not None:
                 details.setdefault("ci_method", "image bootstrap of the mean")
+            details.update(tuned.details.get((mname, where or ""), {}))
             if where in self._resized_masks:
                 details["mask_resized"] = "nearest"
             if where is not None:
@@ -317,6 +347,34 @@ class ExplainStage:
                 )
             )
         return outcome
+
+    def _tune_cut_offs(
+        self,
+        model: Classifier,
+        method: SaliencyMethod,
+        metrics: Mapping[str, SaliencyRegionMetric],
+        calls: Mapping[str, np.ndarray] | None,
+    ) -> TunedCutOffs:
+        """Cut-offs of metrics with ``threshold: tuned``, on this method's validation maps."""
+        cfg, val = self.config, self.data.splits["val"]
+        n = len(val) if cfg.max_explain_images is None else min(len(val), cfg.max_explain_images)
+        regions = self._regions("explain_regions")
+
+        def explain(s: slice) -> torch.Tensor:
+            images = self.runtime.to(val.images[s])
+            targets = torch.full((len(images),), self.data.task.positive_index, dtype=torch.long)
+            return method.explain(model, images, self.runtime.to(targets)).cpu()
+
+        masks = {r: self._mask(val, r) for r in regions if r in val.regions}
+        return tune_cut_offs(
+            metrics,
+            explain,
+            masks,
+            regions,
+            n,
+            None if calls is None else calls.get("val"),
+            cfg.train.eval_batch_size,
+        )
 
     def _failed_sanity(self, base: dict[str, Any], sname: str, error: str) -> list[dict[str, Any]]:
         """The two sanity records of a method whose checks raised, ``failed`` with the error."""

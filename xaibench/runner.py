@@ -282,7 +282,9 @@ class CellRunner(ExplainStage, ControlStage):
                 result.records.append(record)
 
         self._perturb(model, base, intact, result)
-        self._explain(model, base, result)
+        # The model's calls (probability >= the operating threshold) for CheXlocalize's slices.
+        calls = {"val": val_probs[:, pos] >= threshold, "test": intact.scores >= threshold}
+        self._explain(model, base, result, calls)
         result.records.extend(self._skipped_region_records(base))
         auc = next((r["value"] for r in result.records if r["metric"] == "auc"), None)
         self.progress.log(f"  done: auc={auc if auc is None else round(auc, 3)}")

@@ -9,6 +9,7 @@ _PERF = "xaibench.metrics.performance"
 _EXPL = "xaibench.metrics.explanation"
 _FAITH = "xaibench.metrics.faithfulness"
 _LOC = "xaibench.metrics.localisation"
+_CXL = "xaibench.metrics.chexlocalize"
 
 
 @hookimpl
@@ -63,6 +64,16 @@ def register_metrics(register: Register) -> None:
         "energy_ratio",
         f"{_LOC}:EnergyRatio",
         summary="mean positive attribution per pixel, inside the region over outside",
+    )
+    register(
+        "chexlocalize_miou",
+        f"{_CXL}:ChexlocalizeMIoU",
+        summary="CheXlocalize's mIoU (Otsu, tuned or fixed cut-off; its image slices, bootstrap)",
+    )
+    register(
+        "chexlocalize_hit_rate",
+        f"{_CXL}:ChexlocalizeHitRate",
+        summary="CheXlocalize's hit rate: the map's first maximum inside the region",
     )
     register(
         "deletion_auc",
