@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from xaibench.data.values import parse_label, t_score_problem
+from xaibench.data.values import T_SCORE_LIMIT, parse_label, t_score_problem
 from xaibench.data.who import WHO_CLASSES, who_class
 from xaibench.errors import XaibenchError
 from xaibench.tasks.base import Task
@@ -84,13 +84,13 @@ class Osteoporosis(Task):
             )
         n = len(table)
         labels = np.full(n, -1, dtype=np.int64)
-        problems: list[str] = []
+        problems: list[tuple[int, str]] = []
         t_class = np.full(n, -1, dtype=np.int64)
         if has_t:
             for i, cell in enumerate(table["t_score"]):
                 value, problem = t_score_problem(cell)
                 if problem is not None:
-                    problems.append(f"row {i + 1} (t_score): {problem}")
+                    problems.append((i + 1, f"(t_score): {problem}"))
                 elif value is not None:
                     t_class[i] = int(who_class(value))
         if has_label:
@@ -100,38 +100,33 @@ class Osteoporosis(Task):
                     continue
                 index = parse_label(text, self.class_names)
                 if index is None:
-                    problems.append(
-                        f"row {i + 1} (label): unknown label {text!r}; use one of "
-                        f"{', '.join(self.class_names)} or 0-{len(self.class_names) - 1}"
-                    )
+                    problems.append((i + 1, f"(label): unknown label {text!r}"))
                 elif t_class[i] >= 0 and index != t_class[i]:
+                    t_value = _plain(table["t_score"].iat[i])
                     problems.append(
-                        f"row {i + 1} (label): label {text!r} disagrees with t_score "
-                        f"{_plain(table['t_score'].iat[i])} ({self.class_names[t_class[i]]}); "
-                        "give one or make them agree"
+                        (
+                            i + 1,
+                            f"(label): label {text!r} disagrees with t_score {t_value} "
+                            f"({self.class_names[t_class[i]]}); give one or make them agree",
+                        )
                     )
                 else:
                     labels[i] = index
         labels = np.where(t_class >= 0, t_class, labels)
+        flagged = {row for row, _ in problems}
+        columns = " / ".join(c for c in ("t_score", "label") if c in table.columns)
+        for k in np.flatnonzero(labels < 0).tolist():
+            if k + 1 not in flagged:
+                problems.append((k + 1, f"({columns}): no class: the row needs one"))
         if problems:
-            more = f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
+            problems.sort(key=lambda p: p[0])
+            shown = "; ".join(f"row {row} {text}" for row, text in problems[:10])
+            more = f"; ... and {len(problems) - 10} more" if len(problems) > 10 else ""
             raise XaibenchError(
-                f"{len(problems)} invalid T-score or label value(s): "
-                f"{'; '.join(problems[:10])}{more}"
-            )
-        bad = np.flatnonzero(labels < 0)
-        if bad.size:
-            shown = []
-            for i in bad[:10]:
-                values = [
-                    f"{c}={_plain(table[c].iat[i])!r}" for c in ("t_score", "label") if c in table
-                ]
-                shown.append(f"row {i + 1} ({', '.join(values)})")
-            more = f" and {bad.size - 10} more" if bad.size > 10 else ""
-            raise XaibenchError(
-                f"{bad.size} row(s) have no valid T-score or label: {'; '.join(shown)}{more}. "
-                f"A T-score must be a finite number; a label one of {', '.join(self.class_names)} "
-                f"or 0-{len(self.class_names) - 1}"
+                f"{len(problems)} T-score or label problem(s) (rows are 1-based CSV data rows): "
+                f"{shown}{more}. A T-score must be a plain finite number "
+                f"within +-{T_SCORE_LIMIT:g}; a label one of {', '.join(self.class_names)} or "
+                f"0-{len(self.class_names) - 1}"
             )
         return labels
 
