@@ -193,10 +193,14 @@ def _rows(rows: Sequence[int]) -> str:
 
 
 def typed_column(column: pd.Series) -> pd.Series:
-    """Numbers where every non-empty cell is a number (age, weight), else the strings."""
+    """Numbers where every non-empty cell is a plain decimal (age, weight), else the strings.
+
+    Plain as :func:`parse_decimal` reads them, so ``nan``, ``inf`` or ``1_0`` keep the column
+    as text and whoever reads it (a task's label rule) can quote the cell as written. Empty
+    cells of a numeric column are NaN.
+    """
     filled = column[column != ""]
-    numbers = pd.to_numeric(filled, errors="coerce")
-    if len(filled) and numbers.notna().all():
+    if len(filled) and filled.str.strip().str.fullmatch(_DECIMAL.pattern).all():
         return pd.to_numeric(column.replace("", np.nan), errors="coerce").astype(float)
     return column
 
