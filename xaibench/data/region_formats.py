@@ -23,11 +23,12 @@ A manifest names a region's source by its column prefix (``docs/data.md`` has ex
   the right, y down). Rasterised by pycocotools (``frPyObjects``), COCO's convention.
 * ``box_<region>``: a JSON list of boxes ``[x, y, w, h]`` in native pixel coordinates (x, y the
   top-left corner, as NIH ChestX-ray14's ``BBox_List`` and COCO). A box covers every pixel whose
-  **centre** lies inside it, half-open: column ``c`` is inside when ``x <= c + 0.5 < x + w``
-  (rows likewise). Written here rather than through pycocotools' box-as-polygon rasterisation
-  because the centre rule is exact and simple to state: an integer box ``[x, y, w, h]`` covers
-  exactly ``w * h`` pixels, the same ones COCO covers; a fractional one covers the pixels a
-  reader would expect from the picture, with no ties between neighbouring boxes.
+  **centre** lies inside it; a centre on an edge counts on the right and bottom edges and not on
+  the left and top ones, as pycocotools' polygon rasteriser decides ties: column ``c`` (centre
+  ``c + 0.5``) is inside when ``x < c + 0.5 <= x + w``, rows likewise. So an integer box covers
+  exactly ``w * h`` pixels and every box on a half-pixel grid the same pixels as COCO's; written
+  here rather than through pycocotools' box-as-polygon rasterisation because the centre rule is
+  exact and simple to state for any fractional box, and costs one slice per box.
 
 Checking is split like the manifest's: :func:`parse_annotation` does the cheap syntax checks
 that need no image (bad JSON, wrong structure, a list RLE whose counts do not sum to its
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -283,8 +285,8 @@ def rasterise(annotation: Annotation, shape: tuple[int, int]) -> np.ndarray:
                     f"box {k + 1} [{x:g}, {y:g}, {w:g}, {h:g}] is outside the "
                     f"{width}x{height} (width x height) image"
                 )
-            c0, c1 = math.ceil(x - 0.5), math.ceil(x + w - 0.5)
-            r0, r1 = math.ceil(y - 0.5), math.ceil(y + h - 0.5)
+            c0, c1 = math.floor(x - 0.5) + 1, math.floor(x + w - 0.5) + 1
+            r0, r1 = math.floor(y - 0.5) + 1, math.floor(y + h - 0.5) + 1
             mask[max(r0, 0) : r1, max(c0, 0) : c1] = True
         return mask
     if fmt == "polygon":
@@ -334,7 +336,11 @@ def rasterise(annotation: Annotation, shape: tuple[int, int]) -> np.ndarray:
     else:
         raise ValueError(f"unknown region format {fmt!r}")
     merged = coco.merge(rles) if len(rles) > 1 else rles[0]
-    return np.asarray(coco.decode(merged), dtype=bool)
+    with warnings.catch_warnings():
+        # pycocotools 2.0.11's decode hands numpy 2 an ``__array__`` without ``copy``; the
+        # result is the same, the DeprecationWarning is its own.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return np.asarray(coco.decode(merged), dtype=bool)
 
 
 def fit_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:
