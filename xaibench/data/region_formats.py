@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,8 @@ REGION_PREFIXES: dict[str, str] = {
 }
 #: SIIM-ACR's "annotated, no finding" cell.
 SIIM_EMPTY = "-1"
+#: A compressed COCO counts string: characters ``0`` (48) to ``o`` (111).
+_COUNTS_STRING = re.compile(r"[0-o]*")
 #: Longest JSON cell read (a CheXmask lung RLE is a few kB; 10 MB is far beyond any real cell).
 MAX_CELL_CHARS = 10_000_000
 
@@ -158,7 +161,7 @@ def _parse_rle(item: object, k: int, n: int) -> dict[str, Any]:
     counts = item["counts"]
     h, w = size
     if isinstance(counts, str):
-        if not counts.isascii() or any(not 48 <= ord(c) <= 111 for c in counts):
+        if not _COUNTS_STRING.fullmatch(counts):
             raise AnnotationError(f"{where}'counts' is not a compressed COCO RLE string")
     elif isinstance(counts, list):
         if not all(_is_int(c) and c >= 0 for c in counts):
