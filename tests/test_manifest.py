@@ -590,6 +590,9 @@ def test_png_and_dicom_manifests_of_the_phantom_give_the_same_run(tmp_path: Path
     assert ("iou_region", "saliency", None, "bone") in values["png"]
     results = (tmp_path / "run_png" / "predictions.csv").read_text()
     assert "P0000" not in results
+    # t_score is a column of the manifest's table but the task's label: never a stratum
+    strata = "".join(p.read_text() for p in (tmp_path / "run_png").rglob("strata_*.csv"))
+    assert "t_score" not in strata
     assert re.search(r",row\d{5},", results)
 
 
