@@ -1,14 +1,15 @@
 """Fuzzing ``xaibench data check`` with hundreds of malformed manifests and image files.
 
 A seeded generator builds :data:`CASES` manifests, each with one to four faults drawn from
-:data:`ROW_FAULTS` (every fault the manifest format can have: bad values, path escapes, symlinks,
-loops, hard links, FIFOs, directories, missing, empty, truncated and corrupt PNG/JPEG/DICOM/GIF/
-TIFF files, decompression bombs, multi-frame and colour images, wrong-size, empty and full masks,
-duplicates, split leaks, non-UTF-8 bytes, control characters, extra values, ...) on rows of their
-own, among clean rows, some with cells that look like spreadsheet formulas. Some cases also get a
-fault that makes the whole file unreadable (:data:`FILE_FAULTS`: a missing or duplicate column,
-UTF-16, an open quote, an oversized field, ...), and some get randomly flipped bytes in their
-image files (which may or may not break them).
+:data:`ROW_FAULTS` (every fault the manifest format can have: bad region annotations (JSON, RLE
+counts and sizes, boxes and polygons), path escapes, symlinks, loops, hard links, FIFOs,
+directories, missing, empty, truncated and corrupt PNG/JPEG/DICOM/GIF/TIFF files, decompression
+bombs, multi-frame and colour images, wrong-size, empty and full masks, duplicates, split leaks,
+non-UTF-8 bytes, control characters, extra values, ...) on rows of their own, among clean rows,
+some with cells that look like spreadsheet formulas. Some cases also get a fault that makes the
+whole file unreadable (:data:`FILE_FAULTS`: a missing or duplicate column, UTF-16, an open quote,
+an oversized field, ...), and some get randomly flipped bytes in their image files (which may or
+may not break them). Label faults are the task's (``tests/test_data_hardening.py``).
 
 For every case, ``xaibench data check`` runs in-process (``xaibench.cli.main``, its real error
 handling) on a worker thread that must finish within :data:`TIME_BUDGET` seconds, and must:
@@ -137,7 +138,6 @@ def test_data_check_survives_a_corpus_of_malformed_manifests(tmp_path: Path):
             assert any(case.fatal in line for line in lines), f"{label}:\n{output}"
             continue
         for row, column, words in case.expect:
-            # "(t_score" also matches "(t_score / label)", the column of a row without a class.
             where = f"row {row} ({column}" if column else f"row {row}: "
             assert any(line.startswith(where) and words in line for line in lines), (
                 f"{label}: expected {where!r}...{words!r}\n{output}"

@@ -44,6 +44,7 @@ from xaibench.data.check import (
 from xaibench.data.images import DEFAULT_MAX_PIXELS, ImageReadError, decode_image, decode_mask
 from xaibench.data.manifest import ManifestDataset, ManifestError
 from xaibench.errors import XaibenchError
+from xaibench.tasks.osteoporosis import Osteoporosis
 
 needs_posix = pytest.mark.skipif(os.name != "posix", reason="symlinks, hard links and FIFOs")
 
@@ -362,8 +363,19 @@ def test_a_symlink_loop_is_called_a_symlink_loop(tmp_path: Path):
 def test_t_scores_are_plain_decimals(tmp_path: Path, cell: str, message: str):
     save_png(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
     path = write_manifest(tmp_path, [row("a.png", "A", t_score=cell), *clean_rows(tmp_path)])
+    # the manifest knows no class; the task finds the T-score, as `run --data` does
     _, problems = read_manifest(path)
-    assert by_row(problems) == {(1, "t_score"): message}
+    assert problems == []
+    assert task_problems(path) == [f"row 1 (t_score): {message}"]
+
+
+def task_problems(path: Path) -> list[str]:
+    """The osteoporosis task's problems with the labels of manifest ``path`` (one per row)."""
+    table = ManifestDataset(path=str(path)).table()
+    with pytest.raises(XaibenchError) as caught:
+        Osteoporosis().labels(table)
+    text = str(caught.value).split(": ", 1)[1].rsplit(". A T-score must", 1)[0]
+    return text.split("; ")
 
 
 def test_plain_decimal_spellings_are_accepted(tmp_path: Path):
@@ -372,19 +384,19 @@ def test_plain_decimal_spellings_are_accepted(tmp_path: Path):
     for i, cell in enumerate(cells):
         save_png(tmp_path / f"x{i}.png", np.zeros((4, 4), np.uint8))
         rows.append(row(f"x{i}.png", f"X{i}", t_score=cell))
-    parsed, problems = read_manifest(write_manifest(tmp_path, [*rows, *clean_rows(tmp_path)]))
-    assert problems == []
-    assert parsed is not None
-    assert parsed.t_score is not None
-    assert parsed.t_score[:7].tolist() == [-2.5, 0.5, -1.8, 0.5, -3.0, -2.5, 0.1]
+    path = write_manifest(tmp_path, [*rows, *clean_rows(tmp_path)])
+    table = ManifestDataset(path=str(path)).table()
+    assert table["t_score"].tolist()[:7] == [-2.5, 0.5, -1.8, 0.5, -3.0, -2.5, 0.1]
+    assert Osteoporosis().labels(table).tolist()[:7] == [2, 0, 1, 0, 2, 2, 0]
 
 
 @pytest.mark.parametrize("cell", ["\u0662", "1_0", "0x1", "2.5"])
 def test_labels_are_names_or_plain_indices(tmp_path: Path, cell: str):
     rows = [{"image": "ok/0.png", "patient_id": "A", "label": cell}]
     save_png(tmp_path / "ok" / "0.png", np.zeros((4, 4), np.uint8))
-    _, problems = read_manifest(write_manifest(tmp_path, rows))
-    assert [(p.row, p.column) for p in problems if p.row] == [(1, "label")]
+    path = write_manifest(tmp_path, rows)
+    assert read_manifest(path)[1] == []  # labels are the task's
+    assert task_problems(path) == [f"row 1 (label): unknown label {cell!r}"]
 
 
 def test_control_characters_never_reach_the_terminal(tmp_path: Path):
@@ -394,13 +406,20 @@ def test_control_characters_never_reach_the_terminal(tmp_path: Path):
         row("nul\x00.png", "B"),
         row("ok/0.png", "C", t_score="\x1b]0;title\x07"),
     ]
-    problems = check_manifest(write_manifest(tmp_path, [*rows, *clean_rows(tmp_path)]))
+    path = write_manifest(tmp_path, [*rows, *clean_rows(tmp_path)])
+    problems = check_manifest(path)
     found = by_row(problems)
-    assert set(found) >= {(1, "image"), (2, "image"), (3, "t_score")}
-    for problem in problems:
-        line = format_problem(problem)
-        assert not any(ord(ch) < 32 or ord(ch) == 127 for ch in line), line
+    assert set(found) >= {(1, "image"), (2, "image")}
+    lines = [format_problem(problem) for problem in problems]
     assert "control character" in found[(2, "image")]
+    # the T-score is the task's to refuse, with the cell escaped as well
+    del rows[:2]
+    save_png(tmp_path / "ok" / "x.png", np.zeros((4, 4), np.uint8))
+    rows[0]["image"] = "ok/x.png"
+    lines += task_problems(write_manifest(tmp_path, [*rows, *clean_rows(tmp_path)]))
+    assert lines[-1].startswith("row 1 (t_score): not a number")
+    for line in lines:
+        assert not any(ord(ch) < 32 or ord(ch) == 127 for ch in line), line
 
 
 def test_a_non_utf8_manifest_names_its_rows(tmp_path: Path):

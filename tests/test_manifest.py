@@ -23,6 +23,7 @@ from pydicom.uid import (
 from xaibench.benchmark import run_benchmark
 from xaibench.config import resolve_config
 from xaibench.data import manifest as manifest_module
+from xaibench.data import manifest_regions
 from xaibench.data.check import Problem, check_manifest, format_problem, format_problems
 from xaibench.data.images import ImageReadError, decode_image
 from xaibench.data.manifest import ManifestDataset, ManifestError
@@ -293,7 +294,7 @@ def test_table_reads_no_image_and_hides_paths(tmp_path: Path, monkeypatch):
         raise AssertionError("table() decoded an image")
 
     monkeypatch.setattr(manifest_module, "decode_image", refuse)
-    monkeypatch.setattr(manifest_module, "decode_mask", refuse)
+    monkeypatch.setattr(manifest_regions, "decode_mask", refuse)
     table = load(tmp_path, rows).table()
     assert list(table.columns) == ["sample_id", "patient_id", "t_score", "age", "sex"]
     assert table["sample_id"].tolist() == ["row00001", "row00002", "row00003"]
@@ -335,7 +336,8 @@ def test_labels_by_name_or_index_and_t_scores_mix(tmp_path: Path):
         {"image": "e.png", "patient_id": "5", "t_score": "0.1", "label": "normal"},
     ]
     table = load(tmp_path, rows).table()
-    assert table["label"].tolist()[:5] == ["osteoporosis", "normal", "osteopenia", "", "normal"]
+    # The manifest knows no class: the cells reach the task as written, the task reads them.
+    assert table["label"].tolist()[:5] == ["Osteoporosis", "0", "1.0", "", "normal"]
     assert Osteoporosis().labels(table).tolist()[:5] == [2, 0, 1, 2, 0]
 
 
@@ -343,7 +345,11 @@ def test_task_labels_name_bad_rows():
     import pandas as pd
 
     table = pd.DataFrame({"t_score": [0.0, np.nan, np.nan], "label": ["", "severe", "2"]})
-    with pytest.raises(XaibenchError, match=r"1 row\(s\).*row 2 \(t_score=nan, label='severe'\)"):
+    with pytest.raises(XaibenchError, match=r"^1 T-score or label problem\(s\).*row 2 \(label\): "
+                       r"unknown label 'severe'\. "):  # fmt: skip
+        Osteoporosis().labels(table)
+    table = pd.DataFrame({"t_score": [0.0, np.nan], "label": ["", ""]})
+    with pytest.raises(XaibenchError, match=r"row 2 \(t_score / label\): no class"):
         Osteoporosis().labels(table)
 
 
@@ -411,28 +417,33 @@ FAULTS = {
     # row: (column, what the message says), rows 1-based; row 1 is clean.
     2: ("image", "file not found"),
     3: ("image", "not a readable image"),
-    4: ("mask_spine", "mask is 4x4 pixels but its image is 8x8"),
-    5: ("t_score", "not a number: 'abc'"),
-    6: ("label", "unknown label 'severe'"),
-    7: ("t_score / label", "no class"),
+    4: ("mask_spine", "mask is 3x3 pixels but its image is 8x8"),
     8: ("image", "same image file as row 1"),
     9: ("split", "more than one split"),
     10: ("split", "unknown split 'holdout'"),
     11: ("patient_id", "empty patient_id"),
     12: ("image", "multi-frame DICOM"),
     13: ("mask_spine", "file not found"),
+}
+#: Label faults: the manifest knows no class and passes them; the task reports them.
+LABEL_FAULTS = {
+    5: ("t_score", "not a number: 'abc'"),
+    6: ("label", "unknown label 'severe'"),
+    7: ("t_score / label", "no class"),
     14: ("t_score", "not a finite number: 'nan'"),
-    15: ("label", "disagrees with t_score"),
+    15: ("label", "label 'osteoporosis' disagrees with t_score"),
 }
 
 
-def faulty_manifest(folder: Path) -> Path:
+def faulty_manifest(folder: Path, *, labels_only: bool = False) -> Path:
+    """A manifest with :data:`FAULTS` and :data:`LABEL_FAULTS` (``labels_only``: the latter)."""
     good = np.zeros((8, 8), np.uint8)
     for i in range(1, 16):
         save_png(folder / f"{i}.png", good)
         save_png(folder / f"m{i}.png", np.eye(8, dtype=bool))
-    (folder / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    save_png(folder / "m4.png", np.eye(4, dtype=bool))
+    if not labels_only:
+        (folder / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    save_png(folder / "m4.png", np.eye(3, dtype=bool))  # 8 is no multiple of 3
     save_dicom(folder / "12.dcm", np.zeros((2, 8, 8), np.uint16), frames=2)
     rows = [
         {
@@ -445,19 +456,23 @@ def faulty_manifest(folder: Path) -> Path:
         }
         for i in range(1, 16)
     ]
-    rows[1]["image"] = "missing.png"
     rows[4]["t_score"] = "abc"
     rows[5].update(t_score="", label="severe")
     rows[6].update(t_score="", label="")
+    rows[13]["t_score"] = "nan"
+    rows[14].update(t_score="-1.5", label="osteoporosis")
+    rows[0]["t_score"] = "-1.5"  # osteopenia; no row is osteoporosis
+    if labels_only:
+        for row in rows:
+            del row["split"], row["mask_spine"]
+        return write_manifest(folder, rows)
+    rows[1]["image"] = "missing.png"
     rows[7]["image"] = "1.png"
     rows[8].update(patient_id="P1", split="test")
     rows[9]["split"] = "holdout"
     rows[10]["patient_id"] = ""
     rows[11]["image"] = "12.dcm"
     rows[12]["mask_spine"] = "gone.png"
-    rows[13]["t_score"] = "nan"
-    rows[14].update(t_score="-1.5", label="osteoporosis")
-    rows[0]["t_score"] = "-1.5"  # osteopenia; no row is osteoporosis
     return write_manifest(folder, rows)
 
 
@@ -468,11 +483,8 @@ def test_check_manifest_reports_every_seeded_fault_with_its_row(tmp_path: Path):
     for row, (column, text) in FAULTS.items():
         assert by_row[row].column == column, row
         assert text in by_row[row].message, (row, by_row[row].message)
-    whole = [p for p in problems if p.row is None]
-    assert len(whole) == 1
-    assert "no image has class 'osteoporosis'" in whole[0].message
-    assert problems[0] is whole[0]  # whole-file problems first, then rows in order
-    assert [p.row for p in problems[1:]] == sorted(FAULTS)
+    # label faults and "no osteoporosis image" are the task's to find, not the manifest's
+    assert [p.row for p in problems] == sorted(FAULTS)
 
 
 def test_the_dataset_refuses_a_faulty_manifest_listing_cheap_problems(tmp_path: Path):
@@ -483,7 +495,8 @@ def test_the_dataset_refuses_a_faulty_manifest_listing_cheap_problems(tmp_path: 
     decode_only = {3, 4, 12}
     for row, (column, _) in FAULTS.items():
         assert (f"row {row} ({column})" in message) is (row not in decode_only), row
-    assert "no image has class 'osteoporosis'" in message
+    assert "t_score" not in message
+    assert "label" not in message
 
 
 def test_whole_file_problems_and_formatting(tmp_path: Path):
@@ -577,6 +590,9 @@ def test_png_and_dicom_manifests_of_the_phantom_give_the_same_run(tmp_path: Path
     assert ("iou_region", "saliency", None, "bone") in values["png"]
     results = (tmp_path / "run_png" / "predictions.csv").read_text()
     assert "P0000" not in results
+    # t_score is a column of the manifest's table but the task's label: never a stratum
+    strata = "".join(p.read_text() for p in (tmp_path / "run_png").rglob("strata_*.csv"))
+    assert "t_score" not in strata
     assert re.search(r",row\d{5},", results)
 
 
@@ -590,11 +606,21 @@ def test_data_check_lists_every_fault_and_run_refuses_before_training(tmp_path: 
     for row, (column, text) in FAULTS.items():
         assert f"row {row} ({column}): " in proc.stdout, row
         assert text in proc.stdout, row
-    assert f"{len(FAULTS) + 1} problems" in proc.stdout  # + no osteoporosis image at all
+    assert f"{len(FAULTS)} problems" in proc.stdout  # label faults are the task's
     # the run stops before any training, names the rows, and leaves no run directory
     proc = cli("run", "osteoporosis", "--data", str(path), "--quiet", cwd=tmp_path)
     assert proc.returncode == 2
     assert "row 2 (image): file not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "epoch" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "xaibench-runs").exists()
+    # a manifest whose only faults are labels: the task refuses it, before training, by row
+    labels = faulty_manifest(tmp_path / "labels", labels_only=True)
+    assert check_manifest(labels) == []
+    proc = cli("run", "osteoporosis", "--data", str(labels), "--quiet", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    for row, (column, text) in LABEL_FAULTS.items():
+        assert f"row {row} ({column}): {text}" in proc.stderr, row
     assert "Traceback" not in proc.stderr
     assert "epoch" not in proc.stdout + proc.stderr
     assert not (tmp_path / "xaibench-runs").exists()
@@ -646,8 +672,9 @@ def test_metadata_columns_are_the_strata_and_the_label_source_is_not(tmp_path: P
         row["site"] = "A" if k < 3 else "B"
         row["age"] = 50 + k
     dataset = load(tmp_path, rows)
-    assert set(dataset.strata_columns) == {"site", "age"}
-    assert "t_score" not in dataset.strata_columns
+    # The manifest offers every column; the run leaves out the task's label columns.
+    assert set(dataset.strata_columns) == {"t_score", "site", "age"}
+    assert "t_score" in Osteoporosis.label_columns
     assert "patient_id" not in dataset.strata_columns
     strata = strata_from_table(dataset.table(), dataset.strata_columns, min_level=1)
     assert strata["site"].value_counts().to_dict() == {"A": 3, "B": 3}

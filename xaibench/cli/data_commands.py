@@ -22,6 +22,12 @@ def data() -> None:
     "(refused by default).",
 )
 @click.option(
+    "--image-root",
+    type=click.Path(path_type=Path),
+    help="The folder image and mask paths are relative to and must stay inside (default: the "
+    "manifest's folder); e.g. the dataset folder of 'xaibench data import'.",
+)
+@click.option(
     "--max-pixels",
     type=click.IntRange(min=1),
     default=None,
@@ -31,11 +37,16 @@ def data() -> None:
     "decompression bombs).",
 )
 def data_check(
-    manifest: Path, quick: bool, allow_outside_paths: bool, max_pixels: int | None
+    manifest: Path,
+    quick: bool,
+    allow_outside_paths: bool,
+    image_root: Path | None,
+    max_pixels: int | None,
 ) -> int:
     """Check MANIFEST (a CSV, see docs/data.md): list every problem with its row number.
 
-    Every image and mask is decoded unless --quick. Exit status 0 when the manifest can run,
+    Labels are the task's: check them with the task (see docs/data.md). Every image, mask and
+    region annotation is decoded unless --quick. Exit status 0 when the manifest can run,
     1 when it has problems (all listed), 2 for a usage error.
     """
     from xaibench.data.check import check_manifest, format_problem
@@ -49,6 +60,7 @@ def data_check(
             progress=progress,
             allow_outside_paths=allow_outside_paths,
             max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
+            image_root=image_root,
         )
     if not problems:
         click.echo(f"{manifest}: no problems found")

@@ -89,6 +89,12 @@ from xaibench.plugins import Components
     help="Let manifest paths point outside the manifest's folder (refused by default).",
 )
 @click.option(
+    "--image-root",
+    type=click.Path(path_type=Path),
+    help="The folder a manifest's image and mask paths are relative to and must stay inside "
+    "(default: the manifest's folder); e.g. the dataset folder of 'xaibench data import'.",
+)
+@click.option(
     "--calibration",
     "calibration_file",
     type=click.Path(path_type=Path),
@@ -117,6 +123,7 @@ def run(
     out_dir: Path | None,
     resume: bool,
     allow_outside_paths: bool,
+    image_root: Path | None,
     calibration_file: Path | None,
     quiet: bool,
 ) -> int:
@@ -141,7 +148,7 @@ def run(
             "--random-init": random_init, "--epochs": epochs,
             "--max-explain-images": max_explain_images,
             "--device": device, "--precision": precision, "--compile": compile_,
-            "--allow-outside-paths": allow_outside_paths,
+            "--allow-outside-paths": allow_outside_paths, "--image-root": image_root,
         }  # fmt: skip
         resumed = _resumed_config(task, out_dir, given)
         if executor:  # where the rest runs may change; what it computes may not
@@ -155,6 +162,7 @@ def run(
         seeds=seeds, random_init=random_init, epochs=epochs,
         max_explain_images=max_explain_images, executor=executor, device=device,
         precision=precision, compile_=compile_, allow_outside_paths=allow_outside_paths,
+        image_root=image_root,
     )  # fmt: skip
     return _execute(config, components, out_dir, quiet, calibration)
 
@@ -180,6 +188,7 @@ def _resolved_config(
     precision: str | None,
     compile_: bool | None,
     allow_outside_paths: bool,
+    image_root: Path | None = None,
     base_layers: Sequence[Callable[[dict[str, Any]], dict[str, Any]]] = (),
 ) -> Any:
     """The run configuration of ``run``'s options (``calibrate`` shares them).
@@ -213,9 +222,16 @@ def _resolved_config(
         options: dict[str, Any] = {"path": str(data_path)}
         if allow_outside_paths:
             options["allow_outside_paths"] = True
+        if image_root is not None:
+            options["image_root"] = str(image_root)
         cli_layer["dataset"] = {"name": "manifest", "options": options}
-    elif allow_outside_paths:
-        cli_layer["dataset"] = {"options": {"allow_outside_paths": True}}
+    elif allow_outside_paths or image_root is not None:
+        extra: dict[str, Any] = {}
+        if allow_outside_paths:
+            extra["allow_outside_paths"] = True
+        if image_root is not None:
+            extra["image_root"] = str(image_root)
+        cli_layer["dataset"] = {"options": extra}
     if epochs is not None:
         cli_layer["train"] = {"epochs": epochs}
     if max_explain_images is not None:

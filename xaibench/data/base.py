@@ -77,7 +77,9 @@ class Dataset(Component):
 
         Only aggregates per stratum are written (with a minimum stratum size), never the
         per-image values, so no metadata leaves the dataset sample by sample. Columns that
-        define the label (``t_score``) or identify a person (``patient_id``) never belong here.
+        identify a person (``patient_id``) never belong here, nor should columns that define the
+        label (``t_score``); a dataset that cannot tell them from metadata (the label-agnostic
+        ``manifest``) lists them, and the run leaves out the task's ``label_columns``.
         """
         return ()
 

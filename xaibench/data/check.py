@@ -2,21 +2,26 @@
 
 A manifest is a CSV with one row per image (the format is documented in ``docs/data.md``)::
 
-    image,patient_id,t_score,split,mask_spine,mask_ribs,age
-    images/0001.dcm,P1,-2.7,train,masks/0001_spine.png,masks/0001_ribs.png,71
+    image,patient_id,t_score,split,mask_spine,box_nodule,age
+    images/0001.dcm,P1,-2.7,train,masks/0001_spine.png,"[[10, 20, 30, 40]]",71
+
+The manifest knows no class: label columns (``t_score``, ``label``, one column per finding) are
+metadata here, and the task reads and checks them (``Task.labels``).
 
 Checking is split in two because reading 20,000 radiographs takes minutes:
 
 * :func:`read_manifest` does the **cheap** checks — the CSV parses (strictly, see
   :mod:`xaibench.data.csvtext`), required columns exist, every path stays inside the manifest's
-  folder and names a regular file with one link, labels and T-scores are valid, no image is
-  listed twice (by file identity), splits are valid and keep each patient in one split, every
-  class has images. :class:`~xaibench.data.manifest.ManifestDataset` runs it on construction
-  and refuses to load on any problem.
+  folder (or the ``image_root`` given) and names a regular file with one link, region columns
+  are one per region and their annotation cells parse (:mod:`xaibench.data.region_formats`), no
+  image is listed twice (by file identity), splits are valid and keep each patient in one
+  split. :class:`~xaibench.data.manifest.ManifestDataset` runs it on construction and refuses
+  to load on any problem.
 * :func:`check_manifest` adds the **decode** checks — every image and mask is read: empty,
   corrupt or truncated files, images over the pixel budget (refused from the header, before
   decoding), colour or multi-frame images, compressed DICOM without a decoder, masks of another
-  size than their image, masks that are empty or cover (almost) the whole image.
+  size than their image (other than an exact integer fraction), annotations that do not fit
+  their image, mask files that are empty, regions that cover (almost) the whole image.
   ``xaibench data check`` runs it; a run meets the decoding problems one at a time while loading
   images (still before any training).
 
@@ -24,7 +29,8 @@ Both collect every problem instead of stopping at the first, each with its 1-bas
 (the first line after the header is row 1) and column, so a user fixes a file in one pass.
 
 **Containment.** Image and mask paths must resolve — after ``..``, ``~`` and symlinks — to a file
-inside the manifest's folder (see :func:`outside_folder`). A manifest is data, often received
+inside the manifest's folder, or inside the ``image_root`` the user gives (``--image-root``; never
+read from a file) (see :func:`outside_folder`). A manifest is data, often received
 from someone else, and the benchmark reads, hashes and decodes every file it names; without this
 rule a crafted manifest (``../../home/me/.ssh/id_rsa``, an absolute path, or a symlink planted in
 the data folder) would make xaibench open arbitrary files of whoever runs it, and turn its error
@@ -42,10 +48,9 @@ them), so a crafted cell cannot rewrite the terminal or forge lines of the repor
 from __future__ import annotations
 
 import hashlib
-import re
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -53,29 +58,34 @@ import pandas as pd
 
 from xaibench.data.csvtext import parse_csv
 from xaibench.data.files import Containment, FileRefusedError, outside_folder, read_plain_file
-from xaibench.data.images import DEFAULT_MAX_PIXELS, ImageReadError, decode_image, decode_mask
+from xaibench.data.images import DEFAULT_MAX_PIXELS, ImageReadError, decode_image
+from xaibench.data.manifest_regions import (
+    BONE_PARTS,
+    RegionSource,
+    decode_region,
+    region_columns,
+    region_sources,
+)
+from xaibench.data.region_formats import AnnotationError
 from xaibench.data.values import (
-    LABEL_COLUMNS,
     SPLIT_ALIASES,
     T_SCORE_LIMIT,
     Problem,
     format_problem,
     format_problems,
     normalise_split,
-    parse_classes,
     parse_decimal,
     parse_label,
     printable,
     split_problems,
     typed_column,
 )
-from xaibench.data.who import WHO_CLASSES
 from xaibench.progress import NullProgress, Progress
 
 __all__ = [  # value helpers live in xaibench.data.values, re-exported here
     "BONE_PARTS",
     "FULL_MASK_FRACTION",
-    "LABEL_COLUMNS",
+    "IDENTIFIER_COLUMNS",
     "MASK_PREFIX",
     "REQUIRED_COLUMNS",
     "RESERVED_COLUMNS",
@@ -83,6 +93,7 @@ __all__ = [  # value helpers live in xaibench.data.values, re-exported here
     "T_SCORE_LIMIT",
     "ManifestRows",
     "Problem",
+    "RegionSource",
     "check_manifest",
     "format_problem",
     "format_problems",
@@ -96,30 +107,21 @@ __all__ = [  # value helpers live in xaibench.data.values, re-exported here
     "split_problems",
 ]
 
-#: Columns every manifest needs (besides ``t_score`` or ``label``).
+#: Columns every manifest needs.
 REQUIRED_COLUMNS: tuple[str, str] = ("image", "patient_id")
-#: Prefix of mask columns: ``mask_<region>``.
+#: Identifier columns: kept in :attr:`ManifestRows.frame`, never metadata, strata or table
+#: columns (``source_id``: the source dataset's own image id, written by importers).
+IDENTIFIER_COLUMNS: tuple[str, ...] = ("source_id",)
+#: Prefix of mask-file columns: ``mask_<region>`` (other formats:
+#: :data:`~xaibench.data.region_formats.REGION_PREFIXES`).
 MASK_PREFIX = "mask_"
 #: Columns the dataset writes itself and a manifest may not define.
 RESERVED_COLUMNS: tuple[str, ...] = ("sample_id",)
-#: Regions whose union is ``bone`` when a manifest has no ``mask_bone`` column.
-BONE_PARTS: tuple[str, ...] = (
-    "spine",
-    "vertebrae",
-    "ribs",
-    "clavicles",
-    "scapulae",
-    "sternum",
-    "humeri",
-    "pelvis",
-    "femurs",
-)
 #: A mask covering at least this share of its image is flagged: nearly every such mask is an
 #: export error (inverted polarity, background saved as the region), and perturbing it perturbs
 #: the whole image, so its Δ says nothing about the region. Real regions stay far below: the
 #: lungs cover about a third of a chest radiograph, the union of bones about a quarter.
 FULL_MASK_FRACTION = 0.99
-_REGION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -128,27 +130,25 @@ class ManifestRows:
 
     Attributes:
         path: The CSV file (absolute).
-        csv_sha256: Hash of the CSV's bytes.
-        frame: The CSV as stripped strings, lower-cased column names, empty cells as ``""``.
+        root: The folder image and mask paths are relative to and must stay inside (absolute):
+            the ``image_root`` given, else the CSV's folder.
+        csv_sha256: Hash of the CSV's bytes (annotation cells included).
+        frame: The CSV as stripped strings, lower-cased column names, empty cells as ``""``,
+            one leading ``'`` removed from every cell (the formula escape of
+            :func:`xaibench.escape.csv_text`).
         images: Absolute path of every row's image.
-        masks: Region -> per-row absolute mask path, or None where the cell is empty (that
-            image has no annotation of the region).
-        t_score: Per-row T-score, NaN where absent (only when the column exists).
-        label: Per-row class name from the ``label`` column, ``""`` where absent (only when
-            the column exists).
-        classes: Per-row class index (from the T-score if present, else the label).
+        regions: Region -> its source column (:class:`RegionSource`), every region column.
         split: Per-row split name, when the manifest has a ``split`` column.
-        metadata: The other columns (age, sex, view, ...), numbers where a column is numeric.
+        metadata: The other columns (labels, age, sex, view, ...), numbers where a column is
+            numeric; not ``source_id``.
     """
 
     path: Path
+    root: Path
     csv_sha256: str
     frame: pd.DataFrame
     images: tuple[Path, ...]
-    masks: dict[str, tuple[Path | None, ...]]
-    t_score: np.ndarray | None
-    label: tuple[str, ...] | None
-    classes: np.ndarray
+    regions: dict[str, RegionSource]
     split: tuple[str, ...] | None
     metadata: dict[str, pd.Series]
 
@@ -156,20 +156,29 @@ class ManifestRows:
         return len(self.images)
 
 
+def _unescape(cell: str) -> str:
+    """``cell`` without the one leading ``'`` :func:`xaibench.escape.csv_text` adds."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
 def read_manifest(
     path: str | Path,
-    class_names: Sequence[str] = WHO_CLASSES,
     *,
     allow_outside_paths: bool = False,
+    image_root: str | Path | None = None,
 ) -> tuple[ManifestRows | None, list[Problem]]:
     """Read a manifest and run every check that needs no image decoding.
 
+    The manifest knows no class: labels are the task's (``Task.labels``), read from
+    :attr:`ManifestRows.metadata`.
+
     Args:
-        path: The CSV file; image and mask paths in it are relative to its folder.
-        class_names: Classes in label order; ``label`` cells must name one (or give its index).
-        allow_outside_paths: Accept image and mask paths that resolve outside the manifest's
-            folder. Off by default: such a path is a problem (:func:`outside_problem`) and the
-            file is not even tested for existence (see the module docstring).
+        path: The CSV file.
+        allow_outside_paths: Accept image and mask paths that resolve outside the image root.
+            Off by default: such a path is a problem (:func:`outside_problem`) and the file is
+            not even tested for existence (see the module docstring).
+        image_root: The folder image and mask paths are relative to and must stay inside;
+            default the CSV's folder. Given by the user, never read from a file.
 
     Returns:
         The parsed manifest (None when the file or its required columns are unusable) and the
@@ -177,6 +186,11 @@ def read_manifest(
     """
     csv = _expand(Path(path))
     problems: list[Problem] = []
+    root = csv.resolve().parent
+    if image_root is not None:
+        root = _expand(Path(image_root)).resolve()
+        if not root.is_dir():
+            return None, [Problem(None, None, f"image root {image_root} is not a folder")]
     try:
         raw = read_plain_file(csv, what="manifest")
     except FileRefusedError as exc:
@@ -199,37 +213,23 @@ def read_manifest(
     if problems:
         return None, problems
     frame.columns = pd.Index(columns)
-    frame = frame.apply(lambda col: col.str.strip())
+    frame = frame.apply(lambda col: col.str.strip().map(_unescape))
     if frame.empty:
         problems.append(Problem(None, None, "the manifest has no rows"))
     for name in REQUIRED_COLUMNS:
         if name not in frame.columns:
             problems.append(Problem(None, name, "required column is missing"))
-    if not any(name in frame.columns for name in LABEL_COLUMNS):
-        problems.append(
-            Problem(None, None, "the manifest needs a 't_score' or a 'label' column (or both)")
-        )
     for name in RESERVED_COLUMNS:
         if name in frame.columns:
             problems.append(Problem(None, name, "column name is reserved; rename it"))
-    mask_columns = [c for c in frame.columns if c.startswith(MASK_PREFIX)]
-    for column in mask_columns:
-        if not _REGION_NAME.match(column[len(MASK_PREFIX) :]):
-            problems.append(
-                Problem(
-                    None,
-                    column,
-                    "region names after 'mask_' must be lower-case letters, digits and '_'",
-                )
-            )
+    found, header_problems = region_columns(columns)
+    problems.extend(header_problems)
     if problems:
         return None, problems
     # Rows the parser found wrong (not UTF-8, too many values); the row checks go on.
     problems.extend(Problem(*finding) for finding in text.findings)
 
-    root = csv.resolve().parent
     files = Containment(root, allow_outside_paths=allow_outside_paths)
-    n = len(frame)
     images = tuple(files.path(v) for v in frame["image"])
     first_row: dict[object, int] = {}
     for i, (cell, image) in enumerate(zip(frame["image"], images, strict=True)):
@@ -252,45 +252,28 @@ def read_manifest(
         if not pid:
             problems.append(Problem(i + 1, "patient_id", "empty patient_id"))
 
-    masks: dict[str, tuple[Path | None, ...]] = {}
-    for column in mask_columns:
-        paths = tuple(files.path(v) if v else None for v in frame[column])
-        for i, cell in enumerate(frame[column]):
-            if cell:
-                problem = files.problem(cell)
-                if problem is not None:
-                    problems.append(Problem(i + 1, column, problem))
-        masks[column[len(MASK_PREFIX) :]] = paths
-
-    t_score, label, classes = parse_classes(frame, class_names, problems)
+    regions, region_problems = region_sources(frame, found, files)
+    problems.extend(region_problems)
     split: tuple[str, ...] | None = None
     if "split" in frame.columns:
         problems.extend(split_problems(frame["patient_id"].to_numpy(), list(frame["split"])))
         split = tuple(normalise_split(v) or "" for v in frame["split"])
-    if n:
-        for index, name in enumerate(class_names):
-            if not (classes == index).any():
-                problems.append(
-                    Problem(
-                        None,
-                        None,
-                        f"no image has class {name!r}; every class needs images "
-                        "(its one-vs-rest AUC is undefined without them)",
-                    )
-                )
-    known = {*REQUIRED_COLUMNS, *LABEL_COLUMNS, "split", *mask_columns}
+    known = {
+        *REQUIRED_COLUMNS,
+        *IDENTIFIER_COLUMNS,
+        "split",
+        *(column for _, column in found.values()),
+    }
     metadata = {c: typed_column(frame[c]) for c in frame.columns if c not in known}
     problems.sort(key=lambda p: (p.row is not None, p.row or 0))
     return (
         ManifestRows(
             path=csv.resolve(),
+            root=root,
             csv_sha256=hashlib.sha256(raw).hexdigest(),
             frame=frame,
             images=images,
-            masks=masks,
-            t_score=t_score,
-            label=label,
-            classes=classes,
+            regions=regions,
             split=split,
             metadata=metadata,
         ),
@@ -328,39 +311,44 @@ def check_manifest(
     path: str | Path,
     *,
     decode: bool = True,
-    class_names: Sequence[str] = WHO_CLASSES,
     progress: Progress | None = None,
     allow_outside_paths: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    image_root: str | Path | None = None,
 ) -> list[Problem]:
-    """Check a manifest completely: the cheap checks, then (``decode``) every image and mask.
+    """Check a manifest completely: the cheap checks, then (``decode``) every image and region.
 
     Decoding finds empty, corrupt or truncated files, images over the pixel budget (from their
     header, before decoding), colour images with no grey meaning, multi-frame or compressed DICOM
-    that cannot be decoded, masks of another size than their image, and masks that are empty or
-    cover at least :data:`FULL_MASK_FRACTION` of their image. A file whose path leaves the
-    manifest's folder is reported and never opened.
+    that cannot be decoded, masks of another size than their image (an exact integer fraction
+    of it is upsampled, not a problem), annotations that do not fit their image (an RLE of
+    another size, counts that do not cover the image, boxes or polygon points outside it), mask
+    files that are empty, and regions that cover at least :data:`FULL_MASK_FRACTION` of their
+    image. A file whose path leaves the image root is reported and never opened.
 
     Empty and (almost) full masks are problems, not warnings: a mask file that marks nothing is
-    an export error (an image without the region is written as an empty cell), and one that marks
-    everything is almost always inverted; either would make a region's scores meaningless, and
-    the fix is one edit of the CSV or the mask.
+    an export error (an image without the region is written as an empty cell, and one annotated
+    as free of a finding as an explicit empty annotation such as ``[]``, which is no problem),
+    and one that marks everything is almost always inverted; either would make a region's
+    scores meaningless, and the fix is one edit of the CSV or the mask.
 
     Args:
         path: The CSV file.
-        decode: Also read every image and mask (slow for large cohorts, but complete).
-        class_names: Classes in label order.
+        decode: Also read every image and region (slow for large cohorts, but complete).
         progress: Shows progress over the rows while decoding.
-        allow_outside_paths: Accept paths outside the manifest's folder and multiply-linked
-            files (``xaibench data check --allow-outside-paths``); see :func:`read_manifest`.
+        allow_outside_paths: Accept paths outside the image root and multiply-linked files
+            (``xaibench data check --allow-outside-paths``); see :func:`read_manifest`.
         max_pixels: The pixel budget of one image or mask (``--max-pixels``); see
             :data:`~xaibench.data.images.DEFAULT_MAX_PIXELS`.
+        image_root: The folder paths are relative to (``--image-root``); default the CSV's.
 
     Returns:
         Every problem found, whole-file problems first, then by row; empty when the manifest
         is fit to run.
     """
-    rows, problems = read_manifest(path, class_names, allow_outside_paths=allow_outside_paths)
+    rows, problems = read_manifest(
+        path, allow_outside_paths=allow_outside_paths, image_root=image_root
+    )
     if rows is None or not decode:
         return problems
     progress = progress or NullProgress()
@@ -381,51 +369,75 @@ def _decode_problems(
     allow_outside_paths: bool,
     max_pixels: int,
 ) -> list[Problem]:
-    """Decode every file of ``rows`` whose cell has no problem yet (:func:`check_manifest`)."""
-    files = Containment(rows.path.parent, allow_outside_paths=allow_outside_paths)
+    """Decode every file and annotation of ``rows`` whose cell has no problem yet."""
+    files = Containment(rows.root, allow_outside_paths=allow_outside_paths)
     broken = {(p.row, p.column) for p in problems}
     decoded: list[Problem] = []
     for i in progress.track(range(len(rows)), total=len(rows), description="checking images"):
         row = i + 1
-        shape: tuple[int, ...] | None = None
+        shape: tuple[int, int] | None = None
         if (row, "image") not in broken:
             image_path = rows.images[i]
             try:
                 data = files.read(str(rows.frame["image"].iat[i]))
-                shape = decode_image(data, str(image_path), max_pixels=max_pixels).shape
+                image = decode_image(data, str(image_path), max_pixels=max_pixels)
+                shape = (int(image.shape[0]), int(image.shape[1]))
             except (ImageReadError, FileRefusedError) as exc:
                 decoded.append(Problem(row, "image", str(exc)))
-        for region, paths in rows.masks.items():
-            column = MASK_PREFIX + region
-            mask_path = paths[i]
-            if mask_path is None or (row, column) in broken:
+        for region, source in rows.regions.items():
+            column = source.column
+            if not source.annotated[i] or (row, column) in broken:
                 continue
+            cell = str(rows.frame[column].iat[i])
+            if shape is None:
+                if source.format == "mask":  # still read it: a broken mask is its own problem
+                    _check_mask_alone(files, cell, source, i, max_pixels, decoded)
+                continue
+            name = str(source.paths[i]) if source.paths is not None else column
             try:
-                data = files.read(str(rows.frame[column].iat[i]))
-                mask = decode_mask(data, str(mask_path), max_pixels=max_pixels)
-            except (ImageReadError, FileRefusedError) as exc:
+                mask = decode_region(
+                    source, cell, shape, partial(files.read, cell), max_pixels, name
+                )
+            except (AnnotationError, FileRefusedError) as exc:
                 decoded.append(Problem(row, column, str(exc)))
                 continue
-            if shape is not None and mask.shape != shape:
-                decoded.append(
-                    Problem(
-                        row,
-                        column,
-                        f"mask is {mask.shape[0]}x{mask.shape[1]} pixels but its image is "
-                        f"{shape[0]}x{shape[1]}; masks must be on the image's pixel grid",
-                    )
-                )
-                continue
-            coverage = _coverage_problem(mask, str(mask_path), region)
+            coverage = _coverage_problem(mask, name, region, empty=source.format == "mask")
             if coverage is not None:
                 decoded.append(Problem(row, column, coverage))
     return decoded
 
 
-def _coverage_problem(mask: np.ndarray, name: str, region: str) -> str | None:
-    """Why a mask is unusable as a region: empty, or covering almost all of its image."""
+def _check_mask_alone(
+    files: Containment,
+    cell: str,
+    source: RegionSource,
+    i: int,
+    max_pixels: int,
+    decoded: list[Problem],
+) -> None:
+    """Decode a mask file whose image could not be read, so its own problems show too."""
+    from xaibench.data.images import decode_mask
+
+    name = str(source.paths[i]) if source.paths is not None else cell
+    try:
+        mask = decode_mask(files.read(cell), name, max_pixels=max_pixels)
+    except (ImageReadError, FileRefusedError) as exc:
+        decoded.append(Problem(i + 1, source.column, str(exc)))
+        return
+    coverage = _coverage_problem(mask, name, source.region, empty=True)
+    if coverage is not None:
+        decoded.append(Problem(i + 1, source.column, coverage))
+
+
+def _coverage_problem(mask: np.ndarray, name: str, region: str, *, empty: bool) -> str | None:
+    """Why a mask is unusable as a region: it covers almost all of its image, or it is empty.
+
+    Emptiness is a problem of mask files only (``empty``): an explicit empty annotation is one.
+    """
     inside = int(np.count_nonzero(mask))
     if inside == 0:
+        if not empty:
+            return None
         return (
             f"{name}: the mask is empty (no pixel inside); leave the cell empty if the image "
             f"has no annotation of {region}"

@@ -1,8 +1,12 @@
 """``manifest``: the user's own radiographs, described by a CSV (``docs/data.md`` has the format).
 
-Columns: ``image`` (PNG, JPEG or DICOM path, relative to the CSV), ``patient_id``, ``t_score``
-and/or ``label``; optional ``split`` (train/val/test), ``mask_<region>`` (PNG, non-zero = inside)
-and any metadata (age, sex, view, ...).
+Columns: ``image`` (PNG, JPEG or DICOM path, relative to the CSV's folder or to the
+``image_root`` given), ``patient_id``; optional ``split`` (train/val/test), ``source_id`` (the
+source's own image id), one source column per region (``mask_<region>`` files, ``rle_``,
+``siim_rle_``, ``polygon_``, ``box_`` annotations: :mod:`xaibench.data.region_formats`) and any
+other columns — label columns such as ``t_score``, ``label`` or one per finding, and metadata
+(age, sex, view, ...). The dataset knows no class: the task reads its labels from
+:meth:`ManifestDataset.table` and checks them.
 
 Decisions, each also in the docs:
 
@@ -15,25 +19,26 @@ Decisions, each also in the docs:
 * **Sample ids** are ``row00001``, ``row00002``, ...: the 1-based CSV data row, so a user can
   join results back to their own CSV, while file names and patient ids — which may contain names
   — never reach a results file. Patient ids and metadata only live in memory (splits, tables).
-* **Regions** are the ``mask_<region>`` columns with at least one file. An empty mask cell means
+* **Regions** are the region columns with at least one non-empty cell. An empty cell means
   "this image has no annotation of the region": its mask is empty, so localisation scores are
   undefined (NaN, excluded) for that image, and the runner skips the region's perturbation tests
-  when a test image lacks it (see :meth:`ManifestDataset.annotated`). Without a ``mask_bone``
-  column, ``bone`` is the union of the bone parts present (:data:`~xaibench.data.check.
-  BONE_PARTS`: spine, ribs, clavicles, ...); an image has it only when every such part is
-  annotated on it.
+  when a test image lacks it (see :meth:`ManifestDataset.annotated`). An explicit empty
+  annotation (``[]``, SIIM's ``-1``) is an annotation: the region is absent from the image. A
+  mask file whose size is an exact integer fraction of its image's is upsampled
+  nearest-neighbour. ``bone``, ``lungs`` and ``clavicles`` are derived from their parts where no
+  column gives them (:mod:`xaibench.data.manifest_regions`).
 * **Checks.** Construction runs every check that needs no decoding (columns, paths inside the
-  manifest's folder, files exist, labels, splits, duplicates) and refuses a faulty manifest with
-  all problems listed by row.
+  image root, files exist, annotation syntax, splits, duplicates) and refuses a faulty manifest
+  with all problems listed by row. Labels are the task's to check.
   Decoding problems appear while images load — before any training — and all at once with
   ``xaibench data check``.
 * **Containment.** Image and mask paths must resolve (``..`` and symlinks followed) inside the
-  CSV's folder and name regular files with one hard link, unless ``allow_outside_paths`` is
-  set, so a manifest from someone else cannot make the benchmark read arbitrary files
-  (:mod:`xaibench.data.check` explains the threat). The rules are checked when the CSV is read
-  and again on each file's open descriptor, which is then what is read
-  (:meth:`xaibench.data.files.Containment.read`), so a symlink or hard link swapped in between
-  is refused too, and a FIFO is never waited on.
+  image root (the CSV's folder, or the ``image_root`` the user gives) and name regular files
+  with one hard link, unless ``allow_outside_paths`` is set, so a manifest from someone else
+  cannot make the benchmark read arbitrary files (:mod:`xaibench.data.check` explains the
+  threat). The rules are checked when the CSV is read and again on each file's open
+  descriptor, which is then what is read (:meth:`xaibench.data.files.Containment.read`), so a
+  symlink or hard link swapped in between is refused too, and a FIFO is never waited on.
 * **Pixel budget.** An image or mask whose header declares more than ``max_pixels`` pixels is
   refused before decoding (:data:`~xaibench.data.images.DEFAULT_MAX_PIXELS`, 60 million):
   a small file can hold a decompression bomb.
@@ -41,8 +46,9 @@ Decisions, each also in the docs:
   attributes that scale it); no header value — patient name, ids, dates, institution — is kept
   in a :class:`~xaibench.data.base.Sample` or in :meth:`ManifestDataset.table`, so none can
   reach a results file.
-* **Fingerprint**: hashes of the CSV and of every image and mask file's bytes (taken while the
-  images load, so each file is read once), so replacing a file invalidates caches.
+* **Fingerprint**: hashes of the CSV (annotation cells included) and of every image and mask
+  file's bytes (taken while the images load, so each file is read once), so replacing a file
+  invalidates caches. Where the files are (``image_root``) is not part of it.
 """
 
 from __future__ import annotations
@@ -58,8 +64,6 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from xaibench.data.base import Dataset, Sample
 from xaibench.data.check import (
-    BONE_PARTS,
-    MASK_PREFIX,
     ManifestRows,
     format_problems,
     printable,
@@ -70,10 +74,11 @@ from xaibench.data.images import (
     DEFAULT_MAX_PIXELS,
     ImageReadError,
     decode_image,
-    decode_mask,
     resize_image,
     resize_mask,
 )
+from xaibench.data.manifest_regions import decode_region, derive, region_annotated, region_layout
+from xaibench.data.region_formats import AnnotationError
 from xaibench.errors import MultipleErrors, XaibenchError
 
 if TYPE_CHECKING:
@@ -88,27 +93,33 @@ class ManifestError(MultipleErrors):
 
 
 class ManifestDataset(Dataset):
-    """Your own chest radiographs (PNG, JPEG or DICOM) with T-scores or labels, from a CSV.
+    """Your own chest radiographs (PNG, JPEG or DICOM) with any labels and regions, from a CSV.
 
     Bring private data to the benchmark without code: one CSV row per image, paths relative to
-    the CSV. Check a new manifest with ``xaibench data check manifest.csv`` first; it reads every
-    image and reports every problem at once.
+    the CSV (or to ``image_root``). Check a new manifest with ``xaibench data check
+    manifest.csv`` first; it reads every image and reports every problem at once.
     """
 
     model_config = ConfigDict(use_attribute_docstrings=True)
 
     display_name: ClassVar[str] = "Your images (CSV manifest)"
     fixed_regions: ClassVar[bool] = False
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
 
     path: str
-    """The manifest CSV; image and mask paths in it are relative to its folder."""
+    """The manifest CSV; image and mask paths in it are relative to its folder (or to
+    ``image_root``)."""
     image_size: int | None = Field(256, ge=16, le=4096)
     """Side of the square grid every image and mask is resized to; null keeps the native size
     (all images must then have the same size)."""
+    image_root: str | None = None
+    """The folder image and mask paths are relative to and must stay inside; default the CSV's
+    folder. For a manifest written by ``xaibench data import`` (paths relative to the dataset's
+    folder), give that folder (``--image-root``). Set by you, never read from a file; where the
+    files are does not change the data, so it is not part of the fingerprint."""
     allow_outside_paths: bool = False
-    """Accept image and mask paths that resolve (after ``..`` and symlinks) outside the CSV's
-    folder. Off by default, so a manifest received from someone else cannot make the benchmark
+    """Accept image and mask paths that resolve (after ``..`` and symlinks) outside the image
+    root. Off by default, so a manifest received from someone else cannot make the benchmark
     read arbitrary files of whoever runs it; turn it on for a manifest you wrote yourself over a
     shared image store (``--allow-outside-paths``). It also accepts files with several hard
     links. It does not change the data, so it is not part of the fingerprint."""
@@ -122,7 +133,7 @@ class ManifestDataset(Dataset):
 
     _rows: ManifestRows | None = PrivateAttr(default=None)
     _key: tuple[object, ...] | None = PrivateAttr(default=None)
-    _regions: tuple[tuple[str, ...], tuple[str, ...]] = PrivateAttr(default=((), ()))
+    _layout: tuple[tuple[str, ...], dict[str, tuple[str, ...]]] = PrivateAttr(default=((), {}))
     _digests: dict[int, str] = PrivateAttr(default_factory=dict)
 
     def model_post_init(self, context: Any, /) -> None:
@@ -132,9 +143,11 @@ class ManifestDataset(Dataset):
     def _manifest(self) -> ManifestRows:
         # Keyed by the options read_manifest sees, since ``model_copy(update=...)`` copies
         # private attributes.
-        key = (self.path, self.allow_outside_paths)
+        key = (self.path, self.allow_outside_paths, self.image_root)
         if self._rows is None or self._key != key:
-            rows, problems = read_manifest(self.path, allow_outside_paths=self.allow_outside_paths)
+            rows, problems = read_manifest(
+                self.path, allow_outside_paths=self.allow_outside_paths, image_root=self.image_root
+            )
             if problems or rows is None:
                 raise ManifestError(
                     f"manifest {self.path} has {len(problems)} problem"
@@ -143,7 +156,7 @@ class ManifestDataset(Dataset):
                     format_problems(problems, MAX_LISTED_PROBLEMS).splitlines(),
                 )
             self._rows, self._key = rows, key
-            self._regions = _region_layout(rows)
+            self._layout = region_layout(rows.regions)
             self._digests.clear()
         return self._rows
 
@@ -151,42 +164,37 @@ class ManifestDataset(Dataset):
 
     @property
     def region_names(self) -> tuple[str, ...]:
-        """``bone`` (given or derived) first, then every ``mask_`` column with a file."""
+        """``bone`` (given or derived), every annotated region column, other derived regions."""
         self._manifest()
-        return self._regions[0]
+        return self._layout[0]
 
     @property
     def strata_columns(self) -> tuple[str, ...]:
-        """The manifest's metadata columns (every column xaibench does not itself interpret)."""
+        """Every column of :meth:`table` but ``sample_id``, ``patient_id`` and ``split``.
+
+        The manifest cannot tell label columns from metadata; the runner leaves out the task's
+        label columns (``Task.label_columns``).
+        """
         return tuple(self._manifest().metadata)
 
     @property
     def region_groups(self) -> Mapping[str, tuple[str, ...]]:
-        """``{"bone": parts}`` when bone is derived from part masks, else nothing."""
-        parts = self._bone_parts()
-        return {"bone": parts} if parts else {}
-
-    def _bone_parts(self) -> tuple[str, ...]:
-        """The parts a derived ``bone`` is the union of (empty when bone is given or absent)."""
+        """Derived regions and their parts (``{"bone": ("spine", "ribs")}``)."""
         self._manifest()
-        return self._regions[1]
+        return dict(self._layout[1])
 
     def annotated(self, region: str) -> np.ndarray:
-        """Per sample, whether ``region`` is annotated (a mask file), not just empty.
+        """Per sample, whether ``region`` is annotated (a non-empty cell), not just empty.
 
-        A derived ``bone`` is annotated where every bone part is.
+        An explicit empty annotation (``[]``, ``-1``) counts as annotated. A derived region is
+        annotated where every one of its parts is.
 
         Raises:
             KeyError: ``region`` is not one of :attr:`region_names`.
         """
         if region not in self.region_names:
             raise KeyError(region)
-        masks = self._manifest().masks
-        parts = self._bone_parts() if region == "bone" else ()
-        flags = np.ones(len(self), dtype=bool)
-        for name in parts or (region,):
-            flags &= np.array([p is not None for p in masks[name]], dtype=bool)
-        return flags
+        return region_annotated(self._manifest().regions, self._layout[1], region)
 
     # --- samples ------------------------------------------------------------------------------
 
@@ -197,9 +205,11 @@ class ManifestDataset(Dataset):
     def table(self) -> pd.DataFrame:
         """One row per CSV row, from the CSV alone (no image is opened).
 
-        Columns: ``sample_id``, ``patient_id``, ``t_score`` and/or ``label`` (canonical class
-        names) as the manifest has them, ``split`` when given, and the metadata columns. File
-        paths are left out: they may contain names.
+        Columns: ``sample_id``, ``patient_id``, ``split`` when given (normalised), then every
+        other column that is neither a file nor a region nor ``source_id`` — label columns
+        included, as typed by :func:`~xaibench.data.values.typed_column` (numbers where the
+        whole column is numeric, else the stripped text). File paths are left out: they may
+        contain names.
         """
         import pandas as pd
 
@@ -208,10 +218,6 @@ class ManifestDataset(Dataset):
             "sample_id": [_sample_id(i) for i in range(len(rows))],
             "patient_id": list(rows.frame["patient_id"]),
         }
-        if rows.t_score is not None:
-            columns["t_score"] = rows.t_score.copy()
-        if rows.label is not None:
-            columns["label"] = list(rows.label)
         if rows.split is not None:
             columns["split"] = list(rows.split)
         for name, values in rows.metadata.items():
@@ -223,8 +229,9 @@ class ManifestDataset(Dataset):
 
         Raises:
             IndexError: ``index`` is out of range.
-            XaibenchError: A file cannot be read or decoded, or a mask's size differs from its
-                image's; the message names the row and the file.
+            XaibenchError: A file cannot be read or decoded, or a region does not fit its image
+                (a mask of another size, an annotation outside the image); the message names
+                the row and the column.
         """
         rows = self._manifest()
         i = operator.index(index)
@@ -240,40 +247,33 @@ class ManifestDataset(Dataset):
             image = decode_image(data, str(image_path), max_pixels=self.max_pixels)
         except ImageReadError as exc:
             raise self._row_error(i, "image", str(exc)) from None
+        shape = (int(image.shape[0]), int(image.shape[1]))
         masks: dict[str, np.ndarray] = {}
-        for region, paths in rows.masks.items():
-            mask_path = paths[i]
-            digest.update(b"\0" + region.encode() + b"\0")
-            if mask_path is None:
-                masks[region] = np.zeros(image.shape, dtype=bool)
+        flags: dict[str, bool] = {}
+        for region, source in rows.regions.items():
+            flags[region] = bool(source.annotated[i])
+            if source.format == "mask":  # the files' bytes, as before non-file formats existed
+                digest.update(b"\0" + region.encode() + b"\0")
+            if not flags[region]:
+                masks[region] = np.zeros(shape, dtype=bool)
                 continue
-            column = MASK_PREFIX + region
-            data = self._read(i, column)
-            digest.update(data)
+            cell = str(rows.frame[source.column].iat[i])
+            name = str(source.paths[i]) if source.paths is not None else source.column
+
+            def read(column: str = source.column) -> bytes:
+                data = self._read(i, column)
+                digest.update(data)
+                return data
+
             try:
-                mask = decode_mask(data, str(mask_path), max_pixels=self.max_pixels)
-            except ImageReadError as exc:
-                raise self._row_error(i, column, str(exc)) from None
-            if mask.shape != image.shape:
-                raise self._row_error(
-                    i,
-                    column,
-                    f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} pixels but its image "
-                    f"is {image.shape[0]}x{image.shape[1]}",
-                )
-            masks[region] = mask
+                masks[region] = decode_region(source, cell, shape, read, self.max_pixels, name)
+            except AnnotationError as exc:
+                raise self._row_error(i, source.column, str(exc)) from None
         self._digests[i] = digest.hexdigest()
-        parts = self._bone_parts()
-        if parts:
-            whole = all(rows.masks[p][i] is not None for p in parts)
-            bone = np.zeros(image.shape, dtype=bool)
-            if whole:
-                for part in parts:
-                    bone |= masks[part]
-            masks["bone"] = bone
+        derive(masks, flags, self._layout[1], shape)
         if self.image_size is not None:
             image = resize_image(image, self.image_size)
-            masks = {r: resize_mask(m, self.image_size) for r, m in masks.items()}
+            masks = {r: resize_mask(masks[r], self.image_size) for r in self.region_names}
         import torch
 
         return Sample(
@@ -289,10 +289,6 @@ class ManifestDataset(Dataset):
     def _attributes(self, i: int) -> dict[str, float | int | str]:
         rows = self._manifest()
         out: dict[str, float | int | str] = {}
-        if rows.t_score is not None:
-            out["t_score"] = float(rows.t_score[i])
-        if rows.label is not None:
-            out["label"] = rows.label[i]
         if rows.split is not None:
             out["split"] = rows.split[i]
         for name, values in rows.metadata.items():
@@ -308,7 +304,7 @@ class ManifestDataset(Dataset):
         file type and links again, on the descriptor the bytes are then read from.
         """
         rows = self._manifest()
-        files = Containment(rows.path.parent, allow_outside_paths=self.allow_outside_paths)
+        files = Containment(rows.root, allow_outside_paths=self.allow_outside_paths)
         try:
             return files.read(str(rows.frame[column].iat[i]))
         except FileRefusedError as exc:
@@ -323,20 +319,22 @@ class ManifestDataset(Dataset):
         )
 
     def fingerprint(self) -> str:
-        """Hash of the version, the options (not the CSV's location), the CSV and every file.
+        """Hash of the version, the options (not the files' location), the CSV and every file.
 
-        File hashes are taken while samples load; files of rows not loaded yet are read (not
-        decoded) here, so the fingerprint always covers every file's current bytes.
+        Annotation cells (RLE, polygons, boxes) are in the CSV's hash. File hashes are taken
+        while samples load; files of rows not loaded yet are read (not decoded) here, so the
+        fingerprint always covers every file's current bytes.
         """
         rows = self._manifest()
         for i in range(len(rows)):
             if i not in self._digests:
                 digest = hashlib.sha256(self._read(i, "image"))
-                for region, paths in rows.masks.items():
+                for region, source in rows.regions.items():
+                    if source.format != "mask":
+                        continue
                     digest.update(b"\0" + region.encode() + b"\0")
-                    mask_path = paths[i]
-                    if mask_path is not None:
-                        digest.update(self._read(i, MASK_PREFIX + region))
+                    if source.annotated[i]:
+                        digest.update(self._read(i, source.column))
                 self._digests[i] = digest.hexdigest()
         payload = {
             "class": type(self).__name__,
@@ -344,24 +342,12 @@ class ManifestDataset(Dataset):
             "options": {
                 k: v
                 for k, v in self.options().items()
-                if k not in ("path", "allow_outside_paths", "max_pixels")
+                if k not in ("path", "allow_outside_paths", "max_pixels", "image_root")
             },
             "csv": rows.csv_sha256,
             "files": [self._digests[i] for i in range(len(rows))],
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def _region_layout(rows: ManifestRows) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Region names (``bone`` first) and the parts a derived ``bone`` is made of.
-
-    A ``mask_`` column without a single file counts as absent.
-    """
-    given = tuple(r for r, paths in rows.masks.items() if any(p is not None for p in paths))
-    if "bone" in given:
-        return ("bone", *(r for r in given if r != "bone")), ()
-    parts = tuple(r for r in given if r in BONE_PARTS)
-    return (("bone", *given) if parts else given), parts
 
 
 def _sample_id(i: int) -> str:

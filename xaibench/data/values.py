@@ -5,7 +5,8 @@ The reading rules of :mod:`xaibench.data.check` for values (files are
 
 * a :class:`Problem` names its 1-based data row and column, and prints as one line of plain
   text (:func:`format_problem` escapes control characters quoted from cells and file names);
-* a T-score (and a numeric label) is a plain decimal number (:func:`parse_decimal`), never
+* a T-score (and a numeric label), read by a task, is a plain decimal number
+  (:func:`parse_decimal`), never
   ``1_0``, ``0x10`` or digits of another script, which Python's ``float`` would accept;
 * a patient must stay in one split (:func:`split_problems`).
 """
@@ -21,10 +22,8 @@ import numpy as np
 import pandas as pd
 
 from xaibench.data.splits import SPLITS
-from xaibench.data.who import WHO_CLASSES, who_class
+from xaibench.data.who import WHO_CLASSES
 
-#: Columns that carry the class; at least one must exist, and every row needs one of them.
-LABEL_COLUMNS: tuple[str, str] = ("t_score", "label")
 #: Accepted spellings of the split names (case-insensitive).
 SPLIT_ALIASES: dict[str, str] = {
     "train": "train",
@@ -194,86 +193,47 @@ def _rows(rows: Sequence[int]) -> str:
 
 
 def typed_column(column: pd.Series) -> pd.Series:
-    """Numbers where every non-empty cell is a number (age, weight), else the strings."""
+    """Numbers where every non-empty cell is a plain decimal (age, weight), else the strings.
+
+    Plain as :func:`parse_decimal` reads them, so ``nan``, ``inf`` or ``1_0`` keep the column
+    as text and whoever reads it (a task's label rule) can quote the cell as written. Empty
+    cells of a numeric column are NaN.
+    """
     filled = column[column != ""]
-    numbers = pd.to_numeric(filled, errors="coerce")
-    if len(filled) and numbers.notna().all():
+    if len(filled) and filled.str.strip().str.fullmatch(_DECIMAL.pattern).all():
         return pd.to_numeric(column.replace("", np.nan), errors="coerce").astype(float)
     return column
 
 
-def parse_classes(
-    frame: pd.DataFrame, class_names: Sequence[str], problems: list[Problem]
-) -> tuple[np.ndarray | None, tuple[str, ...] | None, np.ndarray]:
-    """Parse ``t_score`` and ``label``; a row needs one valid value, and both must agree."""
-    n = len(frame)
-    classes = np.full(n, -1, dtype=np.int64)
-    t_score: np.ndarray | None = None
-    label: tuple[str, ...] | None = None
-    t_class = np.full(n, -1, dtype=np.int64)
-    if "t_score" in frame.columns:
-        t_score = np.full(n, np.nan)
-        for i, cell in enumerate(frame["t_score"]):
-            if not cell:
-                continue
-            value = parse_decimal(cell)
-            if value is None:
-                finite = "a finite" if _NON_FINITE.fullmatch(cell) else "a"
-                problems.append(Problem(i + 1, "t_score", f"not {finite} number: {cell!r}"))
-                continue
-            if not np.isfinite(value):  # 1e999
-                problems.append(Problem(i + 1, "t_score", f"not a finite number: {cell!r}"))
-            elif abs(value) > T_SCORE_LIMIT:
-                problems.append(
-                    Problem(
-                        i + 1,
-                        "t_score",
-                        f"{value:g} is outside [-{T_SCORE_LIMIT:g}, {T_SCORE_LIMIT:g}]; "
-                        "is this column a T-score?",
-                    )
-                )
-            else:
-                t_score[i] = value
-        defined = np.isfinite(t_score)
-        t_class[defined] = who_class(t_score[defined])
-    label_class = np.full(n, -1, dtype=np.int64)
-    if "label" in frame.columns:
-        names = []
-        for i, cell in enumerate(frame["label"]):
-            if not cell:
-                names.append("")
-                continue
-            index = parse_label(cell, class_names)
-            if index is None:
-                problems.append(
-                    Problem(
-                        i + 1,
-                        "label",
-                        f"unknown label {cell!r}; use one of {', '.join(class_names)} "
-                        f"or 0-{len(class_names) - 1}",
-                    )
-                )
-                names.append("")
-            else:
-                label_class[i] = index
-                names.append(class_names[index])
-        label = tuple(names)
-    for i in range(n):
-        t_cell = frame["t_score"].iat[i] if "t_score" in frame.columns else ""
-        l_cell = frame["label"].iat[i] if "label" in frame.columns else ""
-        if not t_cell and not l_cell:
-            present = [c for c in LABEL_COLUMNS if c in frame.columns]
-            problems.append(
-                Problem(i + 1, " / ".join(present), "no class: the row needs a t_score or a label")
-            )
-        elif t_class[i] >= 0 and label_class[i] >= 0 and t_class[i] != label_class[i]:
-            problems.append(
-                Problem(
-                    i + 1,
-                    "label",
-                    f"label {l_cell!r} disagrees with t_score {t_cell} "
-                    f"({class_names[t_class[i]]}); give one or make them agree",
-                )
-            )
-    classes = np.where(t_class >= 0, t_class, label_class)
-    return t_score, label, classes
+def t_score_problem(value: object) -> tuple[float | None, str | None]:
+    """A T-score cell's value, or why it is not one (for tasks that read T-scores).
+
+    ``value`` is a table cell: a float (NaN: empty) where the whole column is numeric, else
+    text read strictly (:func:`parse_decimal`). A value beyond :data:`T_SCORE_LIMIT` is a
+    problem: it is almost certainly another quantity.
+
+    Returns:
+        ``(value, None)``, ``(None, None)`` for an empty cell, or ``(None, problem)``.
+    """
+    if isinstance(value, float | int | np.floating | np.integer) and not isinstance(value, bool):
+        number = float(value)
+        if np.isnan(number):
+            return None, None
+        cell = repr(number)
+    else:
+        cell = str(value).strip()
+        if not cell:
+            return None, None
+        parsed = parse_decimal(cell)
+        if parsed is None:
+            finite = "a finite" if _NON_FINITE.fullmatch(cell) else "a"
+            return None, f"not {finite} number: {cell!r}"
+        number = parsed
+    if not np.isfinite(number):  # 1e999
+        return None, f"not a finite number: {cell!r}"
+    if abs(number) > T_SCORE_LIMIT:
+        return None, (
+            f"{number:g} is outside [-{T_SCORE_LIMIT:g}, {T_SCORE_LIMIT:g}]; is this column a "
+            "T-score?"
+        )
+    return number, None

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from xaibench.data.check import parse_label
+from xaibench.data.values import T_SCORE_LIMIT, parse_label, t_score_problem
 from xaibench.data.who import WHO_CLASSES, who_class
 from xaibench.errors import XaibenchError
 from xaibench.tasks.base import Task
@@ -26,6 +26,15 @@ QUICK_BACKBONES = (
     "chexagent_siglip_tiny.random",
     "rad_dino_tiny.random",
 )
+
+
+def _missing(value: object) -> bool:
+    """Whether a table cell is empty: NaN, None or blank text."""
+    if value is None:
+        return True
+    if isinstance(value, float | np.floating):
+        return bool(np.isnan(value))
+    return not str(value).strip()
 
 
 def _plain(value: object) -> object:
@@ -52,20 +61,22 @@ class Osteoporosis(Task):
     class_names = WHO_CLASSES
     positive_class = "osteoporosis"
     regions_of_interest = ("bone", "spine", "ribs", "clavicles")
+    #: Columns that define the label: never strata of the results.
+    label_columns: ClassVar[tuple[str, ...]] = ("t_score", "label")
 
     def labels(self, table: pd.DataFrame) -> np.ndarray:
         """WHO class from the ``t_score`` column, else from the ``label`` column.
 
-        A row's T-score wins when it is a finite number; otherwise its ``label`` — a class name
-        (any case) or its index 0/1/2 — gives the class. A dataset may have either column or
-        both (a manifest can mix rows with a T-score and rows with only a label).
+        A row's T-score wins when it has one; otherwise its ``label`` — a class name (any
+        case) or its index 0/1/2 — gives the class. A dataset may have either column or both
+        (a manifest can mix rows with a T-score and rows with only a label). The dataset does
+        not check these columns (a manifest knows no class); this does, before any training.
 
         Raises:
-            XaibenchError: Neither column exists, or some rows have neither a valid T-score nor a
-                valid label; the message names those rows (1-based) and their values.
+            XaibenchError: Neither column exists; a T-score is not a plain finite number or
+                lies beyond +-10; a label names no class; a row's label disagrees with its
+                T-score; or a row has neither. The message names the rows (1-based) and values.
         """
-        import pandas as pd
-
         has_t, has_label = "t_score" in table.columns, "label" in table.columns
         if not (has_t or has_label):
             raise XaibenchError(
@@ -73,28 +84,49 @@ class Osteoporosis(Task):
             )
         n = len(table)
         labels = np.full(n, -1, dtype=np.int64)
+        problems: list[tuple[int, str]] = []
+        t_class = np.full(n, -1, dtype=np.int64)
         if has_t:
-            t = pd.to_numeric(table["t_score"], errors="coerce").to_numpy(dtype=float)
-            finite = np.isfinite(t)
-            labels[finite] = who_class(t[finite])
+            for i, cell in enumerate(table["t_score"]):
+                value, problem = t_score_problem(cell)
+                if problem is not None:
+                    problems.append((i + 1, f"(t_score): {problem}"))
+                elif value is not None:
+                    t_class[i] = int(who_class(value))
         if has_label:
-            for i in np.flatnonzero(labels < 0):
-                index = parse_label(table["label"].iat[i], self.class_names)
-                if index is not None:
+            for i, cell in enumerate(table["label"]):
+                text = "" if _missing(cell) else str(_plain(cell)).strip()
+                if not text:
+                    continue
+                index = parse_label(text, self.class_names)
+                if index is None:
+                    problems.append((i + 1, f"(label): unknown label {text!r}"))
+                elif t_class[i] >= 0 and index != t_class[i]:
+                    t_value = _plain(table["t_score"].iat[i])
+                    problems.append(
+                        (
+                            i + 1,
+                            f"(label): label {text!r} disagrees with t_score {t_value} "
+                            f"({self.class_names[t_class[i]]}); give one or make them agree",
+                        )
+                    )
+                else:
                     labels[i] = index
-        bad = np.flatnonzero(labels < 0)
-        if bad.size:
-            shown = []
-            for i in bad[:10]:
-                values = [
-                    f"{c}={_plain(table[c].iat[i])!r}" for c in ("t_score", "label") if c in table
-                ]
-                shown.append(f"row {i + 1} ({', '.join(values)})")
-            more = f" and {bad.size - 10} more" if bad.size > 10 else ""
+        labels = np.where(t_class >= 0, t_class, labels)
+        flagged = {row for row, _ in problems}
+        columns = " / ".join(c for c in ("t_score", "label") if c in table.columns)
+        for k in np.flatnonzero(labels < 0).tolist():
+            if k + 1 not in flagged:
+                problems.append((k + 1, f"({columns}): no class: the row needs one"))
+        if problems:
+            problems.sort(key=lambda p: p[0])
+            shown = "; ".join(f"row {row} {text}" for row, text in problems[:10])
+            more = f"; ... and {len(problems) - 10} more" if len(problems) > 10 else ""
             raise XaibenchError(
-                f"{bad.size} row(s) have no valid T-score or label: {'; '.join(shown)}{more}. "
-                f"A T-score must be a finite number; a label one of {', '.join(self.class_names)} "
-                f"or 0-{len(self.class_names) - 1}"
+                f"{len(problems)} T-score or label problem(s) (rows are 1-based CSV data rows): "
+                f"{shown}{more}. A T-score must be a plain finite number "
+                f"within +-{T_SCORE_LIMIT:g}; a label one of {', '.join(self.class_names)} or "
+                f"0-{len(self.class_names) - 1}"
             )
         return labels
 
