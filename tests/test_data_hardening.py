@@ -539,12 +539,12 @@ def test_parser_warnings_never_reach_the_terminal(tmp_path: Path):
 
 
 def test_the_task_page_describes_the_default_grid_the_code_runs():
-    """docs/tasks/osteoporosis.md names every component of ``Osteoporosis.defaults()``."""
-    from xaibench.tasks.osteoporosis import Osteoporosis
+    """docs/tasks/osteoporosis.md names every component of the task file's ``defaults``."""
+    from xaibench.tasks.file_task import FileTask
 
     page = (Path(__file__).parents[1] / "docs" / "tasks" / "osteoporosis.md").read_text()
     section = page.split("## Default grid", 1)[1].split("\n## ", 1)[0]
-    defaults = Osteoporosis().defaults()
+    defaults = FileTask(file="xaibench.tasks:osteoporosis.yaml").defaults()
     names = [
         *defaults["backbones"],
         *defaults["strategies"],

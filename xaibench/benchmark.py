@@ -292,7 +292,8 @@ def _breakdowns(
     if not preds:
         return {}
     test_ids = list(data.splits["test"].sample_ids)
-    columns = list(data.dataset.strata_columns)
+    # A column that defines the label (a CTR, a finding) would only restate it as a stratum.
+    columns = [c for c in data.dataset.strata_columns if c not in data.task.label_columns]
     strata = {}
     if columns:
         table = data.dataset.table().set_index("sample_id").loc[test_ids]
