@@ -278,7 +278,7 @@ def load_spec(source: str) -> tuple[TaskSpec, TaskFile]:
 
 def _problem(err: Any) -> str:
     loc = tuple(p for p in err["loc"] if not str(p).startswith(("function-", "tagged-union")))
-    where = ".".join(str(p) for p in loc) or "(task file)"
+    where = ".".join(str(p) for p in loc)
     if err["type"] == "extra_forbidden":
         model = _model_at(loc[:-1])
         known = sorted(model.model_fields) if model is not None else []
@@ -289,7 +289,7 @@ def _problem(err: Any) -> str:
     if err["type"] == "missing":
         return f"{where}: required key missing"
     msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"{where}: {msg}"
+    return f"{where}: {msg}" if where else msg  # a check of the whole file names its keys
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
