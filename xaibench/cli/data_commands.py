@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
+
+from xaibench.cli.common import _state, include_tasks_option, use_task_files
 
 
 @click.group()
@@ -30,18 +33,34 @@ def data() -> None:
     "columns x channels x frames), before decoding (default 60,000,000; a guard against "
     "decompression bombs).",
 )
+@click.option(
+    "--task",
+    help="Also check the labels as this task reads them (a task name or a task file).",
+)
+@include_tasks_option
 def data_check(
-    manifest: Path, quick: bool, allow_outside_paths: bool, max_pixels: int | None
+    manifest: Path,
+    quick: bool,
+    allow_outside_paths: bool,
+    max_pixels: int | None,
+    task: str | None,
+    include_tasks: tuple[Path, ...],
 ) -> int:
     """Check MANIFEST (a CSV, see docs/data.md): list every problem with its row number.
 
-    Every image and mask is decoded unless --quick. Exit status 0 when the manifest can run,
-    1 when it has problems (all listed), 2 for a usage error.
+    Every image and mask is decoded unless --quick. With --task, the task's label rule is
+    applied to every row too (a bad class, a number outside its range, a finding that is not
+    1/0/-1/blank). Exit status 0 when the manifest can run, 1 when it has problems (all
+    listed), 2 for a usage error.
     """
     from xaibench.data.check import check_manifest, format_problem
     from xaibench.data.images import DEFAULT_MAX_PIXELS
     from xaibench.progress import RichProgress
 
+    task_obj = None
+    if task is not None:
+        name = str(use_task_files(task, include_tasks))
+        task_obj = _state().components.tasks.create(name)
     with RichProgress() as progress:
         problems = check_manifest(
             manifest,
@@ -50,6 +69,8 @@ def data_check(
             allow_outside_paths=allow_outside_paths,
             max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
         )
+    if task_obj is not None:
+        problems = _with_label_problems(manifest, task_obj, problems, allow_outside_paths)
     if not problems:
         click.echo(f"{manifest}: no problems found")
         return 0
@@ -58,6 +79,20 @@ def data_check(
     plural = "s" if len(problems) != 1 else ""
     click.echo(f"{manifest}: {len(problems)} problem{plural} (rows are CSV data rows, from 1)")
     return 1
+
+
+def _with_label_problems(
+    manifest: Path, task: Any, problems: list[Any], allow_outside_paths: bool
+) -> list[Any]:
+    """``problems`` and the task's label problems of ``manifest``, whole-file ones first."""
+    from xaibench.data.check import read_manifest
+
+    rows, _ = read_manifest(manifest, allow_outside_paths=allow_outside_paths)
+    if rows is None:
+        return problems  # the manifest's own problems say why it cannot be read
+    seen = set(problems)
+    extra = [p for p in task.check_labels(rows.frame) if p not in seen]
+    return sorted([*problems, *extra], key=lambda p: (p.row is not None, p.row or 0))
 
 
 @data.command(name="drr")
