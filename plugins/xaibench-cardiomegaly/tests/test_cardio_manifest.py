@@ -167,7 +167,11 @@ def test_cli_run_with_data_and_data_check_with_the_task(manifest, tmp_path):
     assert results["task"]["class_names"] == ["normal", "cardiomegaly"]
     assert results["dataset"]["splits"]["test"]["cardiomegaly"] == 4
     delta = [r for r in results["records"] if r["metric"] == "delta_region"]
-    assert [(r["region"], r["status"]) for r in delta] == [("heart", "ok"), ("lungs", "ok")]
+    assert [(r["region"], r["status"]) for r in delta] == [
+        ("heart", "ok"),
+        ("lungs", "ok"),
+        ("clavicles", "skipped"),  # not in this manifest
+    ]
 
     proc = _xaibench("data", "check", str(manifest), "--task", "cardiomegaly", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
