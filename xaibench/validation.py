@@ -266,6 +266,14 @@ def validate_task_file(path: Path | str, components: Components) -> ValidationRe
             else:
                 report.config = report.config or config
                 _check_components(config, components, sub)
+                if "path" not in config.dataset.options and config.dataset.name == "manifest":
+                    # A task for your own data: the manifest comes with --data at run time.
+                    moved = [p for p in sub.problems if p.startswith("dataset: ") and "path" in p]
+                    sub.problems = [p for p in sub.problems if p not in moved]
+                    if moved:
+                        sub.warnings.append(
+                            "dataset: a manifest without 'path': give --data MANIFEST to run"
+                        )
                 _check_task_regions(task, config, components, sub)
                 report.components.extend(sub.components)
             report.problems.extend(prefix + p for p in sub.problems)
