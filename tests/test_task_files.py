@@ -179,6 +179,12 @@ def test_excluded_rows_leave_the_run_before_splitting(
     ids = {i for split in data.splits.values() for i in split.sample_ids}
     dropped = set(table["sample_id"].iloc[[3, 10, 11, 20]])
     assert not ids & dropped
+    from xaibench.benchmark import run_benchmark
+
+    doc = run_benchmark(config, components, tmp_path / "run", NullProgress()).document
+    assert doc["dataset"]["excluded_rows"] == {"uncertain": 3, "blank": 1}
+    assert doc["task"]["class_names"] == ["no_low", "low"]
+    assert doc["task"]["file"]["file"] == "task.yaml"
 
 
 def test_a_finding_region_needs_a_mask_on_positive_test_images_only():
