@@ -274,3 +274,22 @@ def test_ls_lists_included_task_files_and_a_missing_folder_is_one_line(tmp_path:
     proc = cli("ls", "tasks", "--include-tasks", "nowhere", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr == "xaibench: error: task file or folder 'nowhere' does not exist\n"
+
+
+def test_data_check_with_a_task_file_adds_its_label_problems(tmp_path: Path):
+    """``data check MANIFEST --task FILE``: the task's bad cells, by row, with the manifest's."""
+    from PIL import Image
+
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "m.csv").write_text(
+        "image,patient_id,t_score,grade\n0.png,a,-1.0,mild\n1.png,b,-2.0,severe?\n2.png,c,-3.0,\n"
+    )
+    spec = {"name": "grading", "classes": ["mild", "severe"], "positive": "severe"}
+    _write(tmp_path, {**spec, "labels": {"column": "grade"}}, "grading.yaml")
+    proc = cli("data", "check", "m.csv", "--quick", "--task", "grading.yaml", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[:2] == [
+        "row 2 (grade): unknown label 'severe?'; use one of mild, severe or 0-1",
+        "row 3 (grade): no class: the row needs a grade",
+    ]

@@ -133,3 +133,23 @@ def test_finding_cells_other_than_one_zero_minus_one_are_problems():
     )
     assert [p.row for p in out.problems] == [1, 2, 3]
     assert out.problems[1].message == "not 1, 0, -1 or blank: 'yes'"
+
+
+def test_a_task_file_lists_problems_hidden_behind_others(tmp_path):
+    """Every problem at once: unknown keys, a bad range and a misspelt positive class."""
+    from xaibench.tasks.spec import TaskFileError, load_spec
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "name: t\nclases: [a]\nclasses: [normal, sick]\npositive: sik\nlabels:\n"
+        "  numeric: {column: x, valid: {min: 0, maxx: 1}, classes: {normal: {max: 0.5}, "
+        "sick: {min: 0.4}}}\n"
+    )
+    with pytest.raises(TaskFileError) as info:
+        load_spec(str(path))
+    items = info.value.items
+    assert len(items) == 4
+    assert items[0].startswith("labels.numeric.valid.maxx: unknown key; did you mean 'max'?")
+    assert "overlap" in items[1]
+    assert items[2].startswith("clases: unknown key; did you mean 'classes'?")
+    assert items[3].startswith("positive 'sik' is not a class; did you mean 'sick'?")

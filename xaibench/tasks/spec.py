@@ -154,10 +154,7 @@ class TaskSpec(BaseModel):
         if self.positive is None:
             raise ValueError(f"'positive' is required: a class or {ONE_VS_REST}")
         if self.positive != ONE_VS_REST and self.positive not in self.classes:
-            raise ValueError(
-                f"positive {self.positive!r} is not a class{_hint(self.positive, self.classes)} "
-                f"(classes: {', '.join(self.classes)}; or {ONE_VS_REST})"
-            )
+            raise ValueError(_positive_problem(self.positive, self.classes))
         numeric = rule.numeric
         if numeric is not None:
             unknown = [c for c in numeric.classes if c not in self.classes]
@@ -186,6 +183,13 @@ class TaskSpec(BaseModel):
         """The registry names this file defines: its name, or ``<name>:<finding>`` for each."""
         expansions = self.expansions
         return [f"{self.name}:{e}" for e in expansions] if expansions else [self.name]
+
+
+def _positive_problem(positive: str, classes: list[str]) -> str:
+    return (
+        f"positive {positive!r} is not a class{_hint(positive, classes)} "
+        f"(classes: {', '.join(classes)}; or {ONE_VS_REST})"
+    )
 
 
 def _hint(word: str, options: list[str]) -> str:
@@ -263,11 +267,46 @@ def parse_spec(file: TaskFile) -> TaskSpec:
         return TaskSpec.model_validate(data)
     except ValidationError as exc:
         problems = [_problem(err) for err in exc.errors()]
+        problems += [p for p in _further_problems(data, exc) if p not in problems]
         raise TaskFileError(
             f"task file {file.source!r} has {len(problems)} problem"
             f"{'s' if len(problems) != 1 else ''}",
             problems,
         ) from None
+
+
+def _further_problems(data: dict[str, Any], exc: ValidationError) -> list[str]:
+    """Problems hidden behind others: checks of the whole file run once every key is valid.
+
+    So validate again without the unknown keys, and check the positive class on its own.
+    """
+    found = []
+    classes, positive = data.get("classes"), data.get("positive")
+    if (
+        isinstance(classes, list)
+        and all(isinstance(c, str) for c in classes)
+        and isinstance(positive, str)
+        and positive != ONE_VS_REST
+        and positive not in classes
+    ):
+        found.append(_positive_problem(positive, classes))
+    unknown = [err["loc"] for err in exc.errors() if err["type"] == "extra_forbidden"]
+    if not unknown:
+        return found
+    import copy
+
+    pruned = copy.deepcopy(data)
+    for loc in unknown:
+        parent: Any = pruned
+        for part in loc[:-1]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if isinstance(parent, dict):
+            parent.pop(loc[-1], None)
+    try:
+        TaskSpec.model_validate(pruned)
+    except ValidationError as again:
+        return [*found, *(_problem(err) for err in again.errors())]
+    return found
 
 
 def load_spec(source: str) -> tuple[TaskSpec, TaskFile]:
