@@ -116,9 +116,14 @@ def class_index(value: object, class_names: Sequence[str]) -> int | None:
     return None
 
 
+def _cell(value: object) -> str:
+    """A cell as quoted in messages: ``'2.5'`` whether it came as text or as a number."""
+    return repr(str(_plain(value)).strip())
+
+
 def _unknown_class(value: object, class_names: Sequence[str]) -> str:
     return (
-        f"unknown label {_plain(value)!r}; use one of {', '.join(class_names)} "
+        f"unknown label {_cell(value)}; use one of {', '.join(class_names)} "
         f"or 0-{len(class_names) - 1}"
     )
 
@@ -295,7 +300,7 @@ class NumericColumn(_Strict):
                     Problem(
                         i + 1,
                         self.fallback,
-                        f"{self.fallback} {_plain(given)!r} disagrees with {self.column} "
+                        f"{self.fallback} {_cell(given)} disagrees with {self.column} "
                         f"{_plain(cell)} ({class_names[from_number]}); give one or make them agree",
                     )
                 )
@@ -378,7 +383,7 @@ class Findings(_Strict):
                     continue
                 if number != -1.0:
                     problems.append(
-                        Problem(i + 1, finding, f"not 1, 0, -1 or blank: {_plain(cell)!r}")
+                        Problem(i + 1, finding, f"not 1, 0, -1 or blank: {_cell(cell)}")
                     )
                     continue
                 reason, policy = "uncertain", self.uncertain
