@@ -293,3 +293,20 @@ def test_data_check_with_a_task_file_adds_its_label_problems(tmp_path: Path):
         "row 2 (grade): unknown label 'severe?'; use one of mild, severe or 0-1",
         "row 3 (grade): no class: the row needs a grade",
     ]
+
+
+def test_a_task_file_edited_during_a_run_stops_it(tmp_path: Path):
+    """Each process reads the file again: it must be the one the run was hashed with."""
+    from xaibench.config import resolve_config
+
+    path = _write(tmp_path, SMALL_TASK, "small.yaml")
+    selection = PluginSelection(task_paths=(str(path),))
+    components = collect_components(get_plugin_manager(entry_points=False, selection=selection))
+    config = resolve_config(components.tasks.create("low_bone").defaults())
+    stale = config.model_copy(update={"task_sha256": "0" * 64})
+    assert stale.config_hash() != config.config_hash()  # the file's hash is part of the study
+    assert "task_sha256" not in stale.model_dump()  # and never of config.yaml
+    with pytest.raises(
+        XaibenchError, match=r"task file 'small\.yaml' changed since the run started"
+    ):
+        prepare_data(stale, components, NullProgress())

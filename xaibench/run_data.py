@@ -69,6 +69,7 @@ def prepare_data(config: RunConfig, components: Components, progress: Progress) 
         XaibenchError: A class missing from a split, a bad ``split`` column, bad dataset options.
     """
     task: Task = components.tasks.create(config.task)
+    _check_task_file(config, task)
     dataset: Dataset = components.datasets.create(config.dataset.name, config.dataset.options)
     dataset.use_cache(Path(config.cache_dir) if config.cache_dir else None, enabled=config.cache)
     table = dataset.table()
@@ -153,6 +154,26 @@ def prepare_data(config: RunConfig, components: Components, progress: Progress) 
         coverage=coverage,
         excluded=excluded,
     )
+
+
+def _check_task_file(config: RunConfig, task: Task) -> None:
+    """A user's task file must still be the one the run's configuration was hashed with.
+
+    Every process of a run (a worker of a remote executor too) reads the file again; an edit
+    in between would change the task under the run's feet.
+    """
+    from xaibench.tasks.file_task import user_task_file
+
+    found = user_task_file(task)
+    if (
+        config.task_sha256 is not None
+        and found is not None
+        and found["sha256"] != config.task_sha256
+    ):
+        raise XaibenchError(
+            f"task file {found['file']!r} changed since the run started (its SHA-256 differs "
+            "from the run's); start a new run, or restore the file"
+        )
 
 
 def region_coverage(split: SplitArrays, regions: Sequence[str]) -> dict[str, np.ndarray]:

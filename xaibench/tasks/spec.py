@@ -222,7 +222,11 @@ class TaskFile:
 def is_resource(source: str) -> bool:
     """``package.module:file.yaml`` (a packaged resource) rather than a path."""
     package, sep, name = source.partition(":")
-    return bool(sep) and bool(re.fullmatch(r"[A-Za-z_][\w.]*", package)) and "/" not in name
+    return (
+        bool(sep)
+        and bool(re.fullmatch(r"[A-Za-z_][\w.]+", package))  # not a drive letter (C:\...)
+        and not any(c in name for c in "/\\")
+    )
 
 
 def read_task_file(source: str) -> TaskFile:
