@@ -245,11 +245,12 @@ def test_image_root_places_and_contains_the_files(tmp_path: Path, capsys):
 
 def test_run_passes_image_root_to_the_manifest(tmp_path: Path):
     from xaibench.cli.run_command import _resolved_config
-    from xaibench.tasks.osteoporosis import Osteoporosis
+    from xaibench.tasks.file_task import FileTask
 
     empty: tuple[str, ...] = ()
     config = _resolved_config(
-        Osteoporosis(), "osteoporosis", config_files=(), grid=None,
+        FileTask(file="xaibench.tasks:osteoporosis.yaml"), "osteoporosis",
+        config_files=(), grid=None,
         data_path=tmp_path / "m.csv", backbones=empty, strategies=empty, saliency=empty,
         perturbations=empty, metrics=empty, seeds=(), random_init=False, epochs=None,
         max_explain_images=None, executor=None, device=None, precision=None, compile_=None,

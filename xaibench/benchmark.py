@@ -292,9 +292,8 @@ def _breakdowns(
     if not preds:
         return {}
     test_ids = list(data.splits["test"].sample_ids)
-    # A label-agnostic dataset (a manifest) offers its label columns too: the task's are left out.
-    label_columns = set(getattr(data.task, "label_columns", ()))
-    columns = [c for c in data.dataset.strata_columns if c not in label_columns]
+    # A column that defines the label (a CTR, a finding) would only restate it as a stratum.
+    columns = [c for c in data.dataset.strata_columns if c not in data.task.label_columns]
     strata = {}
     if columns:
         table = data.dataset.table().set_index("sample_id").loc[test_ids]

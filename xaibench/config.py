@@ -179,6 +179,13 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     task: str
+    task_sha256: str | None = Field(
+        None,
+        exclude=True,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the user's task file (set by xaibench from the file, never "
+        "written to config.yaml): hashed, so a run whose task file changed does not resume.",
+    )
     dataset: ComponentRef
     backbones: list[ComponentRef] = Field(min_length=1)
     strategies: list[ComponentRef] = Field(min_length=1)
@@ -278,6 +285,8 @@ class RunConfig(BaseModel):
         for name, default in _HASHED_ONLY_WHEN_SET.items():
             if settings.get(name) == default:
                 settings.pop(name)
+        if self.task_sha256 is not None:  # a user task file: its content is part of the study
+            settings["task_sha256"] = self.task_sha256
         return settings
 
     def config_hash(self) -> str:
@@ -358,33 +367,46 @@ def load_config_file(path: Path) -> dict[str, Any]:
             f"config file {name!r} is larger than {MAX_CONFIG_BYTES:,} bytes; "
             "is it a run configuration?"
         )
+    return parse_yaml_document(raw, f"config file {name!r}")
+
+
+def parse_yaml_document(raw: bytes, what: str) -> dict[str, Any]:
+    """A YAML mapping from ``raw`` with ``yaml.safe_load``, within the configuration limits.
+
+    The limits of :func:`load_config_file`: UTF-8, nesting, values with aliases expanded.
+
+    Args:
+        raw: The file's bytes.
+        what: How messages name the file (``config file 'x.yaml'``).
+
+    Raises:
+        XaibenchError: Not UTF-8, invalid YAML, too deep or too big, or not a mapping.
+    """
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise XaibenchError(
-            f"config file {name!r} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+            f"{what} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
             f"{exc.start}); save it as UTF-8"
         ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise XaibenchError(
-            f"config file {name!r} is not valid YAML: {exc}".replace("\n", " ")
-        ) from None
+        raise XaibenchError(f"{what} is not valid YAML: {exc}".replace("\n", " ")) from None
     except RecursionError:
         raise XaibenchError(
-            f"config file {name!r} is nested too deeply to read "
+            f"{what} is nested too deeply to read "
             f"(a configuration needs fewer than {MAX_CONFIG_DEPTH} levels)"
         ) from None
-    _check_size(data, name)
+    _check_size(data, what)
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise XaibenchError(f"config file {name!r} must hold a mapping, got {type(data).__name__}")
+        raise XaibenchError(f"{what} must hold a mapping, got {type(data).__name__}")
     return data
 
 
-def _check_size(data: Any, name: str) -> None:
+def _check_size(data: Any, what: str) -> None:
     """Refuse a loaded document nested deeper than the limit or too big with aliases expanded.
 
     Walks iteratively (no recursion) and stops at the first value past a limit, so a document
@@ -397,13 +419,11 @@ def _check_size(data: Any, name: str) -> None:
         seen += 1
         if seen > MAX_CONFIG_VALUES:
             raise XaibenchError(
-                f"config file {name!r} holds more than {MAX_CONFIG_VALUES:,} values once its "
+                f"{what} holds more than {MAX_CONFIG_VALUES:,} values once its "
                 "aliases (&anchor / *alias) are expanded; is it a run configuration?"
             )
         if depth > MAX_CONFIG_DEPTH:
-            raise XaibenchError(
-                f"config file {name!r} is nested more than {MAX_CONFIG_DEPTH} levels deep"
-            )
+            raise XaibenchError(f"{what} is nested more than {MAX_CONFIG_DEPTH} levels deep")
         if isinstance(value, dict):
             stack.extend((v, depth + 1) for v in value.values())
             stack.extend((k, depth + 1) for k in value)

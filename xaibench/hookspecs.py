@@ -86,7 +86,8 @@ def register_tasks(register: Register) -> None:
     """Register tasks (subclasses of ``xaibench.tasks.base.Task``).
 
     A task names its dataset, label rule, classes, regions of interest and default grid
-    (``osteoporosis``). Since 0.1.
+    (``osteoporosis``). Since 0.1. A task file (YAML, docs/tasks/writing-tasks.md) is registered
+    with ``xaibench.tasks.file_task:FileTask`` and ``options={"file": "package:task.yaml"}``.
     """
 
 

@@ -16,6 +16,9 @@ set the same variables:
 * ``XAIBENCH_DISABLE_PLUGINS``: comma-separated plugin names (entry-point, distribution, local
   file stem or built-in module) not to register.
 * ``XAIBENCH_TRACE_PLUGINS=1``: print every hook call and every registration to stderr.
+* ``XAIBENCH_TASK_PATHS``: task files, or folders whose ``*.yaml``/``*.yml`` files are task
+  files (``os.pathsep``-separated), registered as tasks (:mod:`xaibench.tasks.loading`); the
+  CLI's ``--include-tasks`` and a task given as a file (``xaibench run my_task.yaml``) set it.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ LOAD_PLUGINS_ENV = "XAIBENCH_LOAD_PLUGINS"
 PLUGINS_DIR_ENV = "XAIBENCH_PLUGINS_DIR"
 DISABLE_PLUGINS_ENV = "XAIBENCH_DISABLE_PLUGINS"
 TRACE_PLUGINS_ENV = "XAIBENCH_TRACE_PLUGINS"
+TASK_PATHS_ENV = "XAIBENCH_TASK_PATHS"
 
 #: Package under which files from a plugins folder are imported (``<this>.<file stem>``), so
 #: their classes pickle by reference and load again in a worker with the same selection.
@@ -90,12 +94,14 @@ class PluginSelection:
         dirs: Folders whose ``*.py`` files are loaded as local plugins.
         disabled: Plugin names not to register.
         trace: Print hook calls and registrations to stderr.
+        task_paths: Task files and folders of task files to register as tasks.
     """
 
     load: tuple[str, ...] | None = None
     dirs: tuple[str, ...] = ()
     disabled: tuple[str, ...] = ()
     trace: bool = False
+    task_paths: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PluginSelection:
@@ -109,6 +115,7 @@ class PluginSelection:
             dirs=dirs,
             disabled=_names(env.get(DISABLE_PLUGINS_ENV)),
             trace=trace,
+            task_paths=tuple(p for p in env.get(TASK_PATHS_ENV, "").split(os.pathsep) if p.strip()),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -117,6 +124,7 @@ class PluginSelection:
             PLUGINS_DIR_ENV: os.pathsep.join(self.dirs),
             DISABLE_PLUGINS_ENV: ",".join(self.disabled),
             TRACE_PLUGINS_ENV: "1" if self.trace else "",
+            TASK_PATHS_ENV: os.pathsep.join(self.task_paths),
         }
         if self.load is not None:
             env[LOAD_PLUGINS_ENV] = ",".join(self.load)
@@ -164,7 +172,11 @@ def get_plugin_manager(
         selection = PluginSelection.from_env()
     if load_plugins is not None:
         selection = PluginSelection(
-            _names(load_plugins), selection.dirs, selection.disabled, selection.trace
+            _names(load_plugins),
+            selection.dirs,
+            selection.disabled,
+            selection.trace,
+            selection.task_paths,
         )
     pm = PluginManager(selection)
     if selection.trace:
@@ -435,6 +447,10 @@ def collect_components(pm: PluginManager) -> Components:
                     f"{', '.join(added) or '-'} [{(time.perf_counter() - started) * 1e3:.1f} ms]",
                 )
         components.registries[kind.key] = registry
+    if pm.selection.task_paths:
+        from xaibench.tasks.loading import register_task_files
+
+        register_task_files(components.tasks, pm.selection.task_paths)
     return components
 
 

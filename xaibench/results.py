@@ -145,6 +145,8 @@ def component_provenance(config: RunConfig, components: Components) -> dict[str,
         for name in names:
             entry = components[kind].get(name)
             cls = entry.load()
+            if kind == "tasks":  # a task file's name, citation and version are the instance's
+                cls = entry.create()
             out[kind][name] = {
                 "plugin": entry.provider.plugin,
                 "distribution": entry.provider.distribution,
@@ -191,6 +193,19 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _task_file(task: Any) -> dict[str, Any]:
+    """``{"file": {file, sha256, spec_version}}`` for a user's task file, else {}.
+
+    The file name and hash only, never its folder (a path may hold a user's name). A packaged
+    task file (built-in or a plugin's) is identified by its package's version in
+    ``components``.
+    """
+    from xaibench.tasks.file_task import user_task_file
+
+    found = user_task_file(task)
+    return {"file": found} if found else {}
+
+
 def build_document(
     config: RunConfig,
     components: Components,
@@ -223,6 +238,7 @@ def build_document(
                 "class_names": list(data.task.class_names),
                 "positive_class": data.task.positive_class,
                 "regions_of_interest": list(data.task.regions_of_interest),
+                **_task_file(data.task),
             },
             "dataset": {
                 "name": config.dataset.name,
@@ -231,6 +247,8 @@ def build_document(
                 "split_source": "dataset" if data.split_from_dataset else "patient_split",
                 "skipped_regions": data.skipped_regions,
                 "splits": data.split_sizes,
+                # Only when the task's policy left rows out, so other runs' files are unchanged.
+                **({"excluded_rows": data.excluded} if data.excluded else {}),
             },
             "environment": env,
             "components": component_provenance(config, components),
@@ -324,6 +342,7 @@ def default_run_dir(task: str, root: Path | None = None) -> Path:
     """``./xaibench-runs/<task>-<UTC timestamp>``, made unique if it exists."""
     root = root or Path("xaibench-runs")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    task = task.replace(":", "-")  # an expanded task, <name>:<finding>
     candidate = root / f"{task}-{stamp}"
     i = 1
     while candidate.exists():

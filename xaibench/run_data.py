@@ -42,6 +42,8 @@ class RunData:
         split_from_dataset: The dataset's own ``split`` column made the splits (the configured
             split fractions and seed were not used).
         coverage: Per usable region, the share of each test image it covers (``[N_test]``).
+        excluded: Rows the task's policy left out before splitting (label ``-1``: an uncertain
+            or blank finding), counted per reason; empty when none were.
     """
 
     task: Task
@@ -52,6 +54,7 @@ class RunData:
     skipped_regions: dict[str, dict[str, str]] = field(default_factory=dict)
     split_from_dataset: bool = False
     coverage: dict[str, np.ndarray] = field(default_factory=dict)
+    excluded: dict[str, int] = field(default_factory=dict)
 
 
 def prepare_data(config: RunConfig, components: Components, progress: Progress) -> RunData:
@@ -66,10 +69,13 @@ def prepare_data(config: RunConfig, components: Components, progress: Progress) 
         XaibenchError: A class missing from a split, a bad ``split`` column, bad dataset options.
     """
     task: Task = components.tasks.create(config.task)
+    _check_task_file(config, task)
     dataset: Dataset = components.datasets.create(config.dataset.name, config.dataset.options)
     dataset.use_cache(Path(config.cache_dir) if config.cache_dir else None, enabled=config.cache)
     table = dataset.table()
     labels = task.labels(table)
+    excluded = task.excluded_counts(table) if (labels < 0).any() else {}
+    kept = np.flatnonzero(labels >= 0)  # -1: excluded by the task's policy, in no split
     if "split" in table.columns:
         problems = split_problems(table["patient_id"].to_numpy(), list(table["split"]))
         if problems:
@@ -78,9 +84,23 @@ def prepare_data(config: RunConfig, components: Components, progress: Progress) 
                 + format_problems(problems)
             )
         assignment = np.array([normalise_split(v) for v in table["split"]])
-    else:
+        assignment[labels < 0] = ""
+    elif len(kept) == len(table):
         assignment = patient_split(
             table["patient_id"].to_numpy(), labels, config.split.fractions, config.split.seed
+        )
+    else:
+        assignment = np.full(len(table), "", dtype=object)
+        assignment[kept] = patient_split(
+            table["patient_id"].to_numpy()[kept],
+            labels[kept],
+            config.split.fractions,
+            config.split.seed,
+        )
+    if excluded:
+        progress.log(
+            f"excluded {len(table) - len(kept)} of {len(table)} images by the task's policy: "
+            + ", ".join(f"{n} {reason}" for reason, n in sorted(excluded.items()))
         )
     splits: dict[str, SplitArrays] = {}
     sizes: dict[str, dict[str, int]] = {}
@@ -115,7 +135,10 @@ def prepare_data(config: RunConfig, components: Components, progress: Progress) 
         splits[split] = materialize(dataset, split, idx, labels[idx], progress)
     check_field_setting(config.controls.field, config.controls.draws, list(splits["test"].regions))
     coverage = region_coverage(splits["test"], sorted({r for rs in regions.values() for r in rs}))
-    for use, reasons in empty_regions(regions, coverage).items():
+    test_positive = labels[test_idx] == task.positive_index
+    for use, reasons in empty_regions(
+        regions, coverage, finding_regions=task.finding_regions, positive=test_positive
+    ).items():
         for region, reason in reasons.items():
             regions[use].remove(region)
             skipped.setdefault(use, {})[region] = reason
@@ -129,7 +152,28 @@ def prepare_data(config: RunConfig, components: Components, progress: Progress) 
         skipped_regions=skipped,
         split_from_dataset="split" in table.columns,
         coverage=coverage,
+        excluded=excluded,
     )
+
+
+def _check_task_file(config: RunConfig, task: Task) -> None:
+    """A user's task file must still be the one the run's configuration was hashed with.
+
+    Every process of a run (a worker of a remote executor too) reads the file again; an edit
+    in between would change the task under the run's feet.
+    """
+    from xaibench.tasks.file_task import user_task_file
+
+    found = user_task_file(task)
+    if (
+        config.task_sha256 is not None
+        and found is not None
+        and found["sha256"] != config.task_sha256
+    ):
+        raise XaibenchError(
+            f"task file {found['file']!r} changed since the run started (its SHA-256 differs "
+            "from the run's); start a new run, or restore the file"
+        )
 
 
 def region_coverage(split: SplitArrays, regions: Sequence[str]) -> dict[str, np.ndarray]:
@@ -145,7 +189,11 @@ def region_coverage(split: SplitArrays, regions: Sequence[str]) -> dict[str, np.
 
 
 def empty_regions(
-    regions: Mapping[str, Sequence[str]], coverage: Mapping[str, np.ndarray]
+    regions: Mapping[str, Sequence[str]],
+    coverage: Mapping[str, np.ndarray],
+    *,
+    finding_regions: Sequence[str] = (),
+    positive: np.ndarray | None = None,
 ) -> dict[str, dict[str, str]]:
     """Per use, the usable regions whose masks are empty where the use needs them, with reasons.
 
@@ -154,6 +202,11 @@ def empty_regions(
     (perturbation and complement tests need the region on every test image). Localisation
     scores exclude an image with an empty mask (its score is undefined), so they only skip a
     region empty on every test image.
+
+    A finding region (a lesion, :attr:`~xaibench.tasks.base.Task.finding_regions`) exists only
+    on positive images: its perturbation tests need it on every positive test image
+    (``positive``, one flag per test image), and its empty masks on negative images are
+    expected.
     """
     found: dict[str, dict[str, str]] = {}
     for use, names in regions.items():
@@ -161,13 +214,17 @@ def empty_regions(
             fractions = coverage.get(region)
             if fractions is None or not len(fractions):
                 continue
-            empty = int((fractions == 0).sum())
-            if use == "explain_regions" and empty == len(fractions):
+            needed = np.ones(len(fractions), dtype=bool)
+            which = "test images"
+            if region in finding_regions and positive is not None:
+                needed, which = np.asarray(positive, dtype=bool), "positive test images"
+            empty = int(((fractions == 0) & needed).sum())
+            if use == "explain_regions" and int((fractions == 0).sum()) == len(fractions):
                 reason = f"region {region!r} is empty on every test image"
             elif use != "explain_regions" and empty:
                 reason = (
-                    f"region {region!r} is empty on {empty} of {len(fractions)} test images; "
-                    "perturbation tests need it on every test image"
+                    f"region {region!r} is empty on {empty} of {int(needed.sum())} {which}; "
+                    f"perturbation tests need it on every {which[:-1]}"
                 )
             else:
                 continue

@@ -215,3 +215,132 @@ def _check_regions(config: RunConfig, dataset: Any, report: ValidationReport) ->
                 f"{key}[{i}]: dataset {config.dataset.name!r} has no region {region!r}{hint} "
                 f"(it has: {', '.join(available) or 'none'}); the run would skip it"
             )
+
+
+def is_task_document(path: Path) -> bool:
+    """Whether the YAML file at ``path`` is a task file (it has ``labels``), not a config."""
+    try:
+        data = load_config_file(path)
+    except XaibenchError:
+        return False
+    return "labels" in data
+
+
+def validate_task_file(path: Path | str, components: Components) -> ValidationReport:
+    """Check a task file: its keys, and the defaults and grids of every task it defines.
+
+    Every problem at once: unknown keys (did-you-mean), classes and regions the rules name,
+    the defaults as a run configuration (components, options, weights, regions), and each
+    grid's keys and component names (a grid's weights may be absent where it is validated).
+    A region of interest that a dataset with fixed regions (the phantom) lacks is a problem
+    with did-you-mean; another dataset's missing region is a warning, as in a configuration.
+
+    Raises:
+        XaibenchError: The file cannot be read.
+    """
+    from xaibench.tasks.file_task import FileTask
+    from xaibench.tasks.spec import TaskFileError, load_spec
+
+    report = ValidationReport(source=str(path))
+    try:
+        spec, _ = load_spec(str(path))
+    except TaskFileError as exc:
+        report.problems.extend(exc.items)
+        return report
+    expansions: list[str | None] = [*spec.expansions] or [None]
+    for name, finding in zip(spec.task_names(), expansions, strict=True):
+        prefix = f"{name}: " if spec.expansions else ""
+        try:
+            task = FileTask(file=str(path), finding=finding)
+        except XaibenchError as exc:
+            report.problems.append(f"{prefix}{exc}")
+            continue
+        if not spec.defaults:
+            report.warnings.append(f"{prefix}defaults: none; run the task with --config FILE")
+        else:
+            sub = ValidationReport(source=report.source)
+            try:
+                config = resolve_config(task.defaults())
+            except InvalidOptionsError as exc:
+                sub.problems.extend(f"defaults: {p}" for p in exc.problems or [str(exc)])
+            else:
+                report.config = report.config or config
+                _check_components(config, components, sub)
+                if "path" not in config.dataset.options and config.dataset.name == "manifest":
+                    # A task for your own data: the manifest comes with --data at run time.
+                    moved = [p for p in sub.problems if p.startswith("dataset: ") and "path" in p]
+                    sub.problems = [p for p in sub.problems if p not in moved]
+                    if moved:
+                        sub.warnings.append(
+                            "dataset: a manifest without 'path': give --data MANIFEST to run"
+                        )
+                _check_task_regions(task, config, components, sub)
+                report.components.extend(sub.components)
+            report.problems.extend(prefix + p for p in sub.problems)
+            report.warnings.extend(prefix + w for w in sub.warnings)
+        for grid, layer in task.grids().items():
+            try:
+                config = resolve_config(task.defaults(), layer)
+            except InvalidOptionsError as exc:
+                report.problems.extend(
+                    f"{prefix}grids.{grid}: {p}" for p in exc.problems or [str(exc)]
+                )
+                continue
+            report.problems.extend(
+                f"{prefix}grids.{grid}: {p}" for p in _unknown_names(config, components)
+            )
+        if len(spec.task_names()) > 3 and report.problems:
+            break  # one finding's problems are every finding's
+    return report
+
+
+def _unknown_names(config: RunConfig, components: Components) -> list[str]:
+    """Components of ``config`` that are not registered (did-you-mean from the registry)."""
+    problems = []
+    for kind, key in (
+        ("backbones", "backbones"),
+        ("strategies", "strategies"),
+        ("saliency", "saliency"),
+        ("perturbations", "perturbations"),
+        ("metrics", "metrics"),
+    ):
+        for i, ref in enumerate(getattr(config, key)):
+            try:
+                if kind == "backbones":
+                    from xaibench.grid import create_backbone
+
+                    create_backbone(components, ref)
+                else:
+                    components[kind].get(ref.name)
+            except XaibenchError as exc:
+                problems.append(f"{key}[{i}]: {exc}")
+    try:
+        components.datasets.get(config.dataset.name)
+    except XaibenchError as exc:
+        problems.append(f"dataset: {exc}")
+    return problems
+
+
+def _check_task_regions(
+    task: Any, config: RunConfig, components: Components, report: ValidationReport
+) -> None:
+    """The task's regions against a dataset with fixed regions (the phantom).
+
+    There a missing region is a typo: a problem, with did-you-mean.
+    """
+    try:
+        dataset = components.datasets.create(config.dataset.name, config.dataset.options)
+        if not getattr(dataset, "fixed_regions", False):
+            return
+        available = list(dataset.region_names)
+    except XaibenchError:
+        return  # reported with the components
+    for i, region in enumerate(task.regions_of_interest):
+        if region not in available:
+            close = difflib.get_close_matches(region, available, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            where = "regions.primary" if i == 0 else f"regions.others[{i - 1}]"
+            report.problems.append(
+                f"{where}: dataset {config.dataset.name!r} has no region {region!r}{hint} "
+                f"(it has: {', '.join(available)})"
+            )

@@ -21,6 +21,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 import pluggy
@@ -29,7 +30,7 @@ from xaibench import __version__
 from xaibench.cli.board_commands import leaderboard_command, report_command
 from xaibench.cli.cache_commands import cache
 from xaibench.cli.calibrate_command import calibrate
-from xaibench.cli.common import State, _one_line, _state
+from xaibench.cli.common import State, _one_line, _state, include_tasks_option, use_task_files
 from xaibench.cli.data_commands import data
 from xaibench.cli.run_command import run
 from xaibench.errors import MultipleErrors, XaibenchError
@@ -131,12 +132,20 @@ def plugins() -> None:
 @click.argument("pattern", required=False)
 @click.option("--exclude", help="Wildcard pattern of names to leave out.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def ls_command(kind: str, pattern: str | None, exclude: str | None, as_json: bool) -> None:
+@include_tasks_option
+def ls_command(
+    kind: str,
+    pattern: str | None,
+    exclude: str | None,
+    as_json: bool,
+    include_tasks: tuple[Path, ...],
+) -> None:
     """List registered components of KIND, optionally filtered by a wildcard PATTERN.
 
     KIND is one of: backbones, strategies, saliency, perturbations, metrics, tasks, datasets,
     executors. Example: xaibench ls backbones 'test_*'.
     """
+    use_task_files(None, include_tasks)
     key = KIND_ALIASES.get(kind, kind)
     if key not in KIND_BY_KEY:
         import difflib
@@ -171,15 +180,24 @@ def ls_command(kind: str, pattern: str | None, exclude: str | None, as_json: boo
 @click.argument(
     "config_files", metavar="CONFIG...", nargs=-1, required=True, type=click.Path(path_type=Path)
 )
-@click.option("--task", help="The task, when CONFIG has no 'task' key.")
+@click.option("--task", help="The task (a name or a task file), when CONFIG has no 'task' key.")
 @click.option("--grid", help="Named grid preset of the task, applied under CONFIG.")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the report (and resolved config) as JSON."
 )
+@include_tasks_option
 def validate(
-    config_files: tuple[Path, ...], task: str | None, grid: str | None, as_json: bool
+    config_files: tuple[Path, ...],
+    task: str | None,
+    grid: str | None,
+    as_json: bool,
+    include_tasks: tuple[Path, ...],
 ) -> int:
     """Check CONFIG without running it: every key, component, option, weight and region.
+
+    A CONFIG that is a task file (it has 'labels'; docs/tasks/writing-tasks.md), or a task
+    file given as --task, is checked as one: its keys (did-you-mean), classes and regions,
+    and its defaults and grids as run configurations.
 
     Resolves CONFIG as 'xaibench run TASK --config CONFIG' would (the task's defaults, then
     --grid, then the file; several files merge in order, later wins) and lists every problem
@@ -188,10 +206,34 @@ def validate(
     warnings (the run skips them). Nothing is trained and no weight is loaded. Exit status 0
     when the run would start, 2 otherwise.
     """
-    from xaibench.validation import validate_config_file
+    from xaibench.tasks.loading import is_task_file
+    from xaibench.tasks.spec import TaskFileError
+    from xaibench.validation import (
+        is_task_document,
+        validate_config_file,
+        validate_task_file,
+    )
 
-    report = validate_config_file(config_files, _state().components, task=task, grid=grid)
-    config_file = ", ".join(str(p) for p in config_files)
+    task_files = [p for p in config_files if is_task_document(p)]
+    if task is not None and is_task_file(task):
+        task_files.append(Path(task))
+    configs = tuple(p for p in config_files if p not in task_files)
+    code = 0
+    for path in task_files:
+        code = max(code, _report(validate_task_file(path, _state().components), as_json, path))
+    if configs:
+        try:
+            name = use_task_files(task, include_tasks)
+        except TaskFileError:
+            return 2  # the task file's problems are listed above
+        report = validate_config_file(configs, _state().components, task=name, grid=grid)
+        code = max(code, _report(report, as_json, *configs))
+    return code
+
+
+def _report(report: Any, as_json: bool, *files: Path) -> int:
+    """Print a validation report; 0 when fine, 2 when it has problems."""
+    config_file = ", ".join(str(p) for p in files)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -207,6 +249,8 @@ def validate(
             )
             for row in report.components:
                 click.echo(f"  {row['kind']:<13} {row['key']:<40} [{row['provider']}]")
+        elif report.ok:
+            click.echo(f"{config_file}: ok")
     if not report.ok:
         if not as_json:
             noun = "problem" if len(report.problems) == 1 else "problems"

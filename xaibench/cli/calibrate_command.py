@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from xaibench.cli.common import _state
+from xaibench.cli.common import _state, include_tasks_option, use_task_files
 from xaibench.cli.run_command import _resolved_config, run
 
 #: ``run``'s options that ``calibrate`` takes too (same objects: same names, types and help).
@@ -27,6 +27,7 @@ def _with_run_options(command: click.Command) -> click.Command:
 
 @_with_run_options
 @click.command()
+@include_tasks_option
 @click.argument("task")
 @click.option(
     "-o",
@@ -36,7 +37,9 @@ def _with_run_options(command: click.Command) -> click.Command:
     help="Folder for calibration.json, calibration.md and the two runs (runs/); created, or "
     "an earlier calibration's folder to resume (default: xaibench-runs/<task>-calibration-<time>).",
 )
-def calibrate(task: str, out_dir: Path | None, **options: Any) -> int:
+def calibrate(
+    task: str, out_dir: Path | None, include_tasks: tuple[Path, ...], **options: Any
+) -> int:
     """Calibrate saliency methods on known answers: which ones find a planted signal.
 
     Trains every backbone x strategy of TASK twice on the phantom: with the class signal in
@@ -55,6 +58,7 @@ def calibrate(task: str, out_dir: Path | None, **options: Any) -> int:
     from xaibench.progress import NullProgress, RichProgress
     from xaibench.results import default_run_dir
 
+    task = str(use_task_files(task, include_tasks))
     components = _state().components
     task_obj = components.tasks.create(task)
     quiet = options.pop("quiet")
@@ -66,7 +70,7 @@ def calibrate(task: str, out_dir: Path | None, **options: Any) -> int:
         base_layers=[calibrate_defaults],
         **options,
     )
-    folder = out_dir or default_run_dir(f"{task}-calibration")
+    folder = out_dir or default_run_dir(f"{task.replace(':', '-')}-calibration")
     if quiet:
         outcome = run_calibration(config, components, folder, NullProgress())
     else:

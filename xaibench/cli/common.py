@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import click
 
+from xaibench.errors import XaibenchError
 from xaibench.plugins import Components, PluginManager, collect_components
 
 
@@ -30,3 +35,55 @@ def _state() -> State:
 
 def _one_line(message: str) -> str:
     return " ".join(str(message).split())
+
+
+def include_tasks_option(command: Any) -> Any:
+    """The ``--include-tasks PATH`` option (repeatable): task files, or folders of them."""
+    return click.option(
+        "--include-tasks",
+        "include_tasks",
+        multiple=True,
+        type=click.Path(path_type=Path),
+        help="A task file (*.yaml) or a folder of them to register as tasks (repeatable; also "
+        "XAIBENCH_TASK_PATHS; docs/tasks/writing-tasks.md).",
+    )(command)
+
+
+def use_task_files(task: str | None, include: Sequence[Path | str] = ()) -> str | None:
+    """Register the task files of ``--include-tasks`` and of a TASK given as a file.
+
+    Sets ``XAIBENCH_TASK_PATHS`` (so worker processes register the same tasks) and this
+    invocation's plugin selection, before the registries are built.
+
+    Args:
+        task: The TASK argument: a registry name, or a task file (``*.yaml``/``*.yml``).
+        include: ``--include-tasks`` paths.
+
+    Returns:
+        The registry name of TASK (the task file's ``name`` when TASK is a file).
+
+    Raises:
+        XaibenchError: TASK's file is invalid (every problem listed) or defines several tasks.
+    """
+    from xaibench.tasks.loading import add_task_paths, is_task_file, task_files
+    from xaibench.tasks.spec import load_spec
+
+    paths = [str(p) for p in include]
+    task_files(paths)  # each exists (named as given)
+    name = task
+    if task is not None and is_task_file(task):
+        spec, file = load_spec(task)
+        names = spec.task_names()
+        if len(names) > 1:
+            raise XaibenchError(
+                f"task file {file.name!r} defines {len(names)} tasks ({', '.join(names)}); name "
+                f"one with the file included: --include-tasks {task} {names[0]}"
+            )
+        paths.append(task)
+        name = names[0]
+    if paths:
+        state = _state()
+        selection = dataclasses.replace(state.pm.selection, task_paths=add_task_paths(paths))
+        state.pm.selection = selection
+        state._components = None
+    return name

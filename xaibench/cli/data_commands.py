@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
+
+from xaibench.cli.common import _state, include_tasks_option, use_task_files
 
 
 @click.group()
@@ -36,23 +39,35 @@ def data() -> None:
     "columns x channels x frames), before decoding (default 60,000,000; a guard against "
     "decompression bombs).",
 )
+@click.option(
+    "--task",
+    help="Also check the labels as this task reads them (a task name or a task file).",
+)
+@include_tasks_option
 def data_check(
     manifest: Path,
     quick: bool,
     allow_outside_paths: bool,
     image_root: Path | None,
     max_pixels: int | None,
+    task: str | None,
+    include_tasks: tuple[Path, ...],
 ) -> int:
     """Check MANIFEST (a CSV, see docs/data.md): list every problem with its row number.
 
-    Labels are the task's: check them with the task (see docs/data.md). Every image, mask and
-    region annotation is decoded unless --quick. Exit status 0 when the manifest can run,
-    1 when it has problems (all listed), 2 for a usage error.
+    Labels are the task's: with --task, the task's label rule is applied to every row too (a
+    bad class, a number outside its range, a finding that is not 1/0/-1/blank). Every image,
+    mask and region annotation is decoded unless --quick. Exit status 0 when the manifest can
+    run, 1 when it has problems (all listed), 2 for a usage error.
     """
     from xaibench.data.check import check_manifest, format_problem
     from xaibench.data.images import DEFAULT_MAX_PIXELS
     from xaibench.progress import RichProgress
 
+    task_obj = None
+    if task is not None:
+        name = str(use_task_files(task, include_tasks))
+        task_obj = _state().components.tasks.create(name)
     with RichProgress() as progress:
         problems = check_manifest(
             manifest,
@@ -62,6 +77,11 @@ def data_check(
             max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
             image_root=image_root,
         )
+    if task_obj is not None:
+        problems = _with_label_problems(
+            manifest, task_obj, problems, allow_outside_paths=allow_outside_paths,
+            image_root=image_root,
+        )  # fmt: skip
     if not problems:
         click.echo(f"{manifest}: no problems found")
         return 0
@@ -70,6 +90,20 @@ def data_check(
     plural = "s" if len(problems) != 1 else ""
     click.echo(f"{manifest}: {len(problems)} problem{plural} (rows are CSV data rows, from 1)")
     return 1
+
+
+def _with_label_problems(
+    manifest: Path, task: Any, problems: list[Any], **options: Any
+) -> list[Any]:
+    """``problems`` and the task's label problems of ``manifest``, whole-file ones first."""
+    from xaibench.data.check import read_manifest
+
+    rows, _ = read_manifest(manifest, **options)
+    if rows is None:
+        return problems  # the manifest's own problems say why it cannot be read
+    seen = set(problems)
+    extra = [p for p in task.check_labels(rows.frame) if p not in seen]
+    return sorted([*problems, *extra], key=lambda p: (p.row is not None, p.row or 0))
 
 
 @data.command(name="drr")
@@ -169,7 +203,6 @@ def data_import(
 
     import yaml
 
-    from xaibench.cli.common import _state
     from xaibench.data.importers.base import write_import
     from xaibench.errors import XaibenchError
     from xaibench.progress import NullProgress, RichProgress
@@ -198,7 +231,9 @@ def data_import(
         click.echo(f"  excluded {count}: {reason}")
     for note in summary.notes:
         click.echo(f"  note: {note}")
+    image_root = importer.image_root_hint or root
     click.echo(
-        f"run a task on it with: xaibench run TASK --data {summary.manifest} --image-root {root}"
+        f"run a task on it with: xaibench run TASK --data {summary.manifest} "
+        f"--image-root {image_root}"
     )
     return 0

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from xaibench.cli.common import _one_line, _state
+from xaibench.cli.common import _one_line, _state, include_tasks_option, use_task_files
 from xaibench.errors import XaibenchError
 from xaibench.plugins import Components
 
@@ -102,6 +102,7 @@ from xaibench.plugins import Components
     "saliency method (matched by backbone architecture, strategy and method; else 'untested').",
 )
 @click.option("--quiet", is_flag=True, help="No progress display.")
+@include_tasks_option
 def run(
     task: str,
     config_files: tuple[Path, ...],
@@ -126,9 +127,11 @@ def run(
     image_root: Path | None,
     calibration_file: Path | None,
     quiet: bool,
+    include_tasks: tuple[Path, ...],
 ) -> int:
     """Run TASK's benchmark grid and print its leaderboards.
 
+    TASK is a registered task or a task file (my_task.yaml, docs/tasks/writing-tasks.md).
     Defaults come from the task ('xaibench run osteoporosis' needs nothing else); a --config
     file overrides them, and command-line options override both. Exit status: 0 all cells
     succeeded, 1 some cell failed (all results are still written), 2 usage error.
@@ -136,6 +139,7 @@ def run(
     from xaibench.config import resolve_config
     from xaibench.trust import read_calibration
 
+    task = str(use_task_files(task, include_tasks))
     state = _state()
     components = state.components
     task_obj = components.tasks.create(task)
@@ -150,9 +154,10 @@ def run(
             "--device": device, "--precision": precision, "--compile": compile_,
             "--allow-outside-paths": allow_outside_paths, "--image-root": image_root,
         }  # fmt: skip
-        resumed = _resumed_config(task, out_dir, given)
+        resumed = _resumed_config(task, out_dir, given, task_obj)
         if executor:  # where the rest runs may change; what it computes may not
             resumed = resolve_config(resumed.model_dump(mode="json"), {"executor": executor})
+            resumed = with_task_file(resumed, task_obj)
         return _execute(resumed, components, out_dir, quiet, calibration)
     config = _resolved_config(
         task_obj,
@@ -266,10 +271,26 @@ def _resolved_config(
             for ref in config.backbones
         ]
         config = resolve_config(config.model_dump(), {"backbones": untrained})
-    return config
+    return with_task_file(config, task_obj)
 
 
-def _resumed_config(task: str, out_dir: Path | None, given: dict[str, Any]) -> Any:
+def with_task_file(config: Any, task_obj: Any) -> Any:
+    """``config`` with ``task_sha256`` set when the task is a user's task file.
+
+    The hash of the file's bytes is part of the configuration and study hashes (never of
+    ``config.yaml``): a run whose task file has changed is another study and does not resume.
+    """
+    from xaibench.tasks.file_task import user_task_file
+
+    found = user_task_file(task_obj)
+    if found is None:
+        return config
+    return config.model_copy(update={"task_sha256": found["sha256"]})
+
+
+def _resumed_config(
+    task: str, out_dir: Path | None, given: dict[str, Any], task_obj: Any = None
+) -> Any:
     """The configuration of the run in ``out_dir``, for ``--resume``.
 
     Raises:
@@ -294,10 +315,11 @@ def _resumed_config(task: str, out_dir: Path | None, given: dict[str, Any]) -> A
     stored = load_config_file(config_file)
     if stored.get("task") != task:
         raise XaibenchError(f"{out_dir} holds a run of task {stored.get('task')!r}, not {task!r}")
-    config = resolve_config(stored)
+    config = with_task_file(resolve_config(stored), task_obj)
     if config.study_hash() != state.get("study_hash"):
+        what = " or the task file changed" if config.task_sha256 else ""
         raise XaibenchError(
-            f"{out_dir}/config.yaml no longer matches the run it started (edited by hand?)"
+            f"{out_dir}/config.yaml no longer matches the run it started (edited by hand?{what})"
         )
     return config
 

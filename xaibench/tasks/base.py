@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from xaibench.data.values import Problem
+
 
 class Task(Component):
     """A benchmark task.
@@ -19,11 +21,17 @@ class Task(Component):
         class_names: Names of the classes, in label-index order.
         positive_class: The class scored one-vs-rest (AUC, Delta, saliency target).
         regions_of_interest: Regions where the signal should live; the first is the primary one.
+        label_columns: Dataset columns that define the label; never used as strata (a
+            breakdown by the label's own column would only restate the label).
+        finding_regions: Regions that exist only on positive images (a lesion): an empty mask
+            on a negative test image does not make the run skip their perturbation tests.
     """
 
     class_names: ClassVar[tuple[str, ...]] = ()
     positive_class: ClassVar[str] = ""
     regions_of_interest: ClassVar[tuple[str, ...]] = ()
+    label_columns: ClassVar[tuple[str, ...]] = ()
+    finding_regions: ClassVar[tuple[str, ...]] = ()
 
     @property
     def positive_index(self) -> int:
@@ -32,7 +40,29 @@ class Task(Component):
 
     @abstractmethod
     def labels(self, table: pd.DataFrame) -> np.ndarray:
-        """Map a dataset table to integer labels (one per row)."""
+        """Map a dataset table to integer labels (one per row).
+
+        ``-1`` marks a row the task's policy excludes (an uncertain or blank finding): the run
+        drops it before splitting and counts it per reason (:meth:`excluded_counts`).
+        """
+
+    def excluded_counts(self, table: pd.DataFrame) -> dict[str, int]:
+        """Rows of ``table`` that :meth:`labels` excludes, counted per reason; {} if none."""
+        return {}
+
+    def check_labels(self, table: pd.DataFrame) -> list[Problem]:
+        """Every label problem of ``table``, with 1-based rows where they apply.
+
+        The default runs :meth:`labels` and reports its error as one problem.
+        """
+        from xaibench.data.values import Problem
+        from xaibench.errors import XaibenchError
+
+        try:
+            self.labels(table)
+        except XaibenchError as exc:
+            return [Problem(None, None, str(exc))]
+        return []
 
     @abstractmethod
     def defaults(self) -> dict[str, Any]:

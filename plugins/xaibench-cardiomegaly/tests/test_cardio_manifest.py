@@ -1,22 +1,36 @@
+"""Your own radiographs: ``xaibench run cardiomegaly --data manifest.csv`` (the core manifest).
+
+The plugin has no manifest dataset of its own any more: the core ``manifest`` keeps every
+column, and the task file's rule reads ``ctr`` and ``label`` from it (and ``data check --task``
+lists their problems by row).
+"""
+
+import inspect
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from xaibench_cardiomegaly import TASK_FILE
 from xaibench_cardiomegaly.ctr import measure_ctr
-from xaibench_cardiomegaly.manifest import (
-    CardiacManifestDataset,
-    check_cardiac_manifest,
-    read_cardiac_manifest,
-)
-from xaibench_cardiomegaly.task import Cardiomegaly
 
 from xaibench.config import resolve_config
-from xaibench.data.manifest import ManifestDataset, ManifestError
+from xaibench.data.check import read_manifest
 from xaibench.plugins import collect_components, get_plugin_manager
 from xaibench.progress import NullProgress
 from xaibench.runner import prepare_data
+from xaibench.tasks.file_task import FileTask
+
+#: The core manifest reads no class of its own (issue 18: labels are the task's). Until that
+#: change is merged the core manifest refuses cardiomegaly labels, and these tests are skipped.
+LABEL_AGNOSTIC = "class_names" not in inspect.signature(read_manifest).parameters
+needs_label_agnostic_manifest = pytest.mark.skipif(
+    not LABEL_AGNOSTIC, reason="needs the label-agnostic core manifest (issue 18, K1)"
+)
 
 SIZE = 32
 
@@ -57,42 +71,59 @@ def manifest(tmp_path) -> Path:
     return path
 
 
-def test_reads_a_cardiomegaly_manifest_with_a_heart_mask(manifest):
-    ds = CardiacManifestDataset(path=str(manifest), image_size=SIZE)
-    assert set(ds.region_names) == {"heart", "lungs"}
-    table = ds.table()
-    assert set(table["label"]) == {"normal", "cardiomegaly"}
-    assert "ctr" in table
-    assert "age" in table
-    assert "ctr" not in ds.strata_columns
-    assert "age" in ds.strata_columns
-    labels = Cardiomegaly().labels(table)
-    np.testing.assert_array_equal(labels, (table["label"] == "cardiomegaly").astype(int))
-    sample = ds[1]
-    assert sample.regions["heart"].any()
-    m = measure_ctr(sample.regions["heart"].numpy(), sample.regions["lungs"].numpy())
-    assert m.ctr == pytest.approx(float(table["ctr"].iat[1]), abs=1e-3)
-    assert CardiacManifestDataset.version.startswith(ManifestDataset.version + "+cardiac.")
-    again = CardiacManifestDataset(path=str(manifest), image_size=SIZE)
-    assert ds.fingerprint() == again.fingerprint()
+def _frame(manifest: Path) -> pd.DataFrame:
+    """The manifest's cells as text, as the core manifest keeps them."""
+    return pd.read_csv(manifest, dtype=str, keep_default_na=False)
 
 
-def test_the_core_manifest_refuses_cardiomegaly_labels(manifest):
-    # Why the plugin has its own manifest dataset: the core one only knows the WHO classes.
-    with pytest.raises(ManifestError, match="unknown label 'cardiomegaly'"):
-        ManifestDataset(path=str(manifest), image_size=SIZE)
+def _edit(manifest: Path, **columns) -> Path:
+    frame = _frame(manifest)
+    for name, values in columns.items():
+        frame[name] = values
+    frame.to_csv(manifest, index=False)
+    return manifest
 
 
-def test_runner_prepares_the_manifest_for_the_task(manifest):
+def test_the_fixture_labels_agree_with_the_measured_ctr(manifest):
+    frame = _frame(manifest)
+    labels = FileTask(file=TASK_FILE).labels(frame)
+    np.testing.assert_array_equal(labels, (frame["label"] == "cardiomegaly").astype(int))
+    assert set(labels) == {0, 1}
+
+
+def test_bad_ctr_cells_are_problems_named_by_row(manifest):
+    ctr = list(_frame(manifest)["ctr"])
+    ctr[0], ctr[2], ctr[4] = "52", "abc", "0.8"  # a percentage, junk, and one that disagrees
+    problems = FileTask(file=TASK_FILE).check_labels(_frame(_edit(manifest, ctr=ctr)))
+    found = {(p.row, p.column): p.message for p in problems}
+    assert set(found) == {(1, "ctr"), (3, "ctr"), (5, "label")}
+    assert "write 0.52, not 52" in found[(1, "ctr")]
+    assert found[(3, "ctr")] == "not a number: 'abc'"
+    assert found[(5, "label")].startswith("label 'normal' disagrees with ctr 0.8 (cardiomegaly)")
+
+
+@pytest.mark.parametrize("cell", ["0_5", "\u0660.\u0665", "0x1"])
+def test_ctr_cells_are_plain_decimals(manifest, cell):
+    """Python's float() reads these (0_5 as 5, Arabic-Indic digits as 0.5): not numbers here."""
+    ctr = list(_frame(manifest)["ctr"])
+    problems = FileTask(file=TASK_FILE).check_labels(_frame(_edit(manifest, ctr=[cell, *ctr[1:]])))
+    assert [(p.row, p.message) for p in problems] == [(1, f"not a number: {cell!r}")]
+
+
+def test_nan_is_not_a_finite_ctr(manifest):
+    ctr = list(_frame(manifest)["ctr"])
+    problems = FileTask(file=TASK_FILE).check_labels(_frame(_edit(manifest, ctr=["nan", *ctr[1:]])))
+    assert [(p.row, p.message) for p in problems] == [(1, "not a finite number: 'nan'")]
+
+
+@needs_label_agnostic_manifest
+def test_runner_prepares_the_core_manifest_for_the_task(manifest):
     # The runner's own data stage: labels from the task, splits from the manifest, regions.
     components = collect_components(get_plugin_manager(load_plugins="cardiomegaly"))
     config = resolve_config(
         components.tasks.create("cardiomegaly").defaults(),
         {
-            "dataset": {
-                "name": "cardiac_manifest",
-                "options": {"path": str(manifest), "image_size": SIZE},
-            },
+            "dataset": {"name": "manifest", "options": {"path": str(manifest), "image_size": SIZE}},
             "cache": False,
         },
     )
@@ -102,48 +133,50 @@ def test_runner_prepares_the_manifest_for_the_task(manifest):
     assert data.regions["explain_regions"][:2] == ["heart", "lungs"]
     assert data.regions["perturb_regions"][:2] == ["heart", "lungs"]
     assert "clavicles" in data.skipped_regions["perturb_regions"]  # not in this manifest
+    sample = data.dataset[1]
+    m = measure_ctr(sample.regions["heart"].numpy(), sample.regions["lungs"].numpy())
+    assert m.ctr == pytest.approx(float(_frame(manifest)["ctr"].iat[1]), abs=1e-3)
 
 
-def _edit(manifest: Path, **columns) -> Path:
-    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    for name, values in columns.items():
-        frame[name] = values
-    frame.to_csv(manifest, index=False)
-    return manifest
+def _xaibench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "xaibench", *args],
+        capture_output=True, text=True, timeout=600, check=False, cwd=cwd,
+    )  # fmt: skip
 
 
-def test_bad_ctr_cells_are_problems_named_by_row(manifest):
-    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    ctr = list(frame["ctr"])
-    ctr[0], ctr[2], ctr[4] = "52", "abc", "0.8"  # a percentage, junk, and one that disagrees
-    _edit(manifest, ctr=ctr)
-    _, problems = read_cardiac_manifest(manifest)
-    found = {(p.row, p.column): p.message for p in problems}
-    assert set(found) == {(1, "ctr"), (3, "ctr"), (5, "ctr")}
-    assert "write 0.52, not 52" in found[(1, "ctr")]
-    assert "not a number" in found[(3, "ctr")]
-    assert "disagrees with label 'normal'" in found[(5, "ctr")]
-    with pytest.raises(ManifestError, match="3 problems"):
-        CardiacManifestDataset(path=str(manifest))
+@needs_label_agnostic_manifest
+def test_cli_run_with_data_and_data_check_with_the_task(manifest, tmp_path):
+    """``xaibench run cardiomegaly --data m.csv`` works; ``data check --task`` names bad rows."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "backbones: [{name: test_resnet.random, options: {img_size: 32}}]\n"
+        "strategies: [full]\nsaliency: [saliency]\nperturbations: [zero]\n"
+        "metrics: [auc, delta_region, iou_region]\ntrain: {epochs: 1, batch_size: 8}\n"
+        "max_explain_images: 4\ngallery_images: 0\nsanity: {images: 0}\ncache: false\n"
+        "dataset: {options: {image_size: 32}}\n"
+    )
+    out = tmp_path / "run"
+    proc = _xaibench(
+        "run", "cardiomegaly", "--data", str(manifest), "--config", str(config),
+        "--out", str(out), "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"]["name"] == "manifest"
+    assert results["task"]["class_names"] == ["normal", "cardiomegaly"]
+    assert results["dataset"]["splits"]["test"]["cardiomegaly"] == 4
+    delta = [r for r in results["records"] if r["metric"] == "delta_region"]
+    assert [(r["region"], r["status"]) for r in delta] == [
+        ("heart", "ok"),
+        ("lungs", "ok"),
+        ("clavicles", "skipped"),  # not in this manifest
+    ]
 
-
-@pytest.mark.parametrize("cell", ["0_5", "\u0660.\u0665", "nan", "0x1"])
-def test_ctr_cells_are_plain_decimals(manifest, cell):
-    """Python's float() reads these (0_5 as 5, Arabic-Indic digits as 0.5): not numbers here."""
-    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    _edit(manifest, ctr=[cell, *list(frame["ctr"])[1:]])
-    _, problems = read_cardiac_manifest(manifest)
-    assert [(p.row, p.message) for p in problems] == [(1, f"not a number: {cell!r}")]
-
-
-def test_a_t_score_column_is_refused(manifest):
-    _edit(manifest, t_score=["-1.0"] * 24)
-    problems = check_cardiac_manifest(manifest)
-    assert len(problems) == 1
-    assert problems[0].column == "t_score"
-    assert "says nothing about the heart" in problems[0].message
-
-
-def test_a_clean_manifest_decodes_without_problems(manifest):
-    assert check_cardiac_manifest(manifest) == []
-    assert check_cardiac_manifest(manifest, decode=False) == []
+    proc = _xaibench("data", "check", str(manifest), "--task", "cardiomegaly", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ctr = list(_frame(manifest)["ctr"])
+    _edit(manifest, ctr=["52", *ctr[1:]])
+    proc = _xaibench("data", "check", str(manifest), "--task", "cardiomegaly", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "row 1 (ctr): 52 is outside (0, 1]; a CTR is a ratio: write 0.52, not 52" in proc.stdout

@@ -1,13 +1,14 @@
 import numpy as np
 import pytest
+from xaibench_cardiomegaly import TASK_FILE
 from xaibench_cardiomegaly.ctr import measure_ctr
 from xaibench_cardiomegaly.phantom import CardiacPhantomDataset, enlarge_heart
-from xaibench_cardiomegaly.task import Cardiomegaly
 
 from xaibench.data.phantom import PhantomDataset
 from xaibench.data.phantom_anatomy import FIELD_CM, REGION_BITS, patient_maps
 from xaibench.errors import InvalidOptionsError
 from xaibench.plugins import collect_components, get_plugin_manager
+from xaibench.tasks.file_task import FileTask
 
 #: Small enough for a test, big enough (about 20 patients) for both classes.
 SMALL = {"n_images": 30, "image_size": 96}
@@ -51,7 +52,7 @@ def test_table_labels_follow_the_measured_ctr(tmp_path):
     assert set(table["label"]) == {"normal", "cardiomegaly"}
     assert ((table["ctr"] > 0.5) == (table["label"] == "cardiomegaly")).all()
     np.testing.assert_allclose(table["ctr"], table["heart_cm"] / table["thorax_cm"])
-    labels = Cardiomegaly().labels(table)
+    labels = FileTask(file=TASK_FILE).labels(table)
     np.testing.assert_array_equal(labels, (table["ctr"] > 0.5).astype(int))
 
 

@@ -99,12 +99,15 @@ class Importer(Component):
             layout errors).
         regions: Region names the collection provides (the docs' table).
         findings: Finding columns it writes, in order (snake_case).
+        image_root_hint: What ``--image-root`` must name when it is not ROOT (an importer that
+            joins annotations onto another collection's manifest); empty: ROOT.
     """
 
     homepage: ClassVar[str] = ""
     download: ClassVar[str] = ""
     regions: ClassVar[tuple[str, ...]] = ()
     findings: ClassVar[tuple[str, ...]] = ()
+    image_root_hint: ClassVar[str] = ""
 
     @abstractmethod
     def read(self, root: Path, progress: Progress) -> ImportedRows:

@@ -118,6 +118,7 @@ class ChexmaskImporter(Importer):
         "collection from another importer (-O manifest=PATH -O collection=NAME)"
     )
     regions: ClassVar[tuple[str, ...]] = tuple(MASK_COLUMNS.values())
+    image_root_hint: ClassVar[str] = "JOINED_ROOT (the ROOT its manifest was imported from)"
 
     manifest: str
     collection: Literal["nih", "chexpert", "mimic", "padchest", "vindr", "candid"]

@@ -115,7 +115,7 @@ def dataset_regions(subject: Subject) -> None:
 
 
 def labels(subject: Subject) -> None:
-    """``labels(table)`` of the default dataset: one valid class index per row."""
+    """``labels(table)`` of the default dataset: a class index per row, or -1 if excluded."""
     task = _task(subject)
     table = _default_dataset(subject).table()
     out = task.labels(table)
@@ -124,9 +124,18 @@ def labels(subject: Subject) -> None:
         subject.fail(f"labels() returned shape {values.shape} for a table of {len(table)} rows")
     if not np.issubdtype(values.dtype, np.integer):
         subject.fail(f"labels() returned {values.dtype}, expected integer class indices")
-    bad = values[(values < 0) | (values >= len(task.class_names))]
+    # -1: a row the task's policy excludes (an uncertain finding); it must say why.
+    bad = values[(values < -1) | (values >= len(task.class_names))]
     if bad.size:
         subject.fail(
-            f"labels() returned {bad.size} index(es) outside 0..{len(task.class_names) - 1}, "
+            f"labels() returned {bad.size} index(es) outside -1..{len(task.class_names) - 1}, "
             f"e.g. {bad[:5].tolist()}"
         )
+    excluded = int((values == -1).sum())
+    if excluded:
+        counts = task.excluded_counts(table)
+        if sum(counts.values()) != excluded:
+            subject.fail(
+                f"labels() excluded {excluded} row(s) (-1) but excluded_counts() accounts for "
+                f"{sum(counts.values())}: {counts}"
+            )
