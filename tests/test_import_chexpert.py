@@ -178,7 +178,7 @@ def test_chexpert_with_chexlocalize(tmp_path: Path) -> None:
     assert val["image"] == "CheXpert/val/patient64541/study1/view1_frontal.jpg"
     np.testing.assert_array_equal(_decode(val["rle_cardiomegaly"]), _box(3, 9, 3, 13))
     np.testing.assert_array_equal(
-        _decode(val["rle_airspace_opacity"]), _box(0, 4, 0, 4) | _box(8, 12, 12, 16)
+        _decode(val["rle_lung_opacity"]), _box(0, 4, 0, 4) | _box(8, 12, 12, 16)
     )
     assert val["rle_pneumothorax"] == "[]"  # published as all zeros: annotated, absent
     # An image without a segmentation entry and no positive label: annotated, all absent.

@@ -28,8 +28,9 @@ What the manifest gets, and the policy per quirk:
   the ``uncertain`` policy (:mod:`xaibench.data.importers.chexpert_labels`). The CSV name
   ``Airspace Opacity`` is read as ``Lung Opacity``.
 * ``rle_<region>`` (option ``chexlocalize``: ``auto`` = when a segmentation file is there)
-  for the ten regions named after CheXlocalize's keys: ``enlarged_cardiomediastinum``,
-  ``cardiomegaly``, ``lung_lesion``, ``airspace_opacity`` (the finding ``lung_opacity``),
+  for the ten regions, each named after the finding column it localises, so a findings task's
+  ``{finding}`` region is its segmentation: ``enlarged_cardiomediastinum``,
+  ``cardiomegaly``, ``lung_lesion``, ``lung_opacity`` (CheXlocalize's "Airspace Opacity"),
   ``edema``, ``consolidation``, ``atelectasis``, ``pneumothorax``, ``pleural_effusion``,
   ``support_devices``. On CheXlocalize images: the RLE as published, ``[]`` (annotated, absent)
   where it is all zeros, and ``[]`` for every region of an image the file does not list (no
@@ -96,7 +97,7 @@ LOCALIZED: dict[str, tuple[str, str]] = {
     "Enlarged Cardiomediastinum": ("enlarged_cardiomediastinum", "enlarged_cardiomediastinum"),
     "Cardiomegaly": ("cardiomegaly", "cardiomegaly"),
     "Lung Lesion": ("lung_lesion", "lung_lesion"),
-    "Airspace Opacity": ("airspace_opacity", "lung_opacity"),
+    "Airspace Opacity": ("lung_opacity", "lung_opacity"),
     "Edema": ("edema", "edema"),
     "Consolidation": ("consolidation", "consolidation"),
     "Atelectasis": ("atelectasis", "atelectasis"),
