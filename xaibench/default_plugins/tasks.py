@@ -5,7 +5,6 @@ from __future__ import annotations
 from xaibench.hookspecs import hookimpl
 from xaibench.registry import Register
 
-
 #: CheXlocalize's ten pathologies, as the finding columns of ``chexlocalize.yaml``.
 CHEXLOCALIZE_FINDINGS: tuple[str, ...] = (
     "enlarged_cardiomediastinum",
