@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from xaibench.data.base import Dataset, Sample
+from xaibench.data.importers.base import ImportedRows, Importer, ImportLayoutError
 from xaibench.errors import UnknownComponentError, XaibenchError
 from xaibench.executors.base import Executor
 from xaibench.hookspecs import hookimpl
@@ -314,6 +315,11 @@ class BrokenPlugin_:  # noqa: N801 (a plugin object, named for what it is)
         register("forgets_done", ForgetsDone)
 
     @hookimpl
+    def register_importers(self, register):
+        register("opens_blindly", OpensBlindly)
+        register("writes_into_root", WritesIntoRoot)
+
+    @hookimpl
     def register_datasets(self, register):
         register("tiny_data", TinyData)
         register("bytes_255", Bytes255)
@@ -333,6 +339,26 @@ class BrokenPlugin_:  # noqa: N801 (a plugin object, named for what it is)
     def register_backbones(self, register):
         register("no_range_check_tiny.random", NoRangeCheck, options=TINY_RESNET)
         register("left_in_training_tiny.random", LeftInTraining, options=TINY_RESNET)
+
+
+class OpensBlindly(Importer):
+    """Reads its label file without checking the layout first."""
+
+    findings: ClassVar[tuple[str, ...]] = ("effusion",)
+
+    def read(self, root, progress):
+        (root / "labels.csv").read_text()
+        return ImportedRows([])
+
+
+class WritesIntoRoot(Importer):
+    """Leaves a file in ROOT before noticing the layout is wrong."""
+
+    download: ClassVar[str] = "labels.csv and images/"
+
+    def read(self, root, progress):
+        (root / "notes.txt").write_text("x")
+        raise ImportLayoutError("labels.csv not found")
 
 
 @pytest.fixture
@@ -389,6 +415,9 @@ def failed(results: dict[str, str]) -> dict[str, str]:
         ("scalar_region", "output", r"shape \(1,\), expected \(3,\)"),
         ("reversed", "results_in_order", "expected"),
         ("forgets_done", "results_in_order", "job.done was called with indices \\[\\]"),
+        ("opens_blindly", "empty_root_is_a_layout_error", "raised FileNotFoundError"),
+        ("opens_blindly", "declarations", "declares no `download`"),
+        ("writes_into_root", "empty_root_is_a_layout_error", r"wrote into ROOT: \['notes.txt'\]"),
         ("bytes_255", "sample", "values in \\[127.5, 127.5\\]"),
         ("random_fingerprint", "fingerprint", "two instances with the same options"),
         ("positive_not_a_class", "classes", "positive_class 'c' is not one of"),
@@ -522,6 +551,9 @@ def test_listing_the_checks_imports_no_torch():
 EXPECTED_SKIPS = {
     "backbones": "weights not available offline|needs option|a cnn has no attention maps",
     "datasets": "needs option",
+    # Task files whose data is the user's (chexlocalize:<finding>: a manifest given by --data).
+    "tasks": "dataset 'manifest' needs option\\(s\\) path",
+    "importers": "needs option",  # chexmask joins onto the user's manifest
 }
 
 

@@ -110,3 +110,15 @@ def test_cli_rejects_an_unknown_source_and_a_bad_option(
     assert status != 0
     assert "unknown importer 'no_such_source'" in output
     assert "Traceback" not in output
+
+
+def test_every_builtin_importer_is_documented() -> None:
+    """docs/data.md has a section and a row of the regions table per built-in importer."""
+    from xaibench.default_plugins.importers import IMPORTERS
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text()
+    table = docs[docs.index("### Regions these importers provide") :]
+    headings = [line for line in docs.splitlines() if line.startswith("### ")]
+    for name in IMPORTERS:
+        assert any(f"(`{name}`)" in h for h in headings), f"no docs/data.md section for {name}"
+        assert f"\n| `{name}` |" in table, f"no row for {name} in the regions table"

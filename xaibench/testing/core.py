@@ -134,6 +134,11 @@ CHECKS: dict[str, tuple[CheckSpec, ...]] = {
         ("results_in_order", "results in cell order; job.done once per cell, in this process"),
         ("no_cells", "no cells: no results and no job.done call"),
     ),
+    "importers": _specs(
+        "importers",
+        ("declarations", "download described; regions and findings are snake_case names"),
+        ("empty_root_is_a_layout_error", "an empty ROOT: one-line ImportLayoutError, no writes"),
+    ),
     "plugins": (CheckSpec("plugins", "loads", f"{__name__}:_plugin_loads", "the plugin imports"),),
 }
 
