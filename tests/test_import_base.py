@@ -122,3 +122,22 @@ def test_every_builtin_importer_is_documented() -> None:
     for name in IMPORTERS:
         assert any(f"(`{name}`)" in h for h in headings), f"no docs/data.md section for {name}"
         assert f"\n| `{name}` |" in table, f"no row for {name} in the regions table"
+
+
+def test_a_folder_symlinked_out_of_root_hides_its_images(tmp_path: Path) -> None:
+    """Images behind a symlinked folder leading outside ROOT are not found (never listed)."""
+    from xaibench.data.importers.base import ImageFinder
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "a.png").write_bytes(b"x")
+    root = tmp_path / "root"
+    (root / "inside").mkdir(parents=True)
+    (root / "inside" / "b.png").write_bytes(b"x")
+    (root / "inside" / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "also_inside").symlink_to(root / "inside", target_is_directory=True)
+    finder = ImageFinder(root)
+    assert finder.status("inside/b.png") is None
+    assert finder.status("also_inside/b.png") is None  # a symlink that stays inside is followed
+    assert finder.status("inside/linked/a.png") == MISSING_IMAGE
+    assert finder.status("inside/../../outside/a.png") == OUTSIDE_ROOT
