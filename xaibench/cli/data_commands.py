@@ -212,6 +212,9 @@ def data_import(
         for name in importers.names():
             entry = importers.get(name)
             click.echo(f"{name:14} {entry.summary}")
+            download = getattr(entry.load(), "download", "")
+            if download:
+                click.echo(f"{'':14} ROOT holds: {download}")
         return 0
     entry = importers.get(source)  # unknown: did-you-mean
     if root is None or out_dir is None:

@@ -138,7 +138,7 @@ def source_file(root: Path, *candidates: str, source: str) -> Path:
     others = f" (or {', '.join(candidates[1:])})" if len(candidates) > 1 else ""
     raise ImportLayoutError(
         f"{source}: {candidates[0]}{others} not found under {root}; is ROOT the folder the "
-        f"collection was downloaded to? (`xaibench data import --help` shows each layout)"
+        f"collection was downloaded to? (`xaibench data import --list` shows each layout)"
     )
 
 
