@@ -110,6 +110,15 @@ def register_importers(register: Register) -> None:
     """
 
 
+@hookspec
+def register_segmenters(register: Register) -> None:
+    """Register segmenters (subclasses of ``xaibench.segmenters.base.Segmenter``).
+
+    A segmenter maps a batch of raw radiographs to named boolean masks on the image grid, for
+    ``xaibench data masks MANIFEST --segmenter NAME`` (``torchxrayvision_pspnet``). Since 0.1.
+    """
+
+
 # --- Running --------------------------------------------------------------------------------------
 
 

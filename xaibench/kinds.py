@@ -45,6 +45,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("datasets", "dataset", "register_datasets", "xaibench.data.base:Dataset"),
     Kind("executors", "executor", "register_executors", "xaibench.executors.base:Executor"),
     Kind("importers", "importer", "register_importers", "xaibench.data.importers.base:Importer"),
+    Kind("segmenters", "segmenter", "register_segmenters", "xaibench.segmenters.base:Segmenter"),
 )
 
 KIND_BY_KEY: dict[str, Kind] = {k.key: k for k in KINDS}
@@ -64,4 +65,5 @@ KIND_ALIASES: dict[str, str] = {
     "executor": "executors",
     "importer": "importers",
     "sources": "importers",
+    "segmenter": "segmenters",
 }

@@ -65,6 +65,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "xaibench.default_plugins.datasets",
     "xaibench.default_plugins.executors",
     "xaibench.default_plugins.importers",
+    "xaibench.default_plugins.segmenters",
 )
 
 
@@ -387,6 +388,11 @@ class Components:
     def importers(self) -> Registry[Any]:
         """Importers of public collections (``xaibench data import``)."""
         return self.registries["importers"]
+
+    @property
+    def segmenters(self) -> Registry[Any]:
+        """Segmenters of anatomy (``xaibench data masks``)."""
+        return self.registries["segmenters"]
 
 
 def add_commands(pm: PluginManager, cli: Any) -> None:

@@ -1,0 +1,1 @@
+"""Segmenters: anatomy masks for radiographs that have none (``xaibench data masks``)."""
