@@ -206,6 +206,12 @@ def _task_file(task: Any) -> dict[str, Any]:
     return {"file": found} if found else {}
 
 
+def _mask_provenance(dataset: Any) -> dict[str, Any]:
+    """``{"mask_provenance": ...}`` when a segmenter made the dataset's masks, else empty."""
+    provenance = dataset.mask_provenance
+    return {"mask_provenance": provenance} if provenance else {}
+
+
 def build_document(
     config: RunConfig,
     components: Components,
@@ -249,6 +255,8 @@ def build_document(
                 "splits": data.split_sizes,
                 # Only when the task's policy left rows out, so other runs' files are unchanged.
                 **({"excluded_rows": data.excluded} if data.excluded else {}),
+                # Only for masks a segmenter made (xaibench data masks), likewise.
+                **_mask_provenance(data.dataset),
             },
             "environment": env,
             "components": component_provenance(config, components),

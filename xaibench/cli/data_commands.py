@@ -1,4 +1,8 @@
-"""``xaibench data``: bring your own data (``data check`` a manifest, ``data drr`` from a CT)."""
+"""``xaibench data``: bring your own data.
+
+``data check`` a manifest, ``data drr`` from a CT, ``data import`` a public collection's
+manifest, ``data masks`` from a segmenter.
+"""
 
 from __future__ import annotations
 
@@ -201,10 +205,7 @@ def data_import(
     """
     from contextlib import nullcontext
 
-    import yaml
-
     from xaibench.data.importers.base import write_import
-    from xaibench.errors import XaibenchError
     from xaibench.progress import NullProgress, RichProgress
 
     importers = _state().components.importers
@@ -219,13 +220,7 @@ def data_import(
     entry = importers.get(source)  # unknown: did-you-mean
     if root is None or out_dir is None:
         raise click.UsageError("data import needs SOURCE, ROOT and --out DIR")
-    parsed: dict[str, object] = {}
-    for item in options:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise XaibenchError(f"--option {item!r}: write KEY=VALUE")
-        parsed[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-    importer = entry.create(parsed)
+    importer = entry.create(parse_options(options))
     progress = NullProgress() if quiet else RichProgress()
     with progress if isinstance(progress, RichProgress) else nullcontext():
         summary = write_import(source, importer, root, out_dir, progress, overwrite=overwrite)
@@ -240,3 +235,182 @@ def data_import(
         f"--image-root {image_root}"
     )
     return 0
+
+
+def parse_options(options: tuple[str, ...]) -> dict[str, object]:
+    """``-O KEY=VALUE`` options as a dict, each value read as YAML (``-O views=all``).
+
+    Raises:
+        XaibenchError: An item without ``=`` or without a key.
+    """
+    import yaml
+
+    from xaibench.errors import XaibenchError
+
+    parsed: dict[str, object] = {}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise XaibenchError(f"--option {item!r}: write KEY=VALUE")
+        parsed[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return parsed
+
+
+@data.command(name="masks")
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option(
+    "--segmenter", "segmenter_name", required=True, help="The segmenter (xaibench ls segmenters)."
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder for masks/, manifest.csv and manifest.json; must lie inside the image root.",
+)
+@click.option(
+    "--image-root",
+    type=click.Path(path_type=Path),
+    help="The folder image paths are relative to (default: the manifest's folder); the new "
+    "manifest's paths are relative to it too.",
+)
+@click.option(
+    "--allow-outside-paths",
+    is_flag=True,
+    help="Accept image paths that lead outside the image root, and hard-linked files.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1, max=4096),
+    default=8,
+    show_default=True,
+    help="Images per segmenter call (images of the same size only).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda", "auto"]),
+    default="auto",
+    show_default=True,
+    help="Where the segmenter runs.",
+)
+@click.option(
+    "-O",
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A segmenter option (repeatable), e.g. -O weights=path/to/file.",
+)
+@click.option(
+    "--regions",
+    help="Comma-separated regions to write (default: every region the segmenter provides).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the manifest's own columns of the regions written (default: keep them and "
+    "do not write the segmenter's).",
+)
+@click.option(
+    "--evaluate",
+    "reference_prefix",
+    metavar="PREFIX",
+    help="Keep the manifest's own annotation of each region written as a reference region "
+    "PREFIX<region> (e.g. ref_: mask_heart becomes mask_ref_heart), write the segmenter's "
+    "masks for every region, and report their agreement (Dice, boundary distance, CIs).",
+)
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def data_masks(
+    manifest: Path,
+    segmenter_name: str,
+    out_dir: Path,
+    image_root: Path | None,
+    allow_outside_paths: bool,
+    batch_size: int,
+    device: str,
+    options: tuple[str, ...],
+    regions: str | None,
+    overwrite: bool,
+    reference_prefix: str | None,
+    quiet: bool,
+) -> int:
+    """Segment every image of MANIFEST and write its masks beside a new manifest.
+
+    Writes OUT/masks/<sample_id>_<region>.png (0/255 PNG on each image's own grid),
+    OUT/manifest.csv (MANIFEST's rows plus a mask_<region> column per region) and
+    OUT/manifest.json (the segmenter's provenance and the quality-control summary). Paths are
+    relative to the image root: run with --data OUT/manifest.csv --image-root ROOT. An
+    interrupted run resumes where it stopped when run again with the same arguments.
+    """
+    from contextlib import nullcontext
+
+    from xaibench.device import resolve_device
+    from xaibench.progress import NullProgress, RichProgress
+    from xaibench.segmenters.masks_writer import write_masks
+
+    segmenter = _state().components.segmenters.create(segmenter_name, parse_options(options))
+    wanted = [r.strip() for r in regions.split(",") if r.strip()] if regions else None
+    progress = NullProgress() if quiet else RichProgress()
+    with progress if isinstance(progress, RichProgress) else nullcontext():
+        summary = write_masks(
+            manifest,
+            segmenter,
+            segmenter_name,
+            out_dir,
+            device=resolve_device(device),
+            image_root=image_root,
+            allow_outside_paths=allow_outside_paths,
+            batch_size=batch_size,
+            regions=wanted,
+            overwrite=overwrite,
+            progress=progress,
+            quality=_quality,
+            reference_prefix=reference_prefix,
+        )
+    resumed = f", {summary.resumed} finished before" if summary.resumed else ""
+    click.echo(
+        f"segmented {summary.segmented} of {summary.rows} images{resumed}: "
+        f"{', '.join(summary.written)} -> {summary.manifest} (provenance: {summary.sidecar})"
+    )
+    if summary.kept:
+        click.echo(f"  kept the manifest's own {', '.join(summary.kept)} (--overwrite replaces)")
+    root = image_root if image_root is not None else manifest.parent
+    if summary.references:
+        _agreement(summary.manifest, summary.references, image_root=root)
+    click.echo(
+        f"run a task on it with: xaibench run TASK --data {summary.manifest} --image-root {root}"
+    )
+    return 0
+
+
+def _quality(manifest: Path, root: Path, progress: Any) -> dict[str, Any]:
+    """Quality control of the new manifest (docs/segmenters.md); its summary for the sidecar."""
+    try:
+        from xaibench.segmenters.quality import run_quality
+    except ImportError:  # TODO(issue 19, lead): quality.py lands from branch i19-seg-qc
+        return {}
+    report = run_quality(manifest, image_root=root, progress=progress)
+    # TODO(issue 19, lead): align with QualityReport (K3): a JSON-able summary for the
+    # sidecar, and the flagged rows printed here.
+    for line in getattr(report, "lines", lambda: [])():
+        click.echo(f"  {line}")
+    summary = getattr(report, "summary", None)
+    return dict(summary() if callable(summary) else summary or {})
+
+
+def _agreement(manifest: Path, references: dict[str, tuple[str, str]], **options: Any) -> None:
+    """Print the segmenter's agreement with the manifest's own masks (``--evaluate``)."""
+    try:
+        from xaibench.segmenters.agreement import evaluate_agreement
+    except ImportError:  # TODO(issue 19, lead): agreement.py lands from branch i19-seg-qc
+        click.echo("  --evaluate: segmentation agreement is not available in this build")
+        return
+    # TODO(issue 19, lead): align with evaluate_agreement's signature and result (K3).
+    result = evaluate_agreement(
+        manifest,
+        [reference for reference, _ in references.values()],
+        [segmented for _, segmented in references.values()],
+        **options,
+    )
+    for line in getattr(result, "lines", lambda: [str(result)])():
+        click.echo(f"  {line}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -82,6 +82,14 @@ class Dataset(Component):
         ``manifest``) lists them, and the run leaves out the task's ``label_columns``.
         """
         return ()
+
+    @property
+    def mask_provenance(self) -> dict[str, Any] | None:
+        """What made the region masks when a segmenter did (``xaibench data masks``), or None.
+
+        Recorded in ``results.json`` (``dataset.mask_provenance``) when not None.
+        """
+        return None
 
     def use_cache(self, directory: Path | None, *, enabled: bool = True) -> None:
         """Follow the run's ``cache`` and ``cache_dir`` settings; datasets without one ignore it.

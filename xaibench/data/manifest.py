@@ -46,6 +46,10 @@ Decisions, each also in the docs:
   attributes that scale it); no header value — patient name, ids, dates, institution — is kept
   in a :class:`~xaibench.data.base.Sample` or in :meth:`ManifestDataset.table`, so none can
   reach a results file.
+* **Sidecar.** ``<csv stem>.json`` beside the CSV, when ``xaibench data masks`` wrote it, says
+  which segmenter made the masks; :attr:`ManifestDataset.mask_provenance` exposes it and
+  ``results.json`` records it (:mod:`xaibench.data.manifest_sidecar`). Other JSON files there
+  are ignored.
 * **Fingerprint**: hashes of the CSV (annotation cells included) and of every image and mask
   file's bytes (taken while the images load, so each file is read once), so replacing a file
   invalidates caches. Where the files are (``image_root``) is not part of it.
@@ -78,6 +82,7 @@ from xaibench.data.images import (
     resize_mask,
 )
 from xaibench.data.manifest_regions import decode_region, derive, region_annotated, region_layout
+from xaibench.data.manifest_sidecar import mask_provenance as read_mask_provenance
 from xaibench.data.region_formats import AnnotationError
 from xaibench.errors import MultipleErrors, XaibenchError
 
@@ -135,6 +140,7 @@ class ManifestDataset(Dataset):
     _key: tuple[object, ...] | None = PrivateAttr(default=None)
     _layout: tuple[tuple[str, ...], dict[str, tuple[str, ...]]] = PrivateAttr(default=((), {}))
     _digests: dict[int, str] = PrivateAttr(default_factory=dict)
+    _provenance: dict[str, Any] | None = PrivateAttr(default=None)
 
     def model_post_init(self, context: Any, /) -> None:
         """Read and check the CSV now, so a faulty manifest fails before any work starts."""
@@ -155,6 +161,7 @@ class ManifestDataset(Dataset):
                     "`xaibench data check` lists them all)",
                     format_problems(problems, MAX_LISTED_PROBLEMS).splitlines(),
                 )
+            self._provenance = read_mask_provenance(rows.path)
             self._rows, self._key = rows, key
             self._layout = region_layout(rows.regions)
             self._digests.clear()
@@ -195,6 +202,18 @@ class ManifestDataset(Dataset):
         if region not in self.region_names:
             raise KeyError(region)
         return region_annotated(self._manifest().regions, self._layout[1], region)
+
+    @property
+    def mask_provenance(self) -> dict[str, Any] | None:
+        """What made the manifest's masks (``xaibench data masks``), from its sidecar; or None.
+
+        Read from ``<csv stem>.json`` beside the CSV when it is a ``xaibench-masks`` sidecar
+        (:mod:`xaibench.data.manifest_sidecar`): the segmenter's provenance, the regions it
+        wrote and the quality-control summary. ``results.json`` records it in its dataset
+        section.
+        """
+        self._manifest()
+        return None if self._provenance is None else json.loads(json.dumps(self._provenance))
 
     # --- samples ------------------------------------------------------------------------------
 
@@ -285,6 +304,29 @@ class ManifestDataset(Dataset):
             },
             attributes=self._attributes(i),
         )
+
+    def native_image(self, index: int) -> np.ndarray:
+        """Row ``index``'s image (0-based) decoded on its own grid: no resize, no regions.
+
+        What a segmenter needs (``xaibench data masks``): masks are written on each image's
+        native grid, whatever :attr:`image_size` says.
+
+        Returns:
+            A float32 ``[H, W]`` array of raw intensities in [0, 1].
+
+        Raises:
+            IndexError: ``index`` is out of range.
+            XaibenchError: The file cannot be read or decoded; the message names the row.
+        """
+        rows = self._manifest()
+        i = operator.index(index)
+        if not 0 <= i < len(rows):
+            raise IndexError(f"manifest index {index} out of range for {len(rows)} rows")
+        data = self._read(i, "image")
+        try:
+            return decode_image(data, str(rows.images[i]), max_pixels=self.max_pixels)
+        except ImageReadError as exc:
+            raise self._row_error(i, "image", str(exc)) from None
 
     def _attributes(self, i: int) -> dict[str, float | int | str]:
         rows = self._manifest()

@@ -1,0 +1,407 @@
+"""``xaibench data masks``: files, columns, kept regions, containment, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_run import xaibench_cli
+from PIL import Image
+
+from xaibench.data.manifest import ManifestDataset
+from xaibench.data.manifest_sidecar import mask_provenance
+from xaibench.errors import XaibenchError
+
+#: A deterministic, batch-invariant segmenter: thresholds. It logs a hash of every image it
+#: segments to $MASKS_TEST_LOG and sleeps $MASKS_TEST_DELAY seconds per image.
+SEGMENTER = '''
+import hashlib
+import os
+import time
+from typing import ClassVar
+
+from xaibench.hookspecs import hookimpl
+from xaibench.segmenters.base import Segmenter
+
+
+class Threshold(Segmenter):
+    """spine: brighter than level; heart: darker than level / 2."""
+
+    regions: ClassVar[tuple[str, ...]] = ("spine", "heart")
+    level: float = 0.5
+
+    def load(self, device):
+        pass
+
+    def segment(self, images):
+        log = os.environ.get("MASKS_TEST_LOG")
+        for image in images:
+            if log:
+                digest = hashlib.sha256(image.cpu().numpy().tobytes()).hexdigest()
+                with open(log, "a") as handle:
+                    handle.write(digest + "\\n")
+            time.sleep(float(os.environ.get("MASKS_TEST_DELAY", "0")))
+        return {"spine": images[:, 0] > self.level, "heart": images[:, 0] < self.level / 2}
+
+    def provenance(self):
+        return {"version": "1", "options": self.options(), "weights": None}
+
+
+@hookimpl
+def register_segmenters(register):
+    register("threshold_test", Threshold, summary="thresholds (tests)")
+'''
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def plugins(tmp_path: Path, monkeypatch) -> Path:
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "threshold_test.py").write_text(SEGMENTER)
+    monkeypatch.setenv("XAIBENCH_PLUGINS_DIR", str(folder))
+    monkeypatch.delenv("XAIBENCH_FAILPOINT", raising=False)
+    return folder
+
+
+def images_of_two_sizes(root: Path, extra: dict[str, list[str]] | None = None) -> Path:
+    """Nine PNGs under ``root/images`` (six 24x32 8-bit, three 40x20 16-bit) and their CSV."""
+    rng = np.random.default_rng(19)
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i in range(9):
+        if i % 3 == 2:
+            array = rng.integers(0, 65536, size=(40, 20)).astype(np.uint16)
+        else:
+            array = rng.integers(0, 256, size=(24, 32)).astype(np.uint8)
+        Image.fromarray(array).save(root / "images" / f"p{i}.png")
+        rows.append({"image": f"images/p{i}.png", "patient_id": f"P{i}", "t_score": f"-{i}.5"})
+    for column, cells in (extra or {}).items():
+        for row, cell in zip(rows, cells, strict=True):
+            row[column] = cell
+    path = root / "input.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def expected(root: Path, i: int) -> dict[str, np.ndarray]:
+    """The threshold masks of image ``i``, from the file's pixels (by bit depth)."""
+    array = np.asarray(Image.open(root / "images" / f"p{i}.png"))
+    value = array / (65535.0 if array.dtype == np.uint16 else 255.0)
+    return {"spine": value > 0.5, "heart": value < 0.25}
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def masks(capsys, manifest: Path, out: Path, *args: str) -> tuple[int, str]:
+    return xaibench_cli(
+        capsys,
+        "data",
+        "masks",
+        str(manifest),
+        "--segmenter",
+        "threshold_test",
+        "--out",
+        str(out),
+        "--quiet",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+        *args,
+    )
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# --- what is written ----------------------------------------------------------------------
+
+
+def test_masks_files_columns_and_sidecar(tmp_path: Path, plugins: Path, capsys):
+    manifest = images_of_two_sizes(tmp_path / "data")
+    out = tmp_path / "data" / "out"
+    code, output = masks(capsys, manifest, out)
+    assert code == 0, output
+    assert "segmented 9 of 9 images" in output
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.csv", "manifest.json", "masks"]
+    for i in range(9):
+        for region, mask in expected(tmp_path / "data", i).items():
+            written = np.asarray(Image.open(out / "masks" / f"row{i + 1:05d}_{region}.png"))
+            assert written.dtype == np.uint8
+            assert set(np.unique(written)) <= {0, 255}
+            np.testing.assert_array_equal(written == 255, mask)  # the native grid
+    rows = read_rows(out / "manifest.csv")
+    assert list(rows[0]) == ["image", "patient_id", "t_score", "mask_spine", "mask_heart"]
+    assert rows[4]["image"] == "images/p4.png"
+    assert rows[4]["t_score"] == "-4.5"
+    assert rows[4]["mask_heart"] == "out/masks/row00005_heart.png"  # relative to R
+    sidecar = json.loads((out / "manifest.json").read_text())
+    assert sidecar["format"] == "xaibench-masks"
+    assert sidecar["format_version"] == "1"
+    assert sidecar["segmenter"]["name"] == "threshold_test"
+    assert sidecar["segmenter"]["options"] == {"level": 0.5}
+    assert sidecar["regions"] == ["spine", "heart"]
+    assert str(tmp_path) not in (out / "manifest.json").read_text()
+
+    dataset = ManifestDataset(
+        path=str(out / "manifest.csv"), image_root=str(tmp_path / "data"), image_size=None
+    )
+    assert dataset.region_names == ("bone", "spine", "heart")
+    sample = dataset[2]
+    np.testing.assert_array_equal(
+        sample.regions["spine"].numpy(), expected(tmp_path / "data", 2)["spine"]
+    )
+    assert dataset.mask_provenance == {
+        "segmenter": sidecar["segmenter"],
+        "regions": ["spine", "heart"],
+        "qc": sidecar["qc"],
+    }
+
+
+def test_regions_subset_and_an_unknown_region(tmp_path: Path, plugins: Path, capsys):
+    manifest = images_of_two_sizes(tmp_path / "data")
+    out = tmp_path / "data" / "out"
+    code, output = masks(capsys, manifest, out, "--regions", "heart")
+    assert code == 0, output
+    assert list(read_rows(out / "manifest.csv")[0])[-1] == "mask_heart"
+    assert not list((out / "masks").glob("*_spine.png"))
+    code, output = masks(capsys, manifest, tmp_path / "data" / "o2", "--regions", "heart,ribs")
+    assert code == 2
+    assert "--regions: segmenter 'threshold_test' does not provide ribs" in output
+
+
+def test_existing_columns_are_kept_unless_overwrite(tmp_path: Path, plugins: Path, capsys):
+    data = tmp_path / "data"
+    (data / "hand").mkdir(parents=True)
+    cells = []
+    for i in range(9):
+        shape = (40, 20) if i % 3 == 2 else (24, 32)
+        hand = np.zeros(shape, dtype=np.uint8)
+        hand[2:5, 3:9] = 255
+        Image.fromarray(hand).save(data / "hand" / f"{i}.png")
+        cells.append(f"hand/{i}.png")
+    manifest = images_of_two_sizes(data, {"mask_spine": cells})
+    code, output = masks(capsys, manifest, data / "kept")
+    assert code == 0, output
+    assert "kept the manifest's own spine" in output
+    rows = read_rows(data / "kept" / "manifest.csv")
+    assert [r["mask_spine"] for r in rows] == cells
+    assert rows[0]["mask_heart"] == "kept/masks/row00001_heart.png"
+    assert not list((data / "kept" / "masks").glob("*_spine.png"))
+    assert json.loads((data / "kept" / "manifest.json").read_text())["regions"] == ["heart"]
+
+    code, output = masks(capsys, manifest, data / "new", "--overwrite")
+    assert code == 0, output
+    rows = read_rows(data / "new" / "manifest.csv")
+    assert list(rows[0]) == ["image", "patient_id", "t_score", "mask_spine", "mask_heart"]
+    assert rows[0]["mask_spine"] == "new/masks/row00001_spine.png"
+
+    # Nothing left to write without --overwrite: one line, nothing written.
+    code, output = masks(capsys, manifest, data / "none", "--regions", "spine")
+    assert code == 2
+    assert "already has every region to write (spine)" in output
+    assert "--overwrite" in output
+
+
+def test_out_outside_the_image_root_is_refused(tmp_path: Path, plugins: Path, capsys):
+    manifest = images_of_two_sizes(tmp_path / "data")
+    code, output = masks(capsys, manifest, tmp_path / "elsewhere")
+    assert code == 2
+    assert "must lie inside the image root" in output
+    assert len(output.strip().splitlines()) == 1
+    assert not (tmp_path / "elsewhere").exists()
+    code, output = masks(capsys, manifest, tmp_path / "data")  # DIR = R itself is inside R
+    assert code == 0, output
+    assert read_rows(tmp_path / "data" / "manifest.csv")[0]["mask_spine"] == (
+        "masks/row00001_spine.png"
+    )
+    assert (tmp_path / "data" / "input.csv").read_text().startswith("image,patient_id,t_score\n")
+
+
+def test_out_holding_a_manifest_not_written_here_is_refused(tmp_path: Path, plugins, capsys):
+    manifest = images_of_two_sizes(tmp_path / "data")
+    shutil.copy(manifest, tmp_path / "data" / "manifest.csv")  # e.g. data import's
+    code, output = masks(capsys, manifest, tmp_path / "data")
+    assert code == 2
+    assert "was not written by 'xaibench data masks'" in output
+    code, output = masks(capsys, tmp_path / "data" / "manifest.csv", tmp_path / "data")
+    assert code == 2
+    assert "holds the input manifest" in output
+
+
+def test_sidecar_of_another_format_is_ignored_and_a_broken_one_refused(tmp_path: Path):
+    manifest = images_of_two_sizes(tmp_path)
+    sidecar = manifest.with_suffix(".json")
+    sidecar.write_text(json.dumps({"format": "xaibench-import", "source": "nih"}))
+    assert mask_provenance(manifest) is None
+    sidecar.write_text("not json")
+    assert mask_provenance(manifest) is None
+    sidecar.write_text(json.dumps({"format": "xaibench-masks", "format_version": "1"}))
+    with pytest.raises(XaibenchError, match=r"input\.json: not a valid xaibench-masks sidecar"):
+        ManifestDataset(path=str(manifest))
+
+
+# --- resume -------------------------------------------------------------------------------
+
+
+def _command(manifest: Path, out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "xaibench",
+        "data",
+        "masks",
+        str(manifest),
+        "--segmenter",
+        "threshold_test",
+        "--out",
+        str(out),
+        "--quiet",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+    ]
+
+
+def _image_hashes(manifest: Path) -> dict[str, str]:
+    dataset = ManifestDataset(path=str(manifest), image_size=None)
+    table = dataset.table()
+    return {
+        hashlib.sha256(dataset.native_image(i).tobytes()).hexdigest(): table["sample_id"][i]
+        for i in range(len(dataset))
+    }
+
+
+def _finished(out: Path) -> set[str]:
+    """Sample ids the journal of a killed run lists with files that match."""
+    journal = out / ".masks-progress.jsonl"
+    done = set()
+    for line in journal.read_text().splitlines()[1:]:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        files = entry["files"]
+        if all(
+            hashlib.sha256(
+                (out / "masks" / f"{entry['sample_id']}_{r}.png").read_bytes()
+            ).hexdigest()
+            == sha
+            for r, sha in files.items()
+        ):
+            done.add(entry["sample_id"])
+    return done
+
+
+def _reference(tmp_path: Path, capsys) -> dict[str, bytes]:
+    manifest = images_of_two_sizes(tmp_path / "reference")
+    code, output = masks(capsys, manifest, tmp_path / "reference" / "out")
+    assert code == 0, output
+    return folder_bytes(tmp_path / "reference" / "out")
+
+
+@pytest.mark.parametrize(
+    ("failpoint", "finished"),
+    [("masks.image_done:3", 3), ("masks.file_done:5", 2)],  # 5th file: image 3 half written
+)
+def test_failpoint_kill_then_rerun_segments_the_rest_into_identical_files(
+    tmp_path: Path, plugins: Path, capsys, monkeypatch, failpoint: str, finished: int
+):
+    reference = _reference(tmp_path, capsys)
+    manifest = images_of_two_sizes(tmp_path / "data")
+    out = tmp_path / "data" / "out"
+    env = {**os.environ, "XAIBENCH_FAILPOINT": failpoint, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(_command(manifest, out), env=env, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    done = _finished(out)
+    assert len(done) == finished
+    assert not (out / "manifest.csv").exists()
+
+    log = tmp_path / "rerun.log"
+    monkeypatch.setenv("MASKS_TEST_LOG", str(log))
+    code, output = masks(capsys, manifest, out)
+    assert code == 0, output
+    assert f"segmented {9 - finished} of 9 images, {finished} finished before" in output
+    again = {_image_hashes(manifest)[h] for h in log.read_text().split()}
+    assert len(again) == 9 - finished
+    assert not again & done
+    assert folder_bytes(out) == reference  # journal and temporary files gone too
+
+
+def test_sigkill_from_outside_then_rerun_gives_identical_files(
+    tmp_path: Path, plugins: Path, capsys, monkeypatch
+):
+    reference = _reference(tmp_path, capsys)
+    manifest = images_of_two_sizes(tmp_path / "data")
+    out = tmp_path / "data" / "out"
+    first = tmp_path / "first.log"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "MASKS_TEST_LOG": str(first),
+        "MASKS_TEST_DELAY": "0.3",
+    }
+    errors = tmp_path / "stderr.txt"
+    with errors.open("wb") as stderr:
+        proc = subprocess.Popen(_command(manifest, out), env=env, stderr=stderr)
+    try:
+        while proc.poll() is None and (not first.exists() or len(first.read_text().split()) < 4):
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, errors.read_text()
+    done = _finished(out)
+    assert len(done) < 9
+
+    log = tmp_path / "rerun.log"
+    monkeypatch.setenv("MASKS_TEST_LOG", str(log))
+    code, output = masks(capsys, manifest, out)
+    assert code == 0, output
+    hashes = _image_hashes(manifest)
+    again = {hashes[h] for h in log.read_text().split()}
+    assert not again & done
+    assert again | done == set(hashes.values())
+    assert folder_bytes(out) == reference
+
+
+def test_a_journal_of_another_segmenter_setting_is_discarded(
+    tmp_path: Path, plugins: Path, capsys, monkeypatch
+):
+    manifest = images_of_two_sizes(tmp_path / "data")
+    out = tmp_path / "data" / "out"
+    env = {**os.environ, "XAIBENCH_FAILPOINT": "masks.image_done:4", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(_command(manifest, out), env=env, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    log = tmp_path / "rerun.log"
+    monkeypatch.setenv("MASKS_TEST_LOG", str(log))
+    code, output = masks(capsys, manifest, out, "-O", "level=0.4")
+    assert code == 0, output
+    assert len(log.read_text().split()) == 9  # other masks: every image again
+    value = np.asarray(Image.open(tmp_path / "data" / "images" / "p0.png")) / 255.0
+    written = np.asarray(Image.open(out / "masks" / "row00001_spine.png"))
+    np.testing.assert_array_equal(written == 255, value > 0.4)
