@@ -23,7 +23,8 @@ from xaibench.data.manifest_sidecar import mask_provenance
 from xaibench.errors import XaibenchError
 
 #: A deterministic, batch-invariant segmenter: thresholds. It logs a hash of every image it
-#: segments to $MASKS_TEST_LOG and sleeps $MASKS_TEST_DELAY seconds per image.
+#: segments to $MASKS_TEST_LOG, each batch's shape to $MASKS_TEST_BATCHES, and sleeps
+#: $MASKS_TEST_DELAY seconds per image.
 SEGMENTER = '''
 import hashlib
 import os
@@ -44,6 +45,10 @@ class Threshold(Segmenter):
         pass
 
     def segment(self, images):
+        batches = os.environ.get("MASKS_TEST_BATCHES")
+        if batches:
+            with open(batches, "a") as handle:
+                handle.write(" ".join(str(n) for n in images.shape) + "\\n")
         log = os.environ.get("MASKS_TEST_LOG")
         for image in images:
             if log:
@@ -140,11 +145,19 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 # --- what is written ----------------------------------------------------------------------
 
 
-def test_masks_files_columns_and_sidecar(tmp_path: Path, plugins: Path, capsys):
+def test_masks_files_columns_and_sidecar(tmp_path: Path, plugins: Path, capsys, monkeypatch):
     manifest = images_of_two_sizes(tmp_path / "data")
     out = tmp_path / "data" / "out"
+    batches = tmp_path / "batches.log"
+    monkeypatch.setenv("MASKS_TEST_BATCHES", str(batches))
     code, output = masks(capsys, manifest, out)
     assert code == 0, output
+    # Rows alternate 24x32, 24x32, 40x20: batches of one size, at most --batch-size 2.
+    shapes = [tuple(int(n) for n in line.split()) for line in batches.read_text().splitlines()]
+    assert sum(shape[0] for shape in shapes) == 9
+    assert {shape[1:] for shape in shapes} == {(1, 24, 32), (1, 40, 20)}
+    assert max(shape[0] for shape in shapes) == 2
+    assert (2, 1, 24, 32) in shapes
     assert "segmented 9 of 9 images" in output
     assert sorted(p.name for p in out.iterdir()) == ["manifest.csv", "manifest.json", "masks"]
     for i in range(9):
@@ -405,3 +418,88 @@ def test_a_journal_of_another_segmenter_setting_is_discarded(
     value = np.asarray(Image.open(tmp_path / "data" / "images" / "p0.png")) / 255.0
     written = np.asarray(Image.open(out / "masks" / "row00001_spine.png"))
     np.testing.assert_array_equal(written == 255, value > 0.4)
+
+
+# --- the run side -------------------------------------------------------------------------
+
+
+def test_a_run_on_the_new_manifest_records_the_mask_provenance(
+    tmp_path: Path, plugins: Path, capsys, components
+):
+    from xaibench.benchmark import run_benchmark
+    from xaibench.config import resolve_config
+    from xaibench.data.phantom import PhantomDataset
+    from xaibench.results import _mask_provenance
+
+    phantom = PhantomDataset(n_images=48, image_size=32, class_shares=(0.4, 0.3, 0.3))
+    table = phantom.table()
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    with (data / "input.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "patient_id", "t_score"])
+        for i in range(len(phantom)):
+            pixels = np.round(phantom[i].image[0].numpy().astype(np.float64) * 65535)
+            Image.fromarray(pixels.astype(np.uint16)).save(data / "images" / f"{i}.png")
+            writer.writerow([f"images/{i}.png", table["patient_id"][i], table["t_score"][i]])
+    assert _mask_provenance(ManifestDataset(path=str(data / "input.csv"))) == {}
+    code, output = masks(capsys, data / "input.csv", data / "masked")
+    assert code == 0, output
+    sidecar = json.loads((data / "masked" / "manifest.json").read_text())
+
+    config = resolve_config(
+        components.tasks.create("osteoporosis").defaults(),
+        {
+            "dataset": {
+                "name": "manifest",
+                "options": {
+                    "path": str(data / "masked" / "manifest.csv"),
+                    "image_root": str(data),
+                    "image_size": 32,
+                },
+            },
+            "backbones": [{"name": "test_resnet.random", "options": {"img_size": 32}}],
+            "strategies": ["linear_probe"],
+            "saliency": [],
+            "perturbations": [],
+            "train": {"epochs": 1, "batch_size": 16},
+            "sanity": {"images": 0},
+            "gallery_images": 0,
+        },
+    )
+    outcome = run_benchmark(config, components, tmp_path / "run")
+    assert not outcome.failed, outcome.failed[0].error
+    written = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert written["dataset"]["mask_provenance"] == {
+        "segmenter": sidecar["segmenter"],
+        "regions": ["spine", "heart"],
+        "qc": sidecar["qc"],
+    }
+
+
+def test_evaluate_keeps_the_manifest_own_masks_as_references(tmp_path: Path, plugins, capsys):
+    data = tmp_path / "data"
+    (data / "hand").mkdir(parents=True)
+    cells = []
+    for i in range(9):
+        hand = np.zeros((40, 20) if i % 3 == 2 else (24, 32), dtype=np.uint8)
+        hand[1:4, 2:6] = 255
+        Image.fromarray(hand).save(data / "hand" / f"{i}.png")
+        cells.append(f"hand/{i}.png")
+    manifest = images_of_two_sizes(data, {"mask_spine": cells})
+    code, output = masks(capsys, manifest, data / "out", "--evaluate", "ref_")
+    assert code == 0, output
+    rows = read_rows(data / "out" / "manifest.csv")
+    assert list(rows[0]) == [
+        "image",
+        "patient_id",
+        "t_score",
+        "mask_ref_spine",
+        "mask_spine",
+        "mask_heart",
+    ]
+    assert [r["mask_ref_spine"] for r in rows] == cells
+    assert rows[0]["mask_spine"] == "out/masks/row00001_spine.png"
+    code, output = masks(capsys, manifest, data / "o2", "--evaluate", "Ref-")
+    assert code == 2
+    assert "--evaluate 'Ref-': the prefix must be lower-case letters" in output
