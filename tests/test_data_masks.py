@@ -503,3 +503,51 @@ def test_evaluate_keeps_the_manifest_own_masks_as_references(tmp_path: Path, plu
     code, output = masks(capsys, manifest, data / "o2", "--evaluate", "Ref-")
     assert code == 2
     assert "--evaluate 'Ref-': the prefix must be lower-case letters" in output
+
+
+def test_an_edited_manifest_keeps_its_provenance_marked_changed(tmp_path, plugins, capsys):
+    manifest = images_of_two_sizes(tmp_path / "data")
+    out = tmp_path / "data" / "out"
+    code, output = masks(capsys, manifest, out)
+    assert code == 0, output
+    new = out / "manifest.csv"
+    assert "manifest_changed" not in mask_provenance(
+        new, hashlib.sha256(new.read_bytes()).hexdigest()
+    )
+    lines = new.read_text().splitlines(keepends=True)
+    new.write_text("".join(lines[:-1]))  # the last row removed
+    dataset = ManifestDataset(path=str(new), image_root=str(tmp_path / "data"))
+    assert dataset.mask_provenance["manifest_changed"] is True
+    assert dataset.mask_provenance["regions"] == ["spine", "heart"]
+
+
+def test_torn_forged_and_stale_journal_lines_are_redone(
+    tmp_path: Path, plugins: Path, capsys, monkeypatch
+):
+    """A torn last line, an unknown sample, a wrong hash and a deleted file: those are redone."""
+    reference = _reference(tmp_path, capsys)
+    manifest = images_of_two_sizes(tmp_path / "data")
+    out = tmp_path / "data" / "out"
+    env = {**os.environ, "XAIBENCH_FAILPOINT": "masks.image_done:6", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(_command(manifest, out), env=env, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    journal = out / ".masks-progress.jsonl"
+    header, *entries = journal.read_text().splitlines()
+    assert len(entries) == 6
+    first, second, third, fourth = (json.loads(line) for line in entries[:4])
+    (out / "masks" / f"{first['sample_id']}_heart.png").unlink()
+    second["files"]["spine"] = "0" * 64
+    forged = {"sample_id": "../../etc/passwd", "files": first["files"]}
+    lines = [header, entries[0], json.dumps(second), *entries[2:], json.dumps(forged)]
+    journal.write_text("\n".join(lines) + "\n" + entries[2][:17])  # ends torn
+    (out / "masks" / ".row00001_spine.png.partial").write_bytes(b"half")
+
+    log = tmp_path / "rerun.log"
+    monkeypatch.setenv("MASKS_TEST_LOG", str(log))
+    code, output = masks(capsys, manifest, out)
+    assert code == 0, output
+    again = {_image_hashes(manifest)[h] for h in log.read_text().split()}
+    assert {first["sample_id"], second["sample_id"]} <= again
+    assert not again & {third["sample_id"], fourth["sample_id"]}
+    assert len(again) == 5  # 3 never finished + 2 spoilt
+    assert folder_bytes(out) == reference

@@ -161,7 +161,7 @@ class ManifestDataset(Dataset):
                     "`xaibench data check` lists them all)",
                     format_problems(problems, MAX_LISTED_PROBLEMS).splitlines(),
                 )
-            self._provenance = read_mask_provenance(rows.path)
+            self._provenance = read_mask_provenance(rows.path, rows.csv_sha256)
             self._rows, self._key = rows, key
             self._layout = region_layout(rows.regions)
             self._digests.clear()

@@ -17,6 +17,8 @@ Rules, since the sidecar is a file we may not have written ourselves:
   provenance.
 * Only ``segmenter``, ``regions`` and ``qc`` are taken (re-serialised from the parsed JSON), never
   a path: the sidecar was written without absolute paths and nothing else is copied.
+* The sidecar records the SHA-256 of the CSV it describes; a CSV edited since (rows removed, a
+  column replaced by hand) still carries the provenance, marked ``"manifest_changed": true``.
 """
 
 from __future__ import annotations
@@ -56,11 +58,18 @@ def read_sidecar_json(path: Path) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) else None
 
 
-def mask_provenance(csv: Path) -> dict[str, Any] | None:
+def mask_provenance(csv: Path, csv_sha256: str | None = None) -> dict[str, Any] | None:
     """What made the masks of the manifest ``csv``, from its sidecar; None without one.
 
+    Args:
+        csv: The manifest.
+        csv_sha256: The hash of the CSV's bytes as read; when the sidecar recorded another
+            (the CSV was edited since ``data masks`` wrote it: rows removed, a column
+            replaced), the result says so with ``"manifest_changed": true``.
+
     Returns:
-        ``{"segmenter": {...}, "regions": [...], "qc": {...}}`` (``qc`` only when recorded).
+        ``{"segmenter": {...}, "regions": [...], "qc": {...}}`` (``qc`` only when recorded,
+        ``manifest_changed`` only when true).
 
     Raises:
         XaibenchError: The sidecar says it is ``xaibench-masks`` but is not valid; the message
@@ -82,6 +91,9 @@ def mask_provenance(csv: Path) -> dict[str, Any] | None:
     }
     if isinstance(payload.get("qc"), dict):
         out["qc"] = payload["qc"]
+    recorded = payload.get("manifest_sha256")
+    if csv_sha256 is not None and isinstance(recorded, str) and recorded != csv_sha256:
+        out["manifest_changed"] = True
     return json.loads(json.dumps(out))  # plain JSON types only, a copy
 
 

@@ -220,6 +220,7 @@ def write_masks(
     if quality is not None:
         summary = quality(target, root, progress)
     payload = {
+        "manifest_sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
         "format": MASKS_FORMAT,
         "format_version": MASKS_FORMAT_VERSION,
         "segmenter": provenance,
