@@ -13,6 +13,13 @@ import click
 
 from xaibench.cli.common import _state, include_tasks_option, use_task_files
 
+#: What ``data masks`` writes into DIR besides masks/ and the manifest: the quality contact
+#: sheet (when anything is flagged) and the ``--evaluate`` table.
+QUALITY_SHEET = "quality.png"
+AGREEMENT_TABLE = "agreement.csv"
+#: Quality flags printed by ``data masks`` (all are in ``data check``'s output).
+MAX_PRINTED_FLAGS = 20
+
 
 @click.group()
 def data() -> None:
@@ -343,6 +350,7 @@ def data_masks(
     interrupted run resumes where it stopped when run again with the same arguments.
     """
     from contextlib import nullcontext
+    from functools import partial
 
     from xaibench.device import resolve_device
     from xaibench.progress import NullProgress, RichProgress
@@ -364,7 +372,7 @@ def data_masks(
             regions=wanted,
             overwrite=overwrite,
             progress=progress,
-            quality=_quality,
+            quality=partial(_quality, allow_outside_paths=allow_outside_paths),
             reference_prefix=reference_prefix,
         )
     resumed = f", {summary.resumed} finished before" if summary.resumed else ""
@@ -376,41 +384,79 @@ def data_masks(
         click.echo(f"  kept the manifest's own {', '.join(summary.kept)} (--overwrite replaces)")
     root = image_root if image_root is not None else manifest.parent
     if summary.references:
-        _agreement(summary.manifest, summary.references, image_root=root)
+        _agreement(summary.manifest, summary.references, root, allow_outside_paths)
     click.echo(
         f"run a task on it with: xaibench run TASK --data {summary.manifest} --image-root {root}"
     )
     return 0
 
 
-def _quality(manifest: Path, root: Path, progress: Any) -> dict[str, Any]:
-    """Quality control of the new manifest (docs/segmenters.md); its summary for the sidecar."""
+def _quality(
+    manifest: Path, root: Path, progress: Any, *, allow_outside_paths: bool
+) -> dict[str, Any]:
+    """Quality control of the new manifest: flags printed, a summary for the sidecar.
+
+    The contact sheet of the worst images goes to ``DIR/quality.png`` when anything is flagged.
+    """
     try:
         from xaibench.segmenters.quality import run_quality
     except ImportError:  # TODO(issue 19, lead): quality.py lands from branch i19-seg-qc
         return {}
-    report = run_quality(manifest, image_root=root, progress=progress)
-    # TODO(issue 19, lead): align with QualityReport (K3): a JSON-able summary for the
-    # sidecar, and the flagged rows printed here.
-    for line in getattr(report, "lines", lambda: [])():
+    report = run_quality(
+        manifest,
+        image_root=root,
+        allow_outside_paths=allow_outside_paths,
+        progress=progress,
+        sheet=manifest.parent / QUALITY_SHEET,
+    )
+    lines = report.lines()
+    flags, summary_line = lines[:-1], lines[-1]
+    for line in flags[:MAX_PRINTED_FLAGS]:
         click.echo(f"  {line}")
-    summary = getattr(report, "summary", None)
-    return dict(summary() if callable(summary) else summary or {})
+    if len(flags) > MAX_PRINTED_FLAGS:
+        click.echo(f"  ... {len(flags) - MAX_PRINTED_FLAGS} more flags")
+    click.echo(f"  {summary_line}")
+    if report.flags:
+        click.echo(
+            f"  look at {report.contact_sheet}; to exclude flagged masks from scoring: "
+            f"xaibench data check {manifest} --image-root {root} --write-exclusions FILE"
+        )
+    per_region: dict[str, int] = {}
+    for flag in report.flags:
+        per_region[flag.region] = per_region.get(flag.region, 0) + 1
+    return {
+        "k": report.k,
+        "regions": list(report.regions),
+        "images": len(report.sample_ids),
+        "cohort_ranges": report.relative,
+        "flags": len(report.flags),
+        "flags_per_region": dict(sorted(per_region.items())),
+        "flagged_rows": report.flagged_rows,
+        "contact_sheet": QUALITY_SHEET if report.contact_sheet is not None else None,
+    }
 
 
-def _agreement(manifest: Path, references: dict[str, tuple[str, str]], **options: Any) -> None:
-    """Print the segmenter's agreement with the manifest's own masks (``--evaluate``)."""
+def _agreement(
+    manifest: Path, pairs: dict[str, tuple[str, str]], root: Path, allow_outside_paths: bool
+) -> None:
+    """Print the segmenter's agreement with the manifest's own masks; ``DIR/agreement.csv``."""
     try:
         from xaibench.segmenters.agreement import evaluate_agreement
     except ImportError:  # TODO(issue 19, lead): agreement.py lands from branch i19-seg-qc
         click.echo("  --evaluate: segmentation agreement is not available in this build")
         return
-    # TODO(issue 19, lead): align with evaluate_agreement's signature and result (K3).
-    result = evaluate_agreement(
+    from xaibench.progress import NullProgress
+
+    report = evaluate_agreement(
         manifest,
-        [reference for reference, _ in references.values()],
-        [segmented for _, segmented in references.values()],
-        **options,
+        pairs,
+        image_root=root,
+        allow_outside_paths=allow_outside_paths,
+        progress=NullProgress(),
     )
-    for line in getattr(result, "lines", lambda: [str(result)])():
+    click.echo("agreement with the manifest's own masks (reference column, segmenter column):")
+    for region, (reference, segmented) in pairs.items():
+        click.echo(f"  {region}: {reference} vs {segmented}")
+    for line in report.lines():
         click.echo(f"  {line}")
+    click.echo(f"  table: {report.to_csv(manifest.parent / AGREEMENT_TABLE)}")
