@@ -80,16 +80,23 @@ def plugins(tmp_path: Path, monkeypatch) -> Path:
     return folder
 
 
-def images_of_two_sizes(root: Path, extra: dict[str, list[str]] | None = None) -> Path:
-    """Nine PNGs under ``root/images`` (six 24x32 8-bit, three 40x20 16-bit) and their CSV."""
+def images_of_two_sizes(
+    root: Path, extra: dict[str, list[str]] | None = None, *, n: int = 9, dark: int | None = None
+) -> Path:
+    """``n`` PNGs under ``root/images`` (24x32 8-bit; every third 40x20 16-bit) and their CSV.
+
+    Image ``dark`` (0-based) is all black.
+    """
     rng = np.random.default_rng(19)
     (root / "images").mkdir(parents=True)
     rows = []
-    for i in range(9):
+    for i in range(n):
         if i % 3 == 2:
             array = rng.integers(0, 65536, size=(40, 20)).astype(np.uint16)
         else:
             array = rng.integers(0, 256, size=(24, 32)).astype(np.uint8)
+        if i == dark:
+            array[:] = 0
         Image.fromarray(array).save(root / "images" / f"p{i}.png")
         rows.append({"image": f"images/p{i}.png", "patient_id": f"P{i}", "t_score": f"-{i}.5"})
     for column, cells in (extra or {}).items():
@@ -551,3 +558,45 @@ def test_torn_forged_and_stale_journal_lines_are_redone(
     assert not again & {third["sample_id"], fourth["sample_id"]}
     assert len(again) == 5  # 3 never finished + 2 spoilt
     assert folder_bytes(out) == reference
+
+
+# --- quality control and agreement (xaibench.segmenters.quality / agreement) ---------------
+
+
+def test_quality_control_flags_a_planted_fault_by_row(tmp_path: Path, plugins: Path, capsys):
+    pytest.importorskip("xaibench.segmenters.quality")
+    manifest = images_of_two_sizes(tmp_path / "data", n=12, dark=6)  # row 7: no spine at all
+    out = tmp_path / "data" / "out"
+    code, output = masks(capsys, manifest, out)
+    assert code == 0, output
+    assert "row 7 (spine, area_fraction)" in output
+    qc = json.loads((out / "manifest.json").read_text())["qc"]
+    assert qc["flagged_rows"] == [7]
+    assert qc["images"] == 12
+    assert qc["contact_sheet"] == "quality.png"
+    assert (out / "quality.png").is_file()
+    dataset = ManifestDataset(path=str(out / "manifest.csv"), image_root=str(tmp_path / "data"))
+    assert dataset.mask_provenance["qc"]["flagged_rows"] == [7]
+
+
+def test_evaluate_against_masks_equal_to_the_segmenter_gives_dice_one(
+    tmp_path: Path, plugins: Path, capsys
+):
+    pytest.importorskip("xaibench.segmenters.agreement")
+    data = tmp_path / "data"
+    (data / "reference").mkdir(parents=True)
+    manifest = images_of_two_sizes(data)
+    cells = []
+    for i in range(9):
+        mask = expected(data, i)["spine"]
+        Image.fromarray(mask.astype(np.uint8) * 255).save(data / "reference" / f"{i}.png")
+        cells.append(f"reference/{i}.png")
+    manifest = images_of_two_sizes(tmp_path / "data2", {"mask_spine": cells})
+    shutil.copytree(data / "reference", tmp_path / "data2" / "reference")
+    code, output = masks(capsys, manifest, tmp_path / "data2" / "out", "--evaluate", "ref_")
+    assert code == 0, output
+    assert "spine: mask_ref_spine vs mask_spine" in output
+    table = read_rows(tmp_path / "data2" / "out" / "agreement.csv")
+    dice = next(r for r in table if r["region"] == "spine" and r["measure"] == "dice")
+    assert float(dice["mean"]) == 1.0
+    assert int(dice["n"]) == 9
