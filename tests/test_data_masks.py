@@ -600,3 +600,18 @@ def test_evaluate_against_masks_equal_to_the_segmenter_gives_dice_one(
     dice = next(r for r in table if r["region"] == "spine" and r["measure"] == "dice")
     assert float(dice["mean"]) == 1.0
     assert int(dice["n"]) == 9
+
+
+def test_one_writer_per_folder(tmp_path: Path, plugins: Path, capsys):
+    from xaibench.run_lock import run_lock
+
+    manifest = images_of_two_sizes(tmp_path / "data")
+    out = tmp_path / "data" / "out"
+    with run_lock(out):  # another data masks (or run) writing DIR
+        code, output = masks(capsys, manifest, out)
+    assert code == 2
+    assert "is in use by" in output
+    assert not (out / "masks").exists()
+    code, output = masks(capsys, manifest, out)
+    assert code == 0, output
+    assert not (out / ".xaibench.lock").exists()

@@ -34,8 +34,10 @@ Decisions, each also in ``docs/segmenters.md``:
   are written last (each atomically) and the journal is then removed, so a finished folder
   holds the same bytes whether or not the run was interrupted.
 * **Safety.** DIR must lie inside R (else a one-line error), ``DIR/masks`` may not be a symlink,
-  nothing is written outside DIR, and an existing ``DIR/manifest.csv`` is only replaced when
-  this command wrote it (its sidecar or journal is there) — never the input manifest itself.
+  nothing is written outside DIR, one process writes DIR at a time (the run folders' ``flock``,
+  :func:`xaibench.run_lock.run_lock`; the kernel drops it when its holder is killed), and an
+  existing ``DIR/manifest.csv`` is only replaced when this command wrote it (its sidecar or
+  journal is there) — never the input manifest itself.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xaibench import failpoints
+from xaibench.data.files import has_control_character
 from xaibench.data.manifest_sidecar import (
     MASKS_FORMAT,
     MASKS_FORMAT_VERSION,
@@ -65,6 +68,7 @@ from xaibench.progress import NullProgress, Progress
 if TYPE_CHECKING:
     import torch
 
+    from xaibench.data.check import ManifestRows
     from xaibench.data.manifest import ManifestDataset
     from xaibench.segmenters.base import Segmenter
 
@@ -162,6 +166,31 @@ def write_masks(
     root = rows.root
     out = _checked_out(out, root, rows.path)
     wanted = _regions(segmenter, name, regions)
+    from xaibench.run_lock import run_lock
+
+    with run_lock(out):  # one writer per DIR; a killed holder's lock dies with it
+        return _write(
+            rows, dataset, segmenter, name, out, wanted, device, batch_size, overwrite,
+            progress, quality, reference_prefix,
+        )  # fmt: skip
+
+
+def _write(
+    rows: ManifestRows,
+    dataset: ManifestDataset,
+    segmenter: Segmenter,
+    name: str,
+    out: Path,
+    wanted: tuple[str, ...],
+    device: torch.device,
+    batch_size: int,
+    overwrite: bool,
+    progress: Progress,
+    quality: Callable[[Path, Path, Progress], dict[str, Any]] | None,
+    reference_prefix: str | None,
+) -> MasksSummary:
+    """:func:`write_masks` once DIR is checked and locked."""
+    manifest, root = rows.path, rows.root
     columns = {region: source.column for region, source in rows.regions.items()}
     annotated = {r for r, source in rows.regions.items() if source.annotated.any()}
     kept = tuple(r for r in wanted if r in annotated and not overwrite and reference_prefix is None)
@@ -252,6 +281,8 @@ def write_masks(
 def _checked_out(out: Path, root: Path, csv: Path) -> Path:
     """DIR resolved, after checking it lies inside R and would not replace a foreign manifest."""
     resolved = out.expanduser().resolve()
+    if has_control_character(str(resolved)):
+        raise XaibenchError(f"--out {str(out)!r}: the path contains a control character")
     if not resolved.is_relative_to(root):
         raise XaibenchError(
             f"--out {out} must lie inside the image root {root} (the new manifest's paths are "
