@@ -227,6 +227,7 @@ def test_existing_columns_are_kept_unless_overwrite(tmp_path: Path, plugins: Pat
     code, output = masks(capsys, manifest, data / "kept")
     assert code == 0, output
     assert "kept the manifest's own spine" in output
+    assert "note" not in output
     rows = read_rows(data / "kept" / "manifest.csv")
     assert [r["mask_spine"] for r in rows] == cells
     assert rows[0]["mask_heart"] == "kept/masks/row00001_heart.png"
@@ -615,3 +616,26 @@ def test_one_writer_per_folder(tmp_path: Path, plugins: Path, capsys):
     code, output = masks(capsys, manifest, out)
     assert code == 0, output
     assert not (out / ".xaibench.lock").exists()
+
+
+def test_a_whole_the_manifest_would_derive_is_noted(tmp_path: Path, plugins: Path, capsys):
+    """Writing mask_bone over a manifest with mask_ribs: bone no longer holds the ribs."""
+    plugin = plugins / "threshold_test.py"
+    code = plugin.read_text().replace('("spine", "heart")', '("spine", "heart", "bone")')
+    plain = '"heart": images[:, 0] < self.level / 2}'
+    plugin.write_text(code.replace(plain, plain[:-1] + ', "bone": images[:, 0] > self.level}'))
+    data = tmp_path / "data"
+    (data / "hand").mkdir(parents=True)
+    cells = []
+    for i in range(9):
+        hand = np.zeros((40, 20) if i % 3 == 2 else (24, 32), dtype=np.uint8)
+        hand[1:4, 2:6] = 255
+        Image.fromarray(hand).save(data / "hand" / f"{i}.png")
+        cells.append(f"hand/{i}.png")
+    manifest = images_of_two_sizes(data, {"mask_ribs": cells})
+    status, output = masks(capsys, manifest, data / "out")
+    assert status == 0, output
+    note = (
+        "note: the segmenter's bone replaces the bone the manifest would derive from its own ribs"
+    )
+    assert note in " ".join(output.split())

@@ -382,6 +382,8 @@ def data_masks(
     )
     if summary.kept:
         click.echo(f"  kept the manifest's own {', '.join(summary.kept)} (--overwrite replaces)")
+    for note in summary.notes:
+        click.echo(f"  note: {note}")
     root = image_root if image_root is not None else manifest.parent
     if summary.references:
         _agreement(summary.manifest, summary.references, root, allow_outside_paths)

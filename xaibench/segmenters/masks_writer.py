@@ -94,6 +94,7 @@ class MasksSummary:
         resumed: Images skipped because an earlier, interrupted call had finished them.
         quality: The quality-control summary recorded in the sidecar (empty when not run).
         references: Region -> (reference column, segmenter column) for ``--evaluate``.
+        notes: Facts the user should see (one line each).
     """
 
     manifest: Path
@@ -105,6 +106,7 @@ class MasksSummary:
     resumed: int
     quality: dict[str, Any] = field(default_factory=dict)
     references: dict[str, tuple[str, str]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
 
 def write_masks(
@@ -272,6 +274,7 @@ def _write(
         len(done),
         summary,
         {r: (c, f"mask_{r}") for r, c in references.items()},
+        _derived_notes(written, annotated),
     )
 
 
@@ -348,6 +351,25 @@ def _reference_columns(
             f"--evaluate: the manifest has no annotation of {', '.join(written)} to compare with"
         )
     return renamed
+
+
+def _derived_notes(written: Sequence[str], annotated: set[str]) -> tuple[str, ...]:
+    """A note per region written that the manifest would have derived from its own parts.
+
+    A column for the whole is used as given (``docs/data.md``), so the segmenter's ``bone``
+    replaces a ``bone`` derived from, say, the manifest's ``mask_ribs``.
+    """
+    from xaibench.data.manifest_regions import DERIVED_REGIONS
+
+    notes = []
+    for region in written:
+        parts = [p for p in DERIVED_REGIONS.get(region, ()) if p in annotated]
+        if parts:
+            notes.append(
+                f"the segmenter's {region} replaces the {region} the manifest would derive from "
+                f"its own {', '.join(parts)}; --regions can leave {region} out"
+            )
+    return tuple(notes)
 
 
 def _file_name(sample_id: str, region: str) -> str:
