@@ -145,6 +145,39 @@ def test_the_docs_segmenter_passes_the_conformance_kit(docs_plugin):
             pytest.fail(f"{check.id} skipped: {exc.reason}")
 
 
+def _subprocess_env(site: Path, plugins: Path) -> dict[str, str]:
+    """This environment, with the page's package importable and ``plugins`` as plugins folder."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("XAIBENCH_LOAD", "XAIBENCH_DISABLE", "XAIBENCH_PLUGINS"))
+    }
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT), env.get("PYTHONPATH", "")])
+    env["XAIBENCH_PLUGINS_DIR"] = str(plugins)
+    return env
+
+
+def test_the_kit_passes_it_under_pytest_as_the_page_says(tmp_path):
+    """``pytest --xaibench-component lung_threshold``, the plugin loaded from a plugins folder."""
+    site = write_package(tmp_path / "src")
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "lung_threshold.py").write_text(
+        "from xaibench_lung_threshold import register_segmenters  # noqa: F401\n"
+    )
+    empty = tmp_path / "no_tests_here"
+    empty.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+         "--xaibench-component", "lung_threshold"],
+        capture_output=True, text=True, env=_subprocess_env(site, plugins), cwd=empty,
+        timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert re.search(r"\b5 passed\b", proc.stdout), proc.stdout
+    assert "skipped" not in proc.stdout
+
+
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
@@ -236,13 +269,7 @@ def test_data_masks_with_the_docs_oracle_reproduces_the_phantom_masks(tmp_path):
     (plugins / "phantom_oracle.py").write_text(ORACLE)
     root = tmp_path / "data"
     manifest, truth = _write_phantom(root)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("XAIBENCH_LOAD", "XAIBENCH_DISABLE", "XAIBENCH_PLUGINS"))
-    }
-    env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT), env.get("PYTHONPATH", "")])
-    env["XAIBENCH_PLUGINS_DIR"] = str(plugins)
+    env = _subprocess_env(site, plugins)
     out = root / "masks"
     proc = subprocess.run(
         [sys.executable, "-m", "xaibench", "data", "masks", str(manifest),
