@@ -38,6 +38,13 @@ class Sound(Segmenter):
         return {"segmenter": "sound", "version": self.version, "weights": None}
 
 
+class Hashed(Sound):
+    """Sound, with a weight file named by its hash."""
+
+    def provenance(self):
+        return {"weights": {"file": "seg.safetensors", "sha256": "0123456789abcdef" * 4}}
+
+
 class BadNames(Sound):
     regions: ClassVar[tuple[str, ...]] = ("Lungs", "bone")
 
@@ -131,6 +138,7 @@ class MissingWeights(Sound):
 
 BROKEN = {
     "sound": Sound,
+    "hashed": Hashed,
     "bad_names": BadNames,
     "twice": Twice,
     "no_hint": NoHint,
@@ -208,8 +216,9 @@ def test_a_broken_segmenter_fails_the_check_meant_for_it(pm, name, check, messag
         assert others == {}, others  # one fault, one failing check
 
 
-def test_a_sound_segmenter_passes_every_check(pm):
-    assert outcomes(pm, "sound") == {
+@pytest.mark.parametrize("name", ["sound", "hashed"])
+def test_a_sound_segmenter_passes_every_check(pm, name):
+    assert outcomes(pm, name) == {
         "declarations": "passed",
         "load_and_shape": "passed",
         "deterministic": "passed",

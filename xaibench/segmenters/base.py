@@ -73,7 +73,9 @@ class Segmenter(Component):
         """JSON-able record of what made the masks.
 
         Segmenter name, version, options, weights file name and SHA-256, library versions;
-        never an absolute path (it may hold a name).
+        never an absolute path (it may hold a name). A segmenter without a weight file says so
+        with ``"weights": None`` (the conformance kit's ``provenance`` check wants a key holding
+        ``sha256`` or that).
         """
 
 

@@ -61,16 +61,30 @@ def _segmenter_class(subject: Subject) -> type[Segmenter]:
     return cls
 
 
-def loaded(subject: Subject) -> Segmenter:
-    """A fresh instance, loaded on the CPU, or a skip naming why it cannot be loaded here."""
-    segmenter = subject.create()
-    if not isinstance(segmenter, Segmenter):
-        subject.fail(f"{type(segmenter).__name__} is not a Segmenter")
-    try:
-        segmenter.load(torch.device("cpu"))
-    except XaibenchError as exc:
-        subject.skip(f"cannot be loaded here: {exc}")
-    return segmenter
+def loaded(subject: Subject, *, fresh: bool = False) -> Segmenter:
+    """The segmenter loaded on the CPU, or a skip naming why it cannot be loaded here.
+
+    One instance serves the checks of a kit run (a network segmenter takes seconds to load);
+    ``fresh`` builds and loads another one.
+    """
+    key = f"segmenters:loaded:{subject.name}"
+    if fresh or key not in subject.shared:
+        segmenter = subject.create()
+        if not isinstance(segmenter, Segmenter):
+            subject.fail(f"{type(segmenter).__name__} is not a Segmenter")
+        try:
+            segmenter.load(torch.device("cpu"))
+        except XaibenchError as exc:
+            subject.shared[key] = f"cannot be loaded here: {exc}"
+        else:
+            if fresh:
+                return segmenter
+            subject.shared[key] = segmenter
+    found = subject.shared[key]
+    if isinstance(found, str):
+        subject.skip(found)
+    result: Segmenter = found
+    return result
 
 
 def declarations(subject: Subject) -> None:
@@ -153,7 +167,7 @@ def deterministic(subject: Subject) -> None:
     images = phantom_images(subject)
     first = loaded(subject)
     runs = []
-    for seed, segmenter in ((1, first), (2, first), (3, loaded(subject))):
+    for seed, segmenter in ((1, first), (2, first), (3, loaded(subject, fresh=True))):
         seed_all(seed)
         masks = _segment(subject, segmenter, images)
         _check_masks(subject, masks, images, f"{BATCH} images")
