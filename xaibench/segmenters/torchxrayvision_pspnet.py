@@ -25,7 +25,8 @@ or stretched to 512 x 512 (``fit: stretch``).
 Masks. The network returns one logit map per structure (structures overlap: heart, mediastinum and
 lungs share pixels), so each is thresholded on its own: ``sigmoid(logit) > threshold`` (0.5, as in
 TorchXRayVision's segmentation notebook). The 512 x 512 masks go back to the image grid by
-nearest-neighbour resizing (``nearest-exact``: pixel centres) and, after padding, cropping.
+nearest neighbour (each image pixel takes the mask pixel under its centre), which also drops the
+padding.
 
 Sides. ChestX-Det's "Left" is the **patient's** left, which a standard frontal (PA/AP) display
 shows on the image's **right**: TorchXRayVision's notebook output puts "Left Lung" and the heart
@@ -125,6 +126,23 @@ def _import_xrv() -> Any:
     return torchxrayvision
 
 
+def _nearest(count: int, offset: int, grid: int, device: torch.device) -> torch.Tensor:
+    """Nearest-neighbour source index on the network's grid for ``count`` output pixels.
+
+    Output pixel ``i`` sits at ``offset + i`` on a ``grid``-pixel axis that the network saw as
+    :data:`INPUT_SIZE` pixels; it takes the source pixel under its centre,
+    ``floor((offset + i + 0.5) * INPUT_SIZE / grid)``, computed in integers (exact; torch's
+    ``nearest-exact`` computes it in floats and can round a tie the other way). Indexing the
+    512-pixel masks this way, instead of resizing them to the whole padded square first, keeps
+    memory at the image's size.
+    """
+    import torch
+
+    centre = 2 * (torch.arange(count, device=device) + offset) + 1
+    index = torch.div(centre * INPUT_SIZE, 2 * grid, rounding_mode="floor")
+    return index.clamp(max=INPUT_SIZE - 1)
+
+
 class TorchXRayVisionPSPNet(Segmenter):
     """TorchXRayVision's ChestX-Det PSPNet: 14 chest structures, mapped to xaibench's names.
 
@@ -167,6 +185,11 @@ class TorchXRayVisionPSPNet(Segmenter):
             where = "TorchXRayVision's cache folder"
         else:
             given = self.weights.expanduser()
+            if not given.exists():
+                raise XaibenchError(
+                    f"option weights: {str(given)!r} does not exist (give {WEIGHTS_NAME} "
+                    "or the folder that holds it)"
+                )
             if given.is_file():
                 if given.name != WEIGHTS_NAME:
                     raise XaibenchError(
@@ -215,6 +238,7 @@ class TorchXRayVisionPSPNet(Segmenter):
             XaibenchError: :meth:`load` was not called, or the images are not ``[B, 1, H, W]``
                 in [0, 1].
         """
+        import numpy as np
         import torch
         import torch.nn.functional as F
 
@@ -227,7 +251,7 @@ class TorchXRayVisionPSPNet(Segmenter):
         xrv = _import_xrv()
         _, _, height, width = images.shape
         raw = images.detach().float().cpu().numpy()
-        if raw.size and (raw.min() < 0.0 or raw.max() > 1.0):
+        if raw.size and not (np.isfinite(raw).all() and raw.min() >= 0.0 and raw.max() <= 1.0):
             raise XaibenchError(f"segmenter {NAME!r}: images must be raw values in [0, 1]")
         x = torch.from_numpy(xrv.utils.normalize(raw, 1.0)).to(self._device)
         side = max(height, width)
@@ -245,13 +269,15 @@ class TorchXRayVisionPSPNet(Segmenter):
             # TorchXRayVision's PSPNet still calls F.upsample (same result as F.interpolate).
             warnings.filterwarnings("ignore", _UPSAMPLE_DEPRECATED, UserWarning)
             logits = self._model(x)  # [B, 14, 512, 512]; PSPNet.forward does the rest
-            found = (torch.sigmoid(logits) > self.threshold).float()
-            if self.fit == "pad":
-                found = F.interpolate(found, size=(side, side), mode="nearest-exact")
-                found = found[:, :, top : top + height, left : left + width]
+            found = torch.sigmoid(logits) > self.threshold
+            if self.fit == "pad":  # the image's pixels within the padded square
+                rows = _nearest(height, top, side, found.device)
+                cols = _nearest(width, left, side, found.device)
             else:
-                found = F.interpolate(found, size=(height, width), mode="nearest-exact")
-        masks = {name: found[:, i].bool() for i, name in enumerate(XRV_LABELS.values())}
+                rows = _nearest(height, 0, height, found.device)
+                cols = _nearest(width, 0, width, found.device)
+            found = found.index_select(2, rows).index_select(3, cols)
+        masks = {name: found[:, i] for i, name in enumerate(XRV_LABELS.values())}
         for union, parts in UNIONS.items():
             combined = masks[parts[0]].clone()
             for part in parts[1:]:
