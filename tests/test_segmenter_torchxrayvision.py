@@ -348,6 +348,9 @@ def test_real_network_segments_on_the_image_grid_deterministically(
         assert first[name].dtype == torch.bool
         assert first[name].shape == (1, 72, 60)
         assert torch.equal(first[name], again[name]), name
+    found = torch.stack([first[name] for name in REGIONS])
+    assert found.any()
+    assert not found.all()
     bone = first["left_clavicle"] | first["right_clavicle"] | first["left_scapula"]
     bone |= first["right_scapula"] | first["spine"]
     assert torch.equal(first["bone"], bone)
