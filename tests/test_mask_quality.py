@@ -9,6 +9,7 @@ lung, row 5 a left lung mirrored onto the image's left, row 7 a spine cut into s
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -330,3 +331,53 @@ def test_data_check_reports_a_quality_section(
     assert status == 1
     assert "quality: skipped until the problems are fixed" in output
     assert "row 3 (mask_left_lung)" in output
+
+
+@pytest.mark.slow
+def test_run_honours_qc_exclude(tmp_path: Path, components: object) -> None:
+    """Excluded images get no spine score (NaN, counted with the reason); Δ_spine is skipped."""
+    import pandas as pd
+
+    from tests.test_manifest import phantom_manifest
+    from xaibench.benchmark import run_benchmark
+    from xaibench.config import resolve_config
+
+    path = phantom_manifest(tmp_path / "data", "png")
+    frame = pd.read_csv(path, dtype=str)
+    frame["qc_exclude"] = ["spine: in pieces (QC)" if i % 3 == 0 else "" for i in range(len(frame))]
+    frame.to_csv(path, index=False)
+    config = resolve_config(
+        components.tasks.create("osteoporosis").defaults(),  # type: ignore[attr-defined]
+        {
+            "dataset": {"name": "manifest", "options": {"path": str(path), "image_size": 32}},
+            "backbones": [{"name": "test_resnet.random", "options": {"img_size": 32}}],
+            "strategies": ["full"],
+            "saliency": ["saliency"],
+            "perturbations": ["zero"],
+            "explain_regions": ["spine", "heart"],
+            "perturb_regions": ["spine", "bone", "heart"],
+            "complement_regions": [],
+            "train": {"epochs": 1, "batch_size": 16},
+            "max_explain_images": 100,
+            "sanity": {"images": 0},
+            "gallery_images": 0,
+        },
+    )
+    outcome = run_benchmark(config, components, tmp_path / "run")  # type: ignore[arg-type]
+    assert not outcome.failed, outcome.failed[0].error
+    dataset = ManifestDataset(path=str(path), image_size=32)
+    records = outcome.document["records"]
+    iou = {r["region"]: r for r in records if r["metric"] == "iou_region"}
+    details = iou["spine"]["details"]["qc_excluded"]
+    assert list(details["reasons"]) == ["in pieces (QC)"]
+    assert "qc_excluded" not in iou["heart"]["details"]
+    assert iou["spine"]["n"] == iou["heart"]["n"] - details["images"]
+    assert details["images"] > 0
+    deltas = {
+        r["region"] for r in records if r["metric"] == "delta_region" and r["value"] is not None
+    }
+    assert "heart" in deltas
+    assert not deltas & {"spine", "bone"}
+    skipped = json.dumps(outcome.document).count("excluded by qc_exclude")
+    assert skipped >= 2  # spine and bone, with the reason
+    assert len(dataset.excluded("bone")) == 20

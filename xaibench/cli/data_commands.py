@@ -121,13 +121,24 @@ def data_check(
                 image_root=image_root, allow_outside_paths=allow_outside_paths,
             )  # fmt: skip
         return 0
-    if not quick and not no_quality:
+    if not quick and not no_quality and _has_anatomy(manifest, image_root, allow_outside_paths):
         click.echo("quality: skipped until the problems are fixed")
     for problem in problems:
         click.echo(format_problem(problem))
     plural = "s" if len(problems) != 1 else ""
     click.echo(f"{manifest}: {len(problems)} problem{plural} (rows are CSV data rows, from 1)")
     return 1
+
+
+def _has_anatomy(manifest: Path, image_root: Path | None, allow_outside_paths: bool) -> bool:
+    """Whether ``manifest`` has a region column quality control would measure."""
+    from xaibench.data.check import read_manifest
+    from xaibench.segmenters.quality import ANATOMY_REGIONS
+
+    rows, _ = read_manifest(
+        manifest, image_root=image_root, allow_outside_paths=allow_outside_paths
+    )
+    return rows is not None and any(r in ANATOMY_REGIONS for r in rows.regions)
 
 
 def _quality_section(
