@@ -154,15 +154,13 @@ class AgreementReport:
         """The summary as aligned text lines (Dice unitless, distances in pixels)."""
         from xaibench.data.values import printable
 
-        out = [f"{'region':<16} {'measure':<8} {'mean':>8}  {self.level:.0%} CI{'':<12} {'n':>6}"]
+        out = [f"{'region':<16} {'measure':<10} {'mean':>8}  {f'{self.level:.0%} CI':<20} {'n':>6}"]
         for r in self.rows:
-            unit = "" if r.measure == "dice" else " px"
+            name = r.measure if r.measure == "dice" else f"{r.measure} px"
             ci = f"[{r.ci_low:.3f}, {r.ci_high:.3f}]" if not math.isnan(r.ci_low) else "(n < 2)"
             extra = f"  ({r.undefined} undefined)" if r.undefined else ""
             out.append(
-                printable(
-                    f"{r.region:<16} {r.measure:<8} {r.mean:>8.3f}  {ci:<20} {r.n:>6}{unit}{extra}"
-                )
+                printable(f"{r.region:<16} {name:<10} {r.mean:>8.3f}  {ci:<20} {r.n:>6}{extra}")
             )
         return out
 

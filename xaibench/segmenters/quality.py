@@ -40,7 +40,8 @@ side absolutely (dextrocardia exists); the cohort rule flags it when it is unusu
   deviation of normal data) and ``k`` defaults to :data:`DEFAULT_K` (3.5, Iglewicz and
   Hoaglin's cut-off for modified z-scores). The floor (:data:`FLOORS`) is the narrowest
   half-width of a range, so a cohort that agrees almost exactly (MAD near 0: every spine one
-  component) does not flag every small deviation. The median and MAD are robust: up to half
+  component) does not flag every small deviation; ranges are clipped to the values a measure
+  can take (``components`` from 1). The median and MAD are robust: up to half
   the cohort can be faulty without moving them much. On an image whose lung has an absolute
   flag (empty, wrong side), other regions' positions are not flagged: they are measured in the
   lungs' box, so they only echo the lung's fault.
@@ -124,6 +125,13 @@ MEASURES: tuple[str, ...] = (
     "side",
 )
 _EIGHT = np.ones((3, 3), dtype=bool)
+#: Values a measure can take; cohort ranges are clipped to them (a range of components never
+#: starts below 1: no component is the empty rule's).
+_DOMAINS: dict[str, tuple[float, float]] = {
+    "area_fraction": (0.0, 1.0),
+    "components": (1.0, math.inf),
+    "lr_balance": (0.0, 1.0),
+}
 _LUNGS = frozenset({"lungs", "left_lung", "right_lung"})
 _POSITIONS = frozenset({"centroid_x", "centroid_y", "side"})
 
@@ -379,7 +387,8 @@ def quality_flags(
             mad = MAD_SCALE * float(np.median(np.abs(cohort - median)))
             floor = FLOORS[name] * (abs(median) if name == "area_fraction" else 1.0)
             half = max(k * mad, floor)
-            low, high = median - half, median + half
+            bottom, top = _DOMAINS.get(name, (-math.inf, math.inf))
+            low, high = max(median - half, bottom), min(median + half, top)
             for i in rows:
                 value = float(column[i])
                 if low <= value <= high:
