@@ -210,6 +210,10 @@ def test_run_quality_reads_the_manifest_and_draws_the_sheet(
     table = report.table()
     assert list(table["row"]) == [f.row for f in report.flags]
     assert report.lines()[-1].startswith(f"quality: {len(report.flags)} flags on 3 of 12")
+    summary = report.summary()
+    assert summary["flagged_rows"] == [EMPTY_ROW, MIRRORED_ROW, FRAGMENTED_ROW]
+    assert summary["flags"] == len(report.flags)
+    assert json.loads(json.dumps(summary)) == summary
 
 
 # --- qc_exclude -----------------------------------------------------------------------------

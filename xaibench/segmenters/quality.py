@@ -212,6 +212,26 @@ class QualityReport:
             for row, regions in sorted(cells.items())
         }
 
+    def summary(self) -> dict[str, object]:
+        """JSON-able summary for a sidecar (``manifest.json``'s ``qc``): settings and counts.
+
+        Rows are 1-based CSV data rows; no file name or patient id.
+        """
+        per_region: dict[str, int] = {}
+        for f in self.flags:
+            per_region[f.region] = per_region.get(f.region, 0) + 1
+        return {
+            "k": self.k,
+            "mad_scale": MAD_SCALE,
+            "min_cohort": MIN_COHORT,
+            "cohort_ranges": self.relative,
+            "regions": list(self.regions),
+            "images": len(self.sample_ids),
+            "flags": len(self.flags),
+            "flags_per_region": dict(sorted(per_region.items())),
+            "flagged_rows": self.flagged_rows,
+        }
+
     def table(self) -> pd.DataFrame:
         """The flags as a table (``row, sample_id, region, measure, value, low, high, reason``)."""
         import pandas as pd
