@@ -326,6 +326,11 @@ def test_data_check_reports_a_quality_section(
     status, output = xaibench_cli(capsys, "data", "check", str(path), "--no-quality")
     assert status == 0
     assert "quality" not in output
+    status, output = xaibench_cli(
+        capsys, "data", "check", str(path), "--quick", "--write-exclusions", str(out)
+    )
+    assert status == 2
+    assert "--write-exclusions needs the quality control" in output
     status, output = xaibench_cli(capsys, "data", "check", str(path), "--quality-k", "0")
     assert status == 2
     assert "--quality-k" in output

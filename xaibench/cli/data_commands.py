@@ -95,6 +95,11 @@ def data_check(
     from xaibench.data.images import DEFAULT_MAX_PIXELS
     from xaibench.progress import RichProgress
 
+    if (quick or no_quality) and (quality_sheet is not None or write_exclusions is not None):
+        option = "--quality-sheet" if quality_sheet is not None else "--write-exclusions"
+        raise click.UsageError(
+            f"{option} needs the quality control, which --quick and --no-quality skip"
+        )
     task_obj = None
     if task is not None:
         name = str(use_task_files(task, include_tasks))
@@ -161,6 +166,8 @@ def _quality_section(
             **options,
         )
     if not report.regions:
+        if sheet is not None or exclusions is not None:
+            click.echo("quality: the manifest has no anatomy masks to check; nothing written")
         return
     for line in report.lines():
         click.echo(line)
