@@ -43,6 +43,30 @@ def data() -> None:
     "--task",
     help="Also check the labels as this task reads them (a task name or a task file).",
 )
+@click.option(
+    "--no-quality",
+    is_flag=True,
+    help="Skip the mask quality control (anatomy masks measured against the cohort).",
+)
+@click.option(
+    "--quality-k",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="K",
+    help="Width of the quality ranges, median ± K scaled MADs (default 3.5).",
+)
+@click.option(
+    "--quality-sheet",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write a contact sheet PNG of the worst-flagged images with their mask outlines.",
+)
+@click.option(
+    "--write-exclusions",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="OUT.csv",
+    help="Write the manifest with every quality-flagged region added to its qc_exclude "
+    "column (edit it, then run with it).",
+)
 @include_tasks_option
 def data_check(
     manifest: Path,
@@ -51,19 +75,31 @@ def data_check(
     image_root: Path | None,
     max_pixels: int | None,
     task: str | None,
+    no_quality: bool,
+    quality_k: float | None,
+    quality_sheet: Path | None,
+    write_exclusions: Path | None,
     include_tasks: tuple[Path, ...],
 ) -> int:
     """Check MANIFEST (a CSV, see docs/data.md): list every problem with its row number.
 
     Labels are the task's: with --task, the task's label rule is applied to every row too (a
     bad class, a number outside its range, a finding that is not 1/0/-1/blank). Every image,
-    mask and region annotation is decoded unless --quick. Exit status 0 when the manifest can
-    run, 1 when it has problems (all listed), 2 for a usage error.
+    mask and region annotation is decoded unless --quick. When the manifest has anatomy masks
+    and no problems, a "quality" section lists the masks outside the cohort's plausible ranges
+    (empty, on the wrong side, in pieces, ...) by row; they are for a person to look at and do
+    not change the exit status. Exit status 0 when the manifest can run, 1 when it has
+    problems (all listed), 2 for a usage error.
     """
     from xaibench.data.check import check_manifest, format_problem
     from xaibench.data.images import DEFAULT_MAX_PIXELS
     from xaibench.progress import RichProgress
 
+    if (quick or no_quality) and (quality_sheet is not None or write_exclusions is not None):
+        option = "--quality-sheet" if quality_sheet is not None else "--write-exclusions"
+        raise click.UsageError(
+            f"{option} needs the quality control, which --quick and --no-quality skip"
+        )
     task_obj = None
     if task is not None:
         name = str(use_task_files(task, include_tasks))
@@ -84,12 +120,62 @@ def data_check(
         )  # fmt: skip
     if not problems:
         click.echo(f"{manifest}: no problems found")
+        if not quick and not no_quality:
+            _quality_section(
+                manifest, quality_k, quality_sheet, write_exclusions,
+                image_root=image_root, allow_outside_paths=allow_outside_paths,
+            )  # fmt: skip
         return 0
+    if not quick and not no_quality and _has_anatomy(manifest, image_root, allow_outside_paths):
+        click.echo("quality: skipped until the problems are fixed")
     for problem in problems:
         click.echo(format_problem(problem))
     plural = "s" if len(problems) != 1 else ""
     click.echo(f"{manifest}: {len(problems)} problem{plural} (rows are CSV data rows, from 1)")
     return 1
+
+
+def _has_anatomy(manifest: Path, image_root: Path | None, allow_outside_paths: bool) -> bool:
+    """Whether ``manifest`` has a region column quality control would measure."""
+    from xaibench.data.check import read_manifest
+    from xaibench.segmenters.quality import ANATOMY_REGIONS
+
+    rows, _ = read_manifest(
+        manifest, image_root=image_root, allow_outside_paths=allow_outside_paths
+    )
+    return rows is not None and any(r in ANATOMY_REGIONS for r in rows.regions)
+
+
+def _quality_section(
+    manifest: Path,
+    k: float | None,
+    sheet: Path | None,
+    exclusions: Path | None,
+    **options: Any,
+) -> None:
+    """Print the quality flags of ``manifest``'s anatomy masks; write the sheet and CSV."""
+    from xaibench.progress import RichProgress
+    from xaibench.segmenters.quality import DEFAULT_K, run_quality, write_exclusions
+
+    with RichProgress() as progress:
+        report = run_quality(
+            manifest,
+            progress=progress,
+            k=DEFAULT_K if k is None else k,
+            sheet=sheet,
+            **options,
+        )
+    if not report.regions:
+        if sheet is not None or exclusions is not None:
+            click.echo("quality: the manifest has no anatomy masks to check; nothing written")
+        return
+    for line in report.lines():
+        click.echo(line)
+    if report.contact_sheet is not None:
+        click.echo(f"quality: contact sheet {report.contact_sheet}")
+    if exclusions is not None:
+        write_exclusions(manifest, report, exclusions, **options)
+        click.echo(f"quality: manifest with qc_exclude written to {exclusions}")
 
 
 def _with_label_problems(
