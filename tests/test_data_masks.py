@@ -565,7 +565,6 @@ def test_torn_forged_and_stale_journal_lines_are_redone(
 
 
 def test_quality_control_flags_a_planted_fault_by_row(tmp_path: Path, plugins: Path, capsys):
-    pytest.importorskip("xaibench.segmenters.quality")
     manifest = images_of_two_sizes(tmp_path / "data", n=12, dark=6)  # row 7: no spine at all
     out = tmp_path / "data" / "out"
     code, output = masks(capsys, manifest, out)
@@ -583,7 +582,6 @@ def test_quality_control_flags_a_planted_fault_by_row(tmp_path: Path, plugins: P
 def test_evaluate_against_masks_equal_to_the_segmenter_gives_dice_one(
     tmp_path: Path, plugins: Path, capsys
 ):
-    pytest.importorskip("xaibench.segmenters.agreement")
     data = tmp_path / "data"
     (data / "reference").mkdir(parents=True)
     manifest = images_of_two_sizes(data)

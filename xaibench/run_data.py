@@ -9,7 +9,7 @@ annotated but empty (:func:`empty_regions`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +44,9 @@ class RunData:
         coverage: Per usable region, the share of each test image it covers (``[N_test]``).
         excluded: Rows the task's policy left out before splitting (label ``-1``: an uncertain
             or blank finding), counted per reason; empty when none were.
+        qc_excluded: Per region, the test images a person excluded from its scores (the
+            manifest's ``qc_exclude`` column), counted per reason; recorded in the details of
+            the region's localisation records (:func:`qc_exclusions`).
     """
 
     task: Task
@@ -55,6 +58,7 @@ class RunData:
     split_from_dataset: bool = False
     coverage: dict[str, np.ndarray] = field(default_factory=dict)
     excluded: dict[str, int] = field(default_factory=dict)
+    qc_excluded: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def prepare_data(config: RunConfig, components: Components, progress: Progress) -> RunData:
@@ -153,7 +157,40 @@ def prepare_data(config: RunConfig, components: Components, progress: Progress) 
         split_from_dataset="split" in table.columns,
         coverage=coverage,
         excluded=excluded,
+        qc_excluded=qc_exclusions(dataset, coverage, test_idx),
     )
+
+
+#: Distinct ``qc_exclude`` reasons counted per region in a record's details; the rest are
+#: counted under ``"(other reasons)"``.
+MAX_QC_REASONS = 20
+
+
+def qc_exclusions(
+    dataset: Dataset, regions: Iterable[str], test_indices: np.ndarray
+) -> dict[str, dict[str, int]]:
+    """Per region, the test images excluded by ``qc_exclude``, counted per reason.
+
+    Only datasets with an ``excluded(region)`` method (the manifest) have exclusions. An
+    excluded image counts as not annotated (:meth:`~xaibench.data.base.Dataset.annotated`): its
+    localisation scores are NaN and left out, and the region's perturbation tests are skipped
+    (they need the region on every test image, and perturbing it on only some would bias Δ).
+    """
+    excluded = getattr(dataset, "excluded", None)
+    if excluded is None:
+        return {}
+    test = {int(i) for i in test_indices}
+    out: dict[str, dict[str, int]] = {}
+    for region in regions:
+        counts: dict[str, int] = {}
+        for i, reason in excluded(region).items():
+            if i not in test:
+                continue
+            key = reason if reason in counts or len(counts) < MAX_QC_REASONS else "(other reasons)"
+            counts[key] = counts.get(key, 0) + 1
+        if counts:
+            out[region] = counts
+    return out
 
 
 def _check_task_file(config: RunConfig, task: Task) -> None:
@@ -269,9 +306,11 @@ def usable_regions(
             if use == "explain_regions" and missing == len(test_indices):
                 skipped[use][region] = f"region {region!r} is annotated on no test image"
             elif use != "explain_regions" and missing:
+                qc = qc_exclusions(dataset, [region], test_indices).get(region, {})
+                by_qc = f" ({sum(qc.values())} excluded by qc_exclude)" if qc else ""
                 skipped[use][region] = (
                     f"region {region!r} is not annotated on {missing} of {len(test_indices)} "
-                    "test images; perturbation tests need it on every test image"
+                    f"test images{by_qc}; perturbation tests need it on every test image"
                 )
             else:
                 usable[use].append(region)

@@ -520,21 +520,27 @@ class CellRunner(ExplainStage, ControlStage):
         """``details`` flags for a region that covers (almost) the whole of some test image.
 
         Perturbing such a region edits the whole image (its Δ measures any large edit, not the
-        region), and its complement perturbs almost nothing.
+        region), and its complement perturbs almost nothing. Images excluded from the region
+        by ``qc_exclude`` are counted per reason (``qc_excluded``).
         """
+        qc: dict[str, Any] = {}
+        if not complement and region in self.data.qc_excluded:
+            counts = self.data.qc_excluded[region]
+            qc = {"qc_excluded": {"images": sum(counts.values()), "reasons": dict(counts)}}
         fractions = self.data.coverage.get(region)
         if fractions is None:
-            return {}
+            return qc
         full = int((fractions >= NEAR_FULL_COVERAGE).sum())
         if not full:
-            return {}
+            return qc
         what = "almost nothing is perturbed" if complement else "the whole image is perturbed"
         return {
+            **qc,
             "near_full_region": {
                 "images": full,
                 "of": len(fractions),
                 "threshold": NEAR_FULL_COVERAGE,
                 "warning": f"region {region!r} covers at least {NEAR_FULL_COVERAGE:.0%} of "
                 f"{full} of {len(fractions)} test images: {what} there",
-            }
+            },
         }

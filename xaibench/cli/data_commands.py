@@ -54,6 +54,30 @@ def data() -> None:
     "--task",
     help="Also check the labels as this task reads them (a task name or a task file).",
 )
+@click.option(
+    "--no-quality",
+    is_flag=True,
+    help="Skip the mask quality control (anatomy masks measured against the cohort).",
+)
+@click.option(
+    "--quality-k",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="K",
+    help="Width of the quality ranges, median ± K scaled MADs (default 3.5).",
+)
+@click.option(
+    "--quality-sheet",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write a contact sheet PNG of the worst-flagged images with their mask outlines.",
+)
+@click.option(
+    "--write-exclusions",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="OUT.csv",
+    help="Write the manifest with every quality-flagged region added to its qc_exclude "
+    "column (edit it, then run with it).",
+)
 @include_tasks_option
 def data_check(
     manifest: Path,
@@ -62,19 +86,31 @@ def data_check(
     image_root: Path | None,
     max_pixels: int | None,
     task: str | None,
+    no_quality: bool,
+    quality_k: float | None,
+    quality_sheet: Path | None,
+    write_exclusions: Path | None,
     include_tasks: tuple[Path, ...],
 ) -> int:
     """Check MANIFEST (a CSV, see docs/data.md): list every problem with its row number.
 
     Labels are the task's: with --task, the task's label rule is applied to every row too (a
     bad class, a number outside its range, a finding that is not 1/0/-1/blank). Every image,
-    mask and region annotation is decoded unless --quick. Exit status 0 when the manifest can
-    run, 1 when it has problems (all listed), 2 for a usage error.
+    mask and region annotation is decoded unless --quick. When the manifest has anatomy masks
+    and no problems, a "quality" section lists the masks outside the cohort's plausible ranges
+    (empty, on the wrong side, in pieces, ...) by row; they are for a person to look at and do
+    not change the exit status. Exit status 0 when the manifest can run, 1 when it has
+    problems (all listed), 2 for a usage error.
     """
     from xaibench.data.check import check_manifest, format_problem
     from xaibench.data.images import DEFAULT_MAX_PIXELS
     from xaibench.progress import RichProgress
 
+    if (quick or no_quality) and (quality_sheet is not None or write_exclusions is not None):
+        option = "--quality-sheet" if quality_sheet is not None else "--write-exclusions"
+        raise click.UsageError(
+            f"{option} needs the quality control, which --quick and --no-quality skip"
+        )
     task_obj = None
     if task is not None:
         name = str(use_task_files(task, include_tasks))
@@ -95,12 +131,62 @@ def data_check(
         )  # fmt: skip
     if not problems:
         click.echo(f"{manifest}: no problems found")
+        if not quick and not no_quality:
+            _quality_section(
+                manifest, quality_k, quality_sheet, write_exclusions,
+                image_root=image_root, allow_outside_paths=allow_outside_paths,
+            )  # fmt: skip
         return 0
+    if not quick and not no_quality and _has_anatomy(manifest, image_root, allow_outside_paths):
+        click.echo("quality: skipped until the problems are fixed")
     for problem in problems:
         click.echo(format_problem(problem))
     plural = "s" if len(problems) != 1 else ""
     click.echo(f"{manifest}: {len(problems)} problem{plural} (rows are CSV data rows, from 1)")
     return 1
+
+
+def _has_anatomy(manifest: Path, image_root: Path | None, allow_outside_paths: bool) -> bool:
+    """Whether ``manifest`` has a region column quality control would measure."""
+    from xaibench.data.check import read_manifest
+    from xaibench.segmenters.quality import ANATOMY_REGIONS
+
+    rows, _ = read_manifest(
+        manifest, image_root=image_root, allow_outside_paths=allow_outside_paths
+    )
+    return rows is not None and any(r in ANATOMY_REGIONS for r in rows.regions)
+
+
+def _quality_section(
+    manifest: Path,
+    k: float | None,
+    sheet: Path | None,
+    exclusions: Path | None,
+    **options: Any,
+) -> None:
+    """Print the quality flags of ``manifest``'s anatomy masks; write the sheet and CSV."""
+    from xaibench.progress import RichProgress
+    from xaibench.segmenters.quality import DEFAULT_K, run_quality, write_exclusions
+
+    with RichProgress() as progress:
+        report = run_quality(
+            manifest,
+            progress=progress,
+            k=DEFAULT_K if k is None else k,
+            sheet=sheet,
+            **options,
+        )
+    if not report.regions:
+        if sheet is not None or exclusions is not None:
+            click.echo("quality: the manifest has no anatomy masks to check; nothing written")
+        return
+    for line in report.lines():
+        click.echo(line)
+    if report.contact_sheet is not None:
+        click.echo(f"quality: contact sheet {report.contact_sheet}")
+    if exclusions is not None:
+        write_exclusions(manifest, report, exclusions, **options)
+        click.echo(f"quality: manifest with qc_exclude written to {exclusions}")
 
 
 def _with_label_problems(
@@ -400,10 +486,8 @@ def _quality(
 
     The contact sheet of the worst images goes to ``DIR/quality.png`` when anything is flagged.
     """
-    try:
-        from xaibench.segmenters.quality import run_quality
-    except ImportError:  # TODO(issue 19, lead): quality.py lands from branch i19-seg-qc
-        return {}
+    from xaibench.segmenters.quality import run_quality
+
     report = run_quality(
         manifest,
         image_root=root,
@@ -411,6 +495,9 @@ def _quality(
         progress=progress,
         sheet=manifest.parent / QUALITY_SHEET,
     )
+    if not report.regions:
+        click.echo("  quality: none of the regions written is anatomy quality control measures")
+        return report.summary()
     lines = report.lines()
     flags, summary_line = lines[:-1], lines[-1]
     for line in flags[:MAX_PRINTED_FLAGS]:
@@ -423,31 +510,17 @@ def _quality(
             f"  look at {report.contact_sheet}; to exclude flagged masks from scoring: "
             f"xaibench data check {manifest} --image-root {root} --write-exclusions FILE"
         )
-    per_region: dict[str, int] = {}
-    for flag in report.flags:
-        per_region[flag.region] = per_region.get(flag.region, 0) + 1
-    return {
-        "k": report.k,
-        "regions": list(report.regions),
-        "images": len(report.sample_ids),
-        "cohort_ranges": report.relative,
-        "flags": len(report.flags),
-        "flags_per_region": dict(sorted(per_region.items())),
-        "flagged_rows": report.flagged_rows,
-        "contact_sheet": QUALITY_SHEET if report.contact_sheet is not None else None,
-    }
+    summary = report.summary()
+    summary["contact_sheet"] = QUALITY_SHEET if report.contact_sheet is not None else None
+    return summary
 
 
 def _agreement(
     manifest: Path, pairs: dict[str, tuple[str, str]], root: Path, allow_outside_paths: bool
 ) -> None:
     """Print the segmenter's agreement with the manifest's own masks; ``DIR/agreement.csv``."""
-    try:
-        from xaibench.segmenters.agreement import evaluate_agreement
-    except ImportError:  # TODO(issue 19, lead): agreement.py lands from branch i19-seg-qc
-        click.echo("  --evaluate: segmentation agreement is not available in this build")
-        return
     from xaibench.progress import NullProgress
+    from xaibench.segmenters.agreement import evaluate_agreement
 
     report = evaluate_agreement(
         manifest,

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -61,9 +61,12 @@ from xaibench.data.files import Containment, FileRefusedError, outside_folder, r
 from xaibench.data.images import DEFAULT_MAX_PIXELS, ImageReadError, decode_image
 from xaibench.data.manifest_regions import (
     BONE_PARTS,
+    QC_EXCLUDE_COLUMN,
     RegionSource,
     decode_region,
+    exclusion_sources,
     region_columns,
+    region_layout,
     region_sources,
 )
 from xaibench.data.region_formats import AnnotationError
@@ -140,7 +143,9 @@ class ManifestRows:
         regions: Region -> its source column (:class:`RegionSource`), every region column.
         split: Per-row split name, when the manifest has a ``split`` column.
         metadata: The other columns (labels, age, sex, view, ...), numbers where a column is
-            numeric; not ``source_id``.
+            numeric; not ``source_id`` nor ``qc_exclude``.
+        exclusions: The ``qc_exclude`` column: region -> {0-based row: reason} (images a
+            person excluded from that region's explanation scores, ``docs/data.md``).
     """
 
     path: Path
@@ -151,6 +156,7 @@ class ManifestRows:
     regions: dict[str, RegionSource]
     split: tuple[str, ...] | None
     metadata: dict[str, pd.Series]
+    exclusions: dict[str, dict[int, str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -258,9 +264,14 @@ def read_manifest(
     if "split" in frame.columns:
         problems.extend(split_problems(frame["patient_id"].to_numpy(), list(frame["split"])))
         split = tuple(normalise_split(v) or "" for v in frame["split"])
+    exclusions, exclusion_problems = exclusion_sources(
+        frame, set(regions) | set(region_layout(regions)[0])
+    )
+    problems.extend(exclusion_problems)
     known = {
         *REQUIRED_COLUMNS,
         *IDENTIFIER_COLUMNS,
+        QC_EXCLUDE_COLUMN,
         "split",
         *(column for _, column in found.values()),
     }
@@ -276,6 +287,7 @@ def read_manifest(
             regions=regions,
             split=split,
             metadata=metadata,
+            exclusions=exclusions,
         ),
         problems,
     )

@@ -23,7 +23,10 @@ Decisions, each also in the docs:
   "this image has no annotation of the region": its mask is empty, so localisation scores are
   undefined (NaN, excluded) for that image, and the runner skips the region's perturbation tests
   when a test image lacks it (see :meth:`ManifestDataset.annotated`). An explicit empty
-  annotation (``[]``, SIIM's ``-1``) is an annotation: the region is absent from the image. A
+  annotation (``[]``, SIIM's ``-1``) is an annotation: the region is absent from the image. An
+  image a person excluded from a region in the ``qc_exclude`` column (``region: reason``
+  pairs, ``;``-separated; :mod:`xaibench.segmenters.quality` proposes them) counts as not
+  annotated for it, with the reason kept (:meth:`ManifestDataset.excluded`). A
   mask file whose size is an exact integer fraction of its image's is upsampled
   nearest-neighbour. ``bone``, ``lungs`` and ``clavicles`` are derived from their parts where no
   column gives them (:mod:`xaibench.data.manifest_regions`).
@@ -141,6 +144,7 @@ class ManifestDataset(Dataset):
     _layout: tuple[tuple[str, ...], dict[str, tuple[str, ...]]] = PrivateAttr(default=((), {}))
     _digests: dict[int, str] = PrivateAttr(default_factory=dict)
     _provenance: dict[str, Any] | None = PrivateAttr(default=None)
+    _honour_exclusions: bool = PrivateAttr(default=True)
 
     def model_post_init(self, context: Any, /) -> None:
         """Read and check the CSV now, so a faulty manifest fails before any work starts."""
@@ -201,7 +205,41 @@ class ManifestDataset(Dataset):
         """
         if region not in self.region_names:
             raise KeyError(region)
-        return region_annotated(self._manifest().regions, self._layout[1], region)
+        flags = region_annotated(self._manifest().regions, self._layout[1], region)
+        for i in self.excluded(region):
+            flags[i] = False
+        return flags
+
+    def excluded(self, region: str) -> dict[int, str]:
+        """0-based rows excluded from ``region``'s scores by ``qc_exclude``, with reasons.
+
+        A derived region is excluded where it or one of its parts is (``left_lung`` excluded
+        excludes ``lungs``). Such an image counts as not annotated for the region
+        (:meth:`annotated`) and its mask is empty, so its localisation scores are undefined
+        (NaN, left out) and the region's perturbation tests are skipped like those of a region
+        missing on a test image. Empty when reading :meth:`ignoring_exclusions`.
+        """
+        rows = self._manifest()
+        if not self._honour_exclusions:
+            return {}
+        out = dict(rows.exclusions.get(region, {}))
+        for part in self._layout[1].get(region, ()):
+            for i, reason in self.excluded(part).items():
+                out.setdefault(i, f"{part}: {reason}")
+        return dict(sorted(out.items()))
+
+    def _is_excluded(self, region: str, i: int) -> bool:
+        if not self._honour_exclusions:
+            return False
+        if i in self._manifest().exclusions.get(region, {}):
+            return True
+        return any(self._is_excluded(p, i) for p in self._layout[1].get(region, ()))
+
+    def ignoring_exclusions(self) -> ManifestDataset:
+        """A copy that reads every mask, ``qc_exclude`` or not (for quality control)."""
+        copy = self.model_copy()
+        copy._honour_exclusions = False
+        return copy
 
     @property
     def mask_provenance(self) -> dict[str, Any] | None:
@@ -290,6 +328,9 @@ class ManifestDataset(Dataset):
                 raise self._row_error(i, source.column, str(exc)) from None
         self._digests[i] = digest.hexdigest()
         derive(masks, flags, self._layout[1], shape)
+        for region in self.region_names:
+            if self._is_excluded(region, i):  # qc_exclude: not annotated, empty mask
+                masks[region] = np.zeros(shape, dtype=bool)
         if self.image_size is not None:
             image = resize_image(image, self.image_size)
             masks = {r: resize_mask(masks[r], self.image_size) for r in self.region_names}

@@ -242,3 +242,67 @@ def derive(
                 mask |= masks[part]
         masks[whole] = mask
         annotated[whole] = flag
+
+
+#: The manifest column listing, per image, regions excluded from explanation scoring.
+QC_EXCLUDE_COLUMN = "qc_exclude"
+
+
+def parse_exclusions(cell: str) -> dict[str, str]:
+    """A ``qc_exclude`` cell as region -> reason.
+
+    The cell lists ``region: reason`` pairs separated by ``;`` (``left_lung: empty mask;
+    spine: 7 components``); an empty cell excludes nothing.
+
+    Raises:
+        ValueError: A pair without ``:``, an empty region or reason, or a region twice.
+    """
+    out: dict[str, str] = {}
+    for part in cell.split(";"):
+        if not part.strip():
+            continue
+        region, sep, reason = part.partition(":")
+        region, reason = region.strip().lower(), reason.strip()
+        if not sep or not region or not reason:
+            raise ValueError(
+                f"{part.strip()!r} is not 'region: reason' (pairs are separated by ';')"
+            )
+        if not _REGION_NAME.match(region):
+            raise ValueError(f"{region!r} is not a region name")
+        if region in out:
+            raise ValueError(f"region {region!r} is listed twice")
+        out[region] = reason
+    return out
+
+
+def exclusion_sources(
+    frame: pd.DataFrame, known: set[str]
+) -> tuple[dict[str, dict[int, str]], list[Problem]]:
+    """The ``qc_exclude`` column read: region -> {0-based row: reason}, and its problems.
+
+    ``known`` holds the region names a manifest may exclude (its region columns' and the
+    derivable ones); a name outside it is a problem (a typo would silently exclude nothing).
+    """
+    out: dict[str, dict[int, str]] = {}
+    problems: list[Problem] = []
+    if QC_EXCLUDE_COLUMN not in frame.columns:
+        return out, problems
+    for i, cell in enumerate(frame[QC_EXCLUDE_COLUMN]):
+        try:
+            pairs = parse_exclusions(str(cell))
+        except ValueError as exc:
+            problems.append(Problem(i + 1, QC_EXCLUDE_COLUMN, str(exc)))
+            continue
+        for region, reason in pairs.items():
+            if region not in known:
+                problems.append(
+                    Problem(
+                        i + 1,
+                        QC_EXCLUDE_COLUMN,
+                        f"region {region!r} has no column in the manifest (regions: "
+                        f"{', '.join(sorted(known)) or 'none'})",
+                    )
+                )
+                continue
+            out.setdefault(region, {})[i] = reason
+    return out, problems

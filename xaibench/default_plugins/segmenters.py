@@ -6,7 +6,12 @@ from xaibench.hookspecs import hookimpl
 from xaibench.registry import Register
 
 #: Segmenter name -> (lazy target, summary). Each segmenter's module documents its regions.
-SEGMENTERS: dict[str, tuple[str, str]] = {}
+SEGMENTERS: dict[str, tuple[str, str]] = {
+    "torchxrayvision_pspnet": (
+        "xaibench.segmenters.torchxrayvision_pspnet:TorchXRayVisionPSPNet",
+        "TorchXRayVision's ChestX-Det PSPNet: lungs, heart, clavicles, scapulae, spine, ... (14)",
+    ),
+}
 
 
 @hookimpl

@@ -73,5 +73,45 @@ class Segmenter(Component):
         """JSON-able record of what made the masks.
 
         Segmenter name, version, options, weights file name and SHA-256, library versions;
-        never an absolute path (it may hold a name).
+        never an absolute path (it may hold a name). A segmenter without a weight file says so
+        with ``"weights": None`` (the conformance kit's ``provenance`` check wants a key holding
+        ``sha256`` or that).
         """
+
+
+#: Tolerance for float rounding at the ends of [0, 1] (the backbones' too).
+RAW_TOLERANCE = 1e-4
+
+
+def check_raw(images: torch.Tensor, who: str) -> None:
+    """Raise :class:`~xaibench.errors.InputRangeError` unless ``images`` are raw ``[B, 1, H, W]``.
+
+    Call it first in :meth:`Segmenter.segment`: a segmenter fed 0-255 or already-normalised
+    images still returns confident masks, and only an error keeps them out of a manifest. The
+    conformance kit's ``raw_range`` check requires it.
+
+    Args:
+        images: What ``segment`` received.
+        who: How the message names the caller, e.g. ``"segmenter 'lung_threshold'"``.
+
+    Raises:
+        InputRangeError: Not four-dimensional with one channel, values outside [0, 1] (beyond
+            float rounding), or NaN.
+    """
+    import torch
+
+    from xaibench.errors import InputRangeError
+
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise InputRangeError(f"{who}: expected images [B, 1, H, W], got {tuple(images.shape)}")
+    if images.numel() == 0:
+        return
+    with torch.no_grad():
+        low, high = (float(v) for v in torch.aminmax(images.detach()))
+    if low != low or high != high:
+        raise InputRangeError(f"{who}: images contain NaN")
+    if low < -RAW_TOLERANCE or high > 1.0 + RAW_TOLERANCE:
+        raise InputRangeError(
+            f"{who}: images must be raw intensities in [0, 1], got values in "
+            f"[{low:.4g}, {high:.4g}] (are they already normalised, or 0-255?)"
+        )

@@ -139,6 +139,14 @@ CHECKS: dict[str, tuple[CheckSpec, ...]] = {
         ("declarations", "download described; regions and findings are snake_case names"),
         ("empty_root_is_a_layout_error", "an empty ROOT: one-line ImportLayoutError, no writes"),
     ),
+    "segmenters": _specs(
+        "segmenters",
+        ("declarations", "regions: non-empty, distinct snake_case names; weights_hint given"),
+        ("load_and_shape", "loads on CPU; raw images give a bool [B,H,W] mask per region only"),
+        ("deterministic", "two calls, and a second instance, give equal masks"),
+        ("raw_range", "images scaled to 0-255, below 0, or with NaN raise InputRangeError"),
+        ("provenance", "JSON-able, stable, a weights SHA-256 (or weights: null), no abs. paths"),
+    ),
     "plugins": (CheckSpec("plugins", "loads", f"{__name__}:_plugin_loads", "the plugin imports"),),
 }
 
