@@ -169,7 +169,10 @@ def ls_command(
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo(f"no {KIND_BY_KEY[key].key} match {pattern!r}", err=True)
+        what = KIND_BY_KEY[key].key
+        click.echo(
+            f"no {what} match {pattern!r}" if pattern else f"no {what} are registered", err=True
+        )
         return
     width = max(len(r["name"]) for r in rows)
     for r in rows:
