@@ -12,6 +12,7 @@ added to the group below (plugins add theirs through ``register_commands``):
 * :mod:`~xaibench.cli.board_commands` — ``leaderboard`` and ``report``;
 * :mod:`~xaibench.cli.data_commands` — ``data check`` and ``data drr``;
 * :mod:`~xaibench.cli.cache_commands` — ``cache info`` and ``cache prune``;
+* :mod:`~xaibench.cli.export_command` — ``export``;
 * :mod:`~xaibench.cli.common` — what the commands share: :class:`State`, one-line messages.
 """
 
@@ -32,6 +33,7 @@ from xaibench.cli.cache_commands import cache
 from xaibench.cli.calibrate_command import calibrate
 from xaibench.cli.common import State, _one_line, _state, include_tasks_option, use_task_files
 from xaibench.cli.data_commands import data
+from xaibench.cli.export_command import export_command
 from xaibench.cli.run_command import run
 from xaibench.errors import MultipleErrors, XaibenchError
 from xaibench.kinds import KIND_ALIASES, KIND_BY_KEY
@@ -70,7 +72,7 @@ def cli(plugins_dirs: tuple[str, ...], disabled_plugins: tuple[str, ...]) -> Non
 
 
 #: The commands that live in their own modules (``plugins``, ``ls`` and ``validate`` are below).
-for _command in (run, calibrate, data, cache, leaderboard_command, report_command):
+for _command in (run, calibrate, data, cache, leaderboard_command, report_command, export_command):
     cli.add_command(_command)
 
 
