@@ -325,3 +325,62 @@ def test_missing_pyarrow_names_the_extra(tiny_run: Path, tmp_path: Path, monkeyp
     with pytest.raises(XaibenchError, match=r"pip install 'xaibench\[export\]'"):
         export_run(tiny_run, "parquet", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_docs_example_runs_without_xaibench(exports: dict[str, Path], tmp_path: Path):
+    """docs/results-schema.md's "Exporting results" example, in an interpreter without xaibench."""
+    pytest.importorskip("datasets")
+    docs = (Path(__file__).parents[1] / "docs" / "results-schema.md").read_text()
+    section = docs.split("## Exporting results", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    shutil.copytree(exports["parquet"], tmp_path / "run" / "export")
+    shutil.copytree(exports["jsonl"], tmp_path / "run" / "export-jsonl")
+    prelude = _DATASETS_SCRIPT.split("import datasets", 1)[0]  # refuse xaibench, check it
+    script = tmp_path / "example.py"
+    script.write_text(prelude + example + "\nprint(len(records), len(predictions), len(jsonl))\n")
+    proc = subprocess.run(
+        [sys.executable, "-I", str(script)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False,
+        env={"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    index = _index(exports["parquet"])["tables"]
+    counts = [index[name]["rows"] for name in ("records", "predictions", "records")]
+    assert proc.stdout.split() == [str(n) for n in counts]
+
+
+def test_columns_are_typed_by_their_values():
+    from xaibench.export import rows_frame
+
+    rows = [
+        {"i": 1, "f": 1, "n": None, "b": True, "t": "x", "mixed": "x", "obj": {"k": [1]}},
+        {"i": 2, "f": 2.5, "n": None, "b": None, "t": None, "mixed": 3},
+        {"i": None, "f": float("nan"), "extra": "late"},
+    ]
+    frame = rows_frame(rows)
+    assert list(frame.columns) == ["i", "f", "n", "b", "t", "mixed", "obj", "extra"]
+    dtypes = {c: str(frame[c].dtype) for c in frame.columns}
+    assert dtypes == {"i": "Int64", "f": "float64", "n": "float64", "b": "boolean", "t": "str",
+                      "mixed": "str", "obj": "str", "extra": "str"}  # fmt: skip
+    assert frame["f"].tolist()[:2] == [1.0, 2.5]
+    assert frame["f"].isna().tolist() == [False, False, True]
+    assert frame["mixed"].tolist()[:2] == ['"x"', "3"]  # JSON text: "x" and 3 stay apart
+    assert frame["mixed"].isna().tolist() == [False, False, True]
+    assert json.loads(frame["obj"][0]) == {"k": [1]}
+    assert frame.attrs["json_columns"] == ["mixed", "obj"]
+    # a forced kind holds where every value is null, and gives way to values of another kind
+    forced = rows_frame([{"a": None, "b": "text"}], {"a": "str", "b": "int"})
+    assert str(forced["a"].dtype) == "str"
+    assert forced.attrs["json_columns"] == ["b"]
+
+
+def test_analysis_table_names_must_be_plain(tiny_run: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("export"))
+    document = json.loads((run / "results.json").read_text())
+    document["analysis"]["../evil"] = [{"a": 1}]
+    (run / "results.json").write_text(json.dumps(document))
+    with pytest.raises(XaibenchError, match=r"results\.json: analysis table '\.\./evil'"):
+        export_run(run, "jsonl")
+    assert not (run / "export").exists()
+    assert not (tmp_path / "evil.jsonl").exists()
