@@ -384,3 +384,13 @@ def test_analysis_table_names_must_be_plain(tiny_run: Path, tmp_path: Path):
         export_run(run, "jsonl")
     assert not (run / "export").exists()
     assert not (tmp_path / "evil.jsonl").exists()
+
+
+def test_a_run_being_written_is_refused(tiny_run: Path, tmp_path: Path):
+    from test_run_folder_lock import held_elsewhere
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("export"))
+    with held_elsewhere(run), pytest.raises(XaibenchError, match="a run is being written there"):
+        export_run(run, "jsonl")
+    assert not (run / "export").exists()
