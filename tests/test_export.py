@@ -394,3 +394,20 @@ def test_a_run_being_written_is_refused(tiny_run: Path, tmp_path: Path):
     with held_elsewhere(run), pytest.raises(XaibenchError, match="a run is being written there"):
         export_run(run, "jsonl")
     assert not (run / "export").exists()
+
+
+def test_overwrite_removes_only_table_files_the_earlier_export_listed(
+    tiny_run: Path, tmp_path: Path
+):
+    out = tmp_path / "out"
+    export_run(tiny_run, "jsonl", out)
+    index = _index(out)
+    (out / "mine.txt").write_text("mine")
+    index["tables"]["records"]["file"] = "mine.txt"  # a tampered index cannot name other files
+    (out / EXPORT_INDEX).write_text(json.dumps(index))
+    export_run(tiny_run, "parquet", out, overwrite=True)
+    assert (out / "mine.txt").read_text() == "mine"
+    index["tables"]["records"]["file"] = "../outside.jsonl"
+    (out / EXPORT_INDEX).write_text(json.dumps(index))
+    with pytest.raises(XaibenchError, match="leads outside"):
+        export_run(tiny_run, "parquet", out, overwrite=True)

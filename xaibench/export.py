@@ -29,8 +29,8 @@ it, the configuration hash, and per table its file, row count, pandas dtypes and
 Files are written into the folder the user names (default ``RUN_DIR/export``), each whole or
 absent (:func:`xaibench.paths.write_whole`); ``export.json`` last, so its presence means the
 export is complete. A folder that already holds files is refused unless ``overwrite`` is given;
-then the files the earlier export listed and this one does not write are removed, and nothing
-else.
+then the table files the earlier export's ``export.json`` listed (``<table>.<suffix>`` in the
+folder) and this one does not write are removed, and nothing else.
 """
 
 from __future__ import annotations
@@ -329,7 +329,11 @@ def export_folder(run_dir: Path, out: Path | None) -> Path:
 
 
 def _listed_files(out: Path) -> list[Path]:
-    """The files an earlier export in ``out`` listed (each checked to lie inside ``out``)."""
+    """The table files an earlier export in ``out`` listed (each checked to lie inside ``out``).
+
+    Raises:
+        XaibenchError: ``export.json`` is not JSON, or names a file outside ``out``.
+    """
     index = out / EXPORT_INDEX
     if not index.is_file():
         return []
@@ -337,10 +341,19 @@ def _listed_files(out: Path) -> list[Path]:
     tables = described.get("tables") if isinstance(described, dict) else None
     if not isinstance(tables, dict):
         return []
-    return [
+    files = [
         contained(out, table.get("file"), source=index, what="exported file")
         for table in tables.values()
         if isinstance(table, dict)
+    ]
+    # Only what an export could have written: <table>.<suffix>, directly in the folder.
+    suffixes = tuple(FORMATS.values())
+    return [
+        f
+        for f in files
+        if f.parent == out.resolve()
+        and f.name.endswith(suffixes)
+        and _TABLE_NAME.fullmatch(f.name.rsplit(".", 1)[0])
     ]
 
 
