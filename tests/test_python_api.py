@@ -310,3 +310,61 @@ def test_score_relevance_mass_by_hand_and_refusals():
         xaibench.score(maps, masks[:, :1], metric="pointing_game")
     with pytest.raises(xaibench.XaibenchError, match="bool or 0/1"):
         xaibench.score(maps, masks * 2, metric="pointing_game")
+
+
+BOOM_PLUGIN = """
+from xaibench.hookspecs import hookimpl
+from xaibench.saliency.base import SaliencyMethod
+
+
+class Boom(SaliencyMethod):
+    def explain(self, model, images, targets):
+        raise RuntimeError("boom")
+
+
+@hookimpl
+def register_saliency_methods(register):
+    register("boom_method", Boom)
+"""
+
+
+@pytest.mark.slow
+def test_run_raises_when_a_cell_fails_and_check_false_returns_the_run(tmp_path, monkeypatch):
+    from xaibench.run_handle import CellsFailedError
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "boom_plugin.py").write_text(BOOM_PLUGIN)
+    monkeypatch.setenv("XAIBENCH_PLUGINS_DIR", str(plugins))
+    (yaml_block,) = _blocks("yaml")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml_block)
+    options = {"config": [config, {"gallery_images": 0}], "saliency": "boom_method"}
+    with pytest.raises(CellsFailedError, match="parts of cells failed") as caught:
+        xaibench.run("osteoporosis", out=tmp_path / "a", progress=False, **options)
+    assert isinstance(caught.value, xaibench.XaibenchError)
+    assert caught.value.run.path == tmp_path / "a"
+    records = caught.value.run.records
+    assert (records.loc[records["saliency"] == "boom_method", "status"] == "failed").all()
+    run = xaibench.run("osteoporosis", out=tmp_path / "a", progress=False, check=False, **options)
+    assert len(run.records) == len(records)  # resumed: the same run, read back
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seeds": -1}, "seeds: -1 is not a seed"),
+        ({"seeds": [0, "1"]}, "seeds: '1' is not a seed"),
+        ({"epochs": 0}, "epochs: expected a whole number >= 1"),
+        ({"device": "gpu"}, "device: 'gpu' is not one of"),
+        ({"precision": "fp16"}, "precision: 'fp16'"),
+        ({"config": {"task": "cardiomegaly"}}, "config is for task 'cardiomegaly'"),
+        ({"config": {"trian": {"epochs": 1}}}, "trian"),
+        ({"grid": "quik"}, "did you mean 'quick'"),
+        ({"backbones": 3.5}, "backbones: expected a name or a list of names"),
+    ],
+)
+def test_run_refuses_bad_options_before_running(kwargs, message, tmp_path):
+    with pytest.raises(xaibench.XaibenchError, match=re.escape(message)):
+        xaibench.run("osteoporosis", out=tmp_path / "run", progress=False, **kwargs)
+    assert not (tmp_path / "run").exists()
