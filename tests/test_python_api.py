@@ -112,6 +112,12 @@ def test_run_reads_back_typed_frames_with_the_files_numbers(doc_runs):
                 assert np.allclose(board[column].round(6), csv[column], equal_nan=True), column
     with pytest.raises(xaibench.XaibenchError, match="did you mean 'performance'"):
         run.leaderboard("perfomance")
+    assert run.cells[["backbone", "strategy", "seed", "status"]].values.tolist() == [
+        ["test_resnet.random", "linear_probe", 0, "ok"]
+    ]
+    assert run.config["task"] == "osteoporosis"
+    assert run.config["saliency"][0]["name"] == "gradcam"
+    assert run.task["positive_class"] == "osteoporosis"
 
 
 @pytest.mark.slow

@@ -58,7 +58,7 @@ class CellsFailedError(XaibenchError):
         self.run = run
 
 
-@dataclass
+@dataclass(eq=False)  # holds DataFrames: two runs are equal only when they are one
 class Run:
     """One run directory: its records, per-image tables, leaderboards and configuration.
 
