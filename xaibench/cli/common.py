@@ -10,7 +10,6 @@ from typing import Any
 
 import click
 
-from xaibench.errors import XaibenchError
 from xaibench.plugins import Components, PluginManager, collect_components
 
 
@@ -65,22 +64,10 @@ def use_task_files(task: str | None, include: Sequence[Path | str] = ()) -> str 
     Raises:
         XaibenchError: TASK's file is invalid (every problem listed) or defines several tasks.
     """
-    from xaibench.tasks.loading import add_task_paths, is_task_file, task_files
-    from xaibench.tasks.spec import load_spec
+    from xaibench.run_config import task_file_paths
+    from xaibench.tasks.loading import add_task_paths
 
-    paths = [str(p) for p in include]
-    task_files(paths)  # each exists (named as given)
-    name = task
-    if task is not None and is_task_file(task):
-        spec, file = load_spec(task)
-        names = spec.task_names()
-        if len(names) > 1:
-            raise XaibenchError(
-                f"task file {file.name!r} defines {len(names)} tasks ({', '.join(names)}); name "
-                f"one with the file included: --include-tasks {task} {names[0]}"
-            )
-        paths.append(task)
-        name = names[0]
+    name, paths = task_file_paths(task, include)
     if paths:
         state = _state()
         selection = dataclasses.replace(state.pm.selection, task_paths=add_task_paths(paths))
