@@ -23,7 +23,7 @@ MAX_PRINTED_FLAGS = 20
 
 @click.group()
 def data() -> None:
-    """Bring your own data: check a manifest, or render radiographs from a CT."""
+    """Bring your own data: check, import, segment or render a manifest."""
 
 
 @data.command(name="check")
