@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conformance_outcomes import outcomes
 
 from xaibench.data.base import Dataset, Sample
 from xaibench.data.importers.base import ImportedRows, Importer, ImportLayoutError
@@ -367,21 +368,6 @@ def broken_pm():
     pm = get_plugin_manager(entry_points=False)
     pm.register(BrokenPlugin_(), name="broken")
     return pm
-
-
-def outcomes(pm, name: str) -> dict[str, str]:
-    """Run every check of ``name``: check id -> 'passed', 'skipped: ...' or 'failed: ...'."""
-    out = {}
-    for check in conformance_checks([name], plugin_manager=pm):
-        try:
-            check.run()
-        except ConformanceSkip as exc:
-            out[check.check] = f"skipped: {exc}"
-        except AssertionError as exc:
-            out[check.check] = f"failed: {exc}"
-        else:
-            out[check.check] = "passed"
-    return out
 
 
 def failed(results: dict[str, str]) -> dict[str, str]:

@@ -12,12 +12,12 @@ from typing import Any, ClassVar
 import pytest
 import torch
 import torch.nn.functional as F
+from conformance_outcomes import outcomes
 
 from xaibench.errors import InputRangeError, XaibenchError
 from xaibench.hookspecs import hookimpl
 from xaibench.plugins import get_plugin_manager
 from xaibench.segmenters.base import Segmenter, check_raw
-from xaibench.testing import ConformanceSkip, conformance_checks
 
 
 class Sound(Segmenter):
@@ -172,20 +172,6 @@ def pm():
     return manager
 
 
-def outcomes(pm, name: str) -> dict[str, str]:
-    out = {}
-    for check in conformance_checks([name], kinds=["segmenters"], plugin_manager=pm):
-        try:
-            check.run()
-        except ConformanceSkip as exc:
-            out[check.check] = f"skipped: {exc}"
-        except AssertionError as exc:
-            out[check.check] = f"failed: {exc}"
-        else:
-            out[check.check] = "passed"
-    return out
-
-
 @pytest.mark.parametrize(
     ("name", "check", "message"),
     [
@@ -207,7 +193,7 @@ def outcomes(pm, name: str) -> dict[str, str]:
     ],
 )
 def test_a_broken_segmenter_fails_the_check_meant_for_it(pm, name, check, message):
-    results = outcomes(pm, name)
+    results = outcomes(pm, name, ["segmenters"])
     assert results[check].startswith("failed"), results
     assert re.search(message, results[check]), results[check]
     assert f"segmenter '{name}'" in results[check]  # the message names the segmenter
@@ -218,7 +204,7 @@ def test_a_broken_segmenter_fails_the_check_meant_for_it(pm, name, check, messag
 
 @pytest.mark.parametrize("name", ["sound", "hashed"])
 def test_a_sound_segmenter_passes_every_check(pm, name):
-    assert outcomes(pm, name) == {
+    assert outcomes(pm, name, ["segmenters"]) == {
         "declarations": "passed",
         "load_and_shape": "passed",
         "deterministic": "passed",
@@ -228,7 +214,7 @@ def test_a_sound_segmenter_passes_every_check(pm, name):
 
 
 def test_missing_weights_skip_with_the_load_message(pm):
-    results = outcomes(pm, "missing_weights")
+    results = outcomes(pm, "missing_weights", ["segmenters"])
     assert results.pop("declarations") == "passed"
     for check, result in results.items():
         assert result.startswith("skipped:"), (check, result)
