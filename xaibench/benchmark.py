@@ -5,7 +5,7 @@ The CLI is a thin layer over :func:`run_benchmark`; notebooks and tests call it 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +25,7 @@ from xaibench.breakdowns import run_breakdowns
 from xaibench.cell_job import RunCellJob, cell_id
 from xaibench.checkpoints import (
     cell_key,
+    checkpoint_files,
     checkpoint_galleries,
     load_cell,
     read_run_state,
@@ -35,12 +36,20 @@ from xaibench.config import RunConfig
 from xaibench.errors import XaibenchError
 from xaibench.evidence import evidence_agreement
 from xaibench.grid import build_cells, check_components
+from xaibench.observers.base import Observer
+from xaibench.observers.dispatch import RunObservers
 from xaibench.leaderboard import Leaderboards, build_leaderboards, write_leaderboard_files
 from xaibench.paths import is_temporary, write_whole
 from xaibench.plugins import Components
 from xaibench.progress import NullProgress, Progress
 from xaibench.report.run_files import load_run
-from xaibench.results import build_document, component_provenance, environment, write_run
+from xaibench.results import (
+    build_document,
+    component_options,
+    component_provenance,
+    environment,
+    write_run,
+)
 from xaibench.run_lock import LOCK_FILE, run_lock
 from xaibench.runner import CellResult, CellRunner, RunData, prepare_data
 from xaibench.stats.strata import strata_from_table
@@ -82,8 +91,12 @@ def run_benchmark(
     run_dir: Path,
     progress: Progress | None = None,
     calibration: Calibration | None = None,
+    observers: Mapping[str, Observer] | None = None,
 ) -> RunOutcome:
     """Resolve every component, run every cell, write results and leaderboards to ``run_dir``.
+
+    ``observers`` (name -> instance, ``xaibench.observers``) are told when the run starts, as
+    each cell is checkpointed and when it ends; they change nothing the run computes or writes.
 
     With a ``calibration`` (``xaibench calibrate``), ``results.json`` records each cell's
     known-answer badge per saliency method under ``trust`` (:func:`xaibench.trust.trust_rows`),
@@ -112,7 +125,21 @@ def run_benchmark(
     with run_lock(run_dir) as lock:
         if lock.warning:
             progress.log(f"[yellow]warning[/yellow]: {lock.warning}")
-        return _run_locked(config, components, run_dir, progress, calibration)
+        watchers = RunObservers(observers or {}, progress.log)
+        try:
+            outcome = _run_locked(config, components, run_dir, progress, calibration, watchers)
+        except BaseException as exc:  # told, then raised as it was
+            if watchers.run_id:
+                watchers.run_finished(run_dir, "interrupted", 0, error=_one_line(exc))
+            raise
+        failed = len(outcome.failed)
+        watchers.run_finished(run_dir, "failed" if failed else "ok", failed)
+        return outcome
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _run_locked(
@@ -120,7 +147,8 @@ def _run_locked(
     components: Components,
     run_dir: Path,
     progress: Progress,
-    calibration: Calibration | None = None,
+    calibration: Calibration | None,
+    watchers: RunObservers,
 ) -> RunOutcome:
     """The rest of :func:`run_benchmark`, with the run folder locked."""
     state = _resumable(run_dir, config)
@@ -147,15 +175,40 @@ def _run_locked(
     keys = {cell_id(c): cell_key(config, c, fingerprint, versions) for c in cells}
     advance = progress.start("cells", total=len(cells))
     todo = []
+    restored = []
     for cell in cells:
         previous = load_cell(run_dir, cell, keys[cell_id(cell)])
         if previous is not None and previous.status == "ok":
             progress.log(f"cell {cell.label()}: finished earlier (checkpoint)")
+            restored.append(previous)
             advance()
         else:
             todo.append(cell)
+    if watchers:
+        watchers.run_started(
+            config,
+            run_dir,
+            started.isoformat(timespec="seconds"),
+            resumed=state is not None,
+            cells=[c.label() for c in cells],
+            provenance=versions,
+            options=component_options(config, components),
+        )
+
+    def observe(result: CellResult, from_checkpoint: bool) -> None:
+        key = keys[cell_id(result.cell)]
+        files = checkpoint_files(run_dir, result.cell, key)
+        watchers.cell_finished(result, key, files, from_checkpoint=from_checkpoint)
+
+    for previous in restored:
+        observe(previous, True)
+
+    def done(result: CellResult) -> None:
+        advance()
+        observe(result, False)
+
     runner = CellRunner(config, components, data, progress)
-    job = RunCellJob(config, run_dir, keys, runner, on_done=lambda _: advance())
+    job = RunCellJob(config, run_dir, keys, runner, on_done=done)
     computed = {cell_id(r.cell): r for r in executor.run(todo, job)} if todo else {}
     results = []
     for cell in cells:

@@ -329,6 +329,17 @@ def checkpoint_galleries(run_dir: Path, cell: Cell, key: str) -> list[GalleryFil
     ]
 
 
+def checkpoint_files(run_dir: Path, cell: Cell, key: str) -> list[Path]:
+    """The plain files of a cell's checkpoint (tables, ``cell.json``, gallery PNGs), sorted.
+
+    Empty when the cell has no checkpoint. Links are left out: a checkpoint holds none.
+    """
+    folder = _checkpoint_folder(run_dir, cell, key)
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
 def write_run_state(run_dir: Path, config: RunConfig, started: str) -> None:
     """Record, when a run starts, what it is (so that it can be resumed and nothing else)."""
     state = {"study_hash": config.study_hash(), "started": started, "task": config.task}
