@@ -62,6 +62,8 @@ def run(
     image_root: str | Path | None = None,
     calibration: str | Path | None = None,
     include_tasks: Sequence[str | Path] = (),
+    observers: Any = None,
+    tracking_uri: str | None = None,
     progress: bool = True,
     check: bool = True,
 ) -> Run:
@@ -95,6 +97,9 @@ def run(
         image_root: ``--image-root``: the folder manifest paths are relative to.
         calibration: ``--calibration``: ``calibration.json`` of ``xaibench calibrate``.
         include_tasks: ``--include-tasks``: task files or folders of them to register.
+        observers: ``--observer``: names, ``{name: options}`` (``--observer-option``), or
+            :class:`~xaibench.observers.base.Observer` instances (a notebook's own class).
+        tracking_uri: ``--tracking-uri``: for the observers that take one (``mlflow``).
         progress: Show the progress display (the CLI's; ``False`` is ``--quiet``).
         check: Raise :class:`CellsFailedError` when a cell failed (the CLI's exit status 1);
             ``False`` returns the run anyway.
@@ -138,6 +143,9 @@ def run(
         files = ()
     name, components = _components(task, include_tasks)
     task_obj = components.tasks.create(name)
+    from xaibench.observers.select import observers_argument
+
+    watchers = observers_argument(components, observers, tracking_uri)
     resolved = resolved_config(
         task_obj,
         name,
@@ -168,9 +176,9 @@ def run(
     run_dir = Path(out) if out is not None else default_run_dir(resolved.task)
     if progress:
         with RichProgress() as display:
-            outcome = run_benchmark(resolved, components, run_dir, display, trust)
+            outcome = run_benchmark(resolved, components, run_dir, display, trust, watchers)
     else:
-        outcome = run_benchmark(resolved, components, run_dir, NullProgress(), trust)
+        outcome = run_benchmark(resolved, components, run_dir, NullProgress(), trust, watchers)
     result = Run.from_dir(outcome.run_dir)
     if check and (outcome.failed or outcome.partly_failed):
         failed = [r.cell.label() for r in outcome.failed]

@@ -6,7 +6,7 @@ The CLI is a thin layer over :func:`run_benchmark`; notebooks and tests call it 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,9 +36,9 @@ from xaibench.config import RunConfig
 from xaibench.errors import XaibenchError
 from xaibench.evidence import evidence_agreement
 from xaibench.grid import build_cells, check_components
+from xaibench.leaderboard import Leaderboards, build_leaderboards, write_leaderboard_files
 from xaibench.observers.base import Observer
 from xaibench.observers.dispatch import RunObservers
-from xaibench.leaderboard import Leaderboards, build_leaderboards, write_leaderboard_files
 from xaibench.paths import is_temporary, write_whole
 from xaibench.plugins import Components
 from xaibench.progress import NullProgress, Progress
@@ -64,6 +64,7 @@ class RunOutcome:
     document: dict[str, Any]
     results: list[CellResult]
     leaderboards: Leaderboards
+    observer_failures: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[CellResult]:
@@ -134,7 +135,7 @@ def run_benchmark(
             raise
         failed = len(outcome.failed)
         watchers.run_finished(run_dir, "failed" if failed else "ok", failed)
-        return outcome
+        return replace(outcome, observer_failures=dict(watchers.failures))
 
 
 def _one_line(exc: BaseException) -> str:

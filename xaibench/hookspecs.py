@@ -133,6 +133,16 @@ def register_executors(register: Register) -> None:
 
 
 @hookspec
+def register_observers(register: Register) -> None:
+    """Register run observers (subclasses of ``xaibench.observers.base.Observer``).
+
+    An observer is told when a run starts, as each cell is checkpointed (with its records and
+    files) and when the run ends, e.g. to log it to an experiment tracker (``mlflow`` in the
+    ``xaibench-mlflow`` package). Selected per run (``--observer NAME``). Since 0.1.
+    """
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add commands to the ``xaibench`` command-line interface.
 

@@ -46,6 +46,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("executors", "executor", "register_executors", "xaibench.executors.base:Executor"),
     Kind("importers", "importer", "register_importers", "xaibench.data.importers.base:Importer"),
     Kind("segmenters", "segmenter", "register_segmenters", "xaibench.segmenters.base:Segmenter"),
+    Kind("observers", "observer", "register_observers", "xaibench.observers.base:Observer"),
 )
 
 KIND_BY_KEY: dict[str, Kind] = {k.key: k for k in KINDS}
@@ -66,4 +67,6 @@ KIND_ALIASES: dict[str, str] = {
     "importer": "importers",
     "sources": "importers",
     "segmenter": "segmenters",
+    "observer": "observers",
+    "trackers": "observers",
 }

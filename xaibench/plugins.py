@@ -66,6 +66,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "xaibench.default_plugins.executors",
     "xaibench.default_plugins.importers",
     "xaibench.default_plugins.segmenters",
+    "xaibench.default_plugins.observers",
 )
 
 
@@ -388,6 +389,11 @@ class Components:
     def importers(self) -> Registry[Any]:
         """Importers of public collections (``xaibench data import``)."""
         return self.registries["importers"]
+
+    @property
+    def observers(self) -> Registry[Any]:
+        """Run observers (experiment trackers)."""
+        return self.registries["observers"]
 
     @property
     def segmenters(self) -> Registry[Any]:

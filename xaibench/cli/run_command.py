@@ -103,6 +103,25 @@ from xaibench.run_config import with_task_file
     help="calibration.json of 'xaibench calibrate': record each cell's trust badge per "
     "saliency method (matched by backbone architecture, strategy and method; else 'untested').",
 )
+@click.option(
+    "--observer",
+    "observer_names",
+    multiple=True,
+    help="Tell an observer about the run as it goes, e.g. an experiment tracker (repeatable; "
+    "xaibench ls observers). Changes nothing the run computes; allowed with --resume.",
+)
+@click.option(
+    "--observer-option",
+    "observer_options",
+    multiple=True,
+    metavar="NAME.KEY=VALUE",
+    help="An option of an observer given with --observer (repeatable; VALUE read as YAML).",
+)
+@click.option(
+    "--tracking-uri",
+    help="Where tracking observers log (e.g. --observer mlflow; default: the tracker's own "
+    "variable, MLFLOW_TRACKING_URI).",
+)
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @include_tasks_option
 def run(
@@ -128,6 +147,9 @@ def run(
     allow_outside_paths: bool,
     image_root: Path | None,
     calibration_file: Path | None,
+    observer_names: tuple[str, ...],
+    observer_options: tuple[str, ...],
+    tracking_uri: str | None,
     quiet: bool,
     include_tasks: tuple[Path, ...],
 ) -> int:
@@ -139,6 +161,7 @@ def run(
     succeeded, 1 some cell failed (all results are still written), 2 usage error.
     """
     from xaibench.config import resolve_config
+    from xaibench.observers.select import create_observers, parse_observer_options
     from xaibench.trust import read_calibration
 
     task = str(use_task_files(task, include_tasks))
@@ -146,6 +169,9 @@ def run(
     components = state.components
     task_obj = components.tasks.create(task)
     calibration = read_calibration(calibration_file) if calibration_file is not None else None
+    observers = create_observers(
+        components, observer_names, parse_observer_options(observer_options), tracking_uri
+    )
     if resume:
         given = {
             "--config": config_files, "--grid": grid, "--data": data_path,
@@ -160,7 +186,7 @@ def run(
         if executor:  # where the rest runs may change; what it computes may not
             resumed = resolve_config(resumed.model_dump(mode="json"), {"executor": executor})
             resumed = with_task_file(resumed, task_obj)
-        return _execute(resumed, components, out_dir, quiet, calibration)
+        return _execute(resumed, components, out_dir, quiet, calibration, observers)
     config = _resolved_config(
         task_obj,
         task,
@@ -171,7 +197,7 @@ def run(
         precision=precision, compile_=compile_, allow_outside_paths=allow_outside_paths,
         image_root=image_root,
     )  # fmt: skip
-    return _execute(config, components, out_dir, quiet, calibration)
+    return _execute(config, components, out_dir, quiet, calibration, observers)
 
 
 def _resumed_config(
@@ -216,6 +242,7 @@ def _execute(
     out_dir: Path | None,
     quiet: bool,
     calibration: Any = None,
+    observers: Any = None,
 ) -> int:
     from xaibench.benchmark import run_benchmark
     from xaibench.progress import NullProgress, RichProgress
@@ -223,10 +250,10 @@ def _execute(
 
     run_dir = out_dir or default_run_dir(config.task)
     if quiet:
-        outcome = run_benchmark(config, components, run_dir, NullProgress(), calibration)
+        outcome = run_benchmark(config, components, run_dir, NullProgress(), calibration, observers)
     else:
         with RichProgress() as progress:
-            outcome = run_benchmark(config, components, run_dir, progress, calibration)
+            outcome = run_benchmark(config, components, run_dir, progress, calibration, observers)
     from xaibench.leaderboard import display_frame
 
     tables = {
@@ -238,6 +265,12 @@ def _execute(
         click.echo(f"xaibench: cell {r.cell.label()} failed: {r.error}", err=True)
     for what, error in _partial_failures(outcome.partly_failed):
         click.echo(f"xaibench: {what} failed: {_one_line(error)}", err=True)
+    for name, error in outcome.observer_failures.items():
+        click.echo(
+            f"xaibench: observer {name} failed in {_one_line(error)}; the run's results are "
+            "complete (log them again with --resume --observer ...)",
+            err=True,
+        )
     click.echo(f"results written to {run_dir}")
     click.echo(f"HTML report: xaibench report {run_dir}")
     return 1 if outcome.failed or outcome.partly_failed else 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from xaibench import __version__
 from xaibench.observers.base import CellFinished, Observer, RunFinished, RunStarted
@@ -141,7 +141,7 @@ class RunObservers:
         if not self._active or self._config is None:
             return
         cell = result.cell
-        status = "ok" if result.status == "ok" else "failed"
+        status: Literal["ok", "failed"] = "ok" if result.status == "ok" else "failed"
         error = None if status == "ok" else " ".join(str(result.error or result.status).split())
         event = CellFinished(
             run_id=self.run_id,
