@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from xaibench import __version__
+from xaibench import __version__, failpoints
 from xaibench.observers.base import CellFinished, Observer, RunFinished, RunStarted
 
 if TYPE_CHECKING:
@@ -159,6 +159,7 @@ class RunObservers:
             seconds=result.seconds or None,
         )
         self._call("cell_finished", lambda o: o.cell_finished(event))
+        failpoints.hit("observed")  # tests: killed after a cell was observed
 
     def run_finished(
         self,
