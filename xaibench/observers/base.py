@@ -41,7 +41,7 @@ class RunStarted:
             run keeps it): SHA-256 of the study hash and the first start time, 16 hex digits.
         run_dir: The run folder.
         task: The task's name.
-        study_hash: SHA-256 of everything that determines the numbers (``results.json``).
+        study_hash: SHA-256 of everything that determines the numbers (``run-state.json``).
         started: When the run first started (ISO 8601, UTC), the same on every resume.
         resumed: Whether an earlier session of this run folder ran before.
         config: The resolved configuration, as in ``config.yaml``.
