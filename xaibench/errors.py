@@ -29,26 +29,39 @@ class WriteFailedError(XaibenchError):
 
 
 class UnknownComponentError(XaibenchError, KeyError):
-    """A component name that no plugin registered."""
+    """A component name that no plugin registered.
+
+    Attributes:
+        plugin_hint: When a plugin package that comes with xaibench's source provides the name
+            (:mod:`xaibench.known_plugins`), which one and how to install it; else ``None``.
+    """
 
     def __init__(self, kind: str, name: str, suggestions: list[str], available: list[str]) -> None:
+        from xaibench.known_plugins import plugin_hint
+
         self.kind = kind
         self.name = name
         self.suggestions = suggestions
         self.available = available
+        self.plugin_hint = plugin_hint(self._key(), name)
         super().__init__(self.__str__())
+
+    def _key(self) -> str:
+        """The kind's key (``tasks``), which listings and the plugin table use, not its noun."""
+        from xaibench.kinds import KINDS
+
+        return next((k.key for k in KINDS if k.noun == self.kind), self.kind)
 
     def __str__(self) -> str:
         message = f"unknown {self.kind} {self.name!r}"
+        if self.plugin_hint:
+            message += f"; {self.plugin_hint}"
         if self.suggestions:
             message += f"; did you mean {', '.join(repr(s) for s in self.suggestions)}?"
         shown = self.available[:12]
         more = "" if len(self.available) <= 12 else f", ... ({len(self.available)} in all)"
         if shown:
-            from xaibench.kinds import KINDS  # the listing takes the kind's key, not its noun
-
-            key = next((k.key for k in KINDS if k.noun == self.kind), self.kind)
-            message += f" (available: {', '.join(shown)}{more}; see `xaibench ls {key}`)"
+            message += f" (available: {', '.join(shown)}{more}; see `xaibench ls {self._key()}`)"
         else:
             message += f" (no {self.kind} is registered; see `xaibench plugins`)"
         return message
