@@ -1,7 +1,7 @@
 """The plugin packages that come with xaibench's source, and the components each provides.
 
 They live in the ``plugins/`` folder of a clone of xaibench and are not published on PyPI, so
-``pip install xaibench`` (or ``pip install .``) installs none of them. A name that one of them
+installing xaibench (``pip install .``) installs none of them. A name that one of them
 provides, asked for without the package, would otherwise only be "unknown";
 :class:`~xaibench.errors.UnknownComponentError` looks the name up here and says which package to
 install (or, when it is installed but did not load, where to look).

@@ -43,7 +43,7 @@ def test_bad_options_are_user_errors():
 
 def test_missing_ray_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
-    with pytest.raises(XaibenchError, match=r"pip install xaibench-ray"):
+    with pytest.raises(XaibenchError, match=r"pip install 'ray>=2.9'"):
         RayExecutor()
 
 

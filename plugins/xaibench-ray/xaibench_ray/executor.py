@@ -26,7 +26,7 @@ from xaibench.executors.base import CellJob, Executor
 C = TypeVar("C")
 R = TypeVar("R")
 
-INSTALL_HINT = "pip install xaibench-ray (or pip install 'ray>=2.9')"
+INSTALL_HINT = "pip install 'ray>=2.9' (or reinstall the plugin from plugins/xaibench-ray)"
 
 
 def import_ray() -> ModuleType:
