@@ -62,13 +62,25 @@ from xaibench.plugins import (
     metavar="NAME",
     help="Do not load plugin NAME (repeatable; before the command; see 'xaibench plugins').",
 )
-def cli(plugins_dirs: tuple[str, ...], disabled_plugins: tuple[str, ...]) -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Log INFO messages of xaibench and let the libraries it runs (Ray) keep their log "
+    "lines on stderr; without it they are quiet (before the command: xaibench -v run ...; "
+    "or XAIBENCH_VERBOSE=1).",
+)
+def cli(plugins_dirs: tuple[str, ...], disabled_plugins: tuple[str, ...], verbose: bool) -> None:
     """Benchmark vision models on medical images: prediction and explanation, together.
 
     Plugins: XAIBENCH_LOAD_PLUGINS=a,b loads only these third-party plugins (empty: none),
     XAIBENCH_TRACE_PLUGINS=1 traces hook calls to stderr; --plugins-dir and --disable-plugin
     are read before the plugins load (so they must come before the command name).
     """
+    if verbose:
+        from xaibench.verbosity import set_verbose
+
+        set_verbose()
 
 
 #: The commands that live in their own modules (``plugins``, ``ls`` and ``validate`` are below).

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -47,8 +48,12 @@ def test_missing_ray_names_the_install_command(monkeypatch):
         RayExecutor()
 
 
-def test_an_instance_it_starts_is_shut_down_and_home_stays_clean():
-    # A fresh process: the executor starts its own Ray instance and must shut it down again.
+@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
+def test_an_instance_it_starts_is_shut_down_quiet_and_leaves_home_alone(verbose):
+    # A fresh process, as a user's: no Ray token or auth mode in its environment (the conftest
+    # sets them for this process), HOME an empty folder. The executor starts its own Ray
+    # instance, must shut it down again, write nothing under HOME (Ray would save a token in
+    # ~/.ray/auth_token) and keep Ray's INFO/WARNING lines off stderr unless verbose.
     root = Path(tempfile.mkdtemp(prefix="xbray", dir="/tmp"))
     home = root / "home"
     home.mkdir()
@@ -57,24 +62,35 @@ def test_an_instance_it_starts_is_shut_down_and_home_stays_clean():
         import json, ray
         from xaibench_ray.executor import RayExecutor
         from xaibench_ray.testing import SquareJob
-        executor = RayExecutor(
-            num_cpus=1, init_options={{"_temp_dir": {str(root / "r")!r}, "log_to_driver": False}}
-        )
+        executor = RayExecutor(num_cpus=1, init_options={{"_temp_dir": {str(root / "r")!r}}})
         results = executor.run([2, 5], SquareJob())
         print(json.dumps({{"values": [r.value for r in results], "up": ray.is_initialized()}}))
         """
     )
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("RAY_AUTH_", "RAY_USAGE_STATS", "XAIBENCH_VERBOSE"))
+    }
+    env["HOME"] = str(home)
+    if verbose:
+        env["XAIBENCH_VERBOSE"] = "1"
     try:
         out = subprocess.run(
             [sys.executable, "-c", script],
-            env={**os.environ, "HOME": str(home)},
+            env=env,
             capture_output=True,
             text=True,
             timeout=120,
             check=True,
         )
         assert json.loads(out.stdout.strip().splitlines()[-1]) == {"values": [4, 25], "up": False}
-        assert not (home / ".ray").exists()  # the token came from the environment
+        assert sorted(home.rglob("*")) == []
+        ray_lines = re.findall(r"^.*\b(?:INFO|WARNING)\b.*$", out.stderr, re.MULTILINE)
+        if verbose:  # Ray's own format: "<time> INFO worker.py:2038 -- Started a local ..."
+            assert any(re.search(r"\bINFO \S+\.py:\d+ -- ", line) for line in ray_lines)
+        else:
+            assert ray_lines == [], out.stderr
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -9,12 +9,23 @@ finish, not in cell order, so the driver's checkpoint keeps every finished cell 
 run is stopped halfway. A worker that dies mid-cell (killed, out of memory, its node lost) is
 retried by Ray itself (``max_retries``); once the retries are spent only that cell is lost, and
 it is reported through ``job.lost`` as a failed result while the others carry on.
+
+Quiet by default: Ray's own log lines (INFO and WARNING on the driver, the workers' output
+forwarded to it) are shown only when xaibench is verbose (``xaibench --verbose``,
+:func:`xaibench.verbosity.is_verbose`); errors always show, and the run's progress display is
+xaibench's, in this process. A private instance writes nothing under the user's home: Ray would
+save a generated token to ``~/.ray/auth_token``, so the executor gives it one through the
+environment instead; Ray's session folders (logs, sockets, spilled objects) go where Ray puts
+them, ``/tmp/ray`` unless ``RAY_TMPDIR`` or ``init_options: {_temp_dir: ...}`` says otherwise.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -22,6 +33,7 @@ from pydantic import Field
 
 from xaibench.errors import XaibenchError
 from xaibench.executors.base import CellJob, Executor
+from xaibench.verbosity import is_verbose
 
 C = TypeVar("C")
 R = TypeVar("R")
@@ -43,6 +55,31 @@ def import_ray() -> ModuleType:
             f"install it with: {INSTALL_HINT}"
         ) from None
     return ray
+
+
+#: Where Ray looks for a token before it generates one and saves it under the home folder.
+_TOKEN_ENV = "RAY_AUTH_TOKEN"
+_TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
+
+
+def _private_instance_environment() -> None:
+    """Prepare this process's environment for a Ray instance it starts (its servers inherit it).
+
+    Ray protects a new local instance with a token and, when it finds none, writes one to
+    ``~/.ray/auth_token``; a random token in ``RAY_AUTH_TOKEN`` instead keeps the home folder
+    untouched and the instance protected. It stays set for the life of the process (Ray reads
+    it once and caches it). A token the user already has (the variable, ``RAY_AUTH_TOKEN_PATH``
+    or the file) and ``RAY_AUTH_MODE=disabled`` are left to Ray. Usage statistics are off unless
+    ``RAY_USAGE_STATS_ENABLED`` says otherwise.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "disabled":
+        return
+    if os.environ.get(_TOKEN_ENV) or os.environ.get(_TOKEN_PATH_ENV):
+        return
+    if (Path.home() / ".ray" / "auth_token").is_file():
+        return
+    os.environ[_TOKEN_ENV] = secrets.token_hex(32)
 
 
 def _run_cell(job: CellJob[C, R], cell: C, torch_threads: int | None) -> R:
@@ -162,12 +199,19 @@ class RayExecutor(Executor):
         """Initialise Ray unless this process already has; return whether we did."""
         if ray.is_initialized():
             return False
-        kwargs: dict[str, Any] = {"address": self.address}
+        verbose = is_verbose()
+        kwargs: dict[str, Any] = {
+            "address": self.address,
+            # Ray's logger on the driver, and the workers' stdout/stderr sent to it.
+            "logging_level": logging.INFO if verbose else logging.ERROR,
+            "log_to_driver": verbose,
+        }
         joining = self.address is not None or bool(os.environ.get("RAY_ADDRESS"))
         if not joining:
             # A private instance: the plain ``ray`` package has no dashboard, so do not ask
             # for one; resource totals only apply to an instance this process starts.
             kwargs["include_dashboard"] = False
+            _private_instance_environment()
             if self.num_cpus is not None:
                 kwargs["num_cpus"] = self.num_cpus
             if self.num_gpus is not None:
