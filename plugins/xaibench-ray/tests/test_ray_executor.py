@@ -8,6 +8,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from xaibench_ray.testing import SquareJob, ToyResult
 from xaibench.errors import InvalidOptionsError, XaibenchError
 from xaibench.executors.local import LocalExecutor
 from xaibench.plugins import collect_components, get_plugin_manager
+from xaibench.progress import NullProgress
 
 CELLS = [3, 1, 4, 2]
 
@@ -191,6 +193,19 @@ def _comparable(document: dict) -> str:
     return json.dumps(document, sort_keys=True)
 
 
+class _CountCells(NullProgress):
+    """A progress display that counts how often the run advances its per-cell bar."""
+
+    def __init__(self) -> None:
+        self.cells = 0
+
+    def start(self, description: str, total: int) -> Callable[[], None]:
+        def advance() -> None:
+            self.cells += description == "cells"
+
+        return advance
+
+
 @pytest.mark.slow
 def test_local_and_ray_runs_give_identical_results(ray_instance, tmp_path):
     from xaibench.benchmark import run_benchmark
@@ -203,7 +218,9 @@ def test_local_and_ray_runs_give_identical_results(ray_instance, tmp_path):
         # Each run its own cache: the Ray workers build the phantom at the same time.
         overrides = {"executor": {"name": name}, "cache_dir": str(tmp_path / f"cache-{name}")}
         config = resolve_config(defaults, TINY, overrides)
-        documents[name] = run_benchmark(config, components, tmp_path / name).document
+        progress = _CountCells()
+        documents[name] = run_benchmark(config, components, tmp_path / name, progress).document
+        assert progress.cells == 2, name  # the progress display hears of every cell
     assert [c["status"] for c in documents["ray"]["cells"]] == ["ok", "ok"]
     assert documents["ray"]["config"]["executor"]["name"] == "ray"
     assert _comparable(documents["local"]) == _comparable(documents["ray"])

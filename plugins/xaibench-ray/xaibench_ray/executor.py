@@ -16,7 +16,8 @@ forwarded to it) are shown only when xaibench is verbose (``xaibench --verbose``
 xaibench's, in this process. A private instance writes nothing under the user's home: Ray would
 save a generated token to ``~/.ray/auth_token``, so the executor gives it one through the
 environment instead; Ray's session folders (logs, sockets, spilled objects) go where Ray puts
-them, ``/tmp/ray`` unless ``RAY_TMPDIR`` or ``init_options: {_temp_dir: ...}`` says otherwise.
+them, ``/tmp/ray`` unless ``TMPDIR``, ``RAY_TMPDIR`` or ``init_options: {_temp_dir: ...}``
+says otherwise.
 """
 
 from __future__ import annotations
