@@ -142,6 +142,26 @@ def test_the_hint_and_did_you_mean_share_one_line(monkeypatch):
     )
 
 
+def test_a_misspelled_plugin_name_is_suggested_with_its_package(monkeypatch):
+    _uninstalled(monkeypatch)
+    registry: Registry = Registry("saliency method", "xaibench.saliency.base:SaliencyMethod")
+    registry.add("gradcam", "xaibench.saliency.base:SaliencyMethod", Provider("p", "x", "0"))
+    with pytest.raises(UnknownComponentError) as info:
+        registry.get("example_methd")
+    assert str(info.value).startswith(
+        "unknown saliency method 'example_methd'; did you mean 'example_method'? it is "
+        "provided by the xaibench-example package (pip install ./plugins/xaibench-example "
+    )
+    assert info.value.plugin_name == "example_method"
+    # A registered close match comes first; the plugin's name is then not offered.
+    base = "xaibench.saliency.base:SaliencyMethod"
+    registry.add("example_methods", base, Provider("p", "x", "0"))
+    with pytest.raises(UnknownComponentError) as info:
+        registry.get("example_methd")
+    assert info.value.plugin_name is None
+    assert "provided by" not in str(info.value)
+
+
 def test_no_hint_for_a_name_no_known_package_provides(monkeypatch):
     _uninstalled(monkeypatch)
     registry: Registry = Registry("executor", "xaibench.executors.base:Executor")

@@ -34,16 +34,24 @@ class UnknownComponentError(XaibenchError, KeyError):
     Attributes:
         plugin_hint: When a plugin package that comes with xaibench's source provides the name
             (:mod:`xaibench.known_plugins`), which one and how to install it; else ``None``.
+        plugin_name: Without registered suggestions, a name such a package provides that is
+            close to ``name`` (``plugin_hint`` then says which package); else ``None``.
     """
 
     def __init__(self, kind: str, name: str, suggestions: list[str], available: list[str]) -> None:
-        from xaibench.known_plugins import plugin_hint
+        from xaibench.known_plugins import close_plugin_name, plugin_hint
 
         self.kind = kind
         self.name = name
         self.suggestions = suggestions
         self.available = available
-        self.plugin_hint = plugin_hint(self._key(), name)
+        key = self._key()
+        self.plugin_hint = plugin_hint(key, name)
+        self.plugin_name = None
+        if self.plugin_hint is None and not suggestions:
+            self.plugin_name = close_plugin_name(key, name)
+            if self.plugin_name is not None:
+                self.plugin_hint = plugin_hint(key, self.plugin_name)
         super().__init__(self.__str__())
 
     def _key(self) -> str:
@@ -54,7 +62,9 @@ class UnknownComponentError(XaibenchError, KeyError):
 
     def __str__(self) -> str:
         message = f"unknown {self.kind} {self.name!r}"
-        if self.plugin_hint:
+        if self.plugin_name:
+            message += f"; did you mean {self.plugin_name!r}? {self.plugin_hint}"
+        elif self.plugin_hint:
             message += f"; {self.plugin_hint}"
         if self.suggestions:
             message += f"; did you mean {', '.join(repr(s) for s in self.suggestions)}?"

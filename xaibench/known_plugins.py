@@ -13,6 +13,7 @@ fails when this table and the packages disagree.
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 
 #: Distribution name -> component kind key (:data:`xaibench.kinds.KINDS`) -> names it registers.
@@ -43,6 +44,13 @@ def known_providers(kind: str, name: str) -> list[str]:
         Distribution names, sorted; empty when no known package provides the name.
     """
     return sorted(dist for dist, kinds in KNOWN_PLUGINS.items() if name in kinds.get(kind, ()))
+
+
+def close_plugin_name(kind: str, name: str) -> str | None:
+    """A name of ``kind`` that a known plugin package provides and ``name`` may misspell."""
+    names = sorted({n for kinds in KNOWN_PLUGINS.values() for n in kinds.get(kind, ())})
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def _installed(distribution: str) -> bool:
