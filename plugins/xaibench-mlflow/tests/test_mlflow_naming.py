@@ -1,13 +1,16 @@
-"""The naming rules of the mlflow observer, without a server."""
+"""The mlflow observer without a server: its naming rules and its de-duplication by cell key."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from xaibench_mlflow import naming
-from xaibench_mlflow.observer import SECONDS, cell_metrics
+from xaibench_mlflow.observer import SECONDS, MlflowObserver, cell_metrics
+
+from xaibench.observers.base import CellFinished
 
 ALLOWED = re.compile(r"^[A-Za-z0-9_.\-/]+$")
 
@@ -139,3 +142,75 @@ def test_scrub_text_removes_credentials_and_folders():
     assert "\n" not in line
     assert "http://***@127.0.0.1:5000/api/2.0/x" in line
     assert "r1/cells/a.png" in line
+
+
+# --- de-duplication by cell key, with a stand-in for MlflowClient -----------------------------
+
+
+class FakeClient:
+    """Records the calls the observer makes for one cell."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def create_run(self, experiment_id, run_name=None, tags=None):
+        self.calls.append(("create_run", run_name))
+        return SimpleNamespace(info=SimpleNamespace(run_id="new"))
+
+    def delete_run(self, run_id):
+        self.calls.append(("delete_run", run_id))
+
+    def log_batch(self, run_id, metrics=(), params=()):
+        self.calls.append(("log_batch", run_id))
+
+    def log_artifact(self, run_id, path, artifact_path=None):
+        self.calls.append(("log_artifact", artifact_path))
+
+    def set_terminated(self, run_id, status=None):
+        self.calls.append(("set_terminated", run_id, status))
+
+
+def observer_with(children):
+    observer = MlflowObserver(tracking_uri="http://127.0.0.1:1")
+    observer._client = FakeClient()
+    observer._parent = "parent"
+    observer._experiment_id = "1"
+    observer._children = {"k": list(children)}
+    return observer
+
+
+def cell(status="ok", from_checkpoint=False):
+    return CellFinished(
+        run_id="r", label="b x s (seed 0)", backbone="b", strategy="s", seed=0, key="k",
+        status=status, error=None if status == "ok" else "boom", from_checkpoint=from_checkpoint,
+        params={"train": {"epochs": 1}}, records=(rec("auc", 0.7),), files=(),
+    )  # fmt: skip
+
+
+def test_a_restored_cell_logged_completely_is_skipped():
+    observer = observer_with([("done", "FINISHED"), ("half", "RUNNING")])
+    observer.cell_finished(cell(from_checkpoint=True))
+    assert observer._client.calls == [("delete_run", "half")]
+    assert observer._children["k"] == [("done", "FINISHED")]
+
+
+def test_a_restored_cell_logged_halfway_is_logged_again():
+    observer = observer_with([("half", "RUNNING")])
+    observer.cell_finished(cell(from_checkpoint=True))
+    calls = observer._client.calls
+    assert calls[:2] == [("delete_run", "half"), ("create_run", "b x s (seed 0)")]
+    assert calls[-1] == ("set_terminated", "new", "FINISHED")
+    assert observer._children["k"] == [("new", "FINISHED")]
+
+
+def test_a_computed_cell_replaces_the_run_of_an_earlier_try():
+    observer = observer_with([("failed-before", "FAILED")])
+    observer.cell_finished(cell())
+    assert observer._client.calls[0] == ("delete_run", "failed-before")
+    assert observer._children["k"] == [("new", "FINISHED")]
+
+
+def test_a_failed_cell_ends_failed():
+    observer = observer_with([])
+    observer.cell_finished(cell(status="failed"))
+    assert observer._client.calls[-1] == ("set_terminated", "new", "FAILED")
