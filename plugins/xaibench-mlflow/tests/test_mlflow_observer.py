@@ -2,7 +2,7 @@
 
 Runs are read back through ``MlflowClient`` and compared with the run folder's results.json.
 One server and one two-cell run (module-scoped fixtures, ~1 min together on two cores) serve
-most tests; the tests that need the server are marked ``slow``.
+most tests; the tests that need the server or run a benchmark are marked ``slow``.
 """
 
 from __future__ import annotations
@@ -119,6 +119,7 @@ def test_options_are_validated(monkeypatch):
         entry.create({"tracking_uri": "http://h", "param_max_length": 10})
     observer = entry.create({"tracking_uri": f"http://u:{SECRET}@h:1"})
     assert SECRET not in repr(observer)
+    assert SECRET not in str(observer.options())
 
 
 def test_no_tracking_uri_is_a_usage_error_before_any_work(tmp_path, capsys, monkeypatch):
@@ -330,6 +331,7 @@ def test_uri_from_the_environment_and_its_password_is_never_logged(
             assert SECRET.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow
 def test_a_server_that_is_down_warns_and_the_run_completes(
     closed_port, tmp_path, capsys, monkeypatch
 ):
@@ -382,6 +384,8 @@ def test_kill_and_resume_logs_each_cell_once(mlflow_server, tmp_path, capsys):
         "mlflow.parentRunId": parents[0].info.run_id,
         "xaibench.cell_key": kept.data.tags["xaibench.cell_key"],
     })  # fmt: skip
+    # An earlier session that was interrupted left its error on the parent: cleared on resume.
+    client.set_tag(parents[0].info.run_id, "xaibench.error", "KeyboardInterrupt")
 
     code, text = cli(capsys, *base[3:], "--resume", "--out", str(out))  # in this process
     assert code == 0, text
@@ -391,6 +395,8 @@ def test_kill_and_resume_logs_each_cell_once(mlflow_server, tmp_path, capsys):
     assert len(parents) == 1
     assert parents[0].info.status == "FINISHED"
     assert parents[0].data.tags["xaibench.resumed"] == "true"
+    assert parents[0].data.tags["xaibench.status"] == "ok"
+    assert "xaibench.error" not in parents[0].data.tags
     assert len(children) == 2
     assert all(c.info.status == "FINISHED" for c in children)
     assert len({c.data.tags["xaibench.cell_key"] for c in children}) == 2

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -145,6 +146,13 @@ class MlflowObserver(Observer):
             raise XaibenchError(NO_URI)
         self._uri = uri
 
+    def options(self) -> dict[str, Any]:
+        """The options, the tracking URI without its credentials."""
+        out = super().options()
+        if out.get("tracking_uri"):
+            out["tracking_uri"] = naming.redact_uri(out["tracking_uri"])
+        return out
+
     # --- helpers ---------------------------------------------------------------------------
 
     def _scrub(self, text: str) -> str:
@@ -166,6 +174,8 @@ class MlflowObserver(Observer):
             pass  # it answered: reachable (a proxy or an auth layer may refuse /health)
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLError):
+                return  # it answered TLS; MLflow has its own certificate settings
             raise MlflowObserverError(
                 self._scrub(
                     f"MLflow tracking server {naming.redact_uri(self._uri)} is not reachable "
@@ -270,6 +280,8 @@ class MlflowObserver(Observer):
             for key, value in tags.items():
                 if parent.data.tags.get(key) != value:
                     self._client.set_tag(self._parent, key, value)
+            if "xaibench.error" in parent.data.tags:  # an earlier session's interruption
+                self._client.delete_tag(self._parent, "xaibench.error")
             # params are immutable: log only those not there (a resume may change the executor)
             params = {k: v for k, v in params.items() if k not in parent.data.params}
         else:
