@@ -1,55 +1,18 @@
-"""Read back what W&B wrote offline, without network and without xaibench-wandb's code.
+"""Read back what W&B wrote offline, without network: each offline run folder's fields.
 
 wandb 0.31 writes an offline run's data to ``run-<id>.wandb`` only (``files/config.yaml`` and
-``files/wandb-summary.json`` are written by ``wandb sync`` or online runs, not offline) and has
-no Python reader for it. The file is a LevelDB-style log: a 7-byte header (``:W&B``, a 2-byte
-magic, a version byte), then 32 KiB blocks of chunks, each chunk a 7-byte header (CRC-32, 2-byte
-little-endian length, type: 1 full, 2 first, 3 middle, 4 last) and its bytes; a block's tail
-shorter than a chunk header is zero padding. Each whole record is one ``Record`` protobuf of
-wandb's own (``wandb.proto.wandb_internal_pb2``), which this reader decodes.
+``files/wandb-summary.json`` are written by ``wandb sync`` or online runs, not offline); the
+records are wandb's own ``Record`` protobuf messages (:mod:`xaibench_wandb.offline`).
 """
 
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BLOCK = 32 * 1024
-HEADER = 7
-
-
-def raw_records(path: Path) -> list[bytes]:
-    """The records of a ``.wandb`` file, as protobuf bytes (whole: chunks joined)."""
-    data = path.read_bytes()
-    assert data[:4] == b":W&B", f"{path}: not a W&B transaction log"
-    pos, out, pending = HEADER, [], b""
-    while pos < len(data):
-        left = BLOCK - pos % BLOCK
-        if left < HEADER:
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
-        if kind == 0 and length == 0:  # zero padding up to the block's end
-            pos += left
-            continue
-        chunk = data[pos + HEADER : pos + HEADER + length]
-        assert len(chunk) == length, f"{path}: truncated at byte {pos}"
-        pos += HEADER + length
-        if kind == 1:
-            out.append(chunk)
-        elif kind == 2:
-            pending = chunk
-        elif kind == 3:
-            pending += chunk
-        elif kind == 4:
-            out.append(pending + chunk)
-            pending = b""
-        else:
-            raise AssertionError(f"{path}: unknown chunk type {kind} at byte {pos}")
-    return out
+from xaibench_wandb.offline import records
 
 
 @dataclass
@@ -78,13 +41,10 @@ def _key(item: Any) -> str:
 
 def read_run(folder: Path) -> OfflineRun:
     """Decode ``folder/run-*.wandb`` (one offline run folder)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
     (log,) = folder.glob("run-*.wandb")
+    assert log.read_bytes()[:4] == b":W&B"
     run = OfflineRun(folder=folder)
-    for raw in raw_records(log):
-        record = pb.Record()
-        record.ParseFromString(raw)
+    for record in records(log):
         kind = record.WhichOneof("record_type")
         run.kinds.append(kind)
         if kind == "run":
@@ -106,6 +66,8 @@ def read_run(folder: Path) -> OfflineRun:
             run.files += [f.path for f in record.files.files]
         elif kind == "exit":
             run.exited = True
+    assert run.kinds[:2] == ["header", "run"], (folder, run.kinds)
+    assert run.kinds[-1] == "exit", (folder, run.kinds)
     return run
 
 

@@ -17,7 +17,8 @@ the error of a failed cell).
 
 Resume: a W&B run's id is derived from the xaibench run id and the cell's checkpoint key
 (:func:`xaibench_wandb.naming.wandb_id`), the same in every session, and runs are opened with
-``resume="allow"``. When a cell's run is finished, a marker file is written
+``resume="allow"``. When a cell's run is finished (offline: once W&B's transaction log of it
+holds its exit record, :mod:`xaibench_wandb.offline`), a marker file is written
 (``<dir>/wandb/xaibench/logged/<id>.json``); a cell restored from a checkpoint that has a
 marker is not logged again. A session killed between opening and finishing a cell's W&B run
 logs it again under the same id (offline: a second run folder, which ``wandb sync`` merges into
@@ -45,6 +46,7 @@ from pydantic import Field, PrivateAttr
 
 from xaibench.observers.base import CellFinished, Observer, RunFinished, RunStarted
 from xaibench_wandb.naming import metric_key, metric_values, project_name, tag, wandb_id
+from xaibench_wandb.offline import wait_complete
 
 #: Record fields in the ``records`` table, in this order (absent ones left empty).
 TABLE_COLUMNS = (
@@ -108,6 +110,12 @@ class WandbObserver(Observer):
         False,
         description="W&B's run metadata: host name, OS, Python, the command line (which may "
         "hold absolute paths) and the machine's hardware.",
+    )
+    flush_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Offline: seconds to wait for W&B to finish writing a run's log before "
+        "the cell counts as logged.",
     )
     base_url: str | None = Field(
         None, description="A self-hosted W&B server (online mode; never logged)."
@@ -182,12 +190,15 @@ class WandbObserver(Observer):
                 settings=wandb.Settings(**settings),
                 **init,
             )
+            folder = Path(run.dir).parent
             try:
                 yield run
             except BaseException:
                 run.finish(exit_code=1)
                 raise
             run.finish()
+        if self.mode == "offline" and not wait_complete(folder, self.flush_timeout):
+            return  # no marker: a resumed run logs this again, under the same id
         marker = self._marker(run_id)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(
