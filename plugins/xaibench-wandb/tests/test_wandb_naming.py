@@ -4,7 +4,15 @@ import math
 import subprocess
 import sys
 
-from xaibench_wandb.naming import metric_key, metric_values, project_name, tag, wandb_id
+from xaibench_wandb.naming import (
+    metric_key,
+    metric_values,
+    project_name,
+    public,
+    public_text,
+    tag,
+    wandb_id,
+)
 
 
 def rec(metric, value=0.5, category="explanation", status="ok", **qualifiers):
@@ -87,3 +95,31 @@ def test_registered_as_observer():
     observers = collect_components(get_plugin_manager())["observers"]
     assert observers.get("wandb").load() is WandbObserver
     assert observers.create("wandb", {}).mode == "offline"
+
+
+def test_public_values_hold_no_paths_or_passwords(tmp_path):
+    run_dir = tmp_path / "run"
+    value = {
+        "weights": "/home/alice/models/m.safetensors",
+        "inside": str(run_dir / "cells" / "x.png"),
+        "nested": [{"cache_dir": "~/cache"}],
+        "uri": "https://bob:s3cret@host:5000/path",
+        "plain": "gradcam",
+        "number": 3,
+    }
+    assert public(value, run_dir) == {
+        "weights": ".../m.safetensors",
+        "inside": "cells/x.png",
+        "nested": [{"cache_dir": ".../cache"}],
+        "uri": "https://***@host:5000/path",
+        "plain": "gradcam",
+        "number": 3,
+    }
+
+
+def test_public_text(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", "/home/alice")
+    text = f"OSError: {tmp_path}/run/cells/a.npz and /home/alice/w.pt, see http://u:p@h/x"
+    assert public_text(text, tmp_path / "run") == (
+        "OSError: ./cells/a.npz and ~/w.pt, see http://***@h/x"
+    )

@@ -86,9 +86,14 @@ def cell(run_dir: Path, strategy: str, *, ok: bool = True, restored: bool = Fals
         seed=0,
         key=f"key-{strategy}",
         status="ok" if ok else "failed",
-        error=None if ok else "RuntimeError: out of memory",
+        error=None if ok else f"OSError: out of space in {run_dir}/cells/c1",
         from_checkpoint=restored,
-        params={"backbone": "b", "strategy": strategy, "train": {"epochs": 1}},
+        params={
+            "backbone": "b",
+            "strategy": strategy,
+            "train": {"epochs": 1},
+            "backbone_options": {"weights": str(run_dir.parent / "alice" / "w.safetensors")},
+        },
         records=records,
         files=tuple(files),
         seconds=1.5,
@@ -147,7 +152,11 @@ def test_cells_and_study_logged_offline_and_nothing_outside_the_run(place):
 
     failed = runs[wandb_id(RUN_ID, "key-t")]
     assert "failed" in failed.tags
-    assert "out of memory" in failed.notes
+    assert failed.notes == "b x t (seed 0): OSError: out of space in ./cells/c1"
+    assert ok.config["backbone_options"] == {"weights": ".../w.safetensors"}
+    for run in runs.values():  # what W&B shows of each run holds no folder of this machine
+        shown = json.dumps([run.config, run.summary, run.history, run.notes, run.tags])
+        assert str(place) not in shown
     assert failed.summary["xaibench/status"] == "failed"
 
     study = runs[wandb_id(RUN_ID, "study")]

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 #: Qualifiers that name what a record measures, in the order they appear in a key.
@@ -119,3 +121,38 @@ def project_name(task: str) -> str:
 def tag(text: str) -> str:
     """A W&B tag (at most 64 characters)."""
     return text if len(text) <= 64 else text[:63] + "~"
+
+
+_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def public(value: Any, run_dir: Path) -> Any:
+    """``value`` (JSON-able) with nothing private: no absolute paths, no passwords in URLs.
+
+    An absolute path inside ``run_dir`` becomes relative to it; any other absolute path keeps
+    only its last part (``.../model.safetensors``): a folder may hold a user's name. A URL's
+    ``user:password@`` becomes ``***@``.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): public(v, run_dir) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [public(v, run_dir) for v in value]
+    if isinstance(value, str):
+        if "://" in value:
+            return _CREDENTIALS.sub("***@", value)
+        if os.path.isabs(value) or value.startswith("~"):
+            path = Path(value)
+            try:
+                return path.relative_to(run_dir).as_posix()
+            except ValueError:
+                return f".../{path.name}"
+    return value
+
+
+def public_text(text: str, run_dir: Path) -> str:
+    """A message (a failed cell's error): the run folder as ``.``, the home folder as ``~``."""
+    text = text.replace(str(run_dir), ".")
+    home = os.path.expanduser("~")
+    if home not in ("", "/", "~"):
+        text = text.replace(home, "~")
+    return _CREDENTIALS.sub("***@", text)

@@ -28,7 +28,9 @@ Nothing is written outside the W&B folder: W&B's cache, data, artifact and (offl
 folders are pointed at ``<dir>/wandb/xaibench/`` while a W&B run is open, unless the user set
 ``WANDB_CACHE_DIR`` etc. themselves; git, code saving, console capture and the system monitor
 are off (the monitor on with ``system_stats``), and so is W&B's run metadata (host name, command
-line with its absolute paths, hardware; on with ``metadata``).
+line with its absolute paths, hardware; on with ``metadata``). Config values and error messages
+go through :func:`xaibench_wandb.naming.public` and ``public_text`` (no absolute paths, no
+passwords in URLs).
 """
 
 from __future__ import annotations
@@ -45,7 +47,15 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr
 
 from xaibench.observers.base import CellFinished, Observer, RunFinished, RunStarted
-from xaibench_wandb.naming import metric_key, metric_values, project_name, tag, wandb_id
+from xaibench_wandb.naming import (
+    metric_key,
+    metric_values,
+    project_name,
+    public,
+    public_text,
+    tag,
+    wandb_id,
+)
 from xaibench_wandb.offline import wait_complete
 
 #: Record fields in the ``records`` table, in this order (absent ones left empty).
@@ -230,7 +240,7 @@ class WandbObserver(Observer):
             return
         components = self._run.provenance.get("components", {})
         config = {
-            **cell.params,
+            **public(cell.params, self._run.run_dir),
             "seed": cell.seed,
             "xaibench": {
                 "version": self._run.provenance.get("xaibench_version"),
@@ -238,11 +248,16 @@ class WandbObserver(Observer):
                 "study_hash": self._run.study_hash,
                 "cell_key": cell.key,
                 "label": cell.label,
-                "backbone": components.get("backbones", {}).get(cell.backbone, {}),
-                "strategy": components.get("strategies", {}).get(cell.strategy, {}),
+                "backbone": public(
+                    components.get("backbones", {}).get(cell.backbone, {}), self._run.run_dir
+                ),
+                "strategy": public(
+                    components.get("strategies", {}).get(cell.strategy, {}), self._run.run_dir
+                ),
             },
         }
-        notes = cell.label if cell.error is None else f"{cell.label}: {cell.error}"
+        error = public_text(cell.error or "", self._run.run_dir)
+        notes = f"{cell.label}: {error}" if error else cell.label
         metrics, left_out = metric_values(cell.records)
         step: dict[str, Any] = dict(metrics)
         if self.gallery:
@@ -299,14 +314,14 @@ class WandbObserver(Observer):
             name=f"{started.task} study {started.run_id}",
             job_type="study",
             config={
-                **started.config,
+                **public(started.config, started.run_dir),
                 "xaibench": {
                     "version": started.provenance.get("xaibench_version"),
                     "run_id": started.run_id,
                     "study_hash": started.study_hash,
                     "started": started.started,
                     "cells": list(started.cells),
-                    "provenance": started.provenance.get("components", {}),
+                    "provenance": public(started.provenance.get("components", {}), started.run_dir),
                 },
             },
             tags=self._tags("study", run.status),
