@@ -196,3 +196,23 @@ def test_bad_option_is_one_line(tmp_path):
     assert "wandb" in proc.stderr
     assert "mode" in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_wandb_sync_finds_every_run(session):
+    """``wandb sync --dry-run`` (no upload, no network) would sync each offline run folder."""
+    folders = sorted(str(r.folder) for r in session.runs)
+    env = {k: v for k, v in os.environ.items() if k not in CLEARED}
+    proc = subprocess.run(
+        [sys.executable, "-m", "wandb", "sync", "--dry-run", *folders],
+        capture_output=True,
+        text=True,
+        env={**env, "HOME": str(session.home)},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    said = proc.stdout + proc.stderr
+    assert f"Would sync {len(folders)} run(s)" in said
+    for run in session.runs:
+        assert f"run-{run.id}.wandb" in said
+    assert list(session.home.rglob("*")) == []
