@@ -85,6 +85,22 @@ def _cell(value: Any) -> Any:
     return str(value)
 
 
+def _write(path: Path, content: dict[str, Any]) -> None:
+    """Write a marker whole (a process killed meanwhile leaves the old one, or none)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    part.write_text(json.dumps(content, sort_keys=True) + "\n", encoding="utf-8")
+    part.replace(path)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
 def _digest(paths: list[Path]) -> str:
     h = hashlib.sha256()
     for path in paths:
@@ -209,12 +225,7 @@ class WandbObserver(Observer):
             run.finish()
         if self.mode == "offline" and not wait_complete(folder, self.flush_timeout):
             return  # no marker: a resumed run logs this again, under the same id
-        marker = self._marker(run_id)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(
-            json.dumps({"name": init.get("name"), "job_type": init.get("job_type")}) + "\n",
-            encoding="utf-8",
-        )
+        _write(self._marker(run_id), {"name": init.get("name"), "job_type": init.get("job_type")})
 
     def _tags(self, *more: str) -> list[str]:
         return [tag(t) for t in dict.fromkeys([*more, *self.tags]) if t]
@@ -306,7 +317,7 @@ class WandbObserver(Observer):
         run_id = wandb_id(run.run_id, "study")
         marker = self._marker(run_id)
         digest = _digest(kept + sorted(boards.values()))
-        if marker.is_file() and json.loads(marker.read_text()).get("digest") == digest:
+        if _read(marker).get("digest") == digest:
             return  # this study's results are logged already (a finished run resumed)
         started = self._run
         with self._wandb_run(
@@ -345,10 +356,8 @@ class WandbObserver(Observer):
             for path in kept + sorted(boards.values()):
                 shutil.copyfile(path, target / path.name)
                 wb.save(str(target / path.name), base_path=wb.dir, policy="now")
-        marker.write_text(
-            json.dumps({"name": f"{started.task} study", "digest": digest}) + "\n",
-            encoding="utf-8",
-        )
+        if marker.is_file():  # the study's W&B run is complete: remember what it logged
+            _write(marker, {**_read(marker), "digest": digest})
 
 
 def logged(root: Path | str) -> Mapping[str, dict[str, Any]]:
@@ -356,4 +365,4 @@ def logged(root: Path | str) -> Mapping[str, dict[str, Any]]:
     folder = Path(root) / "wandb" / "xaibench" / "logged"
     if not folder.is_dir():
         return {}
-    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    return {p.stem: _read(p) for p in sorted(folder.glob("*.json"))}
