@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -268,3 +269,27 @@ def test_cli_leaderboard_prints_the_headline_at_100_columns(run12, tmp_path, cap
     lines = _cli([*args, str(tmp_path / "d"), "--ci-lines"], capsys)
     assert max(len(line) for line in lines.splitlines()) <= 100
     assert CHANCE_MARK in (tmp_path / "b" / "leaderboard_explainability.md").read_text()
+
+
+def test_several_seeds_are_shown_and_a_table_without_explanations_still_prints(boards12):
+    seeds = [i % 2 for i in range(12)]
+    perf = boards12.performance.assign(seed=seeds)
+    expl = boards12.explainability.set_index(["backbone", "strategy"])
+    expl = expl.loc[list(zip(perf["backbone"], perf["strategy"], strict=True))].reset_index()
+    expl["seed"] = seeds
+    boards = replace(boards12, performance=perf, explainability=expl)
+    text = _render(boards)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "…" not in text
+    assert text.count(", seed 1") == 6
+    assert text.count(", seed 0") == 6
+    no_explanations = replace(
+        boards12,
+        explainability=boards12.explainability.iloc[0:0][["rank", "backbone", "strategy", "seed"]],
+        meta={**boards12.meta, "ranking": {"performance": "AUC", "explainability": None}},
+    )
+    text = _render(no_explanations)
+    assert "method" not in text
+    assert "sΔ" not in text
+    row = boards12.performance.iloc[0]
+    assert " ".join(ci_text(row["AUC"], row["AUC low"], row["AUC high"])) in text
