@@ -241,6 +241,13 @@ def test_short_names_stay_unique():
     assert short_names(["longname_a", "longname_b"], 5) == {"longname_a": "a", "longname_b": "b"}
     names = short_names(["averyveryverylongnamea", "averyveryverylongnameb"], 10)
     assert names == {"averyveryverylongnamea": "averyvery~", "averyveryverylongnameb": "averyver~1"}
+    many = [f"sharedlongprefix{i:02d}" for i in range(25)]  # 25 cuts to the same prefix
+    names = short_names(many, 10)
+    assert len(set(names.values())) == 25
+    assert all(len(v) <= 10 for v in names.values())
+    assert names[many[0]] == "sharedlon~"
+    assert names[many[1]] == "sharedlo~1"
+    assert names[many[12]] == "sharedl~12"
     names = short_names(["a_x", "a_y", "a_x_y" * 8], 6)
     assert len(set(names.values())) == 3
     assert all(len(v) <= 6 for v in names.values())

@@ -47,7 +47,7 @@ def short_names(names: Iterable[str], limit: int) -> dict[str, str]:
 
     When a name is too long, the words (split at ``.``, ``_`` and ``-``) that every name shares
     are dropped from all of them (``openclip_tiny.random``, ``dinov2_tiny.random`` ->
-    ``openclip``, ``dinov2``); a name still too long is cut and ends in ``~``, with a digit
+    ``openclip``, ``dinov2``); a name still too long is cut and ends in ``~``, with a number
     when two cuts would collide.
     """
     unique = list(dict.fromkeys(names))
@@ -68,10 +68,10 @@ def short_names(names: Iterable[str], limit: int) -> dict[str, str]:
         if len(short) <= limit:
             continue
         candidate = short[: limit - 1] + _CUT
-        digit = 1
+        number = 0
         while candidate in taken:
-            candidate = short[: limit - 2] + _CUT + str(digit % 10)
-            digit += 1
+            number += 1
+            candidate = short[: max(limit - 1 - len(str(number)), 1)] + _CUT + str(number)
         taken.add(candidate)
         out[name] = candidate
     return out
