@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -193,8 +194,15 @@ def test_per_sample_tables_match_the_records(tiny_run):
 
 def test_leaderboards_are_printed_and_written(tiny_run):
     out, proc = tiny_run
-    assert "Performance leaderboard" in proc.stdout
-    assert "Explainability leaderboard" in proc.stdout
+    # the headline view (tests/test_leaderboard_terminal.py), laid out for COLUMNS or 100
+    assert "Leaderboard (osteoporosis vs rest, test split)" in proc.stdout
+    assert "Every column: --wide" in proc.stdout
+    assert "Explainability leaderboard" not in proc.stdout  # the full tables: --wide
+    assert "…" not in proc.stdout
+    columns = os.environ.get("COLUMNS", "")
+    board = proc.stdout.split("results written to")[0]
+    width = int(columns) if columns.isdigit() else 100
+    assert max(len(line) for line in board.splitlines()) <= width
     perf = pd.read_csv(out / "leaderboard_performance.csv")
     assert len(perf) == 4
     assert list(perf["AUC"]) == sorted(perf["AUC"], reverse=True)

@@ -155,6 +155,7 @@ def test_events_in_order_with_records_and_files(observed_run):
         # the same records as results.json (NaN there is null; compare through JSON)
         assert json.loads(json.dumps(list(cell.records)).replace("NaN", "null")) == mine
         assert cell.params["strategy"] == cell.strategy
+        assert cell.params["seed"] == cell.seed == 0
         assert cell.params["backbone_options"]["img_size"] == 32
         assert cell.params["train"]["epochs"] == 1
         assert cell.files

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from xaibench.cli.common import ci_lines_option, wide_option
+
 
 @click.command(name="leaderboard")
 @click.argument("run_dirs", nargs=-1, type=click.Path(path_type=Path))
@@ -44,6 +46,8 @@ import click
     "method, matched by backbone architecture, strategy and method (else 'untested'); "
     "replaces the badges the runs recorded. Give the same file to --check.",
 )
+@wide_option
+@ci_lines_option
 def leaderboard_command(
     run_dirs: tuple[Path, ...],
     out_dir: Path | None,
@@ -52,6 +56,8 @@ def leaderboard_command(
     resamples: int | None,
     seed: int | None,
     calibration_file: Path | None,
+    wide: bool,
+    ci_lines: bool,
 ) -> int:
     """Build the leaderboards of RUN_DIR... from their results files alone (no model runs).
 
@@ -59,6 +65,7 @@ def leaderboard_command(
     confidence intervals and grouped in tiers by Holm-corrected paired tests. --check DIR
     compares committed leaderboard files with a rebuild (the run directories default to the
     ones DIR's leaderboard.json names): the CI guard that published numbers match their results.
+    With --out, the headline view is printed (fits 100 columns; --wide: the full tables).
     """
     from xaibench.leaderboard import (
         build_leaderboards,
@@ -118,7 +125,10 @@ def leaderboard_command(
         click.echo(f"leaderboard in {check_dir} matches {len(runs)} run(s)")
         return 0
     assert out_dir is not None
+    from xaibench.leaderboard.terminal import print_leaderboards
+
     written = write_leaderboard_files(boards, out_dir)
+    print_leaderboards(boards, wide=wide, ci_lines=ci_lines)
     click.echo(f"wrote {len(written)} files to {out_dir}")
     return 0
 

@@ -74,3 +74,30 @@ def use_task_files(task: str | None, include: Sequence[Path | str] = ()) -> str 
         state.pm.selection = selection
         state._components = None
     return name
+
+
+@dataclass(frozen=True)
+class View:
+    """How a command prints its leaderboards (``xaibench.leaderboard.terminal``)."""
+
+    wide: bool = False
+    ci_lines: bool = False
+
+
+def wide_option(command: Any) -> Any:
+    """The ``--wide`` flag: the full leaderboard tables instead of the headline view."""
+    return click.option(
+        "--wide",
+        is_flag=True,
+        help="Print both full leaderboards (every column of the Markdown files, as wide as they "
+        "are) instead of the headline view that fits 100 columns.",
+    )(command)
+
+
+def ci_lines_option(command: Any) -> Any:
+    """The ``--ci-lines`` flag: each CI on a second line of the headline view."""
+    return click.option(
+        "--ci-lines",
+        is_flag=True,
+        help="Headline view: each value's CI (±, the wider half) on a second line.",
+    )(command)

@@ -13,7 +13,15 @@ from typing import Any
 
 import click
 
-from xaibench.cli.common import _one_line, _state, include_tasks_option, use_task_files
+from xaibench.cli.common import (
+    View,
+    _one_line,
+    _state,
+    ci_lines_option,
+    include_tasks_option,
+    use_task_files,
+    wide_option,
+)
 from xaibench.errors import XaibenchError
 from xaibench.plugins import Components
 from xaibench.run_config import resolved_config as _resolved_config
@@ -123,6 +131,8 @@ from xaibench.run_config import with_task_file
     "variable, MLFLOW_TRACKING_URI).",
 )
 @click.option("--quiet", is_flag=True, help="No progress display.")
+@wide_option
+@ci_lines_option
 @include_tasks_option
 def run(
     task: str,
@@ -151,6 +161,8 @@ def run(
     observer_options: tuple[str, ...],
     tracking_uri: str | None,
     quiet: bool,
+    wide: bool,
+    ci_lines: bool,
     include_tasks: tuple[Path, ...],
 ) -> int:
     """Run TASK's benchmark grid and print its leaderboards.
@@ -186,7 +198,9 @@ def run(
         if executor:  # where the rest runs may change; what it computes may not
             resumed = resolve_config(resumed.model_dump(mode="json"), {"executor": executor})
             resumed = with_task_file(resumed, task_obj)
-        return _execute(resumed, components, out_dir, quiet, calibration, observers)
+        return _execute(
+            resumed, components, out_dir, quiet, calibration, observers, View(wide, ci_lines)
+        )
     config = _resolved_config(
         task_obj,
         task,
@@ -197,7 +211,9 @@ def run(
         precision=precision, compile_=compile_, allow_outside_paths=allow_outside_paths,
         image_root=image_root,
     )  # fmt: skip
-    return _execute(config, components, out_dir, quiet, calibration, observers)
+    return _execute(
+        config, components, out_dir, quiet, calibration, observers, View(wide, ci_lines)
+    )
 
 
 def _resumed_config(
@@ -243,24 +259,22 @@ def _execute(
     quiet: bool,
     calibration: Any = None,
     observers: Any = None,
+    view: View | None = None,
 ) -> int:
     from xaibench.benchmark import run_benchmark
     from xaibench.progress import NullProgress, RichProgress
     from xaibench.results import default_run_dir
 
+    view = view or View()
     run_dir = out_dir or default_run_dir(config.task)
     if quiet:
         outcome = run_benchmark(config, components, run_dir, NullProgress(), calibration, observers)
     else:
         with RichProgress() as progress:
             outcome = run_benchmark(config, components, run_dir, progress, calibration, observers)
-    from xaibench.leaderboard import display_frame
+    from xaibench.leaderboard.terminal import print_leaderboards
 
-    tables = {
-        "performance": display_frame(outcome.leaderboards.performance),
-        "explainability": display_frame(outcome.leaderboards.explainability),
-    }
-    _print_tables(tables, outcome.document)
+    print_leaderboards(outcome.leaderboards, wide=view.wide, ci_lines=view.ci_lines)
     for r in outcome.failed:
         click.echo(f"xaibench: cell {r.cell.label()} failed: {r.error}", err=True)
     for what, error in _partial_failures(outcome.partly_failed):
@@ -290,46 +304,6 @@ def _partial_failures(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
         )
         seen.setdefault(f"{cell}: {part}", str(rec.get("reason")))
     return list(seen.items())
-
-
-def _print_tables(tables: dict[str, Any], document: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from xaibench.leaderboard import format_value
-
-    console = Console()
-    if not console.is_terminal:  # logs and pipes: wide enough that no column is cut
-        console = Console(width=240)
-    positive = document["task"]["positive_class"]
-    titles = {
-        "performance": f"Performance leaderboard ({positive} vs rest, test split)",
-        "explainability": "Explainability leaderboard (Δ: AUC lost when the region is perturbed; "
-        "IoU: Otsu-binarised map vs region; sanity: Adebayo et al. checks per method)",
-    }
-    primary = (document["task"].get("regions_of_interest") or [None])[0]
-    for name, frame in tables.items():
-        hidden = 0
-        if name == "explainability" and primary:
-            shown = [c for c in frame.columns if _headline_column(str(c), primary)]
-            hidden = len(frame.columns) - len(shown)
-            frame = frame[shown]
-        table = Table(title=titles[name], title_justify="left")
-        for col in frame.columns:
-            fixed = col in ("backbone", "strategy", "weights")
-            table.add_column(
-                str(col).replace(" (", "\n("),  # "IoU_ribs\n(gradcam)": narrow columns
-                justify="left" if fixed else "right",
-                no_wrap=fixed,
-            )
-        for row in frame.itertuples(index=False):
-            table.add_row(*(format_value(v) for v in row))
-        console.print(table)
-        if hidden:
-            console.print(
-                f"({hidden} more columns (other regions, the complement test, other metrics) "
-                f"in leaderboard_{name}.md / .csv)"
-            )
 
 
 def _headline_column(column: str, region: str) -> bool:

@@ -18,6 +18,10 @@ The package, by what each module holds:
 * :mod:`~xaibench.leaderboard.comparisons` — paired comparisons between cells and tiers;
 * :mod:`~xaibench.leaderboard.build` — :class:`Leaderboards` and :func:`build_leaderboards`;
 * :mod:`~xaibench.leaderboard.display` — values, p-values and tables as people read them;
+* :mod:`~xaibench.leaderboard.headline_view` — the headline view: a row per cell with its AUC,
+  specific Δ, normalised localisation and badges (``0.72 ±0.08``), first in the Markdown files;
+* :mod:`~xaibench.leaderboard.terminal` — the headline view fitted to the terminal (100 columns),
+  or both full tables (``--wide``);
 * :mod:`~xaibench.leaderboard.files` — the Markdown, CSV, JSON and HTML files, and their check;
 * :mod:`~xaibench.leaderboard.committed` — a committed leaderboard's sources and settings.
 """

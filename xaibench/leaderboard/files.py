@@ -23,6 +23,7 @@ from xaibench.leaderboard.columns import (
     SPECIFIC_PREFIX,
 )
 from xaibench.leaderboard.display import display_frame, to_markdown
+from xaibench.leaderboard.headline_view import headline_markdown, headline_view
 from xaibench.paths import contained, write_whole
 
 #: Files a leaderboard directory holds, all rebuilt byte-identically from the results files.
@@ -68,18 +69,27 @@ def _json_value(value: Any) -> Any:
 
 
 def _markdown(board: pd.DataFrame, title: str, lb: Leaderboards) -> str:
+    """The headline view first (both files), then the full table in a collapsible section."""
     ranking = lb.meta["ranking"]
     lines = [
         f"# {title}",
         "",
-        f"Task {markdown_code(lb.meta['task']['name'])}; ranked by "
-        f"{_ranking_text(title, ranking)}. "
+        f"Task {markdown_code(lb.meta['task']['name'])}. Headline: one row per cell and saliency "
+        "method; the full table follows in a collapsible section.",
+        "",
+        headline_markdown(headline_view(lb)),
+        "<details>",
+        f"<summary>Full {title[0].lower()}{title[1:]}: every column</summary>",
+        "",
+        f"Ranked by {_ranking_text(title, ranking)}. "
         f"Values with {int(lb.meta['level'] * 100)}% CIs. Tier: cells whose paired difference "
         "from the tier's best is not significant "
         f"(Holm-adjusted p >= {lb.meta['alpha']}) share it.",
         "",
         to_markdown(display_frame(board)),
         *(f"{markdown_text(line)}\n" for line in table_notes(board, lb.meta)),
+        "</details>",
+        "",
         _sources_markdown(lb),
     ]
     return "\n".join(lines)

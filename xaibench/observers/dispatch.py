@@ -44,7 +44,11 @@ def run_id(study_hash: str, started: str) -> str:
 
 
 def cell_params(
-    config: RunConfig, options: Mapping[str, Mapping[str, Any]], backbone: str, strategy: str
+    config: RunConfig,
+    options: Mapping[str, Mapping[str, Any]],
+    backbone: str,
+    strategy: str,
+    seed: int,
 ) -> dict[str, Any]:
     """The resolved options of one cell (:attr:`CellFinished.params`), flat where it helps.
 
@@ -53,10 +57,12 @@ def cell_params(
         options: :func:`xaibench.results.component_options` of the run.
         backbone: The cell's backbone key.
         strategy: The cell's strategy key.
+        seed: The cell's seed.
     """
     return {
         "task": config.task,
         "dataset": config.dataset.name,
+        "seed": seed,
         "backbone": backbone,
         "backbone_options": dict(options.get("backbones", {}).get(backbone, {})),
         "strategy": strategy,
@@ -153,7 +159,9 @@ class RunObservers:
             status=status,
             error=error,
             from_checkpoint=from_checkpoint,
-            params=cell_params(self._config, self._options, cell.backbone.key, cell.strategy.key),
+            params=cell_params(
+                self._config, self._options, cell.backbone.key, cell.strategy.key, cell.seed
+            ),
             records=tuple(dict(r) for r in result.records),
             files=tuple(sorted(p.resolve() for p in files)),
             seconds=result.seconds or None,
