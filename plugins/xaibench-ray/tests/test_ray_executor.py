@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import ray
-from xaibench_ray.executor import RayExecutor
+from xaibench_ray.executor import RayExecutor, _private_instance_environment
 from xaibench_ray.testing import SquareJob, ToyResult
 
 from xaibench.errors import InvalidOptionsError, XaibenchError
@@ -50,6 +50,44 @@ def test_missing_ray_names_the_install_command(monkeypatch):
         RayExecutor()
 
 
+@pytest.fixture
+def bare_environment(monkeypatch, tmp_path):
+    """No Ray token, auth mode or usage-statistics setting; HOME an empty folder."""
+    ray_keys = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED")
+    for key in ray_keys:
+        monkeypatch.setenv(key, "x")  # recorded, so the test's changes are undone
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_a_private_instance_gets_a_token_through_the_environment(bare_environment):
+    _private_instance_environment()
+    assert re.fullmatch(r"[0-9a-f]{64}", os.environ["RAY_AUTH_TOKEN"])
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+    token = os.environ["RAY_AUTH_TOKEN"]
+    _private_instance_environment()  # Ray caches the token: it must not change in a process
+    assert os.environ["RAY_AUTH_TOKEN"] == token
+    assert list(bare_environment.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["RAY_AUTH_MODE=disabled", "RAY_AUTH_TOKEN_PATH=/some/token", "~/.ray/auth_token"],
+)
+def test_a_token_or_mode_of_the_user_is_left_to_ray(bare_environment, monkeypatch, setting):
+    if setting.startswith("~"):
+        (bare_environment / ".ray").mkdir()
+        (bare_environment / ".ray" / "auth_token").write_text("mine")
+    else:
+        key, _, value = setting.partition("=")
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")
+    _private_instance_environment()
+    assert "RAY_AUTH_TOKEN" not in os.environ
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "1"
+
+
 @pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
 def test_an_instance_it_starts_is_shut_down_quiet_and_leaves_home_alone(verbose):
     # A fresh process, as a user's: no Ray token or auth mode in its environment (the conftest
@@ -62,7 +100,7 @@ def test_an_instance_it_starts_is_shut_down_quiet_and_leaves_home_alone(verbose)
     script = textwrap.dedent(
         f"""
         import json, ray
-        from xaibench_ray.executor import RayExecutor
+        from xaibench_ray.executor import RayExecutor, _private_instance_environment
         from xaibench_ray.testing import SquareJob
         executor = RayExecutor(num_cpus=1, init_options={{"_temp_dir": {str(root / "r")!r}}})
         results = executor.run([2, 5], SquareJob())
