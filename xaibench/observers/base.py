@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from xaibench.component import Component
 
@@ -129,7 +129,16 @@ class Observer(Component):
     Every method is optional: the base class's do nothing. Options are pydantic fields;
     per-run state (a client, the tracker's run ids) goes in private attributes
     (``pydantic.PrivateAttr``), set in :meth:`run_started`. One instance serves one run.
+
+    Attributes:
+        external: The observer sends events to a service outside the run folder (a tracking
+            server). The conformance kit then checks its declarations only and never calls
+            it, so a check never logs a made-up run to a user's server. An observer that only
+            writes into the run folder (``jsonl``, ``wandb`` offline) leaves it ``False`` and
+            gets the kit's event checks.
     """
+
+    external: ClassVar[bool] = False
 
     def run_started(self, run: RunStarted) -> None:
         """The run is about to compute its cells (after all its checks passed)."""

@@ -147,6 +147,11 @@ CHECKS: dict[str, tuple[CheckSpec, ...]] = {
         ("raw_range", "images scaled to 0-255, below 0, or with NaN raise InputRangeError"),
         ("provenance", "JSON-able, stable, a weights SHA-256 (or weights: null), no abs. paths"),
     ),
+    "observers": _specs(
+        "observers",
+        ("declarations", "an Observer overriding an event method, each taking one event"),
+        ("events_stay_in_the_run_folder", "a made-up run's events: no error, no writes outside"),
+    ),
     "plugins": (CheckSpec("plugins", "loads", f"{__name__}:_plugin_loads", "the plugin imports"),),
 }
 
