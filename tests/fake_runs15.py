@@ -21,7 +21,7 @@ from fake_runs import CLASSES, _probs, write_fake_run
 from scipy.stats import ttest_1samp
 from sklearn.metrics import roc_auc_score
 
-from xaibench.stats.comparisons import delta_auc_replicates
+from xaibench.stats.bootstrap_comparisons import delta_auc_replicates
 
 #: Perturbation -> (strength factor of the perturbed region's probabilities, of the controls').
 #: ``zero`` hurts everywhere (large off-target cost); ``mean`` hurts the region only.

@@ -21,15 +21,17 @@ from statsmodels.stats.proportion import proportion_confint
 
 from xaibench.errors import XaibenchError
 from xaibench.metrics.functional import delta_auc
-from xaibench.stats.comparisons import (
-    PairedComparison,
-    delong_comparison,
+from xaibench.stats.bootstrap_comparisons import (
     delta_auc_replicates,
-    holm,
-    mcnemar_comparison,
     paired_bootstrap_delta_auc,
     paired_bootstrap_mean,
     paired_delta_from_replicates,
+)
+from xaibench.stats.comparisons import (
+    PairedComparison,
+    delong_comparison,
+    holm,
+    mcnemar_comparison,
 )
 from xaibench.stats.intervals import delong_paired_test
 

@@ -12,12 +12,8 @@ from torch import nn
 
 from xaibench.errors import InputRangeError, InvalidOptionsError, XaibenchError
 from xaibench.models.base import Classifier
-from xaibench.models.hf_backbone import (
-    STUDY_BACKBONES,
-    TINY_CONFIGS,
-    HFVisionAdapter,
-    HFVisionBackbone,
-)
+from xaibench.models.hf_adapter import HFVisionAdapter
+from xaibench.models.hf_backbone import STUDY_BACKBONES, TINY_CONFIGS, HFVisionBackbone
 from xaibench.models.weights import MissingWeightsError
 from xaibench.saliency.gradcam import GradCAM
 

@@ -15,7 +15,8 @@ from torch import nn
 
 from xaibench.errors import InvalidOptionsError, XaibenchError
 from xaibench.models.base import Classifier
-from xaibench.models.hf_backbone import TINY_CONFIGS, HFVisionAdapter, HFVisionBackbone
+from xaibench.models.hf_adapter import HFVisionAdapter
+from xaibench.models.hf_backbone import TINY_CONFIGS, HFVisionBackbone
 from xaibench.models.hf_generic import GenericHFAdapter
 from xaibench.saliency.gradcam import GradCAM
 from xaibench.strategies.base import FitContext, TrainSettings

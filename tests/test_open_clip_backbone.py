@@ -13,14 +13,12 @@ from safetensors.torch import save_file
 from torch import nn
 
 from xaibench.errors import InputRangeError, XaibenchError
-from xaibench.models.open_clip_backbone import (
-    STUDY_BACKBONES,
-    TINY_CONFIG,
+from xaibench.models.open_clip_adapter import (
     OpenCLIPAdapter,
-    OpenCLIPBackbone,
     SplitProjectionAttention,
     open_clip_state_dict,
 )
+from xaibench.models.open_clip_backbone import STUDY_BACKBONES, TINY_CONFIG, OpenCLIPBackbone
 from xaibench.models.weights import MissingWeightsError
 
 LAION_REPO = "laion/CLIP-ViT-B-16-laion2B-s34B-b88K"

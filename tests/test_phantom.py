@@ -12,10 +12,10 @@ from scipy import ndimage
 from xaibench.component import build_component
 from xaibench.data import phantom_physics as physics
 from xaibench.data.base import Sample
-from xaibench.data.phantom import (
+from xaibench.data.phantom import PhantomDataset
+from xaibench.data.phantom_cohort import (
     CLASS_T_RANGES,
     STUDY_CLASS_SHARES,
-    PhantomDataset,
     bmd_of_t_score,
     t_score_of_bmd,
 )

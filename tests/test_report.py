@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 from xaibench.benchmark import run_benchmark
 from xaibench.config import resolve_config
 from xaibench.errors import XaibenchError
-from xaibench.report import figures
+from xaibench.report import diagnostic_figures, figures
 from xaibench.report.build import REPORT_FILE, build_report, write_report
 from xaibench.report.gallery import gallery_filename, render_gallery
 from xaibench.report.html import (
@@ -501,16 +501,18 @@ def _all_figures(fake_run: Path) -> dict[str, bytes]:
         for r in doc["records"]
     ]
     rows = [
-        figures.ForestRow("a", 0.1, 0.02, 0.2, 0.01),
-        figures.ForestRow(EVIL, -0.05, float("nan"), float("nan"), float("nan")),
+        diagnostic_figures.ForestRow("a", 0.1, 0.02, 0.2, 0.01),
+        diagnostic_figures.ForestRow(EVIL, -0.05, float("nan"), float("nan"), float("nan")),
     ]
     return {
         "roc": figures.roc_png(curves, "osteoporosis"),
         "tradeoff": figures.tradeoff_png(figures.tradeoff_points(doc["records"], "bone")),
-        "forest": figures.forest_png(rows, "AUC"),
-        "reliability": figures.reliability_png(pd.DataFrame(doc["analysis"]["calibration"])),
-        "sanity_cascade": figures.sanity_png(doc["records"]),
-        "sanity_bars": figures.sanity_png(no_cascade),
+        "forest": diagnostic_figures.forest_png(rows, "AUC"),
+        "reliability": diagnostic_figures.reliability_png(
+            pd.DataFrame(doc["analysis"]["calibration"])
+        ),
+        "sanity_cascade": diagnostic_figures.sanity_png(doc["records"]),
+        "sanity_bars": diagnostic_figures.sanity_png(no_cascade),
         "empty": figures.tradeoff_png([]),
     }
 

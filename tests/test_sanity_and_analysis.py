@@ -317,7 +317,7 @@ def test_performance_explanation_correlation_is_spearman_over_cells():
 
 
 def test_the_sanity_panel_draws_the_pass_line_of_maps_that_vary_run_to_run():
-    from xaibench.report.figures import _pass_line, sanity_png
+    from xaibench.report.diagnostic_figures import _pass_line, sanity_png
 
     def model_record(run_to_run):
         return {"details": {"run_to_run": run_to_run, "threshold": 0.5}}

@@ -27,7 +27,7 @@ from xaibench.report import figures
 from xaibench.report.run_files import _read_csv
 from xaibench.runner import CellRunner, predict_log_probs, predictions_from_log_probs
 from xaibench.stats.classwise import one_vs_rest
-from xaibench.stats.strata import stratified_performance
+from xaibench.stats.stratified_tables import stratified_performance
 
 CLASSES = ("normal", "osteopenia", "osteoporosis")
 POSITIVE = 2

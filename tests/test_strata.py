@@ -20,9 +20,8 @@ from xaibench.stats.strata import (
     RARE_LEVEL,
     SMALL_STRATUM_REASON,
     strata_from_table,
-    stratified_explanations,
-    stratified_performance,
 )
+from xaibench.stats.stratified_tables import stratified_explanations, stratified_performance
 
 CLASSES = ("normal", "osteopenia", "osteoporosis")
 POSITIVE = "osteoporosis"

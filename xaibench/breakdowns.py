@@ -19,7 +19,7 @@ import pandas as pd
 from xaibench.prediction_scores import ranking_matrix
 from xaibench.stats.calibration import positive_class_calibration, top_label_calibration
 from xaibench.stats.classwise import confusion_matrix, one_vs_rest
-from xaibench.stats.strata import stratified_explanations, stratified_performance
+from xaibench.stats.stratified_tables import stratified_explanations, stratified_performance
 
 CELL_COLUMNS = ("backbone", "strategy", "seed")
 

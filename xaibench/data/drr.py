@@ -47,8 +47,8 @@ of the projection (the other side is padded with air), anti-aliased with a Gauss
 ``sigma = (downscale - 1) / 2`` as :func:`skimage.transform.rescale` does, and masks are
 resampled bilinearly and thresholded at one half.
 
-T-scores follow the phantom's cohort (:func:`xaibench.data.phantom.cohort_table`): WHO classes
-drawn with the study's shares (57.2 / 37.7 / 5.1 % normal / osteopenia / osteoporosis) and a
+T-scores follow the phantom's cohort (:func:`xaibench.data.phantom_cohort.cohort_table`): WHO
+classes drawn with the study's shares (57.2 / 37.7 / 5.1 % normal / osteopenia / osteoporosis) and a
 T-score from the cohort normal truncated to the class. Each image is its own ``patient_id``
 unless ``images_per_patient > 1``, in which case a "patient" is a T-score rendered several times
 with different pose, exposure and noise. What this can and cannot show is in docs/data.md: one
@@ -78,7 +78,7 @@ from xaibench.data.drr_inputs import (
     load_labelled_ct_from_wheel,
     region_label_values,
 )
-from xaibench.data.phantom import CLASS_T_RANGES, cohort_table
+from xaibench.data.phantom_cohort import CLASS_T_RANGES, cohort_table
 from xaibench.data.who import WHO_CLASSES, who_class
 from xaibench.errors import XaibenchError
 

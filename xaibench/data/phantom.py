@@ -8,23 +8,25 @@ perturbing bone must destroy a good model's prediction.
 
 Phantom v2 is anatomically and physically plausible:
 
-1. **Cohort** (:func:`cohort_table`). Patients are drawn one at a time, each from its own random
-   stream: a WHO class from ``class_shares``, a T-score from ``N(-0.82, 1.02)`` truncated to the
-   class (that normal reproduces the study's 57/38/5 shares), and ``1 + Poisson(images_per_patient
-   - 1)`` images whose T-scores carry a small measurement jitter that never changes the class.
-2. **BMD** (:func:`bmd_of_t_score`). ``BMD = 0.858 + 0.120 T`` g/cm^2, i.e. ``T = (BMD - 0.858) /
-   0.120``: the NHANES III femoral-neck reference for young (20-29 years) non-Hispanic white
-   women (Looker et al., Osteoporos Int 1998;8:468-489), the reference that defines WHO T-scores.
-   The phantom uses it as the patient's systemic bone status: the ratio ``r = BMD / 0.858`` scales
-   the cortical thickness (``r``) and the trabecular bone volume fraction (``r^2``) of every
-   bone, and the trabecular texture grows more heterogeneous as ``r`` falls
+1. **Cohort** (:func:`~xaibench.data.phantom_cohort.cohort_table`). Patients are drawn one at a
+   time, each from its own random stream: a WHO class from ``class_shares``, a T-score from
+   ``N(-0.82, 1.02)`` truncated to the class (that normal reproduces the study's 57/38/5 shares),
+   and ``1 + Poisson(images_per_patient - 1)`` images whose T-scores carry a small measurement
+   jitter that never changes the class.
+2. **BMD** (:func:`~xaibench.data.phantom_cohort.bmd_of_t_score`). ``BMD = 0.858 + 0.120 T`` g/cm^2,
+   i.e. ``T = (BMD - 0.858) / 0.120``: the NHANES III femoral-neck reference for young (20-29 years)
+   non-Hispanic white women (Looker et al., Osteoporos Int 1998;8:468-489), the reference that
+   defines WHO T-scores. The phantom uses it as the patient's systemic bone status: the ratio ``r =
+   BMD / 0.858`` scales the cortical thickness (``r``) and the trabecular bone volume fraction
+   (``r^2``) of every bone, and the trabecular texture grows more heterogeneous as ``r`` falls
    (:mod:`xaibench.data.phantom_anatomy`).
 3. **Anatomy** (:mod:`xaibench.data.phantom_anatomy`). Per patient, from a stream that never sees
    the T-score: body, breasts, lungs, diaphragm, heart, trachea, spine, ribs, clavicles,
-   scapulae and sternum, rasterised once as per-tissue path-length maps and exact masks.
-4. **Acquisition** (:func:`sample_acquisition`). Per image: positioning (shift, rotation,
-   magnification, depth of inspiration), effective energy, photon fluence, display window.
-   Repeat images of a patient share the anatomy and differ only by these.
+   scapulae and sternum, rasterised once as per-tissue path-length maps and exact masks
+   (:mod:`xaibench.data.phantom_maps`, with the shapes in :mod:`xaibench.data.phantom_shapes`).
+4. **Acquisition** (:func:`~xaibench.data.phantom_render.sample_acquisition`). Per image:
+   positioning (shift, rotation, magnification, depth of inspiration), effective energy, photon
+   fluence, display window. Repeat images of a patient share the anatomy and differ only by these.
 5. **Physics** (:mod:`xaibench.data.phantom_physics`). Beer-Lambert projection, quantum noise,
    detector blur, log transform and a display tone curve; 16-bit output.
 
@@ -47,6 +49,10 @@ anatomy) and cached on disk under ``<cache dir>/phantom`` (see :mod:`xaibench.ca
 the version and every option but ``n_images`` and written atomically, so a second run (or a
 second dataset object) loads instead of rendering. Bump :attr:`PhantomDataset.version` whenever
 images change.
+
+This module holds :class:`PhantomDataset` (options, table, chunked generation and its cache).
+The cohort, BMD and marker draws are in :mod:`xaibench.data.phantom_cohort`; the per-image
+acquisition and the rendering of one image are in :mod:`xaibench.data.phantom_render`.
 """
 
 from __future__ import annotations
@@ -58,383 +64,34 @@ import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
-from scipy import ndimage, special
 
 from xaibench.cache import CacheNamespace, content_key, default_cache_dir
 from xaibench.component import Seed
 from xaibench.data.base import Dataset, Sample
-from xaibench.data.phantom_anatomy import (
-    BONE_GROUPS,
-    FIELD_CM,
-    REGION_BITS,
-    PatientMaps,
-    bone_path_lengths,
-    patient_maps,
-    sample_anatomy,
-    trabecular_bvtv,
-    trabecular_heterogeneity,
+from xaibench.data.phantom_anatomy import BONE_GROUPS, REGION_BITS, sample_anatomy
+from xaibench.data.phantom_cohort import (
+    _STREAM_ANATOMY,
+    _STREAM_IMAGE,
+    _STREAM_TEXTURE,
+    MAX_PHANTOM_IMAGES,
+    STUDY_CLASS_SHARES,
+    Cohort,
+    bmd_of_t_score,
+    cohort_table,
+    marker_drawn,
+    unrelated_bone_t_score,
 )
-from xaibench.data.phantom_physics import (
-    attenuation_coefficients,
-    detector_blur,
-    display_window,
-    log_transform,
-    quantize16,
-    quantum_noise,
-)
-from xaibench.data.who import (
-    NORMAL_AT_OR_ABOVE,
-    OSTEOPOROSIS_AT_OR_BELOW,
-    WHO_CLASSES,
-    who_class,
-)
+from xaibench.data.phantom_maps import PatientMaps, patient_maps
+from xaibench.data.phantom_render import render_image, sample_acquisition
+from xaibench.data.who import who_class
 
 if TYPE_CHECKING:
     import pandas as pd
-
-# --------------------------------------------------------------------------------------------
-# Cohort constants
-# --------------------------------------------------------------------------------------------
-
-#: Young-adult mean femoral-neck BMD (g/cm^2): NHANES III, non-Hispanic white women aged 20-29
-#: (Looker et al., Osteoporos Int 1998;8:468-489), the WHO T-score reference.
-YOUNG_ADULT_BMD_MEAN: float = 0.858
-#: Young-adult standard deviation of femoral-neck BMD (g/cm^2), same reference.
-YOUNG_ADULT_BMD_SD: float = 0.120
-
-#: Mean and standard deviation of the cohort's T-score distribution. Truncating this normal at
-#: -1 and -2.5 gives about 57% normal, 38% osteopenia and 5% osteoporosis, the study's shares.
-T_SCORE_MEAN: float = -0.82
-T_SCORE_SD: float = 1.02
-
-#: The study's class shares (Kim et al. 2025): normal, osteopenia, osteoporosis.
-STUDY_CLASS_SHARES: tuple[float, float, float] = (0.572, 0.377, 0.051)
-
-#: WHO classes in label order, with the T-score interval each covers. Osteopenia is the open
-#: interval (-2.5, -1); the outer limits (3 and -5) only bound the truncated normal.
-CLASS_NAMES: tuple[str, str, str] = WHO_CLASSES
-CLASS_T_RANGES: tuple[tuple[float, float], ...] = (
-    (NORMAL_AT_OR_ABOVE, 3.0),
-    (
-        float(np.nextafter(OSTEOPOROSIS_AT_OR_BELOW, 0.0)),
-        float(np.nextafter(NORMAL_AT_OR_ABOVE, -np.inf)),
-    ),
-    (-5.0, OSTEOPOROSIS_AT_OR_BELOW),
-)
-
-#: Standard deviation of the T-score jitter of a patient's repeat images (measurement noise).
-REPEAT_T_JITTER_SD: float = 0.03
-
-#: Lead thickness (mm) of the shortcut marker per class: about 1.2, 2.6 and 4.4 units of line
-#: integral at 60 keV, far enough apart that energy and window variation never mix them up.
-MARKER_LEAD_MM: tuple[float, float, float] = (0.21, 0.46, 0.77)
-#: The marker's box (cm, image coordinates, before its per-image jitter): upper image right,
-#: above the shoulder, clear of every bone under any pose the phantom draws.
-MARKER_BOX_CM: tuple[float, float, float, float] = (14.6, -20.0, 5.4, 2.75)  # x, y, width, height
-#: Side of the (square) lead marker, cm: big enough to keep its contrast at 64 px, where the
-#: detector blur spreads a smaller one over air.
-MARKER_SIDE_CM: float = 1.8
-
-#: Most images a phantom may have: its cohort table is drawn for every image up front.
-MAX_PHANTOM_IMAGES = 1_000_000
-
-# Random-stream tags: each stream is ``default_rng([seed, patient, (visit,) tag])``.
-_STREAM_COHORT = 0
-_STREAM_ANATOMY = 1
-_STREAM_IMAGE = 2
-_STREAM_TEXTURE = 3
-_STREAM_SHORTCUT = 4
-_STREAM_BONE = 5
-
-
-def bmd_of_t_score(t_score: float | np.ndarray) -> np.ndarray:
-    """Return femoral-neck-equivalent BMD (g/cm^2) for T-scores: ``0.858 + 0.120 T``."""
-    return YOUNG_ADULT_BMD_MEAN + np.asarray(t_score, dtype=float) * YOUNG_ADULT_BMD_SD
-
-
-def t_score_of_bmd(bmd: float | np.ndarray) -> np.ndarray:
-    """Return the T-score of a BMD (g/cm^2): ``(BMD - 0.858) / 0.120``."""
-    return (np.asarray(bmd, dtype=float) - YOUNG_ADULT_BMD_MEAN) / YOUNG_ADULT_BMD_SD
-
-
-def bmd_ratio(t_score: float) -> float:
-    """Return ``BMD / BMD_young`` (1 at T = 0, 0.65 at T = -2.5): what scales the bone."""
-    return float(bmd_of_t_score(t_score)) / YOUNG_ADULT_BMD_MEAN
-
-
-def _truncated_normal(u: float, low: float, high: float) -> float:
-    """Map a uniform ``u`` in [0, 1) to the cohort normal truncated to ``[low, high]``.
-
-    Inverse-CDF sampling is exact, needs one uniform per draw and is far cheaper than
-    ``scipy.stats.truncnorm`` per call.
-    """
-    a = special.ndtr((low - T_SCORE_MEAN) / T_SCORE_SD)
-    b = special.ndtr((high - T_SCORE_MEAN) / T_SCORE_SD)
-    t = T_SCORE_MEAN + T_SCORE_SD * float(special.ndtri(a + u * (b - a)))
-    return min(max(t, low), high)
-
-
-@dataclass(frozen=True)
-class Cohort:
-    """The cheap per-image description of the phantom cohort (no pixels).
-
-    Attributes:
-        patient: Patient index of every image.
-        visit: Visit number (0, 1, ...) of every image within its patient.
-        t_score: T-score of every image.
-    """
-
-    patient: np.ndarray
-    visit: np.ndarray
-    t_score: np.ndarray
-
-
-def cohort_table(
-    n_images: int,
-    seed: int,
-    class_shares: tuple[float, float, float],
-    images_per_patient: float,
-) -> Cohort:
-    """Draw patients until ``n_images`` images exist; the last patient may lose visits.
-
-    Each patient's draws come from its own stream, and all of them (class, T, number of visits,
-    jitter of every visit) are drawn whether or not they are used, so patient ``p`` is the same
-    person in every dataset with the same seed and shares, whatever ``n_images`` is.
-
-    Args:
-        n_images: Number of images.
-        seed: Dataset seed.
-        class_shares: Probabilities of normal, osteopenia and osteoporosis per patient.
-        images_per_patient: Mean number of images per patient (>= 1).
-
-    Returns:
-        The per-image patient index, visit and T-score.
-    """
-    cumulative = np.cumsum(class_shares)
-    extra_visits = images_per_patient - 1.0
-    patients: list[int] = []
-    visits: list[int] = []
-    t_scores: list[float] = []
-    patient = 0
-    while len(patients) < n_images:
-        rng = np.random.default_rng([seed, patient, _STREAM_COHORT])
-        label = min(int(np.searchsorted(cumulative, rng.random(), side="right")), 2)
-        while class_shares[label] <= 0:  # float round-off at the top of the cumsum
-            label -= 1
-        low, high = CLASS_T_RANGES[label]
-        t_patient = _truncated_normal(float(rng.random()), low, high)
-        n_visits = 1 + int(rng.poisson(extra_visits))
-        jitter = rng.normal(0.0, REPEAT_T_JITTER_SD, size=n_visits)
-        jitter[0] = 0.0
-        for visit in range(min(n_visits, n_images - len(patients))):
-            patients.append(patient)
-            visits.append(visit)
-            t_scores.append(min(max(t_patient + float(jitter[visit]), low), high))
-        patient += 1
-    return Cohort(
-        patient=np.asarray(patients, dtype=np.int64),
-        visit=np.asarray(visits, dtype=np.int64),
-        t_score=np.asarray(t_scores, dtype=np.float64),
-    )
-
-
-def unrelated_bone_t_score(seed: int, patient: int) -> float:
-    """The T-score a patient's bone is drawn with when ``bone_signal=False``.
-
-    From the cohort's untruncated normal (so the bone looks like the cohort's) on a stream that
-    never sees the patient's class, clipped to the phantom's range [-5, 3].
-    """
-    rng = np.random.default_rng([seed, patient, _STREAM_BONE])
-    return float(np.clip(rng.normal(T_SCORE_MEAN, T_SCORE_SD), -5.0, 3.0))
-
-
-def marker_drawn(seed: int, patient: int, visit: int, shortcut: float) -> bool:
-    """Whether image ``(patient, visit)`` carries the shortcut marker at strength ``shortcut``.
-
-    One uniform per image from its own stream, compared with ``shortcut``: raising the strength
-    only adds markers, and ``shortcut=0`` never draws one.
-    """
-    u = np.random.default_rng([seed, patient, visit, _STREAM_SHORTCUT]).random()
-    return bool(u < shortcut)
-
-
-# --------------------------------------------------------------------------------------------
-# Acquisition
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Acquisition:
-    """Per-image acquisition parameters (independent of anatomy and T-score).
-
-    Attributes:
-        shift: Patient translation ``(dx, dy)`` on the detector, cm.
-        angle: In-plane rotation of the patient, radians.
-        scale: Magnification (distance to the detector).
-        inspiration: Extra vertical scale of the anatomy (depth of inspiration).
-        energy_kev: Effective photon energy (tube voltage and filtration), keV.
-        fluence: Photons per cm^2 reaching the detector unattenuated.
-        level: Centre of the display tone curve (line-integral units).
-        width: Spread of the display tone curve.
-        marker_shift: Offset of the marker box from its nominal place ``(dx, dy)``, cm.
-    """
-
-    shift: tuple[float, float]
-    angle: float
-    scale: float
-    inspiration: float
-    energy_kev: float
-    fluence: float
-    level: float
-    width: float
-    marker_shift: tuple[float, float]
-
-
-def sample_acquisition(rng: np.random.Generator) -> Acquisition:
-    """Draw one image's acquisition parameters.
-
-    Positioning differences between repeat films are small (clipped at about 0.7 cm, 1.5
-    degrees, 2.5% magnification and 3% inspiration), as between two PA films of one patient.
-
-    Args:
-        rng: The image's stream.
-
-    Returns:
-        The image's :class:`Acquisition`.
-    """
-    n = rng.normal
-    u = rng.uniform
-    return Acquisition(
-        shift=(float(np.clip(n(0.0, 0.35), -0.7, 0.7)), float(np.clip(n(0.0, 0.35), -0.7, 0.7))),
-        angle=float(np.deg2rad(np.clip(n(0.0, 0.7), -1.5, 1.5))),
-        scale=float(np.clip(1.0 + n(0.0, 0.01), 0.975, 1.025)),
-        inspiration=float(np.clip(1.0 + n(0.0, 0.012), 0.97, 1.03)),
-        energy_kev=float(u(57.0, 63.0)),
-        fluence=float(np.exp(u(np.log(1.5e6), np.log(6e6)))),
-        level=float(u(3.05, 3.35)),
-        width=float(u(0.95, 1.05)),
-        marker_shift=(float(u(-0.5, 0.5)), float(u(-0.05, 0.05))),
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Rendering
-# --------------------------------------------------------------------------------------------
-
-#: Electronic noise of the detector, in photon-equivalent counts per pixel.
-ELECTRONIC_NOISE: float = 3.0
-#: Standard deviation of the detector's point-spread function, cm (a CsI scintillator).
-DETECTOR_PSF_CM: float = 0.015
-
-
-def _pose_transform(size: int, acq: Acquisition) -> tuple[np.ndarray, np.ndarray]:
-    """Matrix and offset mapping output (row, col) to canonical (row, col) under the pose."""
-    pix = FIELD_CM / size
-    centre = (size - 1) / 2.0
-    cos, sin = np.cos(acq.angle), np.sin(acq.angle)
-    # Image (x, y) = scale * R(angle) * diag(1, inspiration) * anatomy (x, y) + shift, about
-    # the field centre; invert it, in (row, col) = (y, x) order.
-    forward = acq.scale * np.array([[cos, -sin], [sin, cos]]) @ np.diag([1.0, acq.inspiration])
-    inverse_xy = np.linalg.inv(forward)
-    inverse = inverse_xy[::-1, ::-1]  # (x, y) -> (row, col) order
-    shift_rc = np.array([acq.shift[1], acq.shift[0]]) / pix
-    offset = centre - inverse @ (np.array([centre, centre]) + shift_rc)
-    return inverse, offset
-
-
-def _box_coverage(coords: np.ndarray, pix: float, lo: float, hi: float) -> np.ndarray:
-    """Share of each pixel's extent along one axis inside ``[lo, hi]``."""
-    return (
-        np.clip(np.minimum(coords + pix / 2, hi) - np.maximum(coords - pix / 2, lo), 0, pix) / pix
-    )
-
-
-def marker_coverage(size: int, acq: Acquisition) -> tuple[np.ndarray, np.ndarray]:
-    """Return the shortcut box mask and the lead marker's per-pixel area coverage.
-
-    The box is fixed on the detector (every pixel that overlaps :data:`MARKER_BOX_CM`, so the
-    marker's blur halo is inside it too); the marker, a square of :data:`MARKER_SIDE_CM`, sits
-    in it with a small per-image offset. Coverage is exact pixel-area overlap, so the marker
-    keeps its lead mass at every size.
-    """
-    pix = FIELD_CM / size
-    coords = (np.arange(size) + 0.5) * pix - FIELD_CM / 2
-    bx, by, bw, bh = MARKER_BOX_CM
-    # Every pixel that overlaps the box, so the marker's blur halo stays inside the region.
-    box = (_box_coverage(coords, pix, by, by + bh)[:, None] > 0) & (
-        _box_coverage(coords, pix, bx, bx + bw)[None, :] > 0
-    )
-    side = MARKER_SIDE_CM
-    x0 = bx + 0.5 * (bw - side) + acq.marker_shift[0]
-    y0 = by + 0.5 * (bh - side) + acq.marker_shift[1]
-    glyph = np.outer(
-        _box_coverage(coords, pix, y0, y0 + side), _box_coverage(coords, pix, x0, x0 + side)
-    )
-    return box, glyph.astype(np.float32)
-
-
-def render_image(
-    maps: PatientMaps,
-    acq: Acquisition,
-    bone_t_score: float,
-    marker_class: int | None,
-    standard_normal: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Render one radiograph of a patient.
-
-    Args:
-        maps: The patient's canonical maps.
-        acq: The image's acquisition.
-        bone_t_score: T-score the bone is rendered with.
-        marker_class: Class whose lead marker is drawn, or ``None`` for no marker.
-        standard_normal: ``[S, S]`` standard-normal field for the quantum noise.
-
-    Returns:
-        The 16-bit image ``[S, S]`` (``uint16``) and its region bits (``uint8``).
-    """
-    size = maps.soft.shape[0]
-    pix = FIELD_CM / size
-    mu = attenuation_coefficients(acq.energy_kev)
-    f = maps.fat_fraction
-    mu_soft = (1.0 - f) * mu["soft_tissue"] + f * mu["adipose"]
-    attenuation = mu_soft * maps.soft + mu["lung"] * maps.lung + mu["breast"] * maps.breast
-
-    ratio = bmd_ratio(bone_t_score)
-    cortical, trabecular = bone_path_lengths(maps.bone, ratio)
-    bvtv = trabecular_bvtv(ratio)
-    texture = np.maximum(1.0 + trabecular_heterogeneity(ratio) * maps.bone.texture, 0.0)
-    excess = (mu["cortical_bone"] - mu_soft) * (cortical + bvtv * trabecular * texture)
-    attenuation += (
-        np.bincount(maps.bone.pix, weights=excess, minlength=size * size)
-        .reshape(size, size)
-        .astype(np.float32)
-    )
-
-    matrix, offset = _pose_transform(size, acq)
-    attenuation = ndimage.affine_transform(
-        attenuation, matrix, offset, order=1, mode="nearest", prefilter=False
-    )
-    labels = ndimage.affine_transform(maps.labels, matrix, offset, order=0, mode="nearest")
-
-    box, glyph = marker_coverage(size, acq)
-    bone_bits = sum(REGION_BITS[g] for g in BONE_GROUPS)
-    box &= (labels & bone_bits) == 0  # disjoint from bone even where thin bones are drawn thick
-    labels |= np.where(box, REGION_BITS["shortcut"], 0).astype(np.uint8)
-    if marker_class is not None:
-        attenuation += mu["lead"] * 0.1 * MARKER_LEAD_MM[marker_class] * glyph
-
-    i0 = acq.fluence * pix * pix
-    expected = i0 * np.exp(-attenuation)
-    counts = quantum_noise(expected, standard_normal, ELECTRONIC_NOISE)
-    counts = detector_blur(counts, max(0.5, DETECTOR_PSF_CM / pix))
-    shown = display_window(log_transform(counts, i0), acq.level, acq.width)
-    return quantize16(shown), labels
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,12 +24,12 @@ from xaibench.leaderboard.columns import (
     ranking_column,
 )
 from xaibench.leaderboard.per_image import ABOVE_CHANCE_TEST, RAW_SCORE_TEST, _PerImage
+from xaibench.stats.bootstrap_comparisons import paired_bootstrap_mean
 from xaibench.stats.comparisons import (
     PairedComparison,
     delong_comparison,
     holm,
     mcnemar_comparison,
-    paired_bootstrap_mean,
 )
 
 

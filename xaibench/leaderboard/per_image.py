@@ -16,13 +16,13 @@ import pandas as pd
 
 from xaibench.leaderboard.columns import CELL_COLUMNS
 from xaibench.prediction_scores import ranking_scores
-from xaibench.stats.comparisons import (
+from xaibench.stats.bootstrap_comparisons import (
     DeltaReplicates,
-    PairedComparison,
     delta_auc_replicates,
     paired_bootstrap_delta_auc,
     paired_delta_from_replicates,
 )
+from xaibench.stats.comparisons import PairedComparison
 
 if TYPE_CHECKING:
     from xaibench.report.run_files import RunFiles

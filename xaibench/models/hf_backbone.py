@@ -22,17 +22,18 @@ Hand-written layouts (``transformers`` >= 5 module layout): ``dinov2``,
 ``dinov2_with_registers`` and ``siglip`` (full SigLIP checkpoints or ``siglip_vision_model``
 ones). Every other ``AutoModel`` vision encoder (ViT, CLIP's vision tower, DeiT, BEiT, Swin,
 ConvNeXt, ResNet, ...) is laid out by probing it once: see :mod:`xaibench.models.hf_generic`.
+
+The factory, :class:`HFVisionBackbone`, is here. The adapter around a loaded encoder and the
+hand-written family layouts are in :mod:`xaibench.models.hf_adapter`; reading a checkpoint
+folder (its weight files, vision config and image-processor settings) is in
+:mod:`xaibench.models.hf_checkpoint`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import pickle
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,7 +42,26 @@ from pydantic import Field
 from torch import nn
 
 from xaibench.errors import InvalidOptionsError, XaibenchError
-from xaibench.models.base import BackboneAdapter, BackboneFactory, InputSpec, tokens_to_grid
+from xaibench.models.base import BackboneAdapter, BackboneFactory, InputSpec
+from xaibench.models.hf_adapter import (
+    _FAMILIES,
+    _IMAGENET_MEAN,
+    _IMAGENET_STD,
+    HFVisionAdapter,
+    Pooling,
+    _Family,
+    _family_of,
+    _grid_side,
+)
+from xaibench.models.hf_checkpoint import (
+    _names,
+    _per_channel,
+    _processor_mean_std,
+    _processor_size,
+    _quiet_transformers,
+    _vision_config,
+    hf_weight_files,
+)
 from xaibench.models.hf_generic import GenericHFAdapter, probe_layout
 from xaibench.models.presets import CHEXAGENT_SIGLIP, HF_TINY_CONFIGS, RAD_DINO
 from xaibench.models.weights import (
@@ -56,7 +76,7 @@ from xaibench.models.weights import (
 logger = logging.getLogger(__name__)
 
 Architecture = Literal["auto", "dinov2", "dinov2_with_registers", "siglip", "generic"]
-Pooling = Literal["cls", "mean", "pooler"]
+
 
 #: The two encoders of the study, as options for :class:`HFVisionBackbone`.
 STUDY_BACKBONES: dict[str, dict[str, Any]] = {
@@ -78,283 +98,6 @@ STUDY_CITATIONS: dict[str, str] = {
 
 #: ``config_overrides`` for tiny random models of each architecture (see presets).
 TINY_CONFIGS = HF_TINY_CONFIGS
-
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class _Family:
-    """How one ``transformers`` family is laid out (module paths relative to the HF model).
-
-    Attributes:
-        name: The ``architecture`` option value.
-        model_types: ``config.model_type`` values that belong to the family.
-        config_class: ``transformers`` config class for models built from scratch.
-        model_class: ``transformers`` model class (the bare encoder, no head).
-        layers: Path of the ``nn.ModuleList`` of transformer blocks.
-        norm1: Name, inside a block, of the layer norm in front of attention (the CAM layer).
-        final_norm: Path of the norm applied to the last block's output.
-        attention: Names, inside a block, of the attention ``nn.Linear`` layers LoRA adapts.
-        class_token: Whether the token sequence starts with a class token.
-        interpolate_flag: Whether the forward needs ``interpolate_pos_encoding=True`` at a
-            non-native size (DINOv2 interpolates on its own).
-        mean: Default normalisation mean when the checkpoint has no preprocessor config.
-        std: Default normalisation std.
-        unused_weights: Weights the encoder has but never uses without special inputs, so a
-            checkpoint may lack them (DINOv2's ``mask_token``, used only with
-            ``bool_masked_pos`` in masked-image pretraining).
-    """
-
-    name: str
-    model_types: tuple[str, ...]
-    config_class: str
-    model_class: str
-    layers: str
-    norm1: str
-    final_norm: str
-    attention: tuple[str, ...]
-    class_token: bool
-    interpolate_flag: bool
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    unused_weights: tuple[str, ...] = ()
-
-
-_DINOV2 = _Family(
-    name="dinov2",
-    model_types=("dinov2",),
-    config_class="Dinov2Config",
-    model_class="Dinov2Model",
-    layers="encoder.layer",
-    norm1="norm1",
-    final_norm="layernorm",
-    attention=("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj"),
-    class_token=True,
-    interpolate_flag=False,
-    mean=_IMAGENET_MEAN,
-    std=_IMAGENET_STD,
-    unused_weights=("embeddings.mask_token",),
-)
-
-_FAMILIES: dict[str, _Family] = {
-    "dinov2": _DINOV2,
-    # Same layout; the register tokens only change the prefix count (read from the config).
-    "dinov2_with_registers": dataclasses.replace(
-        _DINOV2,
-        name="dinov2_with_registers",
-        model_types=("dinov2_with_registers",),
-        config_class="Dinov2WithRegistersConfig",
-        model_class="Dinov2WithRegistersModel",
-    ),
-    "siglip": _Family(
-        name="siglip",
-        # "siglip" is the full vision+text model; only its vision_config/vision tower is used.
-        model_types=("siglip", "siglip_vision_model"),
-        config_class="SiglipVisionConfig",
-        model_class="SiglipVisionModel",
-        layers="encoder.layers",
-        norm1="layer_norm1",
-        final_norm="post_layernorm",
-        attention=(
-            "self_attn.q_proj",
-            "self_attn.k_proj",
-            "self_attn.v_proj",
-            "self_attn.out_proj",
-        ),
-        class_token=False,
-        interpolate_flag=True,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-    ),
-}
-
-
-def _family_of(model_type: str) -> _Family | None:
-    return next((f for f in _FAMILIES.values() if model_type in f.model_types), None)
-
-
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' progress bars and load report while loading, then restore them.
-
-    Missing and mismatched weights are checked and raised by this module instead, so the
-    report (which mostly lists the text tower of full SigLIP checkpoints) is noise.
-    """
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def hf_weight_files(folder: Path) -> tuple[Path, ...]:
-    """The weight files ``transformers`` would load from ``folder``, safetensors first.
-
-    A single ``model.safetensors``, the shards named by ``model.safetensors.index.json``, else
-    the pickled equivalents; empty when there are none. Other files in the folder (an
-    ``open_clip`` checkpoint beside the HF one, say) are left out of the hash because they are
-    not what is loaded.
-    """
-    for single, index in (
-        ("model.safetensors", "model.safetensors.index.json"),
-        ("pytorch_model.bin", "pytorch_model.bin.index.json"),
-    ):
-        if (folder / single).is_file():
-            return (folder / single,)
-        if (folder / index).is_file():
-            try:
-                weight_map = json.loads((folder / index).read_text())["weight_map"]
-                names = sorted(set(weight_map.values()))
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise XaibenchError(
-                    f"cannot read shard index {str(folder / index)!r}: {type(exc).__name__}: {exc}"
-                ) from None
-            return tuple(folder / n for n in names)
-    return ()
-
-
-def _grid_side(image_size: Any, what: str) -> int:
-    """A square side from an ``int`` or ``[h, w]`` config value."""
-    if isinstance(image_size, (list, tuple)):
-        if len(image_size) != 2 or image_size[0] != image_size[1]:
-            raise XaibenchError(f"only square inputs are supported, the {what} is {image_size}")
-        image_size = image_size[0]
-    return int(image_size)
-
-
-class HFVisionAdapter(BackboneAdapter):
-    """Adapter around a bare ``transformers`` ViT encoder (DINOv2, DINOv2 with registers, SigLIP).
-
-    Attributes:
-        model: The ``transformers`` model (``Dinov2Model``, ``Dinov2WithRegistersModel`` or
-            ``SiglipVisionModel``), so module names relative to the adapter start with ``model.``.
-        family: The architecture family name.
-        pooling: How :meth:`forward_features` pools tokens.
-        patch_size: Side of one patch in pixels.
-        num_prefix_tokens: Tokens in front of the patch tokens (class and register tokens).
-        native_size: The input size the position embeddings were made for.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        family: _Family,
-        input_spec: InputSpec,
-        pooling: Pooling,
-        *,
-        random_init: bool,
-    ) -> None:
-        config: Any = getattr(model, "config")  # noqa: B009 (transformers attribute)
-        super().__init__(input_spec, int(config.hidden_size), "vit", random_init=random_init)
-        # Typed loosely: the module layout differs by family and is reached by path.
-        self.model: Any = model
-        self._family = family
-        self.family = family.name
-        self.pooling: Pooling = pooling
-        self.patch_size = _grid_side(config.patch_size, "patch size")
-        self.num_prefix_tokens = int(family.class_token) + int(
-            getattr(config, "num_register_tokens", 0) or 0
-        )
-        self.native_size = _grid_side(config.image_size, "config image_size")
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        """Patch grid ``(h, w)`` at the adapter's input size."""
-        side = self.input_spec.size // self.patch_size
-        return side, side
-
-    def _layers(self) -> nn.ModuleList:
-        layers: nn.ModuleList = self.model.get_submodule(self._family.layers)
-        return layers
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features ``[B, hidden_size]`` of preprocessed input (see ``pooling``)."""
-        kwargs: dict[str, Any] = {}
-        if self._family.interpolate_flag and tuple(x.shape[-2:]) != (
-            self.native_size,
-            self.native_size,
-        ):
-            # SigLIP adds fixed-size position embeddings unless told to resample them.
-            kwargs["interpolate_pos_encoding"] = True
-        out = self.model(pixel_values=x, **kwargs)
-        if self.pooling == "pooler":
-            pooled: torch.Tensor = out.pooler_output
-            return pooled
-        hidden: torch.Tensor = out.last_hidden_state  # after the final norm
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        return hidden[:, self.num_prefix_tokens :].mean(dim=1)
-
-    def attention_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Attention weights of every layer, from transformers' eager attention.
-
-        SDPA never materialises the weights; the model is switched to eager attention for this
-        call only and restored afterwards.
-        """
-        x = self.preprocess(images)
-        kwargs: dict[str, Any] = {"output_attentions": True}
-        if self._family.interpolate_flag and tuple(x.shape[-2:]) != (
-            self.native_size,
-            self.native_size,
-        ):
-            kwargs["interpolate_pos_encoding"] = True
-        previous = self.model.config._attn_implementation
-        self.model.set_attn_implementation("eager")
-        try:
-            out = self.model(pixel_values=x, **kwargs)
-        finally:
-            self.model.set_attn_implementation(previous)
-        return [a.detach() for a in out.attentions]
-
-    def cam_layer(self) -> nn.Module:
-        """The last block's first layer norm: the normalised tokens entering its attention."""
-        return self._layers()[-1].get_submodule(self._family.norm1)
-
-    def activation_to_grid(self, activation: torch.Tensor) -> torch.Tensor:
-        """Drop the class/register tokens and reshape ``[B, N, C]`` to ``[B, C, h, w]``."""
-        return tokens_to_grid(activation, self.num_prefix_tokens, self.grid_size)
-
-    def last_block_modules(self) -> list[nn.Module]:
-        """Last block and final norm, plus SigLIP's attention-pooling head when it pools."""
-        modules: list[nn.Module] = [
-            self._layers()[-1],
-            self.model.get_submodule(self._family.final_norm),
-        ]
-        if self.pooling == "pooler" and self._family.name == "siglip":
-            modules.append(self.model.head)
-        return modules
-
-    def lora_target_modules(self) -> list[str]:
-        """Every block's query, key, value and attention-output ``nn.Linear``.
-
-        Raises:
-            XaibenchError: A name does not resolve to an ``nn.Linear`` (a ``transformers``
-                release changed the module layout).
-        """
-        names = [
-            f"model.{self._family.layers}.{i}.{part}"
-            for i in range(len(self._layers()))
-            for part in self._family.attention
-        ]
-        for name in names:
-            try:
-                module = self.get_submodule(name)
-            except AttributeError:
-                module = None
-            if not isinstance(module, nn.Linear):
-                raise XaibenchError(
-                    f"{name!r} is not an nn.Linear in this transformers version; "
-                    "the LoRA targets of the family need updating"
-                )
-        return names
 
 
 class HFVisionBackbone(BackboneFactory):
@@ -727,67 +470,3 @@ class HFVisionBackbone(BackboneFactory):
                 f"{self.model_id!r}: {str(weights.path)!r} does not fit {model_class.__name__} "
                 f"built from its config: {len(bad)} missing weight(s), e.g. {', '.join(bad[:5])}"
             )
-
-
-def _vision_config(config: Any, folder: Path) -> Any:
-    """The image tower's config of a vision+text checkpoint (CLIP, ...), else ``config``."""
-    vision = getattr(config, "vision_config", None)
-    if vision is None:
-        return config
-    if isinstance(vision, dict):
-        raise XaibenchError(f"{str(folder)!r}: vision_config is not a transformers config")
-    return vision
-
-
-def _processor_size(path: Path | None) -> int | None:
-    """The square crop (or resize) side of an image processor config, if it states one."""
-    if path is None or not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise XaibenchError(f"cannot read {str(path)!r}: {type(exc).__name__}: {exc}") from None
-    for key in ("crop_size", "size"):
-        value = data.get(key) if isinstance(data, dict) else None
-        if isinstance(value, dict):
-            value = value.get("height", value.get("shortest_edge"))
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-def _names(weights: ResolvedWeights) -> str:
-    return ", ".join(f.name for f in weights.files) or "weights"
-
-
-def _processor_mean_std(
-    path: Path, mean: tuple[float, ...], std: tuple[float, ...]
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``image_mean``/``image_std`` of an image processor config (identity if it skips them)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise XaibenchError(f"cannot read {str(path)!r}: {type(exc).__name__}: {exc}") from None
-    if not isinstance(data, dict):
-        raise XaibenchError(f"{str(path)!r} is not a JSON object")
-    if data.get("do_normalize") is False:
-        return (0.0,), (1.0,)
-    return _floats(data.get("image_mean", mean), path), _floats(data.get("image_std", std), path)
-
-
-def _floats(value: Any, path: Path) -> tuple[float, ...]:
-    values = value if isinstance(value, (list, tuple)) else [value]
-    try:
-        return tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise XaibenchError(f"{str(path)!r}: bad image_mean/image_std {value!r}") from None
-
-
-def _per_channel(values: tuple[float, ...], channels: int, path: Path | None) -> tuple[float, ...]:
-    if len(values) == 1:
-        return values * channels
-    if len(values) != channels:
-        raise XaibenchError(
-            f"{str(path)!r}: {len(values)} mean/std values for a {channels}-channel model"
-        )
-    return values

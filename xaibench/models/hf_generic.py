@@ -1,7 +1,7 @@
 """Any other ``transformers`` vision encoder, laid out by probing it once.
 
 The study's HF encoders (DINOv2, DINOv2 with registers, SigLIP) have hand-written layouts in
-:mod:`xaibench.models.hf_backbone`. Every other ``AutoModel`` vision encoder (ViT, CLIP's vision
+:mod:`xaibench.models.hf_adapter`. Every other ``AutoModel`` vision encoder (ViT, CLIP's vision
 tower, DeiT, BEiT, Swin, ConvNeXt, ResNet, ...) goes through this module instead: the layout the
 adapter contract needs is read off one forward and backward pass of a single random image at
 build time, so no per-family table has to be kept in step with ``transformers`` releases.

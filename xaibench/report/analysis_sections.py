@@ -10,7 +10,7 @@ import pandas as pd
 import yaml
 
 from xaibench.leaderboard import sanity_badges
-from xaibench.report import figures
+from xaibench.report import diagnostic_figures
 from xaibench.report.context import _CELL, _cell_name, _Context, _fold_intervals, _sort_cells
 from xaibench.report.html import (
     Section,
@@ -40,7 +40,7 @@ def _sanity(ctx: _Context) -> Section:
             "map whatever the model learned; a noise map, which changes anyway, fails too."
         ),
         figure(
-            figures.sanity_png(sanity),
+            diagnostic_figures.sanity_png(sanity),
             "Sanity-check similarities",
             "Spearman similarity of the maps to the trained model's, per randomisation step "
             "(crosses: target randomisation), with the pass threshold dashed.",

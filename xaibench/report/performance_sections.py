@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from xaibench.report import figures
+from xaibench.report import diagnostic_figures, figures
 from xaibench.report.context import (
     _CELL,
     _Context,
@@ -96,10 +96,10 @@ def _tradeoff(ctx: _Context) -> Section:
 
 def _forest_rows(
     comparisons: pd.DataFrame, table: str, column: str, leader: tuple[Any, ...]
-) -> list[figures.ForestRow]:
+) -> list[diagnostic_figures.ForestRow]:
     """Each cell's paired difference from ``leader`` on one column, as leader minus cell."""
     part = comparisons[(comparisons["table"] == table) & (comparisons["column"] == column)]
-    rows: list[figures.ForestRow] = []
+    rows: list[diagnostic_figures.ForestRow] = []
     for rec in part.to_dict(orient="records"):
         a = tuple(rec[f"{k}_a"] for k in _CELL)
         b = tuple(rec[f"{k}_b"] for k in _CELL)
@@ -113,7 +113,7 @@ def _forest_rows(
         if sign < 0:
             low, high = -high, -low
         rows.append(
-            figures.ForestRow(
+            diagnostic_figures.ForestRow(
                 label=figures.cell_label(*other),
                 difference=sign * _as_float(rec.get("difference")),
                 low=low,
@@ -168,7 +168,7 @@ def _comparisons(ctx: _Context) -> Section:
                 continue
             plots.append(
                 figure(
-                    figures.forest_png(
+                    diagnostic_figures.forest_png(
                         rows, f"{column}: leader {figures.cell_label(*leader)}", alpha
                     ),
                     f"Forest plot of {column} differences from the leader",
@@ -238,7 +238,7 @@ def _per_class(ctx: _Context) -> Section:
         )
         body.append(
             figure(
-                figures.reliability_png(curves),
+                diagnostic_figures.reliability_png(curves),
                 "Reliability diagrams",
                 "Observed frequency against mean confidence per bin; a marker's area shows the "
                 "bin's share of the test images (empty bins left out).",

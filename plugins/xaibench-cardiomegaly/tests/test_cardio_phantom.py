@@ -5,7 +5,8 @@ from xaibench_cardiomegaly.ctr import measure_ctr
 from xaibench_cardiomegaly.phantom import CardiacPhantomDataset, enlarge_heart
 
 from xaibench.data.phantom import PhantomDataset
-from xaibench.data.phantom_anatomy import FIELD_CM, REGION_BITS, patient_maps
+from xaibench.data.phantom_anatomy import FIELD_CM, REGION_BITS
+from xaibench.data.phantom_maps import patient_maps
 from xaibench.errors import InvalidOptionsError
 from xaibench.plugins import collect_components, get_plugin_manager
 from xaibench.tasks.file_task import FileTask

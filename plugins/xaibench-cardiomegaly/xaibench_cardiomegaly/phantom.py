@@ -67,10 +67,9 @@ from xaibench.data.phantom_anatomy import (
     FIELD_CM,
     REGION_BITS,
     Anatomy,
-    PatientMaps,
-    patient_maps,
     sample_anatomy,
 )
+from xaibench.data.phantom_maps import PatientMaps, patient_maps
 from xaibench.data.who import WHO_CLASSES, who_class
 from xaibench.errors import XaibenchError
 from xaibench_cardiomegaly.ctr import CLASS_NAMES, CTR_THRESHOLD, CtrMeasurement, measure_ctr
