@@ -22,8 +22,9 @@ from xaibench.models.weights import ResolvedWeights
 def _quiet_transformers() -> Iterator[None]:
     """Silence transformers' progress bars and load report while loading, then restore them.
 
-    Missing and mismatched weights are checked and raised by :mod:`xaibench.models.hf_backbone` instead, so the
-    report (which mostly lists the text tower of full SigLIP checkpoints) is noise.
+    Missing and mismatched weights are checked and raised by
+    :mod:`xaibench.models.hf_backbone` instead, so the report (which mostly lists the text tower
+    of full SigLIP checkpoints) is noise.
     """
     from transformers.utils import logging as hf_logging
 

@@ -122,7 +122,8 @@ def split_attention_projections(visual: nn.Module) -> int:
 def open_clip_state_dict(visual: nn.Module) -> dict[str, torch.Tensor]:
     """The tower's state dict in open_clip's own layout (split projections packed again).
 
-    Use it to save a checkpoint that open_clip (and :class:`~xaibench.models.open_clip_backbone.OpenCLIPBackbone`) can load.
+    Use it to save a checkpoint that open_clip (and
+    :class:`~xaibench.models.open_clip_backbone.OpenCLIPBackbone`) can load.
     """
     state = dict(visual.state_dict())
     for name, module in visual.named_modules():
