@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from xaibench.component import Seed
 from xaibench.errors import InvalidOptionsError, XaibenchError
-from xaibench.strategies.base import TrainSettings
+from xaibench.strategies.settings import TrainSettings
 
 
 class ComponentRef(BaseModel):

@@ -54,10 +54,10 @@ def calibrate(
     grid; docs/calibration.md). Exit status: 0 all cells ran, 1 some cell failed (the
     calibration is still written), 2 usage error.
     """
-    from xaibench.calibrate import calibrate_defaults, run_calibration, summary_markdown
-    from xaibench.progress import NullProgress, RichProgress
-    from xaibench.results import default_run_dir
+    from xaibench.calibrate import calibrate_defaults
+    from xaibench.early_checks import check_config_files, check_names, check_run_files
 
+    check_run_files(config_files=options["config_files"])
     task = str(use_task_files(task, include_tasks))
     components = _state().components
     task_obj = components.tasks.create(task)
@@ -70,6 +70,12 @@ def calibrate(
         base_layers=[calibrate_defaults],
         **options,
     )
+    check_names(config, components)  # before anything imports torch
+    check_config_files(config)
+    from xaibench.calibrate import run_calibration, summary_markdown
+    from xaibench.progress import NullProgress, RichProgress
+    from xaibench.results import default_run_dir
+
     folder = out_dir or default_run_dir(f"{task.replace(':', '-')}-calibration")
     if quiet:
         outcome = run_calibration(config, components, folder, NullProgress())

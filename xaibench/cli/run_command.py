@@ -173,17 +173,20 @@ def run(
     succeeded, 1 some cell failed (all results are still written), 2 usage error.
     """
     from xaibench.config import resolve_config
-    from xaibench.observers.select import create_observers, parse_observer_options
-    from xaibench.trust import read_calibration
+    from xaibench.early_checks import check_run_files
 
+    # Names and files first, before anything imports torch (xaibench.early_checks); --resume
+    # refuses the options that change the configuration, so their files are not looked at.
+    check_run_files(
+        config_files=() if resume else config_files,
+        data_path=None if resume else data_path,
+        image_root=None if resume else image_root,
+        calibration_file=calibration_file,
+    )
     task = str(use_task_files(task, include_tasks))
     state = _state()
     components = state.components
     task_obj = components.tasks.create(task)
-    calibration = read_calibration(calibration_file) if calibration_file is not None else None
-    observers = create_observers(
-        components, observer_names, parse_observer_options(observer_options), tracking_uri
-    )
     if resume:
         given = {
             "--config": config_files, "--grid": grid, "--data": data_path,
@@ -198,6 +201,9 @@ def run(
         if executor:  # where the rest runs may change; what it computes may not
             resumed = resolve_config(resumed.model_dump(mode="json"), {"executor": executor})
             resumed = with_task_file(resumed, task_obj)
+        calibration, observers = _checked_extras(
+            resumed, components, calibration_file, observer_names, observer_options, tracking_uri
+        )
         return _execute(
             resumed, components, out_dir, quiet, calibration, observers, View(wide, ci_lines)
         )
@@ -211,9 +217,40 @@ def run(
         precision=precision, compile_=compile_, allow_outside_paths=allow_outside_paths,
         image_root=image_root,
     )  # fmt: skip
+    calibration, observers = _checked_extras(
+        config, components, calibration_file, observer_names, observer_options, tracking_uri
+    )
     return _execute(
         config, components, out_dir, quiet, calibration, observers, View(wide, ci_lines)
     )
+
+
+def _checked_extras(
+    config: Any,
+    components: Components,
+    calibration_file: Path | None,
+    observer_names: tuple[str, ...],
+    observer_options: tuple[str, ...],
+    tracking_uri: str | None,
+) -> tuple[Any, Any]:
+    """Check ``config``'s names and files (torch not yet imported); the calibration, observers.
+
+    Raises:
+        XaibenchError: An unknown component name (did-you-mean) or a missing manifest, before
+            anything heavy is imported; a faulty calibration file or observer.
+    """
+    from xaibench.early_checks import check_config_files, check_names
+
+    check_names(config, components)
+    check_config_files(config)
+    from xaibench.observers.select import create_observers, parse_observer_options
+    from xaibench.trust import read_calibration
+
+    calibration = read_calibration(calibration_file) if calibration_file is not None else None
+    observers = create_observers(
+        components, observer_names, parse_observer_options(observer_options), tracking_uri
+    )
+    return calibration, observers
 
 
 def _resumed_config(

@@ -17,12 +17,15 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from xaibench.data.splits import SPLITS
 from xaibench.data.who import WHO_CLASSES
+
+if TYPE_CHECKING:  # pandas is imported where it is used: task files load without it
+    import pandas as pd
 
 #: Accepted spellings of the split names (case-insensitive).
 SPLIT_ALIASES: dict[str, str] = {
@@ -199,6 +202,8 @@ def typed_column(column: pd.Series) -> pd.Series:
     as text and whoever reads it (a task's label rule) can quote the cell as written. Empty
     cells of a numeric column are NaN.
     """
+    import pandas as pd
+
     filled = column[column != ""]
     if len(filled) and filled.str.strip().str.fullmatch(_DECIMAL.pattern).all():
         return pd.to_numeric(column.replace("", np.nan), errors="coerce").astype(float)
