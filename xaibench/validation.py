@@ -133,17 +133,29 @@ def validate_config_file(
         report.problems.extend(exc.problems or [str(exc)])
         # Unknown top-level keys alone: check the rest too, so one pass finds everything.
         if not exc.problems or not all(": unknown key" in p for p in exc.problems):
-            return report
+            return _with_entry_problems(report, layers, components)
         unknown = {p.split(": unknown key")[0] for p in exc.problems}
         try:
             known = [{k: v for k, v in x.items() if k not in unknown} for x in layers]
             config = resolve_config(*known)
         except InvalidOptionsError:
-            return report
+            return _with_entry_problems(report, layers, components)
         _check_components(config, components, report)
         return report
     report.config = config
     _check_components(config, components, report)
+    return report
+
+
+def _with_entry_problems(
+    report: ValidationReport, layers: Sequence[Mapping[str, Any]], components: Components
+) -> ValidationReport:
+    """``report`` with the problems of each well-formed component entry (schema errors aside)."""
+    from xaibench.component_checks import entry_problems
+
+    report.problems.extend(
+        p for p in entry_problems(layers, components) if p not in report.problems
+    )
     return report
 
 
