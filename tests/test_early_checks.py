@@ -76,16 +76,15 @@ def test_a_missing_manifest_in_a_config_file_is_named_by_its_key(tmp_path):
     )
     code, said, torch = _xaibench(tmp_path, "run", "osteoporosis", "--config", "mine.yaml")
     assert code == 2
-    assert said == [
-        "xaibench: error: dataset.options.path: manifest not found: gone/manifest.csv"
-    ]
+    assert said == ["xaibench: error: dataset.options.path: manifest not found: gone/manifest.csv"]
     assert not torch
 
 
 def test_validate_of_a_missing_file_does_not_import_torch(tmp_path):
     code, said, torch = _xaibench(tmp_path, "validate", "bad.yaml")
     assert code == 2
-    assert len(said) == 1 and "bad.yaml" in said[0], said
+    assert len(said) == 1, said
+    assert "bad.yaml" in said[0]
     assert not torch
 
 
