@@ -49,7 +49,7 @@ def _xaibench(tmp_path: Path, *args: str) -> tuple[int, list[str], bool]:
         (["--perturbation", "blurr"], "xaibench: error: unknown perturbation 'blurr'"),
         (["--executor", "rayy"], "xaibench: error: unknown executor 'rayy'; did you mean 'ray'?"),
         (["--data", "missing.csv"], "xaibench: error: --data: manifest not found: missing.csv"),
-        (["--config", "missing.yaml"], "xaibench: error: --config: configuration not found"),
+        (["--config", "missing.yaml"], "xaibench: error: cannot read config file 'missing.yaml'"),
         (
             ["--data", "here.csv", "--image-root", "nowhere"],
             "xaibench: error: --image-root: image folder not found: nowhere",

@@ -74,18 +74,18 @@ def check_folder(path: Path, option: str, what: str) -> None:
 
 def check_run_files(
     *,
-    config_files: tuple[Path, ...] = (),
     data_path: Path | None = None,
     image_root: Path | None = None,
     calibration_file: Path | None = None,
 ) -> None:
     """The files and folders of ``xaibench run``'s options exist (each only ``stat``-ed).
 
+    (``--config`` files are read before anything heavy is imported anyway, by
+    :func:`xaibench.config.load_config_file`, whose message names them.)
+
     Raises:
         XaibenchError: The first missing one, in one line naming its option.
     """
-    for path in config_files:
-        check_file(path, "--config", "configuration")
     if data_path is not None:
         check_file(data_path, "--data", "manifest")
     if image_root is not None:

@@ -55,9 +55,8 @@ def calibrate(
     calibration is still written), 2 usage error.
     """
     from xaibench.calibrate import calibrate_defaults
-    from xaibench.early_checks import check_config_files, check_names, check_run_files
+    from xaibench.early_checks import check_config_files, check_names
 
-    check_run_files(config_files=options["config_files"])
     task = str(use_task_files(task, include_tasks))
     components = _state().components
     task_obj = components.tasks.create(task)

@@ -178,7 +178,6 @@ def run(
     # Names and files first, before anything imports torch (xaibench.early_checks); --resume
     # refuses the options that change the configuration, so their files are not looked at.
     check_run_files(
-        config_files=() if resume else config_files,
         data_path=None if resume else data_path,
         image_root=None if resume else image_root,
         calibration_file=calibration_file,
