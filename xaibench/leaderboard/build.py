@@ -33,6 +33,7 @@ from xaibench.leaderboard.comparisons import (
     _tiers,
 )
 from xaibench.leaderboard.per_image import _PerImage
+from xaibench.leaderboard.seed_rows import with_seed_aggregates
 from xaibench.leaderboard.tables import explainability_table, performance_table
 
 if TYPE_CHECKING:
@@ -173,6 +174,11 @@ def build_leaderboards(
         comparisons.extend(rows)
         column = ranking_column(frame)
         tables[name] = _tiers(frame, _p_lookup(rows, name, column or ""), alpha)
+    for name, frame in tables.items():
+        tables[name] = with_seed_aggregates(
+            frame, name, records, data,
+            primary=primary, level=level, resamples=resamples, seed=seed,
+        )  # fmt: skip
     compare = pd.DataFrame(comparisons, columns=COMPARISON_COLUMNS)
     meta = {
         "task": runs[0].task,
