@@ -284,7 +284,8 @@ def _notes(
     if any(r.n_seeds > 1 for r in rows):
         notes.append(
             "n seeds: the mean over the seeds of each seed's value; its ± from a two-level "
-            "bootstrap (seeds, then test images); per-seed rows in --wide and the files."
+            "bootstrap (seeds, then test images); no tier (the tests compare single models); "
+            "per-seed rows in --wide and the files."
         )
     if any(r.random_init for r in rows):
         notes.append(
