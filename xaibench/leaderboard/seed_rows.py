@@ -134,8 +134,9 @@ def with_seed_aggregates(
 def _aggregate_row(
     frame: pd.DataFrame, backbone: Any, strategy: Any, cells: list[Cell], intervals: Intervals
 ) -> dict[str, Any]:
+    wanted = set(cells)
     keys = frame[CELL_COLUMNS].itertuples(index=False)
-    mask = [(k[0], k[1], int(k[2])) in set(cells) for k in keys]
+    mask = [(k[0], k[1], int(k[2])) in wanted for k in keys]
     part = frame[mask]
     values = _metric_columns(frame)
     row: dict[str, Any] = {"backbone": backbone, "strategy": strategy, "seed": pd.NA}
@@ -228,7 +229,6 @@ def _explanation_intervals(
     seed: int,
 ) -> Intervals:
     """Intervals of the primary region's Δ columns and of every normalised column."""
-    seeds = {c[2] for c in cells}
     first = cells[0]
     out: Intervals = {}
     for rec in records:
@@ -239,8 +239,6 @@ def _explanation_intervals(
         if column in out:
             continue
         result: tuple[float, float] | None = None
-        if len(seeds) != len(cells):
-            continue
         if rec["metric"] == "delta_region" and primary and rec.get("region") == primary:
             result = _delta_interval(
                 cells, data, rec["perturbation"], rec["region"], has_specific(rec),
