@@ -116,9 +116,10 @@ def _headline(ctx: _Context) -> str:
             continue
         value = _with_interval(top[column], top.get(f"{column} low"), top.get(f"{column} high"))
         tier_one = int((board["tier"] == 1).sum()) if "tier" in board else 1
+        cells = int((~board["aggregate"]).sum()) if "aggregate" in board else len(board)
         lines.append(
             f"{name.capitalize()} leader by {column}: {_cell_name(top)}, {value}; "
-            f"{tier_one} of {len(board)} cells share tier 1 (not distinguishable from it by "
+            f"{tier_one} of {cells} cells share tier 1 (not distinguishable from it by "
             "a Holm-corrected paired test)."
         )
     if not lines:
