@@ -569,7 +569,7 @@ def test_chance_follows_the_slice_and_the_calls():
 
 
 def test_run_records_the_tuning_and_uses_the_models_calls(components, tmp_path: Path):
-    from xaibench.benchmark import run_benchmark
+    from xaibench.engine.benchmark import run_benchmark
 
     config = resolve_config(
         TINY_PHANTOM_RUN,

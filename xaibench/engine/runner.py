@@ -38,10 +38,10 @@ from xaibench.control_stage import COMPLEMENT_REASON, ControlStage
 from xaibench.data.arrays import ImageWriter, LazyRows, MappedRows, Rows, SplitArrays, read_ahead
 from xaibench.data.check import FULL_MASK_FRACTION
 from xaibench.device import Runtime, resolve_device
+from xaibench.engine.fit_cache import FitCache, fit_key
+from xaibench.engine.grid import Cell, build_cells, create_backbone
 from xaibench.errors import XaibenchError
 from xaibench.explain_stage import ISOLATED, ExplainStage, error_text
-from xaibench.fit_cache import FitCache, fit_key
-from xaibench.grid import Cell, build_cells, create_backbone
 from xaibench.metrics.base import (
     Metric,
     PerformanceMetric,
