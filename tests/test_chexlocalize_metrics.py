@@ -28,6 +28,7 @@ from xaibench.config import resolve_config
 from xaibench.cut_off_tuning import kept_global_generators, tune_cut_offs
 from xaibench.data.phantom import PhantomDataset
 from xaibench.errors import XaibenchError
+from xaibench.metrics.binarize import otsu_binarize
 from xaibench.metrics.chance import chance_details, iou_shift_null
 from xaibench.metrics.chexlocalize import (
     TUNING_GRID,
@@ -41,7 +42,6 @@ from xaibench.metrics.chexlocalize import (
     segmentation_iou,
     tune_threshold,
 )
-from xaibench.metrics.functional import otsu_binarize
 
 # --------------------------------------------------------------------------------------------
 # Segmentation: Otsu against OpenCV and scikit-image, the contour fill against OpenCV + PIL

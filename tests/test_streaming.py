@@ -21,7 +21,7 @@ from xaibench.data.arrays import (
 from xaibench.data.base import Dataset, Sample
 from xaibench.data.phantom import PhantomDataset
 from xaibench.errors import XaibenchError
-from xaibench.metrics.functional import align_mask
+from xaibench.metrics.binarize import align_mask
 
 
 def eager(dataset: Dataset, indices) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

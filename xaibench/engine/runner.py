@@ -48,8 +48,9 @@ from xaibench.metrics.base import (
     PerturbationMetric,
     Predictions,
 )
+from xaibench.metrics.binarize import align_mask
 from xaibench.metrics.explanation import DeltaRegion
-from xaibench.metrics.functional import align_mask, youden_threshold
+from xaibench.metrics.functional import youden_threshold
 from xaibench.models.base import Classifier
 from xaibench.perturbations.base import Perturbation
 from xaibench.plugins import Components
