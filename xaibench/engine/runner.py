@@ -412,22 +412,20 @@ class CellRunner(ExplainStage, ControlStage):
             for region, reason in reasons.items():
                 for mname, metric in self.metrics.items():
                     if use == "explain_regions" and metric.needs == "saliency":
-                        for sname in self.saliency:
-                            records.append(
-                                make_record(
-                                    base, mname, metric, value=None, n=None, status="skipped",
-                                    reason=reason, saliency=sname, region=region,
-                                )
-                            )  # fmt: skip
+                        by_saliency, names, label = True, list(self.saliency), region
                     elif use != "explain_regions" and metric.needs == "perturbation":
+                        by_saliency, names = False, list(self.perturbations)
                         label = f"outside_{region}" if use == "complement_regions" else region
-                        for pname in self.perturbations:
-                            records.append(
-                                make_record(
-                                    base, mname, metric, value=None, n=None, status="skipped",
-                                    reason=reason, perturbation=pname, region=label,
-                                )
-                            )  # fmt: skip
+                    else:
+                        continue
+                    for name in names:
+                        records.append(
+                            make_record(
+                                base, mname, metric, value=None, n=None, status="skipped",
+                                reason=reason, saliency=name if by_saliency else None,
+                                perturbation=None if by_saliency else name, region=label,
+                            )
+                        )  # fmt: skip
         return records
 
     def _mask(self, split: SplitArrays, region: str) -> Rows:

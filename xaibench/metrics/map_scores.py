@@ -5,10 +5,7 @@
 turned into regions first are handled in :mod:`xaibench.metrics.binarize`, which also holds
 :func:`~xaibench.metrics.binarize.align_mask` for masks of another size.
 
-Every function validates its input and raises :class:`~xaibench.errors.XaibenchError` with a
-message that says what is wrong. The per-image scores use NaN only for what the contract of
-:class:`~xaibench.metrics.base.SaliencyRegionMetric` allows: an image where the score is
-undefined (e.g. its region is empty), which the aggregate excludes and counts.
+Inputs are checked, and NaN marks an undefined score, as in :mod:`~xaibench.metrics.binarize`.
 """
 
 from __future__ import annotations

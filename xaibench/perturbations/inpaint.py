@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import torch
 
-from xaibench.perturbations.base import Perturbation
+from xaibench.perturbations.base import Perturbation, solve_in_threads
 
 
 class BiharmonicInpaint(Perturbation):
@@ -69,16 +67,7 @@ class BiharmonicInpaint(Perturbation):
             i, c = job
             filled[i, c] = inpaint_biharmonic(pixels[i, c], holes[i])
 
-        # SciPy's sparse solver releases the GIL, so threads solve images side by side (1.8x on
-        # two cores); as many as torch may use, so a run limited to one thread stays on one.
-        # Each image is solved on its own: the result does not depend on the threads.
-        workers = max(1, min(torch.get_num_threads(), len(solves)))
-        if workers == 1:
-            for job in solves:
-                solve(job)
-        else:
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(solve, solves))  # list(): re-raises a solve's exception
+        solve_in_threads(solve, solves)
         np.clip(filled, 0.0, 1.0, out=filled)
         result = torch.from_numpy(filled).to(device=images.device, dtype=images.dtype)
         return torch.where(masks.unsqueeze(1), result, images)
