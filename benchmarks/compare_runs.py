@@ -4,24 +4,28 @@ Usage::
 
     python benchmarks/compare_runs.py RUN_BEFORE RUN_AFTER
 
-Every file of either run is compared: CSV, Markdown, PNG, ``.npz`` and YAML byte for byte; JSON
-files after dropping the values that differ between any two runs of the same code (wall-clock
-times, durations, the git commit, the folder the run was written to, and hashes that quote
-them). Prints one line per file that differs or exists in one run only, then a tally; exits 1
-when anything differs, else 0. Used for issue 20 item 4 (results unchanged byte for byte across
-the move to ``xaibench.engine``, the split of ``metrics/functional.py`` and the duplicate
-removal).
+Every file of either run is compared: CSV, PNG, ``.npz`` and YAML byte for byte; JSON files and the
+leaderboards' Markdown after dropping the values that differ between any two runs of the same code
+(wall-clock times, durations, the git commit, and the results.json hash that quotes them). Prints
+one line per file that differs or exists in one run only, then a tally; exits 1 when anything
+differs, else 0. Used for issue 20 item 4 (results unchanged byte for byte across the move to
+``xaibench.engine``, the split of ``metrics/functional.py`` and the duplicate removal).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 #: JSON keys whose values change from run to run of the same code.
-VOLATILE = frozenset({"created", "finished", "started", "seconds", "git_commit", "run_dir"})
+VOLATILE = frozenset(
+    {"created", "finished", "started", "seconds", "git_commit", "run_dir", "results_sha256"}
+)
+#: The same in the leaderboards' Markdown source line (``commit <hex>, results sha256 <hex>``).
+_MD_VOLATILE = re.compile(r"(, commit [0-9a-f]+)|( results sha256 [0-9a-f]+)")
 
 
 def _strip(value: Any) -> Any:
@@ -36,6 +40,8 @@ def _strip(value: Any) -> Any:
 def _same(a: Path, b: Path) -> bool:
     if a.suffix == ".json":
         return _strip(json.loads(a.read_text())) == _strip(json.loads(b.read_text()))
+    if a.suffix == ".md":
+        return _MD_VOLATILE.sub("", a.read_text()) == _MD_VOLATILE.sub("", b.read_text())
     return a.read_bytes() == b.read_bytes()
 
 
