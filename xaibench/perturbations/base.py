@@ -2,8 +2,9 @@
 
 ``apply(images, masks, generator) -> images``: pixels inside ``masks`` are replaced, in
 raw-intensity space (before any backbone normalisation), so ``zero`` means the same for every
-backbone. Pixels outside the mask are returned unchanged. :func:`solve_in_threads` runs the
-per-image solves of the interpolating perturbations (``inpaint``, ``road``) side by side.
+backbone. Pixels outside the mask are returned unchanged. :func:`cpu_arrays` and
+:func:`solve_in_threads` serve the per-image solves of the interpolating perturbations
+(``inpaint``, ``road``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+import numpy as np
 import torch
 
 from xaibench.component import Component
@@ -29,6 +31,13 @@ class Perturbation(Component):
 
 
 _Job = TypeVar("_Job")
+
+
+def cpu_arrays(images: torch.Tensor, masks: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``images`` as float64 and ``masks`` as bool NumPy arrays on the CPU, for per-image solves."""
+    pixels = images.detach().to(device="cpu", dtype=torch.float64).numpy()
+    holes = masks.detach().to(device="cpu", dtype=torch.bool).numpy()
+    return pixels, holes
 
 
 def solve_in_threads(solve: Callable[[_Job], None], jobs: Sequence[_Job]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from xaibench.perturbations.base import Perturbation, solve_in_threads
+from xaibench.perturbations.base import Perturbation, cpu_arrays, solve_in_threads
 
 
 class BiharmonicInpaint(Perturbation):
@@ -49,8 +49,7 @@ class BiharmonicInpaint(Perturbation):
         """Inpaint the masked pixels of each image (deterministic: ``generator`` unused)."""
         from skimage.restoration import inpaint_biharmonic  # heavy import, only when used
 
-        pixels = images.detach().to(device="cpu", dtype=torch.float64).numpy()
-        holes = masks.detach().to(device="cpu", dtype=torch.bool).numpy()
+        pixels, holes = cpu_arrays(images, masks)
         filled = pixels.copy()
         solves = []
         for i in range(pixels.shape[0]):

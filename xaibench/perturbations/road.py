@@ -11,7 +11,7 @@ import torch
 from pydantic import Field
 
 from xaibench.metrics.faithfulness import linear_impute
-from xaibench.perturbations.base import Perturbation, solve_in_threads
+from xaibench.perturbations.base import Perturbation, cpu_arrays, solve_in_threads
 
 
 class NoisyLinearImpute(Perturbation):
@@ -46,8 +46,7 @@ class NoisyLinearImpute(Perturbation):
         self, images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
         """Impute the masked pixels of each image, add seeded noise, clip to [0, 1]."""
-        pixels = images.detach().to(device="cpu", dtype=torch.float64).numpy()
-        holes = masks.detach().to(device="cpu", dtype=torch.bool).numpy()
+        pixels, holes = cpu_arrays(images, masks)
         filled = pixels.copy()
         jobs = [
             (i, c) for i in range(pixels.shape[0]) if holes[i].any() for c in range(pixels.shape[1])
