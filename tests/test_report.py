@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from xaibench.benchmark import run_benchmark
 from xaibench.config import resolve_config
+from xaibench.engine.benchmark import run_benchmark
 from xaibench.errors import XaibenchError
 from xaibench.report import diagnostic_figures, figures
 from xaibench.report.build import REPORT_FILE, build_report, write_report

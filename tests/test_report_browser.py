@@ -20,8 +20,8 @@ import pytest
 from PIL import Image, ImageStat
 from test_report import TINY
 
-from xaibench.benchmark import run_benchmark
 from xaibench.config import resolve_config
+from xaibench.engine.benchmark import run_benchmark
 from xaibench.report.build import write_report
 
 REQUIRE = os.environ.get("XAIBENCH_REQUIRE_BROWSER") == "1"

@@ -1,7 +1,7 @@
 """What one cell produced: :class:`CellResult`, with its :class:`Gallery` pictures.
 
-Kept apart from :mod:`xaibench.runner` so the checkpoint, results and executor modules, and the
-stages of a cell, can share the type without importing the runner.
+Kept apart from :mod:`xaibench.engine.runner` so the checkpoint, results and executor modules,
+and the stages of a cell, can share the type without importing the runner.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from xaibench.analysis import CellMaps
-from xaibench.grid import Cell
+from xaibench.engine.grid import Cell
 from xaibench.metrics.base import Metric
 
 

@@ -55,8 +55,8 @@ def calibrate(
     calibration is still written), 2 usage error.
     """
     from xaibench.calibrate import calibrate_defaults, run_calibration, summary_markdown
+    from xaibench.engine.results import default_run_dir
     from xaibench.progress import NullProgress, RichProgress
-    from xaibench.results import default_run_dir
 
     task = str(use_task_files(task, include_tasks))
     components = _state().components

@@ -32,14 +32,14 @@ import yaml
 
 from xaibench import __version__, failpoints
 from xaibench.config import RunConfig
+from xaibench.engine.runner import CellResult, RunData
 from xaibench.errors import XaibenchError
 from xaibench.escape import to_csv
 from xaibench.paths import contained, write_whole
 from xaibench.plugins import Components
-from xaibench.runner import CellResult, RunData
 
 if TYPE_CHECKING:
-    from xaibench.checkpoints import GalleryFile
+    from xaibench.engine.checkpoints import GalleryFile
 
 SCHEMA_VERSION = "1.5"
 
@@ -164,7 +164,7 @@ def component_options(config: RunConfig, components: Components) -> dict[str, di
     The configuration records only the options a user gave; a default that changes between
     versions would otherwise change numbers without a trace in the results.
     """
-    from xaibench.grid import create_backbone
+    from xaibench.engine.grid import create_backbone
 
     out: dict[str, dict[str, Any]] = {
         "backbones": {r.key: create_backbone(components, r).options() for r in config.backbones}
