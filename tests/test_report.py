@@ -562,6 +562,14 @@ def test_report_references_nothing_outside_itself(report_html: str):
     assert "@import" not in report_html
 
 
+def test_each_leaderboard_table_has_the_tier_legend_beside_it(report_html: str):
+    for anchor in ("performance", "explainability"):
+        section = report_html.split(f'id="{anchor}"', 1)[1].split("</section>", 1)[0]
+        legend = section.index('<p class="legend">Rank vs tier:')
+        assert legend < section.index("<table"), anchor  # just above the table it explains
+    assert report_html.count("tier numbers need not rise with rank") == 2
+
+
 def test_report_is_byte_identical_when_rebuilt(fake_run: Path, report_html: str):
     again = write_report([fake_run], fake_run / REPORT_FILE)
     assert again.read_text(encoding="utf-8") == report_html

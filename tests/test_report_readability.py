@@ -1,11 +1,14 @@
-"""The HTML report's readability (issue 21 item 6): Pareto front over cells that beat chance."""
+"""The HTML report's readability (issue 21 item 6): Pareto front, tier legend."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pandas as pd
+
 from xaibench.report import figures
 from xaibench.report.performance_sections import _tradeoff
+from xaibench.report.summary_sections import tier_legend
 
 
 def _records() -> list[dict]:
@@ -61,3 +64,18 @@ def test_the_tradeoff_section_greys_the_chance_cell_and_says_so():
     chance_row = next(r for r in rows if "chance" in r and "0.505" in r)
     assert "no (AUC CI not above 0.5)" in chance_row
     assert sum(">yes<" in r for r in rows) == 2
+
+
+def test_the_tier_legend_explains_rank_vs_tier_and_names_an_out_of_order_pair():
+    # issue 21's case: rank 10 in tier 2, ranks 11-12 in tier 1
+    board = pd.DataFrame({"rank": range(1, 13), "tier": [1] * 9 + [2, 1, 1]})
+    legend = tier_legend(board)
+    assert legend.startswith('<p class="legend">Rank vs tier:')
+    assert "not significantly different" in legend
+    assert "a lower rank can sit in a better (lower-numbered) tier" in legend
+    assert "Here rank 10 is in tier 2 and rank 11 in tier 1." in legend
+    ordered = tier_legend(pd.DataFrame({"rank": [1, 2, 3], "tier": [1, 2, 2]}))
+    assert "Rank vs tier:" in ordered
+    assert "Here rank" not in ordered
+    missing = pd.DataFrame({"rank": [1, 2], "tier": pd.array([1, None], dtype="Int64")})
+    assert "Here rank" not in tier_legend(missing)
