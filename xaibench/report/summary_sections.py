@@ -1,4 +1,4 @@
-"""Report sections that open it: the summary, both leaderboards, reference points, evidence."""
+"""Report sections that open it: the summary, the headline and both full leaderboards, evidence."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from xaibench.leaderboard import (
     display_frame,
     table_notes,
 )
+from xaibench.leaderboard.headline_view import headline_frame, headline_view
 from xaibench.report.context import (
     _CELL,
     _cell_name,
@@ -169,6 +170,29 @@ def tier_legend(board: pd.DataFrame) -> str:
             if worst is None or tier > worst[1]:
                 worst = (rank, tier)
     return f'<p class="legend">{escape(text)}</p>'
+
+
+def _headline_board(ctx: _Context) -> Section:
+    """The headline view (as in the terminal and ``leaderboard_*.md``): fits 1400 px.
+
+    A row per cell and saliency method with the AUC, the headline Δ and the localisation of the
+    primary region; the full tables follow in their own sections, each scrolling within its box.
+    """
+    title = "Headline leaderboard"
+    if ctx.boards.performance.empty:
+        return Section(title, note("No performance records."), "headline")
+    view = headline_view(ctx.boards)
+    body = [
+        paragraph(
+            "The few columns to read first, one row per cell and saliency method, best AUC "
+            "first. The full performance and explainability tables follow (every metric and "
+            "interval; wide ones scroll sideways within their box)."
+        ),
+        tier_legend(ctx.boards.performance),
+        table_html(headline_frame(view), caption="Headline: AUC, Δ and localisation"),
+    ]
+    body.extend(note(line) for line in view.notes)
+    return Section(title, "".join(body), "headline")
 
 
 def _performance(ctx: _Context) -> Section:
