@@ -93,6 +93,7 @@ class Gallery:
             panel_lines(
                 at(self.classes, i), at(self.called, i), self.positive_class,
                 at(self.positive_probs, i), self.score_label, at(self.scores, i),
+                sample_id=at(self.sample_ids, i),
             )
             for i in range(k)
         ]  # fmt: skip
