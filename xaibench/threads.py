@@ -12,7 +12,9 @@ them:
 * ``OMP_WAIT_POLICY=PASSIVE``;
 * ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` to the number of CPUs this process may run on
   (``os.sched_getaffinity``, so a ``taskset`` or a container's CPU set counts), at most
-  :data:`MAX_THREADS`.
+  :data:`MAX_THREADS`; where the user set one of the two, the other gets the user's value
+  (torch reads ``MKL_NUM_THREADS`` after ``OMP_NUM_THREADS``: a default there would override
+  the user's count).
 
 A user's explicit value always wins. Worker processes (Ray, the local executor's children)
 inherit the environment. OpenMP reads these variables once, when torch's library loads: set
@@ -76,7 +78,12 @@ def configure_threads(
         if not env.get("OMP_WAIT_POLICY"):
             env["OMP_WAIT_POLICY"] = WAIT_POLICY
             set_here.append("OMP_WAIT_POLICY")
-        threads = str(default_threads(usable_cpus() if cpus is None else cpus))
+        # A user's count in one of the two is copied to the other: torch reads MKL_NUM_THREADS
+        # after OMP_NUM_THREADS, so a default in one would override the user's in the other.
+        given = [env[n] for n in _THREAD_VARIABLES if env.get(n)]
+        threads = (
+            given[0] if given else str(default_threads(usable_cpus() if cpus is None else cpus))
+        )
         for name in _THREAD_VARIABLES:
             if not env.get(name):
                 env[name] = threads
@@ -89,14 +96,12 @@ def configure_threads(
 
 def _describe(env: MutableMapping[str, str], set_here: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {key: env.get(name) for name, key in _RECORDED.items()}
-    if not set_here:
-        out["set_by"] = "user" if any(env.get(n) for n in _RECORDED) else None
-    elif all(n in set_here for n in _RECORDED):
-        out["set_by"] = "xaibench"
-    else:  # one from the user, the other from xaibench
-        out["set_by"] = {
-            key: "xaibench" if n in set_here else "user" for n, key in _RECORDED.items()
-        }
+    who = {
+        key: "xaibench" if name in set_here else "user" if env.get(name) else None
+        for name, key in _RECORDED.items()
+    }
+    kinds = set(who.values())
+    out["set_by"] = kinds.pop() if len(kinds) == 1 else who
     return out
 
 
