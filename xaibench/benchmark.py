@@ -34,6 +34,7 @@ from xaibench.checkpoints import (
 )
 from xaibench.config import RunConfig
 from xaibench.errors import XaibenchError
+from xaibench.eta import first_cell_seconds
 from xaibench.evidence import evidence_agreement
 from xaibench.grid import build_cells, check_components
 from xaibench.leaderboard import Leaderboards, build_leaderboards, write_leaderboard_files
@@ -41,7 +42,7 @@ from xaibench.observers.base import Observer
 from xaibench.observers.dispatch import RunObservers
 from xaibench.paths import is_temporary, write_whole
 from xaibench.plugins import Components
-from xaibench.progress import NullProgress, Progress
+from xaibench.progress import NullProgress, Progress, expect_cells
 from xaibench.report.run_files import load_run
 from xaibench.results import (
     build_document,
@@ -185,6 +186,8 @@ def _run_locked(
             advance()
         else:
             todo.append(cell)
+    n_images = sum(split["images"] for split in data.split_sizes.values())
+    expect_cells(progress, len(todo), first_cell_seconds(n_images, config.train.epochs))
     if watchers:
         watchers.run_started(
             config,
