@@ -65,10 +65,12 @@ CHILD = textwrap.dedent(
     wall = time.perf_counter() - wall
     import torch
 
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
     env = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-    print(json.dumps({"wall": wall, "cpu": cpu, "env": env, "torch_threads": torch.get_num_threads()}))
+    threads = torch.get_num_threads()
+    print(json.dumps({"wall": wall, "cpu": cpu, "env": env, "torch_threads": threads}))
     """
 )
 
