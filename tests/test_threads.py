@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xaibench.threads import MAX_THREADS, configure_threads, default_threads
+from xaibench.threads import MAX_THREADS, configure_threads, default_threads, usable_cpus
 
 _VARIABLES = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -100,7 +100,7 @@ def _tiny_run(tmp_path: Path, name: str, env: dict[str, str]) -> dict:
 @pytest.mark.slow
 def test_the_cli_sets_the_variables_before_torch_loads_and_records_them(tmp_path):
     clean = {k: v for k, v in os.environ.items() if k not in _VARIABLES}
-    expected = str(default_threads(len(os.sched_getaffinity(0))))
+    expected = str(default_threads(usable_cpus()))
 
     environment = _tiny_run(tmp_path, "unset", clean)
     assert environment["openmp"] == {
@@ -119,3 +119,24 @@ def test_the_cli_sets_the_variables_before_torch_loads_and_records_them(tmp_path
         "set_by": "user",
     }
     assert environment["torch_threads"] == 1
+
+
+def _topology(root: Path, cores: dict[int, tuple[int, int]]) -> Path:
+    for cpu, (package, core) in cores.items():
+        folder = root / f"cpu{cpu}" / "topology"
+        folder.mkdir(parents=True)
+        (folder / "physical_package_id").write_text(f"{package}\n")
+        (folder / "core_id").write_text(f"{core}\n")
+    return root
+
+
+def test_hyperthreads_of_one_core_count_once(tmp_path):
+    from xaibench.threads import physical_cores
+
+    # Two packages, two cores each, two hyperthreads per core: 8 CPUs, 4 cores.
+    layout = {cpu: (cpu // 4, cpu % 2) for cpu in range(8)}
+    sysfs = _topology(tmp_path, layout)
+    assert physical_cores(list(range(8)), sysfs) == 4
+    assert physical_cores([0, 2], sysfs) == 1  # siblings of package 0's core 0
+    assert physical_cores([0, 1, 4], sysfs) == 3
+    assert physical_cores([0, 9], sysfs) == 2  # cpu9's topology unreadable: every CPU counts

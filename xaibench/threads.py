@@ -10,11 +10,11 @@ operation pays a scheduler time slice: small-model torch runs 2-8 times slower (
 them:
 
 * ``OMP_WAIT_POLICY=PASSIVE``;
-* ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` to the number of CPUs this process may run on
-  (``os.sched_getaffinity``, so a ``taskset`` or a container's CPU set counts), at most
-  :data:`MAX_THREADS`; where the user set one of the two, the other gets the user's value
-  (torch reads ``MKL_NUM_THREADS`` after ``OMP_NUM_THREADS``: a default there would override
-  the user's count).
+* ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` to the number of physical cores among the CPUs
+  this process may run on (``os.sched_getaffinity``, so a ``taskset`` or a container's CPU set
+  counts; :func:`usable_cpus`), at most :data:`MAX_THREADS`; where the user set one of the
+  two, the other gets the user's value (torch reads ``MKL_NUM_THREADS`` after
+  ``OMP_NUM_THREADS``: a default there would override the user's count).
 
 A user's explicit value always wins. Worker processes (Ray, the local executor's children)
 inherit the environment. OpenMP reads these variables once, when torch's library loads: set
@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any
 
 #: The wait policy set when the user has not chosen one.
@@ -37,16 +38,42 @@ MAX_THREADS = 16
 _RECORDED = {"OMP_WAIT_POLICY": "omp_wait_policy", "OMP_NUM_THREADS": "omp_num_threads"}
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
+_SYSFS_CPU = Path("/sys/devices/system/cpu")
 #: What the last :func:`configure_threads` call found and did (``set_by`` per variable).
 _SETTINGS: dict[str, Any] = {}
 
 
-def usable_cpus() -> int:
-    """The number of CPUs this process may run on (its affinity set where the OS has one)."""
+def usable_cpus(sysfs: Path = _SYSFS_CPU) -> int:
+    """The physical cores among the CPUs this process may run on.
+
+    The CPUs are the process's affinity set (``taskset``, a container's CPU set); of those,
+    hyperthreads of one core count once, as torch's own default counts physical cores: on a
+    machine with no CPU restriction the count is then torch's default, and so are the numbers
+    a run computes (the thread count changes the order of floating-point sums). Without an
+    affinity call (macOS, Windows) or CPU topology in ``sysfs``, every CPU counts.
+    """
     try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # macOS, Windows: no affinity call
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
         return os.cpu_count() or 1
+    return physical_cores(cpus, sysfs)
+
+
+def physical_cores(cpus: list[int], sysfs: Path = _SYSFS_CPU) -> int:
+    """The distinct (package, core) pairs of ``cpus`` in Linux's CPU topology under ``sysfs``.
+
+    ``len(cpus)`` where a CPU's topology cannot be read.
+    """
+    cores = set()
+    for cpu in cpus:
+        topology = sysfs / f"cpu{cpu}" / "topology"
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            core = (topology / "core_id").read_text().strip()
+        except OSError:
+            return max(len(cpus), 1)
+        cores.add((package, core))
+    return max(len(cores), 1)
 
 
 def default_threads(cpus: int) -> int:
