@@ -112,6 +112,9 @@ def run(
             option or key (did-you-mean), an unusable ``out`` folder, a bad data file.
         CellsFailedError: A cell failed and ``check`` is true (``.run`` holds the run).
     """
+    from xaibench.threads import configure_threads
+
+    configure_threads()  # before torch loads, if it has not yet (xaibench.threads)
     from xaibench.config import load_config_file
     from xaibench.engine.results import default_run_dir
     from xaibench.progress import NullProgress, RichProgress

@@ -287,7 +287,14 @@ def _os_error(exc: OSError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``xaibench`` console script and ``python -m xaibench``."""
+    """Entry point of the ``xaibench`` console script and ``python -m xaibench``.
+
+    It first sets OpenMP's wait policy and thread count where the user has not (before any
+    module imports torch; :mod:`xaibench.threads`).
+    """
+    from xaibench.threads import configure_threads
+
+    configure_threads()
     args = list(argv) if argv is not None else sys.argv[1:]
     try:
         _apply_plugin_arguments(args)

@@ -43,13 +43,14 @@ from xaibench.engine.results import (
 )
 from xaibench.engine.runner import CellResult, CellRunner, RunData, prepare_data
 from xaibench.errors import XaibenchError
+from xaibench.eta import first_cell_seconds
 from xaibench.evidence import evidence_agreement
 from xaibench.leaderboard import Leaderboards, build_leaderboards, write_leaderboard_files
 from xaibench.observers.base import Observer
 from xaibench.observers.dispatch import RunObservers
 from xaibench.paths import is_temporary, write_whole
 from xaibench.plugins import Components
-from xaibench.progress import NullProgress, Progress
+from xaibench.progress import NullProgress, Progress, expect_cells
 from xaibench.report.run_files import load_run
 from xaibench.run_lock import LOCK_FILE, run_lock
 from xaibench.stats.strata import strata_from_table
@@ -185,6 +186,8 @@ def _run_locked(
             advance()
         else:
             todo.append(cell)
+    n_images = sum(split["images"] for split in data.split_sizes.values())
+    expect_cells(progress, len(todo), first_cell_seconds(n_images, config.train.epochs))
     if watchers:
         watchers.run_started(
             config,

@@ -102,8 +102,10 @@ def cpu_model() -> str | None:
 
 
 def environment(config: RunConfig) -> dict[str, Any]:
-    """Versions, hardware and seeds, for reproducing a run."""
+    """Versions, hardware, OpenMP settings and seeds, for reproducing a run."""
     import torch
+
+    from xaibench.threads import thread_settings
 
     return {
         "xaibench_version": __version__,
@@ -113,6 +115,7 @@ def environment(config: RunConfig) -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "openmp": thread_settings(),
         "device": config.device,
         "precision": config.precision,
         "cpu_model": cpu_model(),
