@@ -31,11 +31,11 @@ import torch
 
 from xaibench.cell_result import CellResult
 from xaibench.config import ComponentRef, resolve_config
-from xaibench.grid import create_backbone
+from xaibench.engine.grid import create_backbone
+from xaibench.engine.runner import CellRunner, seed_everything
 from xaibench.plugins import collect_components, get_plugin_manager
 from xaibench.progress import NullProgress
 from xaibench.run_data import prepare_data
-from xaibench.runner import CellRunner, seed_everything
 
 
 def main() -> None:

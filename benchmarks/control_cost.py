@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from xaibench import runner as run_module
-from xaibench.benchmark import run_benchmark
 from xaibench.config import resolve_config
+from xaibench.engine import runner as run_module
+from xaibench.engine.benchmark import run_benchmark
 from xaibench.plugins import collect_components, get_plugin_manager
 
 TIMES: dict[str, dict[str, float]] = {}

@@ -127,7 +127,7 @@ def sync(device: torch.device) -> None:
 def build_model(args: argparse.Namespace, components: Any, notes: list[str]) -> tuple[Any, bool]:
     """The LoRA classifier (on the CPU), and whether its backbone weights are random."""
     from xaibench.config import ComponentRef
-    from xaibench.grid import create_backbone
+    from xaibench.engine.grid import create_backbone
     from xaibench.models.weights import MissingWeightsError
 
     ref = ComponentRef.model_validate(args.backbone)

@@ -60,8 +60,8 @@ def overrides(version: str, *, images: int, size: int, epochs: int, seed: int) -
 
 def run(version: str, out: Path, **options: Any) -> list[dict[str, Any]]:
     """Run (or reuse) one version; its results records."""
-    from xaibench.benchmark import run_benchmark
     from xaibench.config import resolve_config
+    from xaibench.engine.benchmark import run_benchmark
     from xaibench.plugins import collect_components, get_plugin_manager
 
     folder = out / version

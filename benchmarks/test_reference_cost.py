@@ -31,8 +31,8 @@ from typing import Any
 
 import pytest
 
-from xaibench.benchmark import run_benchmark
 from xaibench.config import resolve_config
+from xaibench.engine.benchmark import run_benchmark
 from xaibench.metrics.base import SaliencyRegionMetric
 from xaibench.plugins import collect_components, get_plugin_manager
 

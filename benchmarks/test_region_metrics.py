@@ -32,14 +32,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 from skimage.filters import threshold_otsu
 
-from xaibench.metrics.functional import (
-    otsu_binarize,
-    pixel_auc,
-    pointing_game,
-    region_iou,
-    relevance_mass,
-    relevance_rank,
-)
+from xaibench.metrics.binarize import otsu_binarize, region_iou
+from xaibench.metrics.map_scores import pixel_auc, pointing_game, relevance_mass, relevance_rank
 
 B, H, W = 64, 128, 128
 

@@ -139,7 +139,7 @@ RUN = textwrap.dedent(
     import sys
     from pathlib import Path
 
-    from xaibench.benchmark import run_benchmark
+    from xaibench.engine.benchmark import run_benchmark
     from xaibench.config import resolve_config
     from xaibench.plugins import collect_components, get_plugin_manager
 

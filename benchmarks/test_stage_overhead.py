@@ -6,7 +6,7 @@ turns, so drift in machine load hits both alike), printed and stored in the row'
 ``extra_info``. Where both sides compute the same thing their outputs are checked equal first
 (bit for bit), so each comparison is honest. Nothing is asserted about time.
 
-1. **Evaluation**: :func:`xaibench.runner.predict_log_probs` on the test split (batches read
+1. **Evaluation**: :func:`xaibench.engine.runner.predict_log_probs` on the test split (batches read
    from the scratch files and decoded) against ``log_softmax(model(batch).double())`` over the
    same images already in memory, on the default grid's DINOv2-style ViT, on its fastest model
    (where a fixed cost per image, such as decoding the stored 16-bit images, shows most) and on
@@ -39,11 +39,11 @@ turns, so drift in machine load hits both alike), printed and stored in the row'
    initialised ResNet-18. Target: the source > 2x the model.
 
 The data is a 400-image phantom at the default 128 px (train 280, val 41, test 79), split and
-streamed to scratch files by :func:`xaibench.runner.prepare_data`; the caches and scratch files
-live in a temporary folder for the session. Torch runs on one thread here (see :func:`threads`).
-On small models the figures also move with glibc's heap trimming, which page-faults large
-temporaries back in on some batches and not others (the same code measured 1.05 and 1.4 for the
-fastest model's evaluation in two processes); ``MALLOC_MMAP_THRESHOLD_=33554432
+streamed to scratch files by :func:`xaibench.engine.runner.prepare_data`; the caches and scratch
+files live in a temporary folder for the session. Torch runs on one thread here (see
+:func:`threads`). On small models the figures also move with glibc's heap trimming, which
+page-faults large temporaries back in on some batches and not others (the same code measured 1.05
+and 1.4 for the fastest model's evaluation in two processes); ``MALLOC_MMAP_THRESHOLD_=33554432
 MALLOC_TRIM_THRESHOLD_=1000000000`` in the environment steadies them.
 
 Run ``python -m pytest benchmarks/test_stage_overhead.py --benchmark-only -s`` (about two
@@ -70,13 +70,8 @@ from timing import interleaved, interleaved_medians
 from xaibench.cache import TensorCache
 from xaibench.config import ComponentRef, RunConfig, resolve_config
 from xaibench.device import Runtime
-from xaibench.grid import create_backbone
-from xaibench.metrics.functional import binary_auc, youden_threshold
-from xaibench.models.base import Classifier
-from xaibench.models.timm_backbone import TimmBackbone
-from xaibench.plugins import Components, collect_components, get_plugin_manager
-from xaibench.progress import NullProgress
-from xaibench.runner import (
+from xaibench.engine.grid import create_backbone
+from xaibench.engine.runner import (
     CellResult,
     CellRunner,
     RunData,
@@ -85,6 +80,11 @@ from xaibench.runner import (
     prepare_data,
     seed_everything,
 )
+from xaibench.metrics.functional import binary_auc, youden_threshold
+from xaibench.models.base import Classifier
+from xaibench.models.timm_backbone import TimmBackbone
+from xaibench.plugins import Components, collect_components, get_plugin_manager
+from xaibench.progress import NullProgress
 from xaibench.strategies.base import FitContext
 
 N_IMAGES, SIZE = 400, 128

@@ -19,11 +19,11 @@ import pytest
 import torch
 from cli_runs import TINY_PHANTOM_RUN
 
-from xaibench.benchmark import run_benchmark
 from xaibench.cache import TensorCache, content_key
 from xaibench.config import resolve_config
 from xaibench.data.phantom import PhantomDataset
-from xaibench.fit_cache import FitCache
+from xaibench.engine.benchmark import run_benchmark
+from xaibench.engine.fit_cache import FitCache
 from xaibench.progress import NullProgress
 from xaibench.strategies.base import FitReport
 

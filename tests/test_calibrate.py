@@ -421,7 +421,7 @@ def test_a_malformed_trust_row_in_results_is_one_line_naming_the_file(tmp_path: 
 def test_run_records_the_badges_and_its_leaderboard_shows_them(tmp_path: Path, components) -> None:
     from cli_runs import TINY_PHANTOM_RUN
 
-    from xaibench.benchmark import run_benchmark
+    from xaibench.engine.benchmark import run_benchmark
 
     task = components.tasks.create("osteoporosis")
     config = resolve_config(

@@ -485,7 +485,7 @@ def test_chance_draws_setting():
 def test_run_records_and_explanations_carry_chance(components, tmp_path: Path):
     import pandas as pd
 
-    from xaibench.benchmark import run_benchmark
+    from xaibench.engine.benchmark import run_benchmark
 
     config = resolve_config(
         TINY_PHANTOM_RUN,

@@ -28,6 +28,7 @@ from xaibench.config import resolve_config
 from xaibench.cut_off_tuning import kept_global_generators, tune_cut_offs
 from xaibench.data.phantom import PhantomDataset
 from xaibench.errors import XaibenchError
+from xaibench.metrics.binarize import otsu_binarize
 from xaibench.metrics.chance import chance_details, iou_shift_null
 from xaibench.metrics.chexlocalize import (
     TUNING_GRID,
@@ -41,7 +42,6 @@ from xaibench.metrics.chexlocalize import (
     segmentation_iou,
     tune_threshold,
 )
-from xaibench.metrics.functional import otsu_binarize
 
 # --------------------------------------------------------------------------------------------
 # Segmentation: Otsu against OpenCV and scikit-image, the contour fill against OpenCV + PIL
@@ -569,7 +569,7 @@ def test_chance_follows_the_slice_and_the_calls():
 
 
 def test_run_records_the_tuning_and_uses_the_models_calls(components, tmp_path: Path):
-    from xaibench.benchmark import run_benchmark
+    from xaibench.engine.benchmark import run_benchmark
 
     config = resolve_config(
         TINY_PHANTOM_RUN,

@@ -290,9 +290,9 @@ TINY = {
 @pytest.fixture(scope="module")
 def tiny_run():
     """Built-in components, the tiny configuration and its prepared data (shared: data only)."""
+    from xaibench.engine.runner import prepare_data
     from xaibench.plugins import collect_components, get_plugin_manager
     from xaibench.progress import NullProgress
-    from xaibench.runner import prepare_data
 
     components = collect_components(get_plugin_manager())
     config = resolve_config(components.tasks.create("osteoporosis").defaults(), TINY)
@@ -300,8 +300,8 @@ def tiny_run():
 
 
 def _cell_result(tiny_run, **overrides):
-    from xaibench.grid import build_cells
-    from xaibench.runner import CellRunner
+    from xaibench.engine.grid import build_cells
+    from xaibench.engine.runner import CellRunner
 
     components, config, data = tiny_run
     config = resolve_config(config.model_dump(mode="json"), overrides)
@@ -345,7 +345,7 @@ def test_a_run_records_specific_delta_and_control_predictions(tiny_run):
 
 
 def _plan(tiny_run, **overrides):
-    from xaibench.runner import CellRunner
+    from xaibench.engine.runner import CellRunner
 
     components, config, data = tiny_run
     config = resolve_config(config.model_dump(mode="json"), overrides)
@@ -372,7 +372,7 @@ def test_controls_off_or_impossible_are_recorded_with_a_reason(tiny_run):
 
 
 def test_a_field_region_the_data_lacks_is_refused_before_any_work(tiny_run, tmp_path):
-    from xaibench.benchmark import run_benchmark
+    from xaibench.engine.benchmark import run_benchmark
 
     components, config, _ = tiny_run
     config = resolve_config(config.model_dump(mode="json"), {"controls": {"field": "body"}})

@@ -434,10 +434,10 @@ def test_a_journal_of_another_segmenter_setting_is_discarded(
 def test_a_run_on_the_new_manifest_records_the_mask_provenance(
     tmp_path: Path, plugins: Path, capsys, components
 ):
-    from xaibench.benchmark import run_benchmark
     from xaibench.config import resolve_config
     from xaibench.data.phantom import PhantomDataset
-    from xaibench.results import _mask_provenance
+    from xaibench.engine.benchmark import run_benchmark
+    from xaibench.engine.results import _mask_provenance
 
     phantom = PhantomDataset(n_images=48, image_size=32, class_shares=(0.4, 0.3, 0.3))
     table = phantom.table()

@@ -16,8 +16,8 @@ import pytest
 
 from xaibench.component_checks import well_formed_refs
 from xaibench.early_checks import check_file, check_folder, check_names
+from xaibench.engine.validation import validate_config_file
 from xaibench.errors import UnknownComponentError, XaibenchError
-from xaibench.validation import validate_config_file
 
 #: A line of ``-X importtime`` for the ``torch`` package itself.
 _TORCH = re.compile(r"\|\s+torch$")

@@ -168,7 +168,7 @@ def test_headline_localisation_metric_prefers_relevance_mass():
 def test_a_failing_evidence_check_is_recorded_and_the_run_kept(monkeypatch):
     from types import SimpleNamespace
 
-    from xaibench import benchmark
+    from xaibench.engine import benchmark
     from xaibench.progress import NullProgress
 
     def broken(records):

@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 from cli_runs import TINY_PHANTOM_RUN, cli
 
+from xaibench.engine.results import SCHEMA_VERSION
 from xaibench.errors import XaibenchError
 from xaibench.export import EXPORT_INDEX, METADATA_KEY, export_run, run_tables
-from xaibench.results import SCHEMA_VERSION
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -34,8 +34,8 @@ QUOTED = "'already quoted"
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny phantom run (one cell), made once for the module."""
-    from xaibench.benchmark import run_benchmark
     from xaibench.config import resolve_config
+    from xaibench.engine.benchmark import run_benchmark
     from xaibench.plugins import collect_components, get_plugin_manager
 
     run_dir = tmp_path_factory.mktemp("export") / "run"
@@ -230,8 +230,8 @@ def test_datasets_reads_the_export_without_xaibench(
 
 def _hostile_copy(tiny_run: Path, out: Path) -> Path:
     """The tiny run rewritten with formula-looking labels (written through escape.to_csv)."""
+    from xaibench.engine.results import write_run
     from xaibench.report.run_files import load_run
-    from xaibench.results import write_run
 
     loaded = load_run(tiny_run)
     document = json.loads((tiny_run / "results.json").read_text())

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xaibench.benchmark import run_benchmark
 from xaibench.config import resolve_config
+from xaibench.engine.benchmark import run_benchmark
 
 RUN = {
     "task": "osteoporosis",
@@ -93,7 +93,7 @@ def test_a_corrupt_entry_is_a_miss(components, tmp_path):
     import torch
 
     from xaibench.cache import prepare_cache_dir
-    from xaibench.fit_cache import FitCache
+    from xaibench.engine.fit_cache import FitCache
 
     prepare_cache_dir(tmp_path)  # an xaibench cache (marked), so its entries are read
     cache = FitCache(tmp_path)

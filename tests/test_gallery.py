@@ -13,7 +13,8 @@ def test_gallery_overlays_the_map_and_outlines_the_region():
     masks = np.zeros((2, 200, 200), dtype=bool)
     masks[:, 50:60, 50:60] = True
     picture = np.asarray(render_gallery(images, maps, masks))
-    assert picture.shape == (400, 400, 3)
+    assert picture.shape[1:] == (400, 3)
+    assert picture.shape[0] > 400  # the two rows, then the colour bars
     assert tuple(picture[10, 10]) == (127, 127, 127)  # top row: the image alone
     assert tuple(picture[200 + 10, 10]) == (255, 25, 25)  # bottom row: full red at the maximum
     assert tuple(picture[200 + 50, 55]) == (0, 229, 229)  # region outline
@@ -75,7 +76,9 @@ def test_every_region_is_outlined_in_its_colour_with_labels_and_a_legend():
     plain = np.asarray(render_gallery(images, maps, bone))
     picture = np.asarray(render_gallery(images, maps, {"bone": bone, "marker": marker}, labels))
     scale = 4  # 40 px tiles enlarged to 160
-    assert plain.shape == (2 * 40 * scale, 2 * 40 * scale, 3)  # no labels, no legend: as before
+    # no labels, no legend: the two rows, then only the colour bars' band
+    assert plain.shape[1:] == (2 * 40 * scale, 3)
+    assert 2 * 40 * scale < plain.shape[0] < 2 * 40 * scale + 40
     # the label band: light text over the dark band above each column, nothing in the map
     band = next(y for y in range(picture.shape[0]) if tuple(picture[y, 0]) == (127, 127, 127))
     assert band > 0
@@ -113,6 +116,78 @@ def test_panel_lines_name_class_call_probability_and_score():
         "iou 0.250",
     ]
     assert panel_lines("a", None, "a", None, None, None) == ["true a", "called ?", "p(a) n/a"]
+    titled = panel_lines("a", "a", "a", 0.5, "IoU_bone", 0.125, sample_id="phantom-00007")
+    assert titled == ["phantom-00007", "true a", "called a", "p(a) 0.500", "IoU_bone 0.125"]
+
+
+def _map_strengths(picture: np.ndarray, h: int, w: int, k: int) -> np.ndarray:
+    """The map row's colour strength per pixel, read back from the red over a mid-grey image."""
+    rows = picture[h : 2 * h, : k * w].astype(np.float64)
+    # over grey g = 127.5: green = g (1 - a) + 25.5 a, so a = (g - green) / (g - 25.5)
+    return np.clip((127.5 - rows[..., 1]) / (127.5 - 25.5), 0, 1)
+
+
+def test_a_faint_map_uses_the_whole_colour_range():
+    from xaibench.report.gallery import map_range, map_strength
+
+    rng = np.random.default_rng(0)
+    faint = rng.uniform(0, 1e-4, size=(200, 200))  # 1e-4 of the spread set by one hot pixel
+    faint[0, 0] = 1.0
+    lo, hi = map_range(faint)
+    assert 0 < lo < 2e-6
+    assert 9.8e-5 < hi < 1e-4
+    strength = map_strength(faint)
+    assert strength[0, 0] == 1.0
+    assert 0.45 < np.median(strength) < 0.55  # uniform values: the median mid-range
+    images = np.full((1, 200, 200), 0.5)
+    picture = np.asarray(render_gallery(images, faint[None], None))
+    seen = _map_strengths(picture, 200, 200, 1)
+    assert seen.max() > 0.99
+    assert seen.min() < 0.01
+    assert 0.4 < np.median(seen) < 0.6  # the bulk of the map is visible, not black
+    # min-max scaling (the former rendering) would have drawn all but one pixel below 1e-4
+    assert np.median((faint - faint.min()) / np.ptp(faint)) < 1e-4
+
+
+def test_map_range_edge_cases():
+    from xaibench.report.gallery import map_range, map_strength
+
+    sparse = np.zeros((20, 20))
+    sparse[3, 3] = 2.0  # under 1% of pixels differ: the percentiles coincide, min-max instead
+    assert map_range(sparse) == (0.0, 2.0)
+    assert map_strength(sparse)[3, 3] == 1.0
+    flat = np.full((4, 4), 3.0)
+    assert not map_strength(flat).any()
+    assert map_range(np.full((2, 2), np.nan)) == (0.0, 0.0)
+    nan = np.arange(16, dtype=float).reshape(4, 4)
+    nan[0, 0] = np.nan
+    got = map_strength(nan)
+    assert got[0, 0] == 0.0
+    assert np.isfinite(got).all()
+
+
+def test_tiles_have_a_title_and_a_colour_bar_and_render_identically_twice():
+    from xaibench.report.gallery import MAP_COLOUR
+
+    images = np.full((2, 40, 40), 0.5)
+    maps = np.stack([np.linspace(0, 1e-3, 1600).reshape(40, 40), np.eye(40)])
+    labels = [["s-1", "true a"], ["s-2", "true b"]]
+    first = render_gallery(images, maps, None, labels)
+    png_a, png_b = io.BytesIO(), io.BytesIO()
+    first.save(png_a, format="PNG")
+    render_gallery(images.copy(), maps.copy(), None, labels).save(png_b, format="PNG")
+    assert png_a.getvalue() == png_b.getvalue()  # deterministic bytes (resume relies on them)
+    picture = np.asarray(first)
+    top = next(y for y in range(picture.shape[0]) if tuple(picture[y, 0]) == (127, 127, 127))
+    bars = picture[top + 2 * 160 :]
+    red = tuple(int(c * 255) for c in MAP_COLOUR)
+    for column in range(2):
+        band = bars[:, column * 160 : (column + 1) * 160]
+        colours = {tuple(int(v) for v in p) for p in band.reshape(-1, 3)}
+        assert red in colours, column  # the top of the colour bar, full strength
+        assert (127, 127, 127) in colours, column  # its bottom, the image alone
+        assert (band.max(axis=2) > 200).sum() > 20, column  # the values written under it
+        assert (picture[:top, column * 160 : (column + 1) * 160].max(axis=2) > 150).any()
 
 
 def delta(perturbation, region, specific, control, status="ok", **extra):

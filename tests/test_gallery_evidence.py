@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from xaibench.benchmark import run_benchmark
 from xaibench.config import resolve_config
-from xaibench.runner import CellRunner
+from xaibench.engine.benchmark import run_benchmark
+from xaibench.engine.runner import CellRunner
 
 TINY = {
     "dataset": {

@@ -85,7 +85,7 @@ def test_a_failing_analysis_never_loses_the_run(tmp_path: Path, components, monk
     """Before: an analysis that raised ended the run without results.json, and so did --resume."""
     import json
 
-    import xaibench.benchmark as benchmark
+    import xaibench.engine.benchmark as benchmark
 
     def broken(*args: object, **kwargs: object) -> object:
         raise ValueError("expected non-negative integer")

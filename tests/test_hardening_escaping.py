@@ -123,7 +123,7 @@ def test_hostile_labels_are_inert_in_every_leaderboard_file(tmp_path: Path):
 
 def test_predictions_with_hostile_labels_read_back_unchanged(tmp_path: Path):
     """Our own readers undo the neutralisation: tables mean the same after the round trip."""
-    from xaibench.results import write_run
+    from xaibench.engine.results import write_run
 
     run = write_fake_run(tmp_path / "a", {FORMULA: 1.0})
     loaded = load_run(run)

@@ -20,8 +20,8 @@ import torch
 from cli_runs import TINY_PHANTOM_RUN
 from PIL import Image
 
-from xaibench.benchmark import run_benchmark
 from xaibench.config import resolve_config
+from xaibench.engine.benchmark import run_benchmark
 from xaibench.hookspecs import hookimpl
 from xaibench.perturbations.base import Perturbation
 from xaibench.plugins import collect_components, get_plugin_manager

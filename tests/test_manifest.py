@@ -20,7 +20,6 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from xaibench.benchmark import run_benchmark
 from xaibench.config import resolve_config
 from xaibench.data import manifest as manifest_module
 from xaibench.data import manifest_regions
@@ -28,9 +27,10 @@ from xaibench.data.check import Problem, check_manifest, format_problem, format_
 from xaibench.data.images import ImageReadError, decode_image
 from xaibench.data.manifest import ManifestDataset, ManifestError
 from xaibench.data.phantom import PhantomDataset
+from xaibench.engine.benchmark import run_benchmark
+from xaibench.engine.runner import prepare_data
 from xaibench.errors import XaibenchError
 from xaibench.progress import NullProgress
-from xaibench.runner import prepare_data
 from xaibench.tasks.file_task import FileTask
 
 

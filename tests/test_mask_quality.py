@@ -348,8 +348,8 @@ def test_run_honours_qc_exclude(tmp_path: Path, components: object) -> None:
     import pandas as pd
 
     from tests.test_manifest import phantom_manifest
-    from xaibench.benchmark import run_benchmark
     from xaibench.config import resolve_config
+    from xaibench.engine.benchmark import run_benchmark
 
     path = phantom_manifest(tmp_path / "data", "png")
     frame = pd.read_csv(path, dtype=str)

@@ -1,4 +1,4 @@
-"""Known-answer tests for xaibench.metrics.functional."""
+"""Known-answer tests for xaibench.metrics.functional and the Otsu/IoU kernels of binarize."""
 
 from __future__ import annotations
 
@@ -13,14 +13,13 @@ from skimage.filters import threshold_otsu
 from sklearn.metrics import roc_auc_score
 
 from xaibench.errors import XaibenchError
+from xaibench.metrics.binarize import otsu_binarize, region_iou
 from xaibench.metrics.functional import (
     ConfusionCounts,
     binary_auc,
     confusion_counts,
     delta_auc,
     macro_ovr_auc,
-    otsu_binarize,
-    region_iou,
     youden_threshold,
 )
 

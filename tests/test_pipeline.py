@@ -4,10 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xaibench.benchmark import run_benchmark
 from xaibench.config import resolve_config
 from xaibench.data.splits import patient_split
 from xaibench.data.who import who_class
+from xaibench.engine.benchmark import run_benchmark
 from xaibench.errors import InvalidOptionsError, XaibenchError
 from xaibench.hookspecs import hookimpl
 from xaibench.leaderboard import explainability_table, performance_table, to_markdown
@@ -258,9 +258,9 @@ def test_masks_of_another_size_are_resized_and_recorded(components):
     """A dataset whose masks are half the image size: nearest-neighbour resize, on record."""
     import torch.nn.functional as F
 
-    from xaibench.grid import build_cells
+    from xaibench.engine.grid import build_cells
+    from xaibench.engine.runner import CellRunner, prepare_data
     from xaibench.progress import NullProgress
-    from xaibench.runner import CellRunner, prepare_data
 
     config = tiny_config(
         components,

@@ -198,8 +198,8 @@ def test_selection_round_trips_through_the_environment(tmp_path: Path):
 
 def test_a_cell_job_carries_the_selection_to_workers(plugin_dir: Path):
     """Workers of a remote executor load the plugins the driver loaded, not their own env."""
-    from xaibench.cell_job import RunCellJob
     from xaibench.config import resolve_config
+    from xaibench.engine.cell_job import RunCellJob
 
     selection = PluginSelection(dirs=(str(plugin_dir),), disabled=("ray",))
     config = resolve_config({

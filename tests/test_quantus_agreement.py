@@ -32,7 +32,7 @@ import quantus  # a dependency, pinned to 0.6.0 by the test extra
 import torch
 
 from xaibench.metrics import faithfulness
-from xaibench.metrics.functional import pixel_auc, pointing_game, relevance_mass, relevance_rank
+from xaibench.metrics.map_scores import pixel_auc, pointing_game, relevance_mass, relevance_rank
 
 H, W = 12, 10
 

@@ -16,19 +16,21 @@ import torch
 
 from xaibench.errors import InvalidOptionsError, XaibenchError
 from xaibench.metrics.base import SaliencyRegionMetric
-from xaibench.metrics.functional import (
+from xaibench.metrics.binarize import (
     align_mask,
-    energy_ratio,
     otsu_binarize,
-    pixel_auc,
-    pointing_game,
     region_iou,
-    relevance_mass,
-    relevance_rank,
     threshold_binarize,
     topk_binarize,
 )
 from xaibench.metrics.localisation import EnergyRatio, IoURegion
+from xaibench.metrics.map_scores import (
+    energy_ratio,
+    pixel_auc,
+    pointing_game,
+    relevance_mass,
+    relevance_rank,
+)
 
 NAN = float("nan")
 

@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from xaibench.benchmark import run_benchmark
 from xaibench.config import resolve_config
+from xaibench.engine.benchmark import run_benchmark
 from xaibench.errors import XaibenchError
 from xaibench.report import diagnostic_figures, figures
 from xaibench.report.build import REPORT_FILE, build_report, write_report
@@ -560,6 +560,29 @@ def test_report_references_nothing_outside_itself(report_html: str):
     }
     assert "<link" not in report_html
     assert "@import" not in report_html
+
+
+def test_each_leaderboard_table_has_the_tier_legend_beside_it(report_html: str):
+    for anchor in ("headline", "performance", "explainability"):
+        section = report_html.split(f'id="{anchor}"', 1)[1].split("</section>", 1)[0]
+        legend = section.index('<p class="legend">Rank vs tier:')
+        assert legend < section.index("<table"), anchor  # just above the table it explains
+    assert report_html.count("tier numbers need not rise with rank") == 3
+
+
+def test_the_headline_table_comes_before_the_full_tables(report_html: str):
+    headline = report_html.index('id="headline"')
+    assert headline < report_html.index('id="performance"')
+    section = report_html[headline:].split("</section>", 1)[0]
+    assert "<caption>Headline: AUC, Δ and localisation</caption>" in section
+    head = section.split("<thead>", 1)[1].split("</thead>", 1)[0]
+    assert ">tier<" in head
+    assert ">cell<" in head
+    assert ">AUC<" in head
+    assert ">Accuracy<" not in head  # the full table's other metrics are not in the headline
+    for backbone, strategy, _seed in CELLS:
+        shown = escape(f"{backbone} × {strategy}")  # noqa: RUF001 (multiplication sign)
+        assert shown in section
 
 
 def test_report_is_byte_identical_when_rebuilt(fake_run: Path, report_html: str):

@@ -110,5 +110,7 @@ def test_the_tradeoff_uses_normalised_iou_when_recorded(run, html):
         details = iou[point.cell.split(" / ")[0]]["details"]
         assert point.score == pytest.approx(details["normalised"])
         assert point.score_low == pytest.approx(details["normalised_ci"][0])
-    assert "AUC vs nIoU_bone; Pareto front circled." in html
+    assert (
+        "AUC vs nIoU_bone; Pareto front circled (over cells whose AUC CI lies above 0.5)." in html
+    )
     assert "chance-normalised IoU" in html

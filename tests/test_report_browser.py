@@ -1,5 +1,7 @@
 """The HTML report in a real browser: it renders, loads nothing, raises nothing, shows its images.
 
+It also checks the layout issue 21 asked for: at a 1400 px viewport the headline table fits.
+
 String checks (``tests/test_report.py``) cannot see a page that a browser refuses to render, an
 image it cannot decode or a console error, so this test opens the report in headless Chromium
 through Playwright's Python package, driving the *system* Chromium (``executable_path``;
@@ -20,8 +22,8 @@ import pytest
 from PIL import Image, ImageStat
 from test_report import TINY
 
-from xaibench.benchmark import run_benchmark
 from xaibench.config import resolve_config
+from xaibench.engine.benchmark import run_benchmark
 from xaibench.report.build import write_report
 
 REQUIRE = os.environ.get("XAIBENCH_REQUIRE_BROWSER") == "1"
@@ -108,6 +110,26 @@ def test_report_renders_in_chromium_without_errors(components, tmp_path: Path):
             page.evaluate("window.scrollTo(0, document.body.scrollHeight / 2)")
             top = page.evaluate("document.querySelector('nav.toc').getBoundingClientRect().top")
             assert abs(top) < 1
+
+            # at 1400 px the headline table fits (issue 21 item 6): neither it nor the page
+            # scrolls sideways; the full tables may scroll, but only within their own box
+            page.set_viewport_size({"width": 1400, "height": 900})
+            fit = page.evaluate(
+                """() => {
+                  const t = document.querySelector('section#headline table');
+                  const page = document.documentElement;
+                  const boxes = [...document.querySelectorAll('table')].map(
+                    e => e.closest('.scroll, table.kv') ? 0 : 1);
+                  return {right: t.getBoundingClientRect().right,
+                          scroll: t.parentElement.scrollWidth,
+                          box: t.parentElement.clientWidth, page: page.scrollWidth,
+                          view: page.clientWidth, loose: boxes.reduce((a, b) => a + b, 0)};
+                }"""
+            )
+            assert fit["right"] <= 1400
+            assert fit["scroll"] <= fit["box"]
+            assert fit["page"] <= fit["view"]
+            assert fit["loose"] == 0  # every data table sits in a scrolling box
 
             shot = tmp_path / "report.png"
             page.screenshot(path=str(shot), full_page=True)

@@ -15,13 +15,13 @@ import pytest
 import yaml
 from cli_runs import cli
 
-from xaibench.benchmark import run_benchmark
-from xaibench.checkpoints import CELLS_DIR, RUN_STATE, load_cell, save_cell
 from xaibench.config import resolve_config
+from xaibench.engine.benchmark import run_benchmark
+from xaibench.engine.checkpoints import CELLS_DIR, RUN_STATE, load_cell, save_cell
+from xaibench.engine.grid import Cell
+from xaibench.engine.runner import CellResult
 from xaibench.errors import XaibenchError
-from xaibench.grid import Cell
 from xaibench.paths import TEMPORARY_PREFIX
-from xaibench.runner import CellResult
 
 #: Four small cells: two tiny models x two strategies on a 60-image phantom at 32 px.
 RUN = {

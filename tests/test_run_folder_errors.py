@@ -16,16 +16,16 @@ import pandas as pd
 import pytest
 from fake_runs import write_fake_run
 
-import xaibench.benchmark
 import xaibench.cli
-from xaibench.benchmark import _resumable, run_benchmark
-from xaibench.checkpoints import remove_partial, write_run_state
+import xaibench.engine.benchmark
 from xaibench.config import resolve_config
+from xaibench.engine.benchmark import _resumable, run_benchmark
+from xaibench.engine.checkpoints import remove_partial, write_run_state
+from xaibench.engine.results import write_run
 from xaibench.errors import XaibenchError
 from xaibench.leaderboard import build_leaderboards, write_leaderboard_files
 from xaibench.report.build import write_report
 from xaibench.report.run_files import load_run
-from xaibench.results import write_run
 
 SMALL = {
     "dataset": {"name": "phantom", "options": {"n_images": 60, "image_size": 32}},
@@ -47,7 +47,7 @@ def no_work(monkeypatch):
     def prepare_data(*args, **kwargs):
         raise AssertionError("the run started working")
 
-    monkeypatch.setattr(xaibench.benchmark, "prepare_data", prepare_data)
+    monkeypatch.setattr(xaibench.engine.benchmark, "prepare_data", prepare_data)
 
 
 def _temporary(root: Path) -> list[str]:

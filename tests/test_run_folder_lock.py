@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from fake_runs import write_fake_run
 
-import xaibench.benchmark
 import xaibench.cli
-from xaibench.benchmark import run_benchmark
+import xaibench.engine.benchmark
 from xaibench.config import resolve_config
+from xaibench.engine.benchmark import run_benchmark
 from xaibench.errors import XaibenchError
 from xaibench.report.run_files import load_run
 
@@ -70,7 +70,7 @@ def no_work(monkeypatch):
     def prepare_data(*args, **kwargs):
         raise AssertionError("the run started working")
 
-    monkeypatch.setattr(xaibench.benchmark, "prepare_data", prepare_data)
+    monkeypatch.setattr(xaibench.engine.benchmark, "prepare_data", prepare_data)
 
 
 def test_a_second_run_is_refused_naming_the_holder_before_any_work(components, tmp_path, no_work):
@@ -119,7 +119,7 @@ def test_the_lock_is_released_and_an_unused_folder_removed_when_a_run_fails(
         assert (out / ".xaibench.lock").is_file()  # held while the data is prepared
         raise XaibenchError("bad data")
 
-    monkeypatch.setattr(xaibench.benchmark, "prepare_data", prepare_data)
+    monkeypatch.setattr(xaibench.engine.benchmark, "prepare_data", prepare_data)
     config = resolve_config(components.tasks.create("osteoporosis").defaults(), SMALL)
     out = tmp_path / "new" / "run"
     with pytest.raises(XaibenchError, match="bad data"):

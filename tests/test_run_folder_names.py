@@ -14,18 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xaibench.checkpoints import (
+from xaibench.config import ComponentRef
+from xaibench.engine.checkpoints import (
     CELLS_DIR,
     checkpoint_galleries,
     load_cell,
     remove_partial,
     save_cell,
 )
-from xaibench.config import ComponentRef
-from xaibench.grid import Cell
+from xaibench.engine.grid import Cell
+from xaibench.engine.results import write_run
+from xaibench.engine.runner import CellResult, Gallery
 from xaibench.report.gallery import gallery_filename
-from xaibench.results import write_run
-from xaibench.runner import CellResult, Gallery
 
 KEY = "k" * 64
 

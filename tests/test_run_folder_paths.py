@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from fake_runs import write_fake_run
 
-from xaibench.checkpoints import (
+from xaibench.config import ComponentRef
+from xaibench.engine.checkpoints import (
     CELLS_DIR,
     GalleryFile,
     checkpoint_galleries,
@@ -22,13 +23,12 @@ from xaibench.checkpoints import (
     remove_partial,
     save_cell,
 )
-from xaibench.config import ComponentRef
+from xaibench.engine.grid import Cell
+from xaibench.engine.results import write_run
+from xaibench.engine.runner import CellResult, Gallery
 from xaibench.errors import XaibenchError
-from xaibench.grid import Cell
 from xaibench.leaderboard import build_leaderboards, sources_of, write_leaderboard_files
 from xaibench.report.run_files import load_run
-from xaibench.results import write_run
-from xaibench.runner import CellResult, Gallery
 
 KEY = "k" * 64
 DOCUMENT = {"config": {}, "environment": {}}

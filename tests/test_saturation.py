@@ -16,6 +16,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from xaibench.data.arrays import SplitArrays
+from xaibench.engine.runner import CellRunner, predict_log_probs, predictions_from_log_probs
 from xaibench.escape import to_csv
 from xaibench.leaderboard import RANKING_COLUMN, _PerImage
 from xaibench.metrics.base import Predictions
@@ -25,7 +26,6 @@ from xaibench.metrics.performance import MacroAUC, PositiveAUC
 from xaibench.prediction_scores import class_log_odds, ranking_matrix, ranking_scores
 from xaibench.report import figures
 from xaibench.report.run_files import _read_csv
-from xaibench.runner import CellRunner, predict_log_probs, predictions_from_log_probs
 from xaibench.stats.classwise import one_vs_rest
 from xaibench.stats.stratified_tables import stratified_performance
 

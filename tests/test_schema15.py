@@ -9,10 +9,10 @@ import pytest
 from fake_runs import write_fake_run
 from fake_runs15 import write_fake_run_15
 
+from xaibench.engine.results import SCHEMA_VERSION
 from xaibench.errors import XaibenchError
 from xaibench.evidence import evidence_agreement
 from xaibench.report.run_files import READABLE_SCHEMAS, load_run
-from xaibench.results import SCHEMA_VERSION
 
 
 @pytest.fixture(scope="module")

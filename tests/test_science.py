@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from xaibench.benchmark import run_benchmark
 from xaibench.config import resolve_config
+from xaibench.engine.benchmark import run_benchmark
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 import xaibench.strategies.linear_probe as linear_probe_module
 import xaibench.strategies.training as training
 from xaibench.data.arrays import SplitArrays
-from xaibench.fit_cache import FitCache
+from xaibench.engine.fit_cache import FitCache
 from xaibench.strategies.base import FitContext, FitReport, TrainSettings
 from xaibench.strategies.linear_probe import LinearProbe
 from xaibench.strategies.selection import (

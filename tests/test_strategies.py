@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from xaibench.benchmark import run_benchmark
 from xaibench.cache import TensorCache
 from xaibench.config import resolve_config
 from xaibench.data.arrays import materialize
 from xaibench.data.phantom import PhantomDataset
 from xaibench.data.who import who_class
+from xaibench.engine.benchmark import run_benchmark
 from xaibench.errors import XaibenchError
 from xaibench.models.timm_backbone import TimmBackbone
 from xaibench.strategies.base import FitContext, TrainSettings

@@ -21,7 +21,7 @@ from xaibench.data.arrays import (
 from xaibench.data.base import Dataset, Sample
 from xaibench.data.phantom import PhantomDataset
 from xaibench.errors import XaibenchError
-from xaibench.metrics.functional import align_mask
+from xaibench.metrics.binarize import align_mask
 
 
 def eager(dataset: Dataset, indices) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -249,11 +249,11 @@ def test_scratch_folder_from_the_environment(monkeypatch, tmp_path):
 def test_perturbed_images_kept_on_disk_give_the_same_predictions(components, monkeypatch):
     """Two cells share perturbed test images through scratch disk, or recompute them: the same
     predictions either way (and as with no sharing at all)."""
-    import xaibench.runner as runner_module
+    import xaibench.engine.runner as runner_module
     from xaibench.config import resolve_config
-    from xaibench.grid import build_cells
+    from xaibench.engine.grid import build_cells
+    from xaibench.engine.runner import CellRunner, prepare_data
     from xaibench.progress import NullProgress
-    from xaibench.runner import CellRunner, prepare_data
 
     config = resolve_config(
         components.tasks.create("osteoporosis").defaults(),

@@ -57,8 +57,8 @@ def test_a_delong_interval_for_the_study_counts_is_about_three_times_wider():
 
 
 def test_wald_all_in_a_run(components, tmp_path):
-    from xaibench.benchmark import run_benchmark
     from xaibench.config import resolve_config
+    from xaibench.engine.benchmark import run_benchmark
 
     config = resolve_config(
         components.tasks.create("osteoporosis").defaults(),

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 from cli_runs import TINY_PHANTOM_RUN
 
-from xaibench.benchmark import run_benchmark
 from xaibench.config import resolve_config
 from xaibench.data.phantom import PhantomDataset
+from xaibench.engine.benchmark import run_benchmark
 from xaibench.progress import NullProgress
 
 DATA = Path(__file__).parent / "data"

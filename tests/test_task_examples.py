@@ -19,8 +19,8 @@ from cli_runs import cli
 from PIL import Image
 
 from xaibench.data.check import read_manifest
+from xaibench.engine.validation import validate_task_file
 from xaibench.plugins import collect_components, get_plugin_manager
-from xaibench.validation import validate_task_file
 
 EXAMPLES = Path(__file__).parents[1] / "docs" / "tasks" / "examples"
 PNEUMOTHORAX = EXAMPLES / "pneumothorax.yaml"

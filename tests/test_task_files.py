@@ -179,7 +179,7 @@ def test_excluded_rows_leave_the_run_before_splitting(
     ids = {i for split in data.splits.values() for i in split.sample_ids}
     dropped = set(table["sample_id"].iloc[[3, 10, 11, 20]])
     assert not ids & dropped
-    from xaibench.benchmark import run_benchmark
+    from xaibench.engine.benchmark import run_benchmark
 
     doc = run_benchmark(config, components, tmp_path / "run", NullProgress()).document
     assert doc["dataset"]["excluded_rows"] == {"uncertain": 3, "blank": 1}
@@ -241,7 +241,7 @@ def test_run_a_task_file_records_its_name_and_hash_not_its_folder(tmp_path: Path
 
 
 def test_validate_lists_every_problem_of_a_task_file(tmp_path: Path):
-    from xaibench.validation import is_task_document, validate_task_file
+    from xaibench.engine.validation import is_task_document, validate_task_file
 
     components = collect_components(get_plugin_manager(entry_points=False))
     good = _write(tmp_path, SMALL_TASK, "small.yaml")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from xaibench.config import resolve_config
+from xaibench.engine.validation import validate_config_file
 from xaibench.errors import InvalidOptionsError
-from xaibench.validation import validate_config_file
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -112,9 +112,12 @@ def run(
             option or key (did-you-mean), an unusable ``out`` folder, a bad data file.
         CellsFailedError: A cell failed and ``check`` is true (``.run`` holds the run).
     """
+    from xaibench.threads import configure_threads
+
+    configure_threads()  # before torch loads, if it has not yet (xaibench.threads)
     from xaibench.config import load_config_file
+    from xaibench.engine.results import default_run_dir
     from xaibench.progress import NullProgress, RichProgress
-    from xaibench.results import default_run_dir
     from xaibench.run_config import resolved_config
 
     seed_values = _names(seeds, "seeds")
@@ -169,7 +172,7 @@ def run(
         image_root=None if image_root is None else Path(image_root),
         config_layers=mappings,
     )
-    from xaibench.benchmark import run_benchmark
+    from xaibench.engine.benchmark import run_benchmark
     from xaibench.trust import read_calibration
 
     trust = read_calibration(Path(calibration)) if calibration is not None else None

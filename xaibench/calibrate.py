@@ -8,7 +8,7 @@ Each backbone x strategy of the configuration is trained twice on the phantom
 * ``marker``: the signal planted in a lead marker outside the body (``shortcut=1,
   bone_signal=False``); the decoy is the primary region.
 
-Both are ordinary runs (:func:`xaibench.benchmark.run_benchmark`, resumable) in
+Both are ordinary runs (:func:`xaibench.engine.benchmark.run_benchmark`, resumable) in
 ``<out>/runs/planted_<region>``; every saliency method is scored on both regions by every
 localisation metric of the configuration, and Δ on both regions tells whether the model
 learned the planted signal. The decision rule is :mod:`xaibench.trust`; this module builds the
@@ -187,9 +187,9 @@ def run_calibration(
 
     Raises:
         XaibenchError: As :func:`plan`, :func:`check_out_dir` and
-            :func:`xaibench.benchmark.run_benchmark`.
+            :func:`xaibench.engine.benchmark.run_benchmark`.
     """
-    from xaibench.benchmark import run_benchmark
+    from xaibench.engine.benchmark import run_benchmark
     from xaibench.report.run_files import load_run
 
     progress = progress or NullProgress()

@@ -1,7 +1,7 @@
 """What one cell produced: :class:`CellResult`, with its :class:`Gallery` pictures.
 
-Kept apart from :mod:`xaibench.runner` so the checkpoint, results and executor modules, and the
-stages of a cell, can share the type without importing the runner.
+Kept apart from :mod:`xaibench.engine.runner` so the checkpoint, results and executor modules,
+and the stages of a cell, can share the type without importing the runner.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from xaibench.analysis import CellMaps
-from xaibench.grid import Cell
+from xaibench.engine.grid import Cell
 from xaibench.metrics.base import Metric
 
 
@@ -93,6 +93,7 @@ class Gallery:
             panel_lines(
                 at(self.classes, i), at(self.called, i), self.positive_class,
                 at(self.positive_probs, i), self.score_label, at(self.scores, i),
+                sample_id=at(self.sample_ids, i),
             )
             for i in range(k)
         ]  # fmt: skip

@@ -76,7 +76,7 @@ def entry_problems(layers: Sequence[Mapping[str, Any]], components: Any) -> list
     Returns:
         One line per problem, each starting with its key path.
     """
-    from xaibench.grid import create_backbone
+    from xaibench.engine.grid import create_backbone
     from xaibench.models.weights import MissingWeightsError
 
     problems = []

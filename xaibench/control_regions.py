@@ -262,6 +262,12 @@ class UnionRows(LazyRows):
         return out
 
 
+def _packed_memo(n: int, size: tuple[int, int]) -> np.ndarray | None:
+    """Zeroed room for ``n`` masks of ``size`` packed to bits; None when over :data:`MEMO_BYTES`."""
+    row_bytes = (size[0] * size[1] + 7) // 8
+    return np.zeros((n, row_bytes), dtype=np.uint8) if n * row_bytes <= MEMO_BYTES else None
+
+
 class FieldRows(LazyRows):
     """:func:`field_of_view` of a split's images, per access, memoised (packed to bits).
 
@@ -272,13 +278,8 @@ class FieldRows(LazyRows):
         self._images = images
         n = len(images)
         self._size = (int(images.shape[-2]), int(images.shape[-1]))
-        pixels = self._size[0] * self._size[1]
         self._done = np.zeros(n, dtype=bool)
-        self._packed: np.ndarray | None = (
-            np.zeros((n, (pixels + 7) // 8), dtype=np.uint8)
-            if n * ((pixels + 7) // 8) <= MEMO_BYTES
-            else None
-        )
+        self._packed = _packed_memo(n, self._size)
 
     @property
     def shape(self) -> torch.Size:
@@ -344,12 +345,7 @@ class ControlRows(LazyRows):
         self._ratios = np.full(n, np.nan)
         self._shifted = np.zeros(n, dtype=bool)
         self._done = np.zeros(n, dtype=bool)
-        pixels = self._size[0] * self._size[1]
-        self._packed: np.ndarray | None = (
-            np.zeros((n, (pixels + 7) // 8), dtype=np.uint8)
-            if n * ((pixels + 7) // 8) <= MEMO_BYTES
-            else None
-        )
+        self._packed = _packed_memo(n, self._size)
 
     @property
     def shape(self) -> torch.Size:

@@ -1,6 +1,6 @@
 """Control regions of a cell's perturbed regions: their masks, perturbed predictions and details.
 
-:class:`ControlStage` is mixed into :class:`~xaibench.runner.CellRunner`, which provides the
+:class:`ControlStage` is mixed into :class:`~xaibench.engine.runner.CellRunner`, which provides the
 run's configuration, data and the perturbation helpers (``_perturbedbatch_slices``,
 ``_predict_perturbed``, ``_prediction_frame``, ``_mask``). For each perturbation and perturbed
 region the runner asks :meth:`ControlStage._controls_of` for the control draws' predictions and
@@ -46,7 +46,7 @@ COMPLEMENT_REASON = (
 
 
 class ControlStage:
-    """Control-region methods of :class:`~xaibench.runner.CellRunner` (a mixin)."""
+    """Control-region methods of :class:`~xaibench.engine.runner.CellRunner` (a mixin)."""
 
     config: RunConfig
     data: RunData

@@ -3,7 +3,7 @@
 ``xaibench run`` and ``xaibench calibrate`` call these before anything heavy is imported, so a
 misspelt component name or a missing file is rejected in well under a second with the same
 one-line message (did-you-mean) that the later, full checks give
-(:func:`xaibench.grid.check_components`). Names are looked up in the registries only (their
+(:func:`xaibench.engine.grid.check_components`). Names are looked up in the registries only (their
 targets are lazy ``"module:Attr"`` strings, never imported here); files are only ``stat``-ed.
 
 Everything here imports nothing beyond the configuration model, the registries and the standard
@@ -115,7 +115,7 @@ def check_names(config: Any, components: Any) -> None:
 
     Raises:
         UnknownComponentError: The first unknown name, with did-you-mean suggestions (the
-            message :func:`xaibench.grid.check_components` gives).
+            message :func:`xaibench.engine.grid.check_components` gives).
     """
     components.tasks.get(config.task)
     for kind, _, ref in component_refs(config):

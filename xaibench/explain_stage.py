@@ -1,6 +1,6 @@
 """The explanation stage of a cell: saliency maps, their scores, sanity checks and galleries.
 
-:class:`ExplainStage` is mixed into :class:`~xaibench.runner.CellRunner`, which provides the
+:class:`ExplainStage` is mixed into :class:`~xaibench.engine.runner.CellRunner`, which provides the
 run's configuration, data, components and record helpers. Every saliency method runs on its own:
 one that raises fails only its own records (:data:`ISOLATED`), and so does a metric that raises
 on one method's maps; the cell's other results stand.
@@ -54,7 +54,7 @@ class MethodOutcome:
 
 
 class ExplainStage:
-    """The saliency stage of :class:`~xaibench.runner.CellRunner` (a mixin)."""
+    """The saliency stage of :class:`~xaibench.engine.runner.CellRunner` (a mixin)."""
 
     config: RunConfig
     data: RunData

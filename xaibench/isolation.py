@@ -1,7 +1,7 @@
 """What a failing component may raise and still fail only its own records, and how it reads.
 
 Shared by every stage of a cell (:mod:`xaibench.explain_stage`, :mod:`xaibench.control_stage`,
-:mod:`xaibench.runner`, :mod:`xaibench.chance_tally`).
+:mod:`xaibench.engine.runner`, :mod:`xaibench.chance_tally`).
 """
 
 from __future__ import annotations

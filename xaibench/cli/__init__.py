@@ -223,13 +223,13 @@ def validate(
     warnings (the run skips them). Nothing is trained and no weight is loaded. Exit status 0
     when the run would start, 2 otherwise.
     """
-    from xaibench.tasks.loading import is_task_file
-    from xaibench.tasks.spec import TaskFileError
-    from xaibench.validation import (
+    from xaibench.engine.validation import (
         is_task_document,
         validate_config_file,
         validate_task_file,
     )
+    from xaibench.tasks.loading import is_task_file
+    from xaibench.tasks.spec import TaskFileError
 
     task_files = [p for p in config_files if is_task_document(p)]
     if task is not None and is_task_file(task):
@@ -287,7 +287,14 @@ def _os_error(exc: OSError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``xaibench`` console script and ``python -m xaibench``."""
+    """Entry point of the ``xaibench`` console script and ``python -m xaibench``.
+
+    It first sets OpenMP's wait policy and thread count where the user has not (before any
+    module imports torch; :mod:`xaibench.threads`).
+    """
+    from xaibench.threads import configure_threads
+
+    configure_threads()
     args = list(argv) if argv is not None else sys.argv[1:]
     try:
         _apply_plugin_arguments(args)

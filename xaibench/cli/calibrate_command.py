@@ -72,8 +72,8 @@ def calibrate(
     check_names(config, components)  # before anything imports torch
     check_config_files(config)
     from xaibench.calibrate import run_calibration, summary_markdown
+    from xaibench.engine.results import default_run_dir
     from xaibench.progress import NullProgress, RichProgress
-    from xaibench.results import default_run_dir
 
     folder = out_dir or default_run_dir(f"{task.replace(':', '-')}-calibration")
     if quiet:

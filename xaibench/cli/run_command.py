@@ -261,8 +261,8 @@ def _resumed_config(
         click.UsageError: No --out, or options that would change the configuration.
         XaibenchError: ``out_dir`` holds no run, or a run of another task.
     """
-    from xaibench.checkpoints import read_run_state
     from xaibench.config import load_config_file, resolve_config
+    from xaibench.engine.checkpoints import read_run_state
     from xaibench.paths import contained
 
     if out_dir is None:
@@ -297,9 +297,9 @@ def _execute(
     observers: Any = None,
     view: View | None = None,
 ) -> int:
-    from xaibench.benchmark import run_benchmark
+    from xaibench.engine.benchmark import run_benchmark
+    from xaibench.engine.results import default_run_dir
     from xaibench.progress import NullProgress, RichProgress
-    from xaibench.results import default_run_dir
 
     view = view or View()
     run_dir = out_dir or default_run_dir(config.task)

@@ -97,7 +97,7 @@ class _RowFile:
     def __getstate__(self) -> dict[str, Any]:
         raise TypeError(
             "split arrays live in this process's scratch files and cannot be pickled; "
-            "a worker process loads its own splits (xaibench.runner.prepare_data)"
+            "a worker process loads its own splits (xaibench.engine.runner.prepare_data)"
         )
 
     def append(self, rows: np.ndarray) -> None:

@@ -1,6 +1,7 @@
 """Leaderboards as a pure function of results records: no model code runs here.
 
-Two tables, one row per cell (backbone x strategy x seed):
+Two tables, one row per cell (backbone x strategy x seed), and with several seeds one more row
+per backbone x strategy aggregated over them (marked by the ``aggregate`` column):
 
 * performance — the positive-vs-rest AUC, accuracy, sensitivity, specificity and macro AUC;
 * explainability — Delta_region per perturbation and region, IoU_region and the other region and
@@ -16,6 +17,8 @@ The package, by what each module holds:
 * :mod:`~xaibench.leaderboard.tables` — the performance and explainability tables and badges;
 * :mod:`~xaibench.leaderboard.per_image` — per-image inputs of the paired tests;
 * :mod:`~xaibench.leaderboard.comparisons` — paired comparisons between cells and tiers;
+* :mod:`~xaibench.leaderboard.seed_rows` — seed aggregates: a row per backbone x strategy over
+  its seeds, with a two-level (seed x image) bootstrap interval;
 * :mod:`~xaibench.leaderboard.build` — :class:`Leaderboards` and :func:`build_leaderboards`;
 * :mod:`~xaibench.leaderboard.display` — values, p-values and tables as people read them;
 * :mod:`~xaibench.leaderboard.headline_view` — the headline view: a row per cell with its AUC,
@@ -35,6 +38,7 @@ from xaibench.leaderboard.build import (
     headline_meta,
 )
 from xaibench.leaderboard.columns import (
+    AGGREGATE_COLUMN,
     BEATS_CHANCE_SUFFIX,
     CELL_COLUMNS,
     CHANCE_MARK,
@@ -75,6 +79,7 @@ from xaibench.leaderboard.tables import (
 
 __all__ = [
     "ABOVE_CHANCE_TEST",
+    "AGGREGATE_COLUMN",
     "BEATS_CHANCE_SUFFIX",
     "CELL_COLUMNS",
     "CHANCE_MARK",

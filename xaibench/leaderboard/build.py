@@ -33,6 +33,7 @@ from xaibench.leaderboard.comparisons import (
     _tiers,
 )
 from xaibench.leaderboard.per_image import _PerImage
+from xaibench.leaderboard.seed_rows import with_seed_aggregates
 from xaibench.leaderboard.tables import explainability_table, performance_table
 
 if TYPE_CHECKING:
@@ -46,7 +47,9 @@ class Leaderboards:
     Attributes:
         performance: One row per cell: ``rank``, ``tier``, ``backbone``, ``strategy``, ``seed``,
             then per metric ``<label>``, ``<label> low``, ``<label> high`` (numbers), then
-            ``p vs leader`` (Holm-adjusted) and ``weights``.
+            ``p vs leader`` (Holm-adjusted) and ``weights``. With several seeds, an
+            ``aggregate`` column after ``seed`` and a row per backbone x strategy over its
+            seeds after the per-seed rows (:mod:`xaibench.leaderboard.seed_rows`).
         explainability: The same for explanation columns, plus ``sanity (<method>)`` badges
             and, when known-answer badges are given, ``trust (<method>)``.
         comparisons: Long table of paired tests: ``table``, ``column``, ``backbone_a``,
@@ -144,6 +147,9 @@ def build_leaderboards(
     paired tests on the same test images: DeLong for AUC, exact McNemar for the rates, a paired
     image bootstrap for Δ and per-image explanation scores, each Holm-corrected over all pairs
     of cells in its column. Bootstrap tests are seeded, so a rebuild is byte-identical.
+    A backbone x strategy at several seeds also gets an aggregate row in each table: the mean
+    over seeds with a two-level (seed x image) bootstrap interval
+    (:func:`~xaibench.leaderboard.seed_rows.with_seed_aggregates`).
 
     Raises:
         XaibenchError: The runs are not comparable (see :func:`check_compatible`).
@@ -173,6 +179,11 @@ def build_leaderboards(
         comparisons.extend(rows)
         column = ranking_column(frame)
         tables[name] = _tiers(frame, _p_lookup(rows, name, column or ""), alpha)
+    for name, frame in tables.items():
+        tables[name] = with_seed_aggregates(
+            frame, name, records, data,
+            primary=primary, level=level, resamples=resamples, seed=seed,
+        )  # fmt: skip
     compare = pd.DataFrame(comparisons, columns=COMPARISON_COLUMNS)
     meta = {
         "task": runs[0].task,

@@ -15,6 +15,9 @@ import pandas as pd
 from xaibench.headline import has_normalised, has_specific
 
 CELL_COLUMNS = ["backbone", "strategy", "seed"]
+#: Marker column of tables with seed aggregates (``xaibench.leaderboard.seed_rows``): ``True`` on
+#: a row aggregated over seeds, ``False`` on a per-seed row; absent from single-seed tables.
+AGGREGATE_COLUMN = "aggregate"
 #: Holm-adjusted p-value of the paired test against the leader on the ranking column.
 P_COLUMN = "p vs leader"
 PERFORMANCE_ORDER = ["auc", "accuracy", "sensitivity", "specificity", "ppv", "npv", "macro_auc"]
@@ -94,7 +97,7 @@ def _headline_value(rec: dict[str, Any]) -> tuple[Any, Any, Any]:
 
 def _metric_columns(frame: pd.DataFrame) -> list[str]:
     """The value columns (not the cell keys, CI bounds, badges or bookkeeping)."""
-    skip = {*CELL_COLUMNS, "rank", "tier", "weights", P_COLUMN}
+    skip = {*CELL_COLUMNS, "rank", "tier", "weights", P_COLUMN, AGGREGATE_COLUMN}
     return [
         c
         for c in frame.columns

@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 
 from xaibench.escape import markdown_text
-from xaibench.leaderboard.columns import BEATS_CHANCE_SUFFIX, CHANCE_MARK, P_CHANCE_SUFFIX, P_COLUMN
+from xaibench.leaderboard.columns import (
+    AGGREGATE_COLUMN,
+    BEATS_CHANCE_SUFFIX,
+    CHANCE_MARK,
+    P_CHANCE_SUFFIX,
+    P_COLUMN,
+)
 
 
 def format_value(value: Any) -> str:
@@ -42,7 +48,11 @@ def to_markdown(frame: pd.DataFrame) -> str:
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Strings for people: each ``<col>`` with its ``<col> low``/``high`` as ``v [lo, hi]``."""
+    """Strings for people: each ``<col>`` with its ``<col> low``/``high`` as ``v [lo, hi]``.
+
+    A table with seed aggregates shows an aggregate row's seed as ``all (n=3)`` (in place of
+    the marker column).
+    """
     out: dict[str, list[str]] = {}
     for col in frame.columns:
         name = str(col)
@@ -71,7 +81,22 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
                 f"{text} {CHANCE_MARK}" if beats is False else text
                 for text, beats in zip(out[name], frame[verdicts], strict=True)
             ]
+    if AGGREGATE_COLUMN in out and "seed" in out:
+        out["seed"] = _seed_texts(frame)
+        del out[AGGREGATE_COLUMN]
     return pd.DataFrame(out, columns=list(out))
+
+
+def _seed_texts(frame: pd.DataFrame) -> list[str]:
+    """Each row's seed; ``all (n=3)`` on a row aggregated over three seeds."""
+    marked = frame[AGGREGATE_COLUMN].astype(bool)
+    counts = frame[~marked].groupby(["backbone", "strategy"]).size().to_dict()
+    return [
+        f"all (n={counts.get((b, s), 0)})" if agg else _plain(seed)
+        for b, s, seed, agg in zip(
+            frame["backbone"], frame["strategy"], frame["seed"], marked, strict=True
+        )
+    ]
 
 
 def _plain(value: Any) -> str:

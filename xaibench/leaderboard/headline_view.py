@@ -1,6 +1,8 @@
 """The headline view: one short table of every cell that fits a 100-column terminal.
 
-Per cell (backbone x strategy, the seed only when the tables hold several): the AUC tier, the
+Per cell (backbone x strategy, the seed only when the tables hold several; with several seeds
+one row per backbone x strategy aggregated over them, ``, 3 seeds``: the per-seed rows are in
+``--wide`` and the files; :mod:`xaibench.leaderboard.seed_rows`): the AUC tier, the
 AUC, the headline specific Δ (the explainability ranking column: headline perturbation on the
 task's primary region) and, per saliency method, the chance-normalised localisation score on the
 primary region with the method's sanity and trust badges. A value with a CI is shown as
@@ -28,6 +30,7 @@ from xaibench.headline import LOCALISATION_PREFERENCE
 from xaibench.leaderboard.build import Leaderboards
 from xaibench.leaderboard.columns import (
     _EXPLANATION_LABELS,
+    AGGREGATE_COLUMN,
     BEATS_CHANCE_SUFFIX,
     CELL_COLUMNS,
     CHANCE_MARK,
@@ -65,6 +68,7 @@ class CellRow:
     auc: tuple[str, str]
     delta: tuple[str, str]
     methods: list[MethodRow] = field(default_factory=list)
+    n_seeds: int = 1  # above 1: a row aggregated over this many seeds
 
 
 @dataclass(frozen=True)
@@ -169,12 +173,14 @@ def headline_view(lb: Leaderboards) -> HeadlineView:
     loc_label, loc_cols = _localisation_columns(expl, primary, headline.get("localisation_metric"))
     methods = _methods(expl, loc_cols)
     has_trust = any(str(c).startswith("trust (") for c in expl.columns)
-    several_seeds = len({*perf.get("seed", pd.Series(dtype=object)).tolist()}) > 1
-    by_cell = {tuple(r[c] for c in CELL_COLUMNS): r for _, r in expl.iterrows()}
+    per_seed = perf[~perf[AGGREGATE_COLUMN]] if AGGREGATE_COLUMN in perf else perf
+    several_seeds = len({*per_seed.get("seed", pd.Series(dtype=object)).tolist()}) > 1
+    counts = per_seed.groupby(["backbone", "strategy"]).size().to_dict() if len(perf) else {}
+    by_cell = {_row_key(r): r for _, r in expl.iterrows()}
     rows = []
-    for _, prow in perf.iterrows():
-        key = tuple(prow[c] for c in CELL_COLUMNS)
-        erow = by_cell.get(key)
+    for _, prow in _shown_rows(perf).iterrows():
+        erow = by_cell.get(_row_key(prow))
+        aggregate = bool(prow.get(AGGREGATE_COLUMN, False))
         method_rows = []
         for method in methods:
             col = loc_cols.get(method)
@@ -193,12 +199,13 @@ def headline_view(lb: Leaderboards) -> HeadlineView:
             CellRow(
                 backbone=str(prow["backbone"]),
                 strategy=str(prow["strategy"]),
-                seed=str(prow["seed"]) if several_seeds else "",
+                seed=str(prow["seed"]) if several_seeds and not aggregate else "",
                 random_init=prow.get("weights") == "random init",
                 tier=MISSING if _missing(prow.get("tier")) else str(int(prow["tier"])),
                 auc=_value(prow, "AUC" if "AUC" in perf else None),
                 delta=_value(erow, delta_col),
                 methods=method_rows,
+                n_seeds=int(counts[(prow["backbone"], prow["strategy"])]) if aggregate else 1,
             )
         )
     return HeadlineView(
@@ -209,6 +216,31 @@ def headline_view(lb: Leaderboards) -> HeadlineView:
         level=float(lb.meta.get("level", 0.95)),
         notes=_notes(lb, delta_col, loc_label, rows),
     )
+
+
+def _row_key(row: pd.Series) -> tuple[Any, ...]:
+    """A row's cell, with ``"aggregate"`` for the seed of a row aggregated over seeds."""
+    if bool(row.get(AGGREGATE_COLUMN, False)):
+        return (row["backbone"], row["strategy"], "aggregate")
+    return tuple(row[c] for c in CELL_COLUMNS)
+
+
+def _shown_rows(perf: pd.DataFrame) -> pd.DataFrame:
+    """The rows the view shows: per backbone x strategy its seed aggregate where it has one.
+
+    Aggregates first (best AUC first), then the per-seed rows of cells without an aggregate.
+    """
+    if AGGREGATE_COLUMN not in perf:
+        return perf
+    aggregated = perf[perf[AGGREGATE_COLUMN]]
+    pooled = set(zip(aggregated["backbone"], aggregated["strategy"], strict=True))
+    single = [
+        not agg and (b, s) not in pooled
+        for b, s, agg in zip(
+            perf["backbone"], perf["strategy"], perf[AGGREGATE_COLUMN], strict=True
+        )
+    ]
+    return pd.concat([aggregated, perf[single]])
 
 
 def _not_shown_to_beat_chance(row: pd.Series | None, column: str | None) -> bool:
@@ -249,6 +281,12 @@ def _notes(
         )
     elif localisation:
         notes.append(f"{localisation}: raw localisation score (the run records no chance level).")
+    if any(r.n_seeds > 1 for r in rows):
+        notes.append(
+            "n seeds: the mean over the seeds of each seed's value; its ± from a two-level "
+            "bootstrap (seeds, then test images); no tier (the tests compare single models); "
+            "per-seed rows in --wide and the files."
+        )
     if any(r.random_init for r in rows):
         notes.append(
             f"{RANDOM_MARK}: randomly initialised weights, which say nothing about a pretrained "
@@ -257,9 +295,16 @@ def _notes(
     return notes
 
 
+def seed_text(row: CellRow) -> str:
+    """``, seed 1`` (one of several seeds), ``, 3 seeds`` (an aggregate), or empty."""
+    if row.n_seeds > 1:
+        return f", {row.n_seeds} seeds"
+    return f", seed {row.seed}" if row.seed else ""
+
+
 def cell_text(row: CellRow) -> str:
-    """Backbone and strategy (:data:`TIMES`), the seed when several, the random-init mark."""
-    seed = f", seed {row.seed}" if row.seed else ""
+    """Backbone and strategy (:data:`TIMES`), the seed or seeds, the random-init mark."""
+    seed = seed_text(row)
     mark = RANDOM_MARK if row.random_init else ""
     return f"{row.backbone}{TIMES}{row.strategy}{seed}{mark}"
 

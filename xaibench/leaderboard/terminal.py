@@ -34,6 +34,7 @@ from xaibench.leaderboard.headline_view import (
     HeadlineView,
     MethodRow,
     headline_view,
+    seed_text,
 )
 
 #: Width the headline view is laid out for when the output is not a terminal.
@@ -169,7 +170,7 @@ def _build(view: HeadlineView, layout: _Layout) -> tuple[Table, list[str]]:
 def _cell_lines(row: CellRow, renames: dict[str, dict[str, str]], two_lines: bool) -> list[str]:
     backbone = renames["backbone"].get(row.backbone, row.backbone)
     strategy = renames["strategy"].get(row.strategy, row.strategy)
-    seed = f", seed {row.seed}" if row.seed else ""
+    seed = seed_text(row)
     mark = RANDOM_MARK if row.random_init else ""
     if not two_lines:
         return [f"{backbone}{TIMES}{strategy}{seed}{mark}"]

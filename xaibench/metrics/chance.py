@@ -212,7 +212,7 @@ def iou_shift_null(
     ``|moved P ∩ R| / (|P| + |R| - |moved P ∩ R|)`` per draw, ``|P|`` being invariant under the
     moves; every region sees the same moves (the generator is read once). The overlaps are
     counted on bit-packed masks (:func:`_overlaps`). Float64 ``[B]`` per region, NaN where the
-    region is empty, as :func:`~xaibench.metrics.functional.region_iou`.
+    region is empty, as :func:`~xaibench.metrics.binarize.region_iou`.
     """
     batch, height, width = binary.shape
     moves = draw_moves(batch, height, width, draws, generator)

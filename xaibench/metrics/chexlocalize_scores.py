@@ -17,7 +17,7 @@ import torch
 from scipy import ndimage
 
 from xaibench.errors import XaibenchError
-from xaibench.metrics.functional import _valid_flat_maps, otsu_binarize
+from xaibench.metrics.binarize import _valid_flat_maps, otsu_binarize
 
 __all__ = [
     "CHEXLOCALIZE_CITATION",
@@ -83,7 +83,7 @@ def segment(maps: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
     Args:
         maps: Finite real tensor ``[B, H, W]``.
         threshold: None for Otsu's method (8-bit levels of the min-max normalised map,
-            :func:`~xaibench.metrics.functional.otsu_binarize`, then :func:`fill_contours`);
+            :func:`~xaibench.metrics.binarize.otsu_binarize`, then :func:`fill_contours`);
             else the pixels whose min-max normalised value is ``> threshold`` (strictly, as
             CheXlocalize), ``threshold`` in [0, 1]. A constant map gives an empty segmentation
             either way.

@@ -1,10 +1,11 @@
 """Localisation metrics: how well a saliency map agrees with an annotated region, per image.
 
 Each metric is a thin :class:`~xaibench.metrics.base.SaliencyRegionMetric` around a batched kernel
-in :mod:`xaibench.metrics.functional`, where the definitions, tie rules and edge cases are
-documented. They share one contract: maps ``[B, H, W]`` and bool masks of the same shape in,
-``[B]`` float64 out, NaN for an image where the score is undefined (always when its region is
-empty), which the aggregate excludes and counts. They differ in what they ask of the map:
+in :mod:`xaibench.metrics.binarize` or :mod:`xaibench.metrics.map_scores`, where the definitions,
+tie rules and edge cases are documented. They share one contract: maps ``[B, H, W]`` and bool masks
+of the same shape in, ``[B]`` float64 out, NaN for an image where the score is undefined (always
+when its region is empty), which the aggregate excludes and counts. They differ in what they ask of
+the map:
 
 * :class:`IoURegion` — does the map, binarised, cover the region and nothing else?
 * :class:`PointingGame` — is the map's peak inside the region?
@@ -34,6 +35,7 @@ import torch
 from pydantic import Field, model_validator
 
 from xaibench.metrics.base import MetricValue, SaliencyRegionMetric
+from xaibench.metrics.binarize import otsu_binarize, region_iou, threshold_binarize, topk_binarize
 from xaibench.metrics.chance import (
     AREA_FRACTION,
     DEFAULT_DRAWS,
@@ -43,17 +45,13 @@ from xaibench.metrics.chance import (
     area_fraction,
     iou_shift_null,
 )
-from xaibench.metrics.functional import (
+from xaibench.metrics.map_scores import (
     PointingTies,
     energy_ratio,
-    otsu_binarize,
     pixel_auc,
     pointing_game,
-    region_iou,
     relevance_mass,
     relevance_rank,
-    threshold_binarize,
-    topk_binarize,
 )
 
 _ARRAS = (
@@ -72,12 +70,12 @@ class IoURegion(SaliencyRegionMetric):
     How a map becomes a region (``binarization``):
 
     * ``otsu`` (default) follows CheXlocalize: min-max normalise each map, quantise to 8 bits
-      and threshold with Otsu's method (:func:`~xaibench.metrics.functional.otsu_binarize`).
+      and threshold with Otsu's method (:func:`~xaibench.metrics.binarize.otsu_binarize`).
     * ``topk`` keeps the top ``percent`` % of pixels; every pixel tied with the cut value is
       kept, except pixels at the map's minimum
-      (:func:`~xaibench.metrics.functional.topk_binarize`).
+      (:func:`~xaibench.metrics.binarize.topk_binarize`).
     * ``fixed`` keeps pixels whose min-max normalised value is ``>= threshold``
-      (:func:`~xaibench.metrics.functional.threshold_binarize`).
+      (:func:`~xaibench.metrics.binarize.threshold_binarize`).
 
     A constant map selects nothing under every rule (IoU 0). Images whose region mask is empty
     are excluded (NaN).

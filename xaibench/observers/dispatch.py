@@ -54,7 +54,7 @@ def cell_params(
 
     Args:
         config: The run's configuration.
-        options: :func:`xaibench.results.component_options` of the run.
+        options: :func:`xaibench.engine.results.component_options` of the run.
         backbone: The cell's backbone key.
         strategy: The cell's strategy key.
         seed: The cell's seed.

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import torch
 
-from xaibench.perturbations.base import Perturbation
+from xaibench.perturbations.base import Perturbation, cpu_arrays, solve_in_threads
 
 
 class BiharmonicInpaint(Perturbation):
@@ -51,8 +49,7 @@ class BiharmonicInpaint(Perturbation):
         """Inpaint the masked pixels of each image (deterministic: ``generator`` unused)."""
         from skimage.restoration import inpaint_biharmonic  # heavy import, only when used
 
-        pixels = images.detach().to(device="cpu", dtype=torch.float64).numpy()
-        holes = masks.detach().to(device="cpu", dtype=torch.bool).numpy()
+        pixels, holes = cpu_arrays(images, masks)
         filled = pixels.copy()
         solves = []
         for i in range(pixels.shape[0]):
@@ -69,16 +66,7 @@ class BiharmonicInpaint(Perturbation):
             i, c = job
             filled[i, c] = inpaint_biharmonic(pixels[i, c], holes[i])
 
-        # SciPy's sparse solver releases the GIL, so threads solve images side by side (1.8x on
-        # two cores); as many as torch may use, so a run limited to one thread stays on one.
-        # Each image is solved on its own: the result does not depend on the threads.
-        workers = max(1, min(torch.get_num_threads(), len(solves)))
-        if workers == 1:
-            for job in solves:
-                solve(job)
-        else:
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(solve, solves))  # list(): re-raises a solve's exception
+        solve_in_threads(solve, solves)
         np.clip(filled, 0.0, 1.0, out=filled)
         result = torch.from_numpy(filled).to(device=images.device, dtype=images.dtype)
         return torch.where(masks.unsqueeze(1), result, images)

@@ -7,13 +7,11 @@ mask itself ("class information leakage"), which a plain constant fill does.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
 from pydantic import Field
 
 from xaibench.metrics.faithfulness import linear_impute
-from xaibench.perturbations.base import Perturbation
+from xaibench.perturbations.base import Perturbation, cpu_arrays, solve_in_threads
 
 
 class NoisyLinearImpute(Perturbation):
@@ -48,8 +46,7 @@ class NoisyLinearImpute(Perturbation):
         self, images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
         """Impute the masked pixels of each image, add seeded noise, clip to [0, 1]."""
-        pixels = images.detach().to(device="cpu", dtype=torch.float64).numpy()
-        holes = masks.detach().to(device="cpu", dtype=torch.bool).numpy()
+        pixels, holes = cpu_arrays(images, masks)
         filled = pixels.copy()
         jobs = [
             (i, c) for i in range(pixels.shape[0]) if holes[i].any() for c in range(pixels.shape[1])
@@ -62,14 +59,7 @@ class NoisyLinearImpute(Perturbation):
             else:
                 filled[i, c] = linear_impute(pixels[i, c], holes[i])
 
-        # The sparse solves release the GIL; each image alone, so threads do not change results.
-        workers = max(1, min(torch.get_num_threads(), len(jobs)))
-        if workers == 1:
-            for job in jobs:
-                solve(job)
-        else:
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(solve, jobs))
+        solve_in_threads(solve, jobs)
         result = torch.from_numpy(filled).to(dtype=images.dtype)
         if self.noise > 0:
             # Drawn for every pixel of the batch in one call, so results do not depend on threads.

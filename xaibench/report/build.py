@@ -1,12 +1,13 @@
 """Assemble the HTML report of one or more runs: ``xaibench report RUN_DIR``.
 
 The report is the document a reader opens first, so it leads with what was run and what that
-can mean (a random-initialisation warning when the weights were random), then both
-leaderboards, then the evidence behind them: ROC curves, the performance-explanation trade-off,
-paired comparisons, per-class performance and calibration, strata, saliency galleries to look
-at, the sanity checks and the cross-cell analyses, and finally the provenance needed to
-reproduce it. It is a pure function of the run directories (no model code runs), one HTML file
-with every figure embedded, and byte-identical when rebuilt from the same files.
+can mean (a random-initialisation warning when the weights were random), then the headline
+leaderboard (a few columns that fit 1400 px) and both full leaderboards, then the evidence
+behind them: ROC curves, the performance-explanation trade-off, paired comparisons, per-class
+performance and calibration, strata, saliency galleries to look at, the sanity checks and the
+cross-cell analyses, and finally the provenance needed to reproduce it. It is a pure function of
+the run directories (no model code runs), one HTML file with every figure embedded, and
+byte-identical when rebuilt from the same files.
 
 Every part is optional: a run without galleries, calibration tables or strata gets a short note
 where they would be. Files that a run *names* but that are broken (a gallery PNG missing or
@@ -36,6 +37,7 @@ from xaibench.report.run_files import RunFiles, load_run
 from xaibench.report.summary_sections import (
     _evidence,
     _explainability,
+    _headline_board,
     _performance,
     _reference,
     _summary,
@@ -49,6 +51,7 @@ REPORT_FILE = "report.html"
 
 _SECTIONS: tuple[Callable[[_Context], Section], ...] = (
     _summary,
+    _headline_board,
     _performance,
     _explainability,
     _reference,

@@ -38,6 +38,7 @@ __all__ = [
     "pareto_front",
     "roc_curves",
     "roc_png",
+    "tradeoff_front",
     "tradeoff_png",
     "tradeoff_points",
 ]
@@ -285,6 +286,23 @@ class TradeoffPoint:
     score_low: float
     score_high: float
 
+    @property
+    def above_chance(self) -> bool:
+        """Whether the AUC's 95% CI lies above 0.5 (False without a lower bound)."""
+        return math.isfinite(self.auc_low) and self.auc_low > 0.5
+
+
+def tradeoff_front(points: Sequence[TradeoffPoint]) -> list[int]:
+    """The Pareto front (:func:`pareto_front`) over the points whose AUC beats chance.
+
+    Only points whose AUC's 95% CI lies above 0.5 (:attr:`TradeoffPoint.above_chance`) are
+    candidates, and only they can dominate: a chance-level classifier is no trade-off however well
+    its maps localise (issue 21 item 6). Indices into ``points``, in staircase order.
+    """
+    eligible = [i for i, p in enumerate(points) if p.above_chance]
+    front = pareto_front([(points[i].auc, points[i].score) for i in eligible])
+    return [eligible[j] for j in front]
+
 
 def _number(value: Any) -> float:
     return float("nan") if value is None else float(value)
@@ -352,6 +370,10 @@ def tradeoff_points(
     return points
 
 
+#: Colour of the points whose AUC does not beat chance (off the Pareto front).
+_GREY = "0.72"
+
+
 def _error(value: float, low: float, high: float) -> tuple[float, float]:
     """Error-bar half-lengths below and above; zero where the bound is missing."""
     below = value - low if math.isfinite(low) else 0.0
@@ -366,7 +388,8 @@ def tradeoff_png(
 
     Colour names the cell, marker shape the saliency method. Points on the Pareto front (no
     other point has both a higher AUC and a higher score) are circled and joined: those are
-    the only choices that are not beaten on both counts.
+    the only choices that are not beaten on both counts. The front is drawn over the points whose
+    AUC's 95% CI lies above 0.5 only (:func:`tradeoff_front`); the others are drawn in grey.
     """
     if not points:
         return _message_png("no cell has both an AUC and an explanation score")
@@ -374,21 +397,22 @@ def tradeoff_png(
     methods = list(dict.fromkeys(p.saliency for p in points))
     colours = dict(zip(cells, _colours(len(cells)), strict=True))
     markers = {m: _MARKERS[i % len(_MARKERS)] for i, m in enumerate(methods)}
-    front = pareto_front([(p.auc, p.score) for p in points])
+    front = tradeoff_front(points)
     with _style():
         fig = _figure(9.5, 5.6)
         ax = fig.add_subplot()
         for p in points:
+            colour = colours[p.cell] if p.above_chance else _GREY
             ax.errorbar(
                 p.auc,
                 p.score,
                 xerr=np.array([_error(p.auc, p.auc_low, p.auc_high)]).T,
                 yerr=np.array([_error(p.score, p.score_low, p.score_high)]).T,
                 fmt=markers[p.saliency],
-                color=colours[p.cell],
-                ecolor=colours[p.cell],
+                color=colour,
+                ecolor=colour,
                 elinewidth=0.8,
-                alpha=0.9,
+                alpha=0.9 if p.above_chance else 0.5,
                 ms=6,
             )
         if front:
@@ -409,9 +433,14 @@ def tradeoff_png(
         front_handle = Line2D(
             [], [], color="black", ls="--", marker="o", mfc="none", ms=11, label="Pareto front"
         )
+        extra = []
+        if not all(p.above_chance for p in points):
+            extra.append(
+                Line2D([], [], color=_GREY, marker="o", ls="", label="AUC CI not above 0.5")
+            )
         fig.legend(handles=cell_handles, title="cell", loc="outside right upper")
         fig.legend(
-            handles=[*method_handles, front_handle],
+            handles=[*method_handles, front_handle, *extra],
             title="saliency method",
             loc="outside right lower",
         )

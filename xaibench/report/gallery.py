@@ -7,13 +7,17 @@ appears when perturbation shows the model needs a region other than the primary 
 any other (the largest specific Δ, see :func:`specific_region`): the images whose
 positive-class probability dropped most when that region was perturbed.
 
-Each column is one test image: the radiograph on top, and below it the min-max normalised map in
-red over the image, with the outline of every region the run scores (the primary region cyan and
-drawn on top; the others in the colours of :data:`REGION_COLOURS`, in the run's region order).
-Above each column its label: the true class, the class the run calls (at its validation
-threshold) with the positive-class probability, and the score that picked the image; below the
-columns a legend names each outline colour. Small images are enlarged (nearest neighbour) to at
-least 160 px a tile. Written with Pillow and its built-in font (no plotting library needed).
+Each column is one test image: the radiograph on top, and below it the map in red over the
+image, with the outline of every region the run scores (the primary region cyan and drawn on
+top; the others in the colours of :data:`REGION_COLOURS`, in the run's region order). Each map is
+stretched to the colour range by its own 1st and 99th percentiles (:func:`map_range`), so a faint
+map, or one dominated by a few extreme pixels, stays visible; under each map a colour bar gives
+the two values in the map's own units. Above each column its label: the sample id (never patient
+data), the true class, the class the run calls (at its validation threshold) with the
+positive-class probability, and the score that picked the image; below the columns a legend
+names each outline colour. Small images are enlarged (nearest neighbour) to at least 160 px a
+tile. Written with Pillow and its built-in font (no plotting library needed); the same input
+gives the same PNG bytes.
 
 :class:`GalleryPicker` chooses the images while maps stream past batch by batch, keeping only
 ``3 k`` maps in memory however many images are explained.
@@ -50,7 +54,14 @@ REGION_COLOURS: tuple[tuple[str, tuple[float, float, float]], ...] = (
     ("white", (1.0, 1.0, 1.0)),
 )
 
+#: Percentiles of each map's values drawn at the two ends of the colour range.
+CONTRAST_PERCENTILES = (1.0, 99.0)
+
+#: The map's colour at full strength (RGB in [0, 1]), blended over the image.
+MAP_COLOUR = (1.0, 0.1, 0.1)
+
 _BAND = (20, 20, 20)  # background of the label and legend bands
+_BAR = 8  # height of a colour bar, pixels
 _TEXT = (235, 235, 235)
 _PAD = 3
 
@@ -80,6 +91,48 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, font: Any) -> str:
 def _line_height(font: Any) -> int:
     box = font.getbbox("Ag|")
     return int(box[3]) + 2
+
+
+def map_range(saliency: np.ndarray) -> tuple[float, float]:
+    """The values of a map drawn at the bottom and the top of the colour range.
+
+    The map's 1st and 99th percentiles (:data:`CONTRAST_PERCENTILES`, over its finite values), so
+    that a handful of extreme pixels cannot squeeze every other pixel into the bottom of the range;
+    where they coincide (a map that is constant but for under 1% of its pixels), its minimum and
+    maximum. ``(0, 0)`` when no value is finite.
+    """
+    values = np.asarray(saliency, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 0.0
+    lo, hi = (float(v) for v in np.percentile(values, CONTRAST_PERCENTILES))
+    if not hi > lo:
+        lo, hi = float(values.min()), float(values.max())
+    return lo, hi
+
+
+def map_strength(saliency: np.ndarray) -> np.ndarray:
+    """Each pixel's colour strength in [0, 1]: the map scaled by :func:`map_range`, clipped.
+
+    A map with a single value (or none finite) is drawn at strength 0 everywhere.
+    """
+    values = np.asarray(saliency, dtype=np.float64)
+    lo, hi = map_range(values)
+    if not hi > lo:
+        return np.zeros(values.shape)
+    with np.errstate(invalid="ignore"):
+        strength = np.clip((values - lo) / (hi - lo), 0.0, 1.0)
+    return np.where(np.isfinite(strength), strength, 0.0)
+
+
+def _blend(gray: np.ndarray, strength: np.ndarray) -> np.ndarray:
+    """The map's colour over ``gray`` (``[..., 3]``) at ``strength`` (``[...]``)."""
+    alpha = strength[..., None]
+    return gray * (1 - alpha) + np.array(MAP_COLOUR) * alpha
+
+
+def _short(value: float) -> str:
+    return f"{value:.3g}"
 
 
 def _legend_rows(
@@ -132,12 +185,10 @@ def render_gallery(
             (f"{r} ({colours[r][0]})", tuple(int(c * 255) for c in colours[r][1])) for r in masks
         ]
     canvas = np.zeros((2 * h, k * w, 3), dtype=np.float32)
+    ranges = [map_range(maps[i]) for i in range(k)]
     for i in range(k):
         gray = np.repeat(images[i][..., None], 3, axis=2)
-        m = maps[i].astype(np.float64)
-        span = m.max() - m.min()
-        alpha = ((m - m.min()) / span if span > 0 else np.zeros_like(m))[..., None]
-        heat = gray * (1 - alpha) + np.array([1.0, 0.1, 0.1]) * alpha
+        heat = _blend(gray, map_strength(maps[i]))
         for mask, colour in outlined:
             heat[_outline(np.asarray(mask[i], dtype=bool))] = colour
         canvas[:h, i * w : (i + 1) * w] = gray
@@ -146,8 +197,6 @@ def render_gallery(
     scale = max(1, -(-MIN_TILE // w))
     if scale > 1:
         picture = picture.resize((k * w * scale, 2 * h * scale), Image.Resampling.NEAREST)
-    if not labels and not legend:
-        return picture
     tile, width = w * scale, k * w * scale
     font = _font()
     line = _line_height(font)
@@ -155,8 +204,9 @@ def render_gallery(
     lines = max((len(panel) for panel in labels or []), default=0)
     top = lines * line + 2 * _PAD if lines else 0
     rows = _legend_rows(measure, legend, width, font) if legend else []
+    bars = _BAR + line + 2 * _PAD
     bottom = len(rows) * (line + 4) + 2 * _PAD if rows else 0
-    framed = Image.new("RGB", (width, top + picture.height + bottom), _BAND)
+    framed = Image.new("RGB", (width, top + picture.height + bars + bottom), _BAND)
     framed.paste(picture, (0, top))
     draw = ImageDraw.Draw(framed)
     for i, panel in enumerate(labels or []):
@@ -164,12 +214,34 @@ def render_gallery(
             shown = _fit(draw, str(text), tile - 2 * _PAD, font)
             draw.text((i * tile + _PAD, _PAD + j * line), shown, fill=_TEXT, font=font)
     y = top + picture.height + _PAD
+    for i, (lo, hi) in enumerate(ranges):
+        _colour_bar(framed, draw, (i * tile + _PAD, y), tile - 2 * _PAD, (lo, hi), font)
+    y += bars
     for row in rows:
         for text, rgb, x in row:
             draw.rectangle([x, y + 2, x + 13, y + line - 1], outline=rgb, width=2)
             draw.text((x + 18, y), text, fill=_TEXT, font=font)
         y += line + 4
     return framed
+
+
+def _colour_bar(
+    framed: Image.Image,
+    draw: ImageDraw.ImageDraw,
+    at: tuple[int, int],
+    width: int,
+    values: tuple[float, float],
+    font: Any,
+) -> None:
+    """A map's colour bar at ``at``: the colour range over mid grey, its two values below."""
+    x, y = at
+    ramp = np.linspace(0.0, 1.0, width)[None, :].repeat(_BAR, axis=0)
+    strip = _blend(np.full((_BAR, width, 3), 0.5), ramp)
+    framed.paste(Image.fromarray((np.clip(strip, 0, 1) * 255).astype(np.uint8)), (x, y))
+    lo, hi = _short(values[0]), _short(values[1])
+    draw.text((x, y + _BAR + 1), lo, fill=_TEXT, font=font)
+    right = x + width - math.ceil(draw.textlength(hi, font=font))
+    draw.text((right, y + _BAR + 1), hi, fill=_TEXT, font=font)
 
 
 #: A label used as it is in a file name: ASCII letters, digits, ``.`` and ``-``, single
@@ -293,9 +365,15 @@ def panel_lines(
     probability: float | None,
     score_name: str | None,
     score: float | None,
+    sample_id: str | None = None,
 ) -> list[str]:
-    """The label above one gallery column: true class, the run's call, p(positive), the score."""
-    lines = [f"true {true_class if true_class is not None else '?'}"]
+    """The label above one gallery column: its title, true class, the call, p(positive), score.
+
+    The title is the sample id (the dataset's stable, non-identifying id; never patient
+    metadata), omitted when None.
+    """
+    lines = [] if sample_id is None else [str(sample_id)]
+    lines.append(f"true {true_class if true_class is not None else '?'}")
     lines.append(f"called {called if called is not None else '?'}")
     p = "n/a" if probability is None or not math.isfinite(probability) else f"{probability:.3f}"
     lines.append(f"p({positive if positive is not None else 'positive'}) {p}")

@@ -99,14 +99,16 @@ def _galleries(ctx: _Context) -> Section:
             "a random draw for what is typical and, when perturbation shows the model needs "
             "another region more than the primary one (the largest specific Δ), the images "
             "whose prediction that region moves most. Top row: the image; bottom row: the "
-            "min-max normalised map in red"
+            "map in red, stretched by its own 1st and 99th percentiles so that faint maps stay "
+            "visible (the colour bar under each map gives those two values; tiles are not on "
+            "one scale)"
             + (
                 f", with the outline of every scored region ({region} in cyan, the others named "
                 "in each gallery's legend)."
                 if region
                 else "."
             )
-            + " Above each image: its true class, the class the run calls with the "
+            + " Above each image: its sample id, its true class, the class the run calls with the "
             "positive-class probability, and the score that picked it."
             + " Look at these before trusting a localisation score."
         )

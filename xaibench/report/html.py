@@ -85,6 +85,7 @@ h2 { font-size: 1.35rem; border-bottom: 2px solid var(--line); padding-bottom: 0
 h3 { font-size: 1.1rem; margin-top: 1.5rem; }
 h4 { font-size: 1rem; margin: 1rem 0 0.4rem; }
 p.note { color: var(--muted); font-style: italic; }
+p.legend { border-left: 3px solid var(--line); padding-left: 0.6rem; font-size: 0.9rem; }
 .callout { border-left: 4px solid var(--warn-line); background: var(--warn-bg);
   padding: 0.6rem 1rem; margin: 1rem 0; }
 .callout strong { color: #6b4d00; }

@@ -64,18 +64,29 @@ def _tradeoff(ctx: _Context) -> Section:
         return Section(
             title, note(f"No cell has both an AUC and an IoU_{region} record."), "tradeoff"
         )
-    front = set(figures.pareto_front([(p.auc, p.score) for p in points]))
+    front = set(figures.tradeoff_front(points))
+    chance = sum(not p.above_chance for p in points)
+    greyed = (
+        f" Greyed: {chance} of {len(points)} points whose AUC's 95% CI does not lie above 0.5 "
+        "(chance level); they are not on the front."
+        if chance
+        else ""
+    )
     body = [
         paragraph(
             f"Each point is one cell and saliency method: its AUC against the {what} of its "
             f"binarised saliency maps with {region}, both with 95% confidence intervals. Points "
             "on the Pareto front (circled and joined) are not beaten on both axes by any other "
-            "point; everything else is worse on one axis without being better on the other."
+            "point; everything else is worse on one axis without being better on the other. "
+            "The front is drawn only over cells whose AUC's 95% CI lies above 0.5: a classifier "
+            "at chance is no trade-off, however well its maps localise; the others are shown "
+            "in grey." + greyed
         ),
         figure(
             figures.tradeoff_png(points, label),
             f"AUC against {label}",
-            f"AUC vs {label}; Pareto front circled.",
+            f"AUC vs {label}; Pareto front circled (over cells whose AUC CI lies above 0.5)."
+            + greyed,
         ),
     ]
     table = pd.DataFrame(
@@ -85,7 +96,9 @@ def _tradeoff(ctx: _Context) -> Section:
                 "saliency": p.saliency,
                 "AUC": _with_interval(p.auc, p.auc_low, p.auc_high),
                 label: _with_interval(p.score, p.score_low, p.score_high),
-                "Pareto front": "yes" if i in front else "",
+                "Pareto front": (
+                    "yes" if i in front else "" if p.above_chance else "no (AUC CI not above 0.5)"
+                ),
             }
             for i, p in enumerate(points)
         ]

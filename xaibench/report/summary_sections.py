@@ -1,4 +1,4 @@
-"""Report sections that open it: the summary, both leaderboards, reference points, evidence."""
+"""Report sections that open it: the summary, the headline and both full leaderboards, evidence."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from xaibench.leaderboard import (
     display_frame,
     table_notes,
 )
+from xaibench.leaderboard.headline_view import headline_frame, headline_view
 from xaibench.report.context import (
     _CELL,
     _cell_name,
@@ -116,9 +117,10 @@ def _headline(ctx: _Context) -> str:
             continue
         value = _with_interval(top[column], top.get(f"{column} low"), top.get(f"{column} high"))
         tier_one = int((board["tier"] == 1).sum()) if "tier" in board else 1
+        cells = int((~board["aggregate"]).sum()) if "aggregate" in board else len(board)
         lines.append(
             f"{name.capitalize()} leader by {column}: {_cell_name(top)}, {value}; "
-            f"{tier_one} of {len(board)} cells share tier 1 (not distinguishable from it by "
+            f"{tier_one} of {cells} cells share tier 1 (not distinguishable from it by "
             "a Holm-corrected paired test)."
         )
     if not lines:
@@ -138,11 +140,71 @@ def _leaderboard_intro(ctx: _Context, name: str) -> str:
     )
 
 
+def tier_legend(board: pd.DataFrame) -> str:
+    """The legend printed by a leaderboard table: what a tier is, and why it may not follow rank.
+
+    When the board has a cell ranked after another yet in a lower-numbered tier, the first such
+    pair is named (issue 21: rank 10 in tier 2, ranks 11-12 in tier 1, unexplained).
+    """
+    text = (
+        "Rank vs tier: the rank orders cells by the point estimate; the tier groups them by "
+        "paired tests. Tier 1 is the leader and every cell not significantly different from it; "
+        "tier 2 is led by the best cell left, and so on. A cell with a wide interval can be "
+        "indistinguishable from a tier's best while a better-ranked cell with a narrow one is "
+        "not, so a lower rank can sit in a better (lower-numbered) tier: tier numbers need not "
+        "rise with rank. Report the tier, not the rank."
+    )
+    if "tier" in board:
+        ranks = board["rank"] if "rank" in board else pd.Series(range(1, len(board) + 1))
+        rows = [
+            (int(r), int(t))
+            for r, t in zip(ranks, board["tier"], strict=True)
+            if not _missing(t) and not _missing(r)
+        ]
+        worst: tuple[int, int] | None = None  # (rank, tier) of the highest tier seen so far
+        for rank, tier in rows:
+            if worst is not None and tier < worst[1]:
+                text += (
+                    f" Here rank {worst[0]} is in tier {worst[1]} and rank {rank} in tier {tier}."
+                )
+                break
+            if worst is None or tier > worst[1]:
+                worst = (rank, tier)
+    return f'<p class="legend">{escape(text)}</p>'
+
+
+def _headline_board(ctx: _Context) -> Section:
+    """The headline view (as in the terminal and ``leaderboard_*.md``): fits 1400 px.
+
+    A row per cell and saliency method with the AUC, the headline Δ and the localisation of the
+    primary region; the full tables follow in their own sections, each scrolling within its box.
+    """
+    title = "Headline leaderboard"
+    if ctx.boards.performance.empty:
+        return Section(title, note("No performance records."), "headline")
+    view = headline_view(ctx.boards)
+    body = [
+        paragraph(
+            "The few columns to read first, one row per cell and saliency method, best AUC "
+            "first. The full performance and explainability tables follow (every metric and "
+            "interval; wide ones scroll sideways within their box)."
+        ),
+        tier_legend(ctx.boards.performance),
+        table_html(headline_frame(view), caption="Headline: AUC, Δ and localisation"),
+    ]
+    body.extend(note(line) for line in view.notes)
+    return Section(title, "".join(body), "headline")
+
+
 def _performance(ctx: _Context) -> Section:
     board = ctx.boards.performance
     if board.empty:
         return Section("Performance leaderboard", note("No performance records."), "performance")
-    body = _leaderboard_intro(ctx, "performance") + table_html(display_frame(board))
+    body = (
+        _leaderboard_intro(ctx, "performance")
+        + tier_legend(board)
+        + table_html(display_frame(board))
+    )
     return Section("Performance leaderboard", body, "performance")
 
 
@@ -181,6 +243,7 @@ def _explainability(ctx: _Context) -> Section:
         )
     )
     body.extend(paragraph(line) for line in table_notes(board, ctx.boards.meta))
+    body.append(tier_legend(board))
     if focus and len(focus) < len(metric_cols):
         cols = [c for c in [*fixed, *focus, *trailing] if c in shown]
         body.append(table_html(shown[cols], caption=f"Δ and IoU on {region}"))

@@ -238,17 +238,17 @@ def evaluate_agreement(
     """
     import pandas as pd
 
-    from xaibench.data.manifest import ManifestDataset
     from xaibench.data.region_formats import region_column
     from xaibench.errors import XaibenchError
     from xaibench.progress import NullProgress
+    from xaibench.segmenters.quality_files import all_rows
 
-    dataset = ManifestDataset(
-        path=str(manifest),
-        image_root=None if image_root is None else str(image_root),
+    dataset = all_rows(
+        manifest,
+        image_root=image_root,
         allow_outside_paths=allow_outside_paths,
         image_size=image_size,
-    ).ignoring_exclusions()
+    )
     regions: dict[str, tuple[str, str]] = {}
     for label, columns in pairs.items():
         names = []

@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from xaibench.data.values import printable
-from xaibench.segmenters.quality_files import contact_sheet, write_exclusions
+from xaibench.segmenters.quality_files import all_rows, contact_sheet, write_exclusions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -483,16 +483,15 @@ def run_quality(
         ManifestError: The manifest has problems (``xaibench data check`` lists them).
         XaibenchError: An image or mask cannot be read, or a region is unknown.
     """
-    from xaibench.data.manifest import ManifestDataset
     from xaibench.errors import XaibenchError
     from xaibench.progress import NullProgress
 
-    dataset = ManifestDataset(
-        path=str(manifest),
-        image_root=None if image_root is None else str(image_root),
+    dataset = all_rows(
+        manifest,
+        image_root=image_root,
         allow_outside_paths=allow_outside_paths,
         image_size=image_size,
-    ).ignoring_exclusions()
+    )
     available = dataset.region_names
     if regions is None:
         chosen = tuple(r for r in available if r in ANATOMY_REGIONS)

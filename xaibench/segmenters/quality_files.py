@@ -1,6 +1,8 @@
 """Files of mask quality control: the contact sheet PNG and a manifest with ``qc_exclude``.
 
 Split from :mod:`xaibench.segmenters.quality` (which re-exports both) to keep modules small.
+:func:`all_rows` opens the manifest that quality control and the agreement check
+(:mod:`xaibench.segmenters.agreement`) both read: every row, its exclusions ignored.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from xaibench.data.values import printable
 
 if TYPE_CHECKING:
+    from xaibench.data.manifest import ManifestDataset
     from xaibench.segmenters.quality import QualityReport
 
 _EIGHT = np.ones((3, 3), dtype=bool)
@@ -32,6 +35,28 @@ _COLOURS = (
     (0, 128, 128),
     (170, 110, 40),
 )
+
+
+def all_rows(
+    manifest: str | Path,
+    *,
+    image_root: str | Path | None,
+    allow_outside_paths: bool,
+    image_size: int | None,
+) -> ManifestDataset:
+    """The manifest's dataset with every row, also those a ``qc_exclude`` column excludes.
+
+    Raises:
+        ManifestError: The manifest has problems.
+    """
+    from xaibench.data.manifest import ManifestDataset
+
+    return ManifestDataset(
+        path=str(manifest),
+        image_root=None if image_root is None else str(image_root),
+        allow_outside_paths=allow_outside_paths,
+        image_size=image_size,
+    ).ignoring_exclusions()
 
 
 def contact_sheet(

@@ -51,6 +51,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from xaibench.errors import XaibenchError
+from xaibench.stats.intervals import check_positive_count
 
 __all__ = [
     "CURVE_COLUMNS",
@@ -105,17 +106,6 @@ def _none_if_nan(value: float) -> float | None:
     """``None`` for NaN (JSON has no NaN), else the value as a Python float."""
     number = float(value)
     return None if math.isnan(number) else number
-
-
-def _check_n_bins(n_bins: SupportsIndex) -> int:
-    """Validate the number of bins (a positive integer)."""
-    try:
-        count = operator.index(n_bins)
-    except TypeError as error:
-        raise XaibenchError(f"n_bins must be an integer, got {n_bins!r}") from error
-    if count < 1:
-        raise XaibenchError(f"n_bins must be at least 1, got {count}")
-    return count
 
 
 def _check_probabilities(values: ArrayLike, name: str, ndim: int) -> NDArray[np.float64]:
@@ -215,7 +205,7 @@ def reliability_curve(
         XaibenchError: ``confidence`` holds NaN or values outside [0, 1]; ``outcome`` is not
             binary or its length differs; ``n_bins`` is not a positive integer.
     """
-    count = _check_n_bins(n_bins)
+    count = check_positive_count(n_bins, "n_bins")
     conf = _check_probabilities(confidence, "confidence", ndim=1)
     hits = _check_binary(outcome, "outcome", conf.shape[0])
 

@@ -49,6 +49,7 @@ from xaibench.errors import XaibenchError
 __all__ = [
     "bootstrap_auc_ci",
     "bootstrap_mean_ci",
+    "check_positive_count",
     "delong_auc_ci",
     "delong_paired_test",
     "wald_ci",
@@ -117,15 +118,24 @@ def _check_counts(successes: SupportsIndex, n: SupportsIndex) -> tuple[int, int]
     return k, total
 
 
+def check_positive_count(value: SupportsIndex, name: str) -> int:
+    """Validate a count that must be a positive integer (resamples, bins); return it as int.
+
+    Raises:
+        XaibenchError: ``value`` is not an integer or is below 1 (the message names ``name``).
+    """
+    try:
+        count = operator.index(value)
+    except TypeError as error:
+        raise XaibenchError(f"{name} must be an integer, got {value!r}") from error
+    if count < 1:
+        raise XaibenchError(f"{name} must be at least 1, got {count}")
+    return count
+
+
 def _check_resamples(resamples: SupportsIndex) -> int:
     """Validate the number of bootstrap resamples (a positive integer)."""
-    try:
-        count = operator.index(resamples)
-    except TypeError as error:
-        raise XaibenchError(f"resamples must be an integer, got {resamples!r}") from error
-    if count < 1:
-        raise XaibenchError(f"resamples must be at least 1, got {count}")
-    return count
+    return check_positive_count(resamples, "resamples")
 
 
 def _split_classes(

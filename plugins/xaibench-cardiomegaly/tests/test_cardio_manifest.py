@@ -20,9 +20,9 @@ from xaibench_cardiomegaly.ctr import measure_ctr
 
 from xaibench.config import resolve_config
 from xaibench.data.check import read_manifest
+from xaibench.engine.runner import prepare_data
 from xaibench.plugins import collect_components, get_plugin_manager
 from xaibench.progress import NullProgress
-from xaibench.runner import prepare_data
 from xaibench.tasks.file_task import FileTask
 
 #: The core manifest reads no class of its own (issue 18: labels are the task's). Until that

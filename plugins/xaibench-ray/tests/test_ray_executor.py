@@ -246,8 +246,8 @@ class _CountCells(NullProgress):
 
 @pytest.mark.slow
 def test_local_and_ray_runs_give_identical_results(ray_instance, tmp_path):
-    from xaibench.benchmark import run_benchmark
     from xaibench.config import resolve_config
+    from xaibench.engine.benchmark import run_benchmark
 
     components = collect_components(get_plugin_manager(load_plugins="ray"))
     defaults = components.tasks.create("osteoporosis").defaults()

@@ -37,7 +37,7 @@ import io
 import json
 import os
 from abc import abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -121,6 +121,24 @@ class Importer(Component):
 # --- helpers for importers ------------------------------------------------------------------
 
 
+def _first_inside(
+    root: Path, candidates: tuple[str, ...], kind: Callable[[Path], bool]
+) -> Path | None:
+    """The first of ``candidates`` of that ``kind`` (file, folder) inside ``root``, or None."""
+    base = root.resolve()
+    for candidate in candidates:
+        path = root / candidate
+        if kind(path) and path.resolve().is_relative_to(base):
+            return path
+    return None
+
+
+def _missing(candidates: tuple[str, ...]) -> str:
+    """The first candidate and, in brackets, the others: what a layout error names."""
+    others = f" (or {', '.join(candidates[1:])})" if len(candidates) > 1 else ""
+    return f"{candidates[0]}{others}"
+
+
 def source_file(root: Path, *candidates: str, source: str) -> Path:
     """The first of ``candidates`` (paths relative to ``root``) that is a file inside ``root``.
 
@@ -130,16 +148,13 @@ def source_file(root: Path, *candidates: str, source: str) -> Path:
     Raises:
         ImportLayoutError: None exists; the message names the first candidate (and the others).
     """
-    base = root.resolve()
-    for candidate in candidates:
-        path = root / candidate
-        if path.is_file() and path.resolve().is_relative_to(base):
-            return path
-    others = f" (or {', '.join(candidates[1:])})" if len(candidates) > 1 else ""
-    raise ImportLayoutError(
-        f"{source}: {candidates[0]}{others} not found under {root}; is ROOT the folder the "
-        f"collection was downloaded to? (`xaibench data import --list` shows each layout)"
-    )
+    path = _first_inside(root, candidates, Path.is_file)
+    if path is None:
+        raise ImportLayoutError(
+            f"{source}: {_missing(candidates)} not found under {root}; is ROOT the folder the "
+            f"collection was downloaded to? (`xaibench data import --list` shows each layout)"
+        )
+    return path
 
 
 def source_folder(root: Path, *candidates: str, source: str) -> Path:
@@ -148,16 +163,13 @@ def source_folder(root: Path, *candidates: str, source: str) -> Path:
     Raises:
         ImportLayoutError: None exists.
     """
-    base = root.resolve()
-    for candidate in candidates:
-        path = root / candidate
-        if path.is_dir() and path.resolve().is_relative_to(base):
-            return path
-    others = f" (or {', '.join(candidates[1:])})" if len(candidates) > 1 else ""
-    raise ImportLayoutError(
-        f"{source}: folder {candidates[0]}{others} not found under {root}; is ROOT the folder "
-        "the collection was downloaded to?"
-    )
+    path = _first_inside(root, candidates, Path.is_dir)
+    if path is None:
+        raise ImportLayoutError(
+            f"{source}: folder {_missing(candidates)} not found under {root}; is ROOT the "
+            "folder the collection was downloaded to?"
+        )
+    return path
 
 
 def read_table(

@@ -38,18 +38,19 @@ from xaibench.control_stage import COMPLEMENT_REASON, ControlStage
 from xaibench.data.arrays import ImageWriter, LazyRows, MappedRows, Rows, SplitArrays, read_ahead
 from xaibench.data.check import FULL_MASK_FRACTION
 from xaibench.device import Runtime, resolve_device
+from xaibench.engine.fit_cache import FitCache, fit_key
+from xaibench.engine.grid import Cell, build_cells, create_backbone
 from xaibench.errors import XaibenchError
 from xaibench.explain_stage import ISOLATED, ExplainStage, error_text
-from xaibench.fit_cache import FitCache, fit_key
-from xaibench.grid import Cell, build_cells, create_backbone
 from xaibench.metrics.base import (
     Metric,
     PerformanceMetric,
     PerturbationMetric,
     Predictions,
 )
+from xaibench.metrics.binarize import align_mask
 from xaibench.metrics.explanation import DeltaRegion
-from xaibench.metrics.functional import align_mask, youden_threshold
+from xaibench.metrics.functional import youden_threshold
 from xaibench.models.base import Classifier
 from xaibench.perturbations.base import Perturbation
 from xaibench.plugins import Components
@@ -411,22 +412,20 @@ class CellRunner(ExplainStage, ControlStage):
             for region, reason in reasons.items():
                 for mname, metric in self.metrics.items():
                     if use == "explain_regions" and metric.needs == "saliency":
-                        for sname in self.saliency:
-                            records.append(
-                                make_record(
-                                    base, mname, metric, value=None, n=None, status="skipped",
-                                    reason=reason, saliency=sname, region=region,
-                                )
-                            )  # fmt: skip
+                        by_saliency, names, label = True, list(self.saliency), region
                     elif use != "explain_regions" and metric.needs == "perturbation":
+                        by_saliency, names = False, list(self.perturbations)
                         label = f"outside_{region}" if use == "complement_regions" else region
-                        for pname in self.perturbations:
-                            records.append(
-                                make_record(
-                                    base, mname, metric, value=None, n=None, status="skipped",
-                                    reason=reason, perturbation=pname, region=label,
-                                )
-                            )  # fmt: skip
+                    else:
+                        continue
+                    for name in names:
+                        records.append(
+                            make_record(
+                                base, mname, metric, value=None, n=None, status="skipped",
+                                reason=reason, saliency=name if by_saliency else None,
+                                perturbation=None if by_saliency else name, region=label,
+                            )
+                        )  # fmt: skip
         return records
 
     def _mask(self, split: SplitArrays, region: str) -> Rows:

@@ -162,7 +162,7 @@ def _with_entry_problems(
 def _check_components(config: RunConfig, components: Components, report: ValidationReport) -> None:
     """Resolve every component of ``config`` and build it with its options, noting problems."""
     from xaibench.device import resolve_device
-    from xaibench.grid import create_backbone
+    from xaibench.engine.grid import create_backbone
     from xaibench.models.weights import MissingWeightsError
 
     try:
@@ -319,7 +319,7 @@ def _unknown_names(config: RunConfig, components: Components) -> list[str]:
         for i, ref in enumerate(getattr(config, key)):
             try:
                 if kind == "backbones":
-                    from xaibench.grid import create_backbone
+                    from xaibench.engine.grid import create_backbone
 
                     create_backbone(components, ref)
                 else:

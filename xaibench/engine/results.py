@@ -32,14 +32,14 @@ import yaml
 
 from xaibench import __version__, failpoints
 from xaibench.config import RunConfig
+from xaibench.engine.runner import CellResult, RunData
 from xaibench.errors import XaibenchError
 from xaibench.escape import to_csv
 from xaibench.paths import contained, write_whole
 from xaibench.plugins import Components
-from xaibench.runner import CellResult, RunData
 
 if TYPE_CHECKING:
-    from xaibench.checkpoints import GalleryFile
+    from xaibench.engine.checkpoints import GalleryFile
 
 SCHEMA_VERSION = "1.5"
 
@@ -102,8 +102,10 @@ def cpu_model() -> str | None:
 
 
 def environment(config: RunConfig) -> dict[str, Any]:
-    """Versions, hardware and seeds, for reproducing a run."""
+    """Versions, hardware, OpenMP settings and seeds, for reproducing a run."""
     import torch
+
+    from xaibench.threads import thread_settings
 
     return {
         "xaibench_version": __version__,
@@ -113,6 +115,7 @@ def environment(config: RunConfig) -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "openmp": thread_settings(),
         "device": config.device,
         "precision": config.precision,
         "cpu_model": cpu_model(),
@@ -164,7 +167,7 @@ def component_options(config: RunConfig, components: Components) -> dict[str, di
     The configuration records only the options a user gave; a default that changes between
     versions would otherwise change numbers without a trace in the results.
     """
-    from xaibench.grid import create_backbone
+    from xaibench.engine.grid import create_backbone
 
     out: dict[str, dict[str, Any]] = {
         "backbones": {r.key: create_backbone(components, r).options() for r in config.backbones}

@@ -29,12 +29,12 @@ import pandas as pd
 from xaibench import __version__, failpoints
 from xaibench.analysis import CellMaps
 from xaibench.config import RunConfig
+from xaibench.engine.grid import Cell
+from xaibench.engine.runner import CellResult
 from xaibench.errors import WriteFailedError, XaibenchError
 from xaibench.escape import csv_frame_back, to_csv
-from xaibench.grid import Cell
 from xaibench.paths import TEMPORARY_PREFIX, contained, read_json, temporary_path, write_whole
 from xaibench.report.gallery import gallery_filename, region_colours, write_gallery
-from xaibench.runner import CellResult
 
 #: Bumped when the checkpoint layout changes; older checkpoints are then recomputed.
 CHECKPOINT_FORMAT = 1

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from xaibench.checkpoints import save_cell
 from xaibench.config import RunConfig
-from xaibench.grid import Cell
+from xaibench.engine.checkpoints import save_cell
+from xaibench.engine.grid import Cell
+from xaibench.engine.runner import CellResult, CellRunner, prepare_data
 from xaibench.plugins import PluginSelection
-from xaibench.runner import CellResult, CellRunner, prepare_data
 
 #: Runners built in worker processes, per configuration hash (one per run and process).
 _WORKER_RUNNERS: dict[str, CellRunner] = {}

@@ -22,8 +22,9 @@ from xaibench.analysis import (
     perturbation_rank_agreement,
 )
 from xaibench.breakdowns import run_breakdowns
-from xaibench.cell_job import RunCellJob, cell_id
-from xaibench.checkpoints import (
+from xaibench.config import RunConfig
+from xaibench.engine.cell_job import RunCellJob, cell_id
+from xaibench.engine.checkpoints import (
     cell_key,
     checkpoint_files,
     checkpoint_galleries,
@@ -32,26 +33,26 @@ from xaibench.checkpoints import (
     remove_partial,
     write_run_state,
 )
-from xaibench.config import RunConfig
-from xaibench.errors import XaibenchError
-from xaibench.evidence import evidence_agreement
-from xaibench.grid import build_cells, check_components
-from xaibench.leaderboard import Leaderboards, build_leaderboards, write_leaderboard_files
-from xaibench.observers.base import Observer
-from xaibench.observers.dispatch import RunObservers
-from xaibench.paths import is_temporary, write_whole
-from xaibench.plugins import Components
-from xaibench.progress import NullProgress, Progress
-from xaibench.report.run_files import load_run
-from xaibench.results import (
+from xaibench.engine.grid import build_cells, check_components
+from xaibench.engine.results import (
     build_document,
     component_options,
     component_provenance,
     environment,
     write_run,
 )
+from xaibench.engine.runner import CellResult, CellRunner, RunData, prepare_data
+from xaibench.errors import XaibenchError
+from xaibench.eta import first_cell_seconds
+from xaibench.evidence import evidence_agreement
+from xaibench.leaderboard import Leaderboards, build_leaderboards, write_leaderboard_files
+from xaibench.observers.base import Observer
+from xaibench.observers.dispatch import RunObservers
+from xaibench.paths import is_temporary, write_whole
+from xaibench.plugins import Components
+from xaibench.progress import NullProgress, Progress, expect_cells
+from xaibench.report.run_files import load_run
 from xaibench.run_lock import LOCK_FILE, run_lock
-from xaibench.runner import CellResult, CellRunner, RunData, prepare_data
 from xaibench.stats.strata import strata_from_table
 from xaibench.trust import Calibration, trust_rows
 
@@ -104,7 +105,7 @@ def run_benchmark(
     and the explainability leaderboard shows them.
 
     A run directory that already holds this configuration's run is resumed: cells with a
-    checkpoint (``xaibench.checkpoints``) are read back, not recomputed; failed cells are
+    checkpoint (``xaibench.engine.checkpoints``) are read back, not recomputed; failed cells are
     retried. The results files are always assembled from the checkpoints, so a resumed run
     writes what an uninterrupted one would.
 
@@ -185,6 +186,8 @@ def _run_locked(
             advance()
         else:
             todo.append(cell)
+    n_images = sum(split["images"] for split in data.split_sizes.values())
+    expect_cells(progress, len(todo), first_cell_seconds(n_images, config.train.epochs))
     if watchers:
         watchers.run_started(
             config,
