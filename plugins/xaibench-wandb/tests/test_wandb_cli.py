@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import yaml
 from wandb_files import offline_runs
@@ -168,7 +169,11 @@ def test_study_run_holds_the_leaderboards_and_results(session):
     (study,) = (r for r in session.runs if r.job_type == "study")
     assert study.summary["xaibench/status"] == "ok"
     assert study.summary["xaibench/cells"] == 2
-    assert study.summary["leaderboard/performance/nrows"] == 2
+    # the two seeds' rows and their aggregate row, as in the run's own leaderboard file
+    board = pd.read_csv(session.out / "leaderboard_performance.csv")
+    assert len(board) == 3
+    assert board["aggregate"].tolist().count(True) == 1
+    assert study.summary["leaderboard/performance/nrows"] == len(board)
     kept = study.folder / "files" / "results" / "results.json"
     assert kept.read_bytes() == (session.out / "results.json").read_bytes()
 
