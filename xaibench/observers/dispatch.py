@@ -21,19 +21,19 @@ if TYPE_CHECKING:
     from xaibench.cell_result import CellResult
     from xaibench.config import RunConfig
 
-#: Files at the top of a run folder that are bookkeeping, not results.
-_NOT_RESULTS = ("run-state.json", ".xaibench.lock")
-
 
 def result_files(run_dir: Path) -> tuple[Path, ...]:
     """The results files at the top of ``run_dir`` (``results.json``, CSVs, leaderboards)."""
+    from xaibench.engine.checkpoints import RUN_STATE
     from xaibench.paths import is_temporary
+    from xaibench.run_lock import LOCK_FILE
 
+    bookkeeping = (RUN_STATE, LOCK_FILE)
     return tuple(
         sorted(
             p
             for p in run_dir.iterdir()
-            if p.is_file() and p.name not in _NOT_RESULTS and not is_temporary(p.name)
+            if p.is_file() and p.name not in bookkeeping and not is_temporary(p.name)
         )
     )
 
