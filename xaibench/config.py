@@ -248,11 +248,15 @@ class RunConfig(BaseModel):
 
     @field_validator("strategies", "saliency", "perturbations", "metrics")
     @classmethod
-    def _no_spec(cls, value: list[ComponentRef]) -> list[ComponentRef]:
-        for ref in value:
-            if ref.spec is not None:
-                raise ValueError(f"{ref.key!r}: only backbones take a 'family:model' name")
-        return value
+    def _whole_names(cls, value: list[ComponentRef]) -> list[ComponentRef]:
+        # Only backbones take a 'family:model' name; elsewhere a colon belongs to the registry
+        # name (bridged components: captum:IntegratedGradients, quantus:Sparseness).
+        return [
+            ref.model_copy(update={"name": f"{ref.name}:{ref.spec}", "spec": None})
+            if ref.spec is not None
+            else ref
+            for ref in value
+        ]
 
     @field_validator("backbones", "strategies", "saliency", "perturbations", "metrics")
     @classmethod

@@ -39,6 +39,7 @@ class UnknownComponentError(XaibenchError, KeyError):
     """
 
     def __init__(self, kind: str, name: str, suggestions: list[str], available: list[str]) -> None:
+        from xaibench.bridges.extras import missing_extra_hint
         from xaibench.known_plugins import close_plugin_name, plugin_hint
 
         self.kind = kind
@@ -46,7 +47,7 @@ class UnknownComponentError(XaibenchError, KeyError):
         self.suggestions = suggestions
         self.available = available
         key = self._key()
-        self.plugin_hint = plugin_hint(key, name)
+        self.plugin_hint = missing_extra_hint(key, name) or plugin_hint(key, name)
         self.plugin_name = None
         if self.plugin_hint is None and not suggestions:
             self.plugin_name = close_plugin_name(key, name)

@@ -67,6 +67,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "xaibench.default_plugins.importers",
     "xaibench.default_plugins.segmenters",
     "xaibench.default_plugins.observers",
+    "xaibench.default_plugins.bridges",
 )
 
 

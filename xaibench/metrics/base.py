@@ -10,7 +10,15 @@ combinations it cannot score with a recorded reason:
   (:mod:`xaibench.metrics.chance`);
 * :class:`PerturbationMetric` — predictions on intact and on region-perturbed images;
 * :class:`FaithfulnessMetric` — saliency maps, the images they explain and the model's score
-  for the explained class, to test whether removing what a map ranks first changes the output.
+  for the explained class, to test whether removing what a map ranks first changes the output;
+* :class:`MapMetric` — the maps alone (complexity, sparseness): one value per image and map,
+  not one per region;
+* :class:`ExplainerMetric` — the model, the saliency method and the images, for scores that
+  explain again (robustness to input noise, randomisation, another class's logit) or read the
+  model's output directly (completeness).
+
+The last three report, per image, the same score for an explanation that carries no
+information (``details["random_floor"]``); each class documents what its floor is.
 """
 
 from __future__ import annotations
@@ -125,7 +133,9 @@ class Metric(Component):
 
     higher_is_better: ClassVar[bool] = True
     category: ClassVar[Literal["performance", "explanation"]] = "performance"
-    needs: ClassVar[Literal["predictions", "saliency", "perturbation", "model"]] = "predictions"
+    needs: ClassVar[
+        Literal["predictions", "saliency", "perturbation", "model", "map", "explainer"]
+    ] = "predictions"
 
 
 class PerformanceMetric(Metric):
@@ -276,8 +286,88 @@ class FaithfulnessMetric(Metric):
 
     def aggregate(self, values: np.ndarray, floor: np.ndarray) -> MetricValue:
         """Mean over images, with the random-ranking floor's mean in the details."""
-        defined = ~np.isnan(values)
-        value = float(values[defined].mean()) if defined.any() else float("nan")
-        floor_defined = floor[~np.isnan(floor)]
-        details = {"random_floor": float(floor_defined.mean()) if floor_defined.size else None}
-        return MetricValue(value, int(defined.sum()), values, details, ci=mean_ci(values[defined]))
+        return _floored_aggregate(values, floor)
+
+
+def _floored_aggregate(values: np.ndarray, floor: np.ndarray) -> MetricValue:
+    """Mean over images where defined, its bootstrap CI, and the floor's mean in the details."""
+    defined = ~np.isnan(values)
+    value = float(values[defined].mean()) if defined.any() else float("nan")
+    floor_defined = floor[~np.isnan(floor)]
+    details = {"random_floor": float(floor_defined.mean()) if floor_defined.size else None}
+    return MetricValue(value, int(defined.sum()), values, details, ci=mean_ci(values[defined]))
+
+
+class MapMetric(Metric):
+    """A per-image score of the map alone: no region, no model (complexity, sparseness).
+
+    Computed once per method and image (not once per region, as a region metric would be), and
+    recorded with ``region`` empty. Its floor is the score of a map of seeded i.i.d. uniform
+    noise of the same shape (:meth:`floor`): a sparseness or complexity number says little
+    until it is set against a map with no structure.
+    """
+
+    category = "explanation"
+    needs = "map"
+
+    @abstractmethod
+    def per_sample(self, maps: torch.Tensor) -> torch.Tensor:
+        """Scores ``[B]`` (float64 tensor) of maps ``[B, H, W]``; NaN where undefined."""
+
+    def floor(self, maps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Scores ``[B]`` of i.i.d. uniform ``[0, 1)`` noise maps shaped like ``maps``.
+
+        Args:
+            maps: ``[B, H, W]`` maps (only their shape is used by the default).
+            generator: Seeded CPU generator (the runner seeds it from the cell).
+        """
+        noise = torch.rand(maps.shape, generator=generator, dtype=torch.float32)
+        return self.per_sample(noise)
+
+    def aggregate(self, values: np.ndarray, floor: np.ndarray) -> MetricValue:
+        """Mean over images, with the floor's mean in ``details["random_floor"]``."""
+        return _floored_aggregate(values, floor)
+
+
+class ExplainerMetric(Metric):
+    """A per-image score that needs the model and the saliency method, not only the maps.
+
+    For robustness (explain noisy copies of the image), randomisation (explain a model whose
+    weights were randomised, or another class) and axioms that read the model's output
+    (completeness). The runner calls it on the explained images, batch by batch, with the
+    cell's model in eval mode and the maps it already computed.
+    """
+
+    category = "explanation"
+    needs = "explainer"
+
+    @abstractmethod
+    def per_sample(
+        self,
+        model: torch.nn.Module,
+        method: Any,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        maps: torch.Tensor,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores ``[B]`` and their floor ``[B]``, both float64 tensors (NaN where undefined).
+
+        Args:
+            model: The cell's :class:`~xaibench.models.base.Classifier`, in eval mode, on the
+                run's device. Copy it before changing weights.
+            method: The :class:`~xaibench.saliency.base.SaliencyMethod` that made ``maps``;
+                ``method.explain(model, images, targets)`` explains again.
+            images: ``[B, 1, H, W]`` raw images on the run's device.
+            targets: ``[B]`` explained class indices on the run's device.
+            maps: ``[B, H, W]`` the method's maps of ``images`` (CPU, float32).
+            generator: Seeded CPU generator for noise and random draws.
+
+        Returns:
+            ``(values, floor)``: the floor is the score of an explanation carrying no
+            information (each metric's docstring says which).
+        """
+
+    def aggregate(self, values: np.ndarray, floor: np.ndarray) -> MetricValue:
+        """Mean over images, with the floor's mean in ``details["random_floor"]``."""
+        return _floored_aggregate(values, floor)
