@@ -69,3 +69,13 @@ def register_saliency_methods(register: Register) -> None:
         "xaibench.saliency.controls:CenterMap",
         summary="control: centred Gaussian",
     )
+    register(
+        "chefer_gae",
+        "xaibench.saliency.transformer_attribution:CheferRelevance",
+        summary="Chefer et al.'s gradient-weighted attention relevance, class-specific (ViTs only)",
+    )
+    register(
+        "cp_lrp",
+        "xaibench.saliency.transformer_attribution:ConservativeLRP",
+        summary="LRP for transformers by conservative propagation, AH + LN rules (ViTs only)",
+    )

@@ -14,6 +14,8 @@ One adapter API for every architecture, so nothing downstream special-cases ViTs
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -163,6 +165,27 @@ class BackboneAdapter(nn.Module):
         ``F.linear(x, module.weight)`` (as ``nn.MultiheadAttention`` does with ``out_proj``)
         would silently receive no LoRA update.
         """
+
+    # -- Attention with gradients, for transformer attribution (issue 22) ----------------------
+
+    def capture_attention(
+        self, capture: Callable[[torch.Tensor], torch.Tensor]
+    ) -> AbstractContextManager[None]:
+        """Route every block's attention probabilities through ``capture`` inside a ``with``.
+
+        While the returned context is active, each forward pass calls ``capture(A)`` once per
+        block, first block first, with the softmax attention ``A`` ``[B, heads, N, N]`` still in
+        the autograd graph (token order as in :meth:`attention_maps`), and multiplies the values
+        by what it returns (``A`` itself to record, ``A.detach()`` for LRP's attention rule).
+        Fused-attention switches, hooks and attention implementations are restored on exit, even
+        on exceptions. Used by :mod:`xaibench.saliency.transformer_attribution`.
+
+        Raises:
+            NotImplementedError: The adapter does not expose attention with gradients.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} ({self.architecture}) does not implement capture_attention"
+        )
 
 
 def tokens_to_grid(tokens: torch.Tensor, prefix: int, grid: tuple[int, int]) -> torch.Tensor:

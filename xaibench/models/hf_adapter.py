@@ -11,6 +11,7 @@ is laid out by :mod:`xaibench.models.hf_generic`.
 from __future__ import annotations
 
 import dataclasses
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from xaibench.errors import XaibenchError
+from xaibench.models.attention_capture import Capture, hf_attention_capture
 from xaibench.models.base import BackboneAdapter, InputSpec, tokens_to_grid
 
 Pooling = Literal["cls", "mean", "pooler"]
@@ -210,6 +212,10 @@ class HFVisionAdapter(BackboneAdapter):
         finally:
             self.model.set_attn_implementation(previous)
         return [a.detach() for a in out.attentions]
+
+    def capture_attention(self, capture: Capture) -> AbstractContextManager[None]:
+        """Each layer's softmax attention through ``capture``, via a capturing eager attention."""
+        return hf_attention_capture(self.model, capture)
 
     def cam_layer(self) -> nn.Module:
         """The last block's first layer norm: the normalised tokens entering its attention."""

@@ -21,6 +21,8 @@ Two tower types are supported, both Vision Transformers:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Literal
 
 import torch
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xaibench.errors import XaibenchError
+from xaibench.models.attention_capture import Capture, timm_attention_capture
 from xaibench.models.base import BackboneAdapter, InputSpec, tokens_to_grid
 
 LoraTargets = Literal["attention", "mlp", "all"]
@@ -73,6 +76,9 @@ class SplitProjectionAttention(nn.Module):
         self.out_proj.load_state_dict(mha.out_proj.state_dict())
         #: When a list, each forward appends its attention weights (explicit softmax path).
         self.record: list[torch.Tensor] | None = None
+        #: When set, the explicit path multiplies the values by ``capture(weights)`` (gradients
+        #: kept; see :mod:`xaibench.models.attention_capture`).
+        self.capture: Capture | None = None
 
     def forward(
         self,
@@ -98,12 +104,15 @@ class SplitProjectionAttention(nn.Module):
             return x.reshape(batch, -1, heads, dim // heads).transpose(1, 2)
 
         q, k, v = split(self.q_proj(query)), split(self.k_proj(key)), split(self.v_proj(value))
-        if self.record is None:
+        if self.record is None and self.capture is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         else:  # the same computation with the weights materialised
             scores = q @ k.transpose(-2, -1) / (q.shape[-1] ** 0.5)
             weights = (scores if attn_mask is None else scores + attn_mask).softmax(dim=-1)
-            self.record.append(weights.detach())
+            if self.record is not None:
+                self.record.append(weights.detach())
+            if self.capture is not None:
+                weights = self.capture(weights)
             out = weights @ v
         out = self.out_proj(out.transpose(1, 2).reshape(batch, tokens, dim))
         return (out if self.batch_first else out.transpose(0, 1)), None
@@ -264,6 +273,21 @@ class OpenCLIPAdapter(BackboneAdapter):
                 attn.record = None
         return captured
 
+    def capture_attention(self, capture: Capture) -> AbstractContextManager[None]:
+        """Each block's softmax attention through ``capture`` (open_clip and timm towers).
+
+        Raises:
+            XaibenchError: An open_clip block whose attention is not a
+                :class:`SplitProjectionAttention` (custom attention blocks).
+        """
+        if self.tower_kind == "timm":
+            return timm_attention_capture(self.visual.trunk.blocks, capture)
+        blocks = [b.attn for b in self._blocks()]
+        other = [type(a).__name__ for a in blocks if not isinstance(a, SplitProjectionAttention)]
+        if other:
+            raise XaibenchError(f"open_clip attention {other[0]} exposes no attention weights")
+        return _split_attention_capture(blocks, capture)
+
     def lora_target_modules(self) -> list[str]:
         """Modules LoRA adapts in every block, chosen by the factory option ``lora_targets``.
 
@@ -309,6 +333,19 @@ class OpenCLIPAdapter(BackboneAdapter):
                 "(their q/k/v projection is a bare parameter); use lora_targets='mlp'"
             )
         return [f"{path}.attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "out_proj")]
+
+
+@contextmanager
+def _split_attention_capture(
+    blocks: list[SplitProjectionAttention], capture: Capture
+) -> Iterator[None]:
+    try:
+        for attn in blocks:
+            attn.capture = capture
+        yield
+    finally:
+        for attn in blocks:
+            attn.capture = None
 
 
 def _unwrapped(module: Any) -> Any:

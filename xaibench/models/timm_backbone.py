@@ -8,6 +8,7 @@ CAM layer, and the raw-range check.
 from __future__ import annotations
 
 import difflib
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from xaibench.errors import XaibenchError
+from xaibench.models.attention_capture import Capture, timm_attention_capture
 from xaibench.models.base import BackboneAdapter, BackboneFactory, InputSpec, tokens_to_grid
 from xaibench.models.weights import ResolvedWeights, load_state_dict, resolve_weights
 
@@ -64,6 +66,16 @@ class TimmAdapter(BackboneAdapter):
             for attn, value in fused:
                 attn.fused_attn = value
         return captured
+
+    def capture_attention(self, capture: Capture) -> AbstractContextManager[None]:
+        """ViTs: each block's softmax attention through ``capture`` (explicit path forced).
+
+        Raises:
+            NotImplementedError: A CNN (no attention).
+        """
+        if self.architecture != "vit":
+            return super().capture_attention(capture)
+        return timm_attention_capture(self.model.blocks, capture)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled pre-logit features (timm's ``num_classes=0`` forward)."""
