@@ -97,10 +97,10 @@ def test_chefer_matches_a_hand_computation():
     # elsewhere), head 1 is the identity.
     #   class 0: gradients +2 (head 0) and -1 (head 1, clipped): Ā2 = (2 A2h0 + 0) / 2 = A2h0;
     #     R2 = R1 + Ā2 R1, row 0 = 2 e0 + (row 2 of R1) = 2 e0 + e2 + e3: patches [0, 1, 1, 0].
-    #     (Without the clip Ā2 = A2h0 - I/2 and row 0 would be e0 + (e2 + e3); patches the same
-    #     but the order R1 Ā2 would give row 0 = 2 e2: patches [0, 2, 0, 0].)
+    #     (The order R1 Ā2 would give row 0 = 2 e2: patches [0, 2, 0, 0].)
     #   class 1: gradients -1 (head 0, clipped) and +2 (head 1): Ā2 = I, R2 = 2 R1, row 0 = 4 e0:
-    #     no patch relevance at all. Rollout would give the same map for both classes.
+    #     no patch relevance at all. (Without the clip Ā2 = I - A2h0 / 2 and row 0 would be
+    #     4 e0 - (e2 + e3) / 2: patches [0, -1/2, -1/2, 0].) Rollout gives one map for both.
     e = torch.eye(5)
     a1 = e.clone()
     a1[2] = e[3]

@@ -9,8 +9,8 @@ reason).
   ``R = I``; for every block, first to last, ``R <- R + mean_h((dy_t/dA ⊙ A)^+) R``; the class
   token's row of ``R`` over the patch tokens is the map. Their CVPR 2021 method ("Transformer
   Interpretability Beyond Attention Visualization") weights the *LRP relevance* of ``A`` (from
-  their own LRP rules for every layer) instead of ``A`` itself; the ICCV rule needs no LRP pass,
-  is the one the authors recommend for ViTs as well, and is what is implemented and tested here.
+  their own LRP rules for every layer) instead of ``A`` itself and multiplies ``I + Ā`` over the
+  blocks; the ICCV rule needs no LRP pass and is what is implemented and tested here.
 * :class:`ConservativeLRP` (``cp_lrp``): Ali et al., ICML 2022: LRP computed as Gradient x Input
   after making the attention heads and LayerNorms locally linear, i.e. the softmax attention
   probabilities (AH rule) and LayerNorm's ``sqrt(var + eps)`` (LN rule) are treated as constants
