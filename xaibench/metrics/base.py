@@ -144,6 +144,7 @@ class PerformanceMetric(Metric):
     @abstractmethod
     def compute(self, predictions: Predictions) -> MetricValue:
         """Score ``predictions``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement compute()")
 
 
 class SaliencyRegionMetric(Metric):
@@ -175,6 +176,7 @@ class SaliencyRegionMetric(Metric):
         NaN marks an image where the score is undefined (e.g. an empty region); it is excluded
         from the aggregate and from ``n``.
         """
+        raise NotImplementedError(f"{type(self).__name__} must implement per_sample()")
 
     def aggregate(self, values: np.ndarray) -> MetricValue:
         """Mean over the images where the score is defined, with a percentile bootstrap CI."""
@@ -249,6 +251,7 @@ class PerturbationMetric(Metric):
     @abstractmethod
     def compute(self, intact: Predictions, perturbed: Predictions) -> MetricValue:
         """Score the change from ``intact`` to ``perturbed``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement compute()")
 
 
 #: ``score(images [B, 1, H, W]) -> [B]``: the model's probability of the explained class for raw
@@ -283,6 +286,7 @@ class FaithfulnessMetric(Metric):
             maps: ``[B, H, W]`` attribution maps (higher = more relevant).
             generator: Seeded generator for the random ranking and any noise.
         """
+        raise NotImplementedError(f"{type(self).__name__} must implement per_sample()")
 
     def aggregate(self, values: np.ndarray, floor: np.ndarray) -> MetricValue:
         """Mean over images, with the random-ranking floor's mean in the details."""
@@ -313,6 +317,7 @@ class MapMetric(Metric):
     @abstractmethod
     def per_sample(self, maps: torch.Tensor) -> torch.Tensor:
         """Scores ``[B]`` (float64 tensor) of maps ``[B, H, W]``; NaN where undefined."""
+        raise NotImplementedError(f"{type(self).__name__} must implement per_sample()")
 
     def floor(self, maps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Scores ``[B]`` of i.i.d. uniform ``[0, 1)`` noise maps shaped like ``maps``.
@@ -367,6 +372,7 @@ class ExplainerMetric(Metric):
             ``(values, floor)``: the floor is the score of an explanation carrying no
             information (each metric's docstring says which).
         """
+        raise NotImplementedError(f"{type(self).__name__} must implement per_sample()")
 
     def aggregate(self, values: np.ndarray, floor: np.ndarray) -> MetricValue:
         """Mean over images, with the floor's mean in ``details["random_floor"]``."""
