@@ -178,6 +178,10 @@ def test_a_tiny_run_on_the_densenet(tmp_path):
     done = {(r["strategy"], r["metric"]) for r in records if r["status"] == "ok"}
     assert {("linear_probe", "auc"), ("linear_probe", "example_top_hit")} <= done
     assert {r["backbone"] for r in records} == {"example_densenet_tiny.random"}
+    # the plugin metric's leaderboard column: <name>_<region> (<method>), docs/plugins/hooks.md
+    header = (out / "leaderboard_explainability.csv").read_text().splitlines()[0].split(",")
+    assert "example_top_hit_bone (gradcam)" in header
+    assert "example_top_hit_bone (example_method)" in header
 
 
 @pytest.mark.parametrize(

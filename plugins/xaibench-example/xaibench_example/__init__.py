@@ -1,5 +1,7 @@
 """An example xaibench plugin: one component of each common kind, registered through hooks.
 
+A saliency method, a perturbation, a metric, and a backbone (torchvision's DenseNet).
+
 Copy this package to start your own: rename it, change the entry point in ``pyproject.toml``,
 and keep the tests (they run the conformance kit on every component the package registers).
 """
