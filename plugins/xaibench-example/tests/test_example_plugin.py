@@ -6,9 +6,6 @@ left behind, the declared metric direction).
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -135,11 +132,14 @@ def test_densenet_without_weights_says_where_it_looked(components):
         components.backbones.create("example_densenet121").locate_weights("example_densenet121")
 
 
-def test_a_tiny_run_on_the_densenet(tmp_path):
+def test_a_tiny_run_on_the_densenet(tmp_path, monkeypatch):
     """``xaibench run`` end to end on the plugin's backbone, with its method and a built-in.
 
-    (The conformance kit already ran every built-in strategy and the CAM methods on it.)
+    (In this process, as ``xaibench run osteoporosis --config tiny.yaml`` from a shell; the
+    conformance kit already ran every built-in strategy and the CAM methods on the backbone.)
     """
+    from xaibench.cli import main
+
     config = {
         "dataset": {"name": "phantom", "options": {"n_images": 60, "image_size": 32}},
         "backbones": [{"name": "example_densenet_tiny.random", "options": {"img_size": 32}}],
@@ -156,24 +156,11 @@ def test_a_tiny_run_on_the_densenet(tmp_path):
     }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "xaibench",
-            "run",
-            "osteoporosis",
-            "--config",
-            str(tmp_path / "tiny.yaml"),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "XAIBENCH_LOAD_PLUGINS": "example"},
-    )
-    assert proc.returncode == 0, proc.stderr
+    monkeypatch.setenv("XAIBENCH_LOAD_PLUGINS", "example")
+    args = ["run", "osteoporosis", "--config", str(tmp_path / "tiny.yaml"), "--out", str(out)]
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 0
     records = json.loads((out / "results.json").read_text())["records"]
     done = {(r["strategy"], r["metric"]) for r in records if r["status"] == "ok"}
     assert {("linear_probe", "auc"), ("linear_probe", "example_top_hit")} <= done
