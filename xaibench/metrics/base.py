@@ -143,7 +143,12 @@ class PerformanceMetric(Metric):
 
     @abstractmethod
     def compute(self, predictions: Predictions) -> MetricValue:
-        """Score ``predictions``."""
+        """Score ``predictions``.
+
+        Returns:
+            A :class:`MetricValue`: ``value`` a finite float, ``n`` the samples scored, ``ci``
+            a ``(low, high)`` pair or None. The leaderboard column is the registry name.
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement compute()")
 
 
@@ -173,8 +178,11 @@ class SaliencyRegionMetric(Metric):
     def per_sample(self, maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Return ``[B]`` float64 scores for maps ``[B, H, W]`` and masks ``[B, H, W]``.
 
+        ``maps`` are float32 and ``masks`` bool, on the CPU. The result is a 1-D floating
+        ``torch.Tensor`` with one value per image (another float dtype is converted to float64).
         NaN marks an image where the score is undefined (e.g. an empty region); it is excluded
-        from the aggregate and from ``n``.
+        from the aggregate and from ``n``. The leaderboard column is
+        ``<name>_<region> (<method>)``, with the prefix ``n`` when :attr:`best` is declared.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement per_sample()")
 
@@ -250,7 +258,12 @@ class PerturbationMetric(Metric):
 
     @abstractmethod
     def compute(self, intact: Predictions, perturbed: Predictions) -> MetricValue:
-        """Score the change from ``intact`` to ``perturbed``."""
+        """Score the change from ``intact`` to ``perturbed``.
+
+        Returns:
+            A :class:`MetricValue`, as :meth:`PerformanceMetric.compute`; the leaderboard column
+            is ``<name>_<region> (<perturbation>)``.
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement compute()")
 
 

@@ -174,7 +174,8 @@ class BackboneAdapter(nn.Module):
     def lora_target_modules(self) -> list[str]:
         """Qualified names, relative to this adapter, of the ``nn.Linear`` layers LoRA adapts.
 
-        By default the attention projections of every block. Each named module must be an
+        By default the attention projections of every block; CNNs name ``nn.Conv2d`` layers
+        (the last stage's convolutions), which peft adapts too. Each named module must be an
         ``nn.Linear`` that is *called* in the forward pass: a projection applied through
         ``F.linear(x, module.weight)`` (as ``nn.MultiheadAttention`` does with ``out_proj``)
         would silently receive no LoRA update.
