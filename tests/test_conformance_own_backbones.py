@@ -60,6 +60,10 @@ class TinyFactory(BackboneFactory):
         return TinyCNN(self.fault).eval()
 
 
+class NeedsPath(TinyFactory):
+    path: str  # required: the kit cannot build it
+
+
 class Recorder(SaliencyMethod):
     """Gradient magnitude; records the adapter classes it explained."""
 
@@ -95,6 +99,7 @@ class Mine:
         register("mine_net.random", TinyFactory)
         register("mine_bad_cam.random", TinyFactory, options={"fault": "cam_layer"})
         register("mine_bad_block.random", TinyFactory, options={"fault": "last_block"})
+        register("mine_needs_path_tiny", NeedsPath)  # left out of the references
 
     @hookimpl
     def register_saliency_methods(self, register):

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xaibench.errors import XaibenchError
 from xaibench.models.base import Classifier
 from xaibench.plugins import Components
 from xaibench.registry import Provider
@@ -60,13 +61,30 @@ def reference_keys(subject: Any) -> list[str]:
 
     keys = list(REFERENCE_BACKBONES)
     entry = subject.entry
-    if entry is not None:
-        keys += [
-            other.name
-            for other in subject.registries().backbones.entries()
-            if is_tiny(other.name) and _same_plugin(other.provider, entry.provider)
-        ]
+    if entry is None:
+        return keys
+    components = subject.registries()
+    keys += [
+        other.name
+        for other in components.backbones.entries()
+        if is_tiny(other.name)
+        and _same_plugin(other.provider, entry.provider)
+        and _buildable(components, other.name)
+    ]
     return keys
+
+
+def _buildable(components: Components, name: str) -> bool:
+    """Whether backbone ``name`` builds with its registered options and has its weights here.
+
+    One that needs options or weights the kit does not have is left out (its own backbone
+    checks say why), rather than failing every check of the plugin's methods.
+    """
+    try:
+        components.backbones.create(name).locate_weights(name)
+    except XaibenchError:
+        return False
+    return True
 
 
 def describe_reference(key: str) -> str:
