@@ -535,7 +535,10 @@ def test_listing_the_checks_imports_no_torch():
 #: test session's Hugging Face cache is empty), the generic families and the manifest need
 #: options only a user can give.
 EXPECTED_SKIPS = {
-    "backbones": "weights not available offline|needs option|a cnn has no attention maps",
+    "backbones": (
+        "weights not available offline|needs option|a cnn has no attention maps"
+        "|a reference backbone: every saliency and strategy check already runs on it"
+    ),
     "datasets": "needs option",
     # Task files whose data is the user's (chexlocalize:<finding>: a manifest given by --data).
     "tasks": "dataset 'manifest' needs option\\(s\\) path",

@@ -74,9 +74,11 @@ def test_entry_point_plugin_is_discovered_with_its_version():
     assert example["distribution"] == "xaibench-example"
     assert example["version"] == dist.version
     assert example["hooks"] == [
-        "register_metrics", "register_perturbations", "register_saliency_methods"
+        "register_backbones", "register_metrics", "register_perturbations",
+        "register_saliency_methods",
     ]  # fmt: skip
     assert example["components"] == {
+        "backbones": ["example_densenet121", "example_densenet_tiny.random"],
         "saliency": ["example_method"],
         "perturbations": ["example_median"],
         "metrics": ["example_top_hit"],

@@ -23,6 +23,7 @@ KNOWN_PLUGINS: dict[str, dict[str, tuple[str, ...]]] = {
         "datasets": ("cardiac_phantom",),
     },
     "xaibench-example": {
+        "backbones": ("example_densenet121", "example_densenet_tiny.random"),
         "saliency": ("example_method",),
         "perturbations": ("example_median",),
         "metrics": ("example_top_hit",),

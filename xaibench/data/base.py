@@ -115,10 +115,12 @@ class Dataset(Component):
     @abstractmethod
     def __len__(self) -> int:
         """Number of samples."""
+        raise NotImplementedError(f"{type(self).__name__} must implement __len__()")
 
     @abstractmethod
     def __getitem__(self, index: int) -> Sample:
         """Return sample ``index`` (0-based)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement __getitem__()")
 
     @abstractmethod
     def table(self) -> pd.DataFrame:
@@ -126,7 +128,9 @@ class Dataset(Component):
 
         Columns: ``sample_id``, ``patient_id`` and one column per attribute.
         """
+        raise NotImplementedError(f"{type(self).__name__} must implement table()")
 
     @abstractmethod
     def fingerprint(self) -> str:
         """Return a hash that changes whenever any sample would change (for caches and results)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement fingerprint()")

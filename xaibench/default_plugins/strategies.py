@@ -12,7 +12,8 @@ def register_strategies(register: Register) -> None:
     register(
         "linear_probe",
         "xaibench.strategies.linear_probe:LinearProbe",
-        summary="frozen backbone, linear head on cached features",
+        summary="frozen backbone, linear head on cached features (own options steps, lr, "
+        "eval_every; ignores train.epochs and train.lr)",
     )
     register(
         "last_block",

@@ -46,3 +46,4 @@ class Executor(Component):
     @abstractmethod
     def run(self, cells: Sequence[C], job: CellJob[C, R]) -> list[R]:
         """Return ``[job(cell) for cell in cells]``, calling ``job.done`` on each result."""
+        raise NotImplementedError(f"{type(self).__name__} must implement run()")

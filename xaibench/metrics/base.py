@@ -143,7 +143,13 @@ class PerformanceMetric(Metric):
 
     @abstractmethod
     def compute(self, predictions: Predictions) -> MetricValue:
-        """Score ``predictions``."""
+        """Score ``predictions``.
+
+        Returns:
+            A :class:`MetricValue`: ``value`` a finite float, ``n`` the samples scored, ``ci``
+            a ``(low, high)`` pair or None. The leaderboard column is the registry name.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement compute()")
 
 
 class SaliencyRegionMetric(Metric):
@@ -172,9 +178,13 @@ class SaliencyRegionMetric(Metric):
     def per_sample(self, maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Return ``[B]`` float64 scores for maps ``[B, H, W]`` and masks ``[B, H, W]``.
 
+        ``maps`` are float32 and ``masks`` bool, on the CPU. The result is a 1-D floating
+        ``torch.Tensor`` with one value per image (another float dtype is converted to float64).
         NaN marks an image where the score is undefined (e.g. an empty region); it is excluded
-        from the aggregate and from ``n``.
+        from the aggregate and from ``n``. The leaderboard column is
+        ``<name>_<region> (<method>)``, with the prefix ``n`` when :attr:`best` is declared.
         """
+        raise NotImplementedError(f"{type(self).__name__} must implement per_sample()")
 
     def aggregate(self, values: np.ndarray) -> MetricValue:
         """Mean over the images where the score is defined, with a percentile bootstrap CI."""
@@ -248,7 +258,13 @@ class PerturbationMetric(Metric):
 
     @abstractmethod
     def compute(self, intact: Predictions, perturbed: Predictions) -> MetricValue:
-        """Score the change from ``intact`` to ``perturbed``."""
+        """Score the change from ``intact`` to ``perturbed``.
+
+        Returns:
+            A :class:`MetricValue`, as :meth:`PerformanceMetric.compute`; the leaderboard column
+            is ``<name>_<region> (<perturbation>)``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement compute()")
 
 
 #: ``score(images [B, 1, H, W]) -> [B]``: the model's probability of the explained class for raw
@@ -283,6 +299,7 @@ class FaithfulnessMetric(Metric):
             maps: ``[B, H, W]`` attribution maps (higher = more relevant).
             generator: Seeded generator for the random ranking and any noise.
         """
+        raise NotImplementedError(f"{type(self).__name__} must implement per_sample()")
 
     def aggregate(self, values: np.ndarray, floor: np.ndarray) -> MetricValue:
         """Mean over images, with the random-ranking floor's mean in the details."""
@@ -313,6 +330,7 @@ class MapMetric(Metric):
     @abstractmethod
     def per_sample(self, maps: torch.Tensor) -> torch.Tensor:
         """Scores ``[B]`` (float64 tensor) of maps ``[B, H, W]``; NaN where undefined."""
+        raise NotImplementedError(f"{type(self).__name__} must implement per_sample()")
 
     def floor(self, maps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Scores ``[B]`` of i.i.d. uniform ``[0, 1)`` noise maps shaped like ``maps``.
@@ -367,6 +385,7 @@ class ExplainerMetric(Metric):
             ``(values, floor)``: the floor is the score of an explanation carrying no
             information (each metric's docstring says which).
         """
+        raise NotImplementedError(f"{type(self).__name__} must implement per_sample()")
 
     def aggregate(self, values: np.ndarray, floor: np.ndarray) -> MetricValue:
         """Mean over images, with the floor's mean in ``details["random_floor"]``."""

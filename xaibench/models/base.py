@@ -51,9 +51,16 @@ class InputSpec:
 class BackboneAdapter(nn.Module):
     """Uniform wrapper around a feature extractor.
 
-    Subclasses implement :meth:`forward_features`, :meth:`cam_layer`, :meth:`activation_to_grid`
-    and :meth:`last_block_modules`. ``forward`` takes *raw* images ``[B, 1, H, W]`` in
-    ``input_spec.raw_range`` and returns pooled features ``[B, feature_dim]``.
+    Subclasses implement :meth:`forward_features`, :meth:`cam_layer`, :meth:`activation_to_grid`,
+    :meth:`last_block_modules` and :meth:`lora_target_modules`; ViTs also :meth:`attention_maps`
+    and :attr:`num_prefix_tokens`. ``nn.Module`` is no ``ABC``, so the ``abstractmethod`` markers
+    are not enforced when an adapter is built: a method left out raises ``NotImplementedError``
+    naming the subclass when it is first called (the conformance kit calls every one).
+
+    ``forward`` (``adapter(images)``, what every strategy and saliency method calls) takes *raw*
+    images ``[B, 1, H, W]`` in ``input_spec.raw_range``, runs :meth:`preprocess` (range check,
+    resize, channel repeat, mean/std) and hands the result to :meth:`forward_features`, which
+    returns pooled features ``[B, feature_dim]``. ``docs/plugins/backbones.md`` is the reference.
     """
 
     _mean: torch.Tensor
@@ -123,7 +130,13 @@ class BackboneAdapter(nn.Module):
 
     @abstractmethod
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features ``[B, feature_dim]`` of *preprocessed* input."""
+        """Pooled features ``[B, feature_dim]`` of *preprocessed* input.
+
+        ``x`` is what :meth:`preprocess` made of the raw images: ``[B, input_spec.channels,
+        size, size]``, normalised with ``input_spec.mean``/``std``. Callers never call this
+        directly with raw images; they call the adapter, whose ``forward`` preprocesses first.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement forward_features()")
 
     @abstractmethod
     def cam_layer(self) -> nn.Module:
@@ -132,14 +145,17 @@ class BackboneAdapter(nn.Module):
         For ViTs this is the input to the last block (normalised), because the class token's
         output after the last block receives no gradient from patch tokens.
         """
+        raise NotImplementedError(f"{type(self).__name__} must implement cam_layer()")
 
     @abstractmethod
     def activation_to_grid(self, activation: torch.Tensor) -> torch.Tensor:
         """Turn the output of :meth:`cam_layer` into a grid ``[B, C, h, w]``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement activation_to_grid()")
 
     @abstractmethod
     def last_block_modules(self) -> list[nn.Module]:
         """Modules trained by last-block tuning (final block and norm; last stage for CNNs)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement last_block_modules()")
 
     #: Tokens in front of the patch tokens in attention maps (class and register tokens).
     num_prefix_tokens: int = 0
@@ -160,11 +176,13 @@ class BackboneAdapter(nn.Module):
     def lora_target_modules(self) -> list[str]:
         """Qualified names, relative to this adapter, of the ``nn.Linear`` layers LoRA adapts.
 
-        By default the attention projections of every block. Each named module must be an
+        By default the attention projections of every block; CNNs name ``nn.Conv2d`` layers
+        (the last stage's convolutions), which peft adapts too. Each named module must be an
         ``nn.Linear`` that is *called* in the forward pass: a projection applied through
         ``F.linear(x, module.weight)`` (as ``nn.MultiheadAttention`` does with ``out_proj``)
         would silently receive no LoRA update.
         """
+        raise NotImplementedError(f"{type(self).__name__} must implement lora_target_modules()")
 
     # -- Attention with gradients, for transformer attribution (issue 22) ----------------------
 
@@ -247,10 +265,12 @@ class BackboneFactory(Component):
         Raises:
             MissingWeightsError: Nothing found; the message lists where it looked.
         """
+        raise NotImplementedError(f"{type(self).__name__} must implement locate_weights()")
 
     @abstractmethod
     def build(self, weights: ResolvedWeights) -> BackboneAdapter:
         """Create the adapter with ``weights`` loaded (or random), in eval mode."""
+        raise NotImplementedError(f"{type(self).__name__} must implement build()")
 
     def create_adapter(self, name: str = "backbone") -> BackboneAdapter:
         """Locate the weights and build the adapter in one call (library use, tests)."""

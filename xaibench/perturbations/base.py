@@ -28,6 +28,7 @@ class Perturbation(Component):
         self, images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
         """Return perturbed copies of ``images`` ``[B, 1, H, W]`` inside ``masks`` ``[B, H, W]``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement apply()")
 
 
 _Job = TypeVar("_Job")

@@ -49,6 +49,7 @@ class SaliencyMethod(Component):
             images: ``[B, 1, H, W]`` raw images.
             targets: ``[B]`` class indices to explain.
         """
+        raise NotImplementedError(f"{type(self).__name__} must implement explain()")
 
 
 def check_maps(maps: torch.Tensor, images: torch.Tensor, method: str) -> torch.Tensor:

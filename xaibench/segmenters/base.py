@@ -59,6 +59,7 @@ class Segmenter(Component):
             XaibenchError: The weights are missing (the message names the file to place and
                 where) or cannot be read safely.
         """
+        raise NotImplementedError(f"{type(self).__name__} must implement load()")
 
     @abstractmethod
     def segment(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -67,6 +68,7 @@ class Segmenter(Component):
         Returns:
             Region name -> boolean tensor ``[B, H, W]`` on the images' grid and device.
         """
+        raise NotImplementedError(f"{type(self).__name__} must implement segment()")
 
     @abstractmethod
     def provenance(self) -> dict[str, Any]:
@@ -77,6 +79,7 @@ class Segmenter(Component):
         with ``"weights": None`` (the conformance kit's ``provenance`` check wants a key holding
         ``sha256`` or that).
         """
+        raise NotImplementedError(f"{type(self).__name__} must implement provenance()")
 
 
 #: Tolerance for float rounding at the ends of [0, 1] (the backbones' too).

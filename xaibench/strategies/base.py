@@ -70,6 +70,7 @@ class Strategy(Component):
     @abstractmethod
     def prepare(self, backbone: BackboneAdapter, num_classes: int) -> Classifier:
         """Wrap ``backbone`` with a head and set ``requires_grad`` on what will train."""
+        raise NotImplementedError(f"{type(self).__name__} must implement prepare()")
 
     @abstractmethod
     def fit(
@@ -81,6 +82,7 @@ class Strategy(Component):
         context: FitContext,
     ) -> FitReport:
         """Train ``model`` in place and leave it in eval mode with its best weights."""
+        raise NotImplementedError(f"{type(self).__name__} must implement fit()")
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

@@ -66,7 +66,13 @@ def extract_features(
 
 
 class LinearProbe(Strategy):
-    """Frozen backbone, trained linear head (the cheapest adaptation; the study's baseline)."""
+    """Frozen backbone, trained linear head (the cheapest adaptation; the study's baseline).
+
+    The head is fitted full-batch for ``steps`` Adam steps at ``lr``, checked on validation every
+    ``eval_every`` steps: these options, not ``train.epochs`` or ``train.lr``, set how it trains.
+    From the run's ``train`` settings it reads only ``eval_batch_size`` (feature extraction),
+    ``class_weighting`` and ``select_on``.
+    """
 
     display_name = "Linear probe"
 

@@ -45,6 +45,7 @@ class Task(Component):
         ``-1`` marks a row the task's policy excludes (an uncertain or blank finding): the run
         drops it before splitting and counts it per reason (:meth:`excluded_counts`).
         """
+        raise NotImplementedError(f"{type(self).__name__} must implement labels()")
 
     def excluded_counts(self, table: pd.DataFrame) -> dict[str, int]:
         """Rows of ``table`` that :meth:`labels` excludes, counted per reason; {} if none."""
@@ -67,6 +68,7 @@ class Task(Component):
     @abstractmethod
     def defaults(self) -> dict[str, Any]:
         """The default run configuration (a :class:`~xaibench.config.RunConfig` as a dict)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement defaults()")
 
     def grids(self) -> dict[str, dict[str, Any]]:
         """Named presets (``--grid NAME``): configuration layers applied over :meth:`defaults`."""

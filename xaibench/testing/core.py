@@ -86,6 +86,8 @@ CHECKS: dict[str, tuple[CheckSpec, ...]] = {
         ("cam_grid", "activation_to_grid(cam_layer output) is [B, C, h, w] within the input"),
         ("attention_maps", "ViTs: one [B, heads, N, N] map per layer, rows sum to 1"),
         ("modules", "last_block_modules hold adapter parameters; lora targets are submodules"),
+        ("saliency", "gradcam (and attention_rollout on a ViT) explain a classifier on it"),
+        ("strategies", "last_block, lora and full on it: the loss reaches backbone parameters"),
     ),
     "strategies": _specs(
         "strategies",

@@ -5,15 +5,24 @@ the conformance tests check that they honour xaibench's contracts (shapes, deter
 left behind, the declared metric direction).
 """
 
+import json
+
 import pytest
 import torch
+import yaml
 
 from xaibench.models.base import Classifier
 from xaibench.models.timm_backbone import TimmBackbone
 from xaibench.plugins import collect_components, get_plugin_manager
 from xaibench.testing import conformance_checks
 
-OURS = ["example_method", "example_median", "example_top_hit"]
+OURS = [
+    "example_method",
+    "example_median",
+    "example_top_hit",
+    "example_densenet121",
+    "example_densenet_tiny.random",
+]
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +35,7 @@ def test_registered_through_the_entry_point(components):
         (components.saliency, "example_method"),
         (components.perturbations, "example_median"),
         (components.metrics, "example_top_hit"),
+        (components.backbones, "example_densenet_tiny.random"),
     ):
         entry = registry.get(name)
         assert entry.provider.distribution == "xaibench-example"
@@ -75,6 +85,90 @@ def test_top_fraction_hit_by_hand(components):
     values = metric.per_sample(maps, masks)
     assert values[:2].tolist() == [0.5, 0.25]
     assert torch.isnan(values[2])
+
+
+def test_densenet_features_are_torchvision_densenet(components):
+    """The adapter's features of raw images = torchvision's DenseNet (no classifier) on them,
+    preprocessed by hand: resized, repeated to RGB, ImageNet mean and std."""
+    from torchvision.models import DenseNet
+
+    torch.manual_seed(0)
+    adapter = components.backbones.create("example_densenet_tiny.random").create_adapter()
+    reference = DenseNet(growth_rate=8, block_config=(2, 2), num_init_features=16, bn_size=2)
+    reference.features.load_state_dict(adapter.features.state_dict())
+    reference.classifier = torch.nn.Identity()
+    images = torch.rand(2, 1, 40, 40)
+    x = torch.nn.functional.interpolate(images, size=(64, 64), mode="bilinear").repeat(1, 3, 1, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(adapter(images), reference.eval()((x - mean) / std))
+
+
+def test_densenet_loads_a_torchvision_checkpoint(components, tmp_path):
+    """A checkpoint with torchvision's old key names (``norm.1``) loads, weights and all."""
+    torch.manual_seed(1)
+    source = components.backbones.create("example_densenet_tiny.random").create_adapter()
+    state = {
+        f"features.{k}".replace(".norm1.", ".norm.1.").replace(".conv2.", ".conv.2."): v
+        for k, v in source.features.state_dict().items()
+    }
+    state["classifier.weight"] = torch.zeros(1000, 32)  # ImageNet head: dropped
+    state["classifier.bias"] = torch.zeros(1000)
+    assert any(".norm.1." in k for k in state)
+    torch.save(state, tmp_path / "densenet.pth")
+    options = {"random_init": False, "weights": str(tmp_path / "densenet.pth")}
+    loaded = components.backbones.create("example_densenet_tiny.random", options).create_adapter()
+    assert not loaded.random_init
+    images = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), source(images))
+
+
+def test_densenet_without_weights_says_where_it_looked(components):
+    from xaibench.models.weights import MissingWeightsError
+
+    with pytest.raises(MissingWeightsError, match="pass torchvision's checkpoint"):
+        components.backbones.create("example_densenet121").locate_weights("example_densenet121")
+
+
+def test_a_tiny_run_on_the_densenet(tmp_path, monkeypatch):
+    """``xaibench run`` end to end on the plugin's backbone, with its method and a built-in.
+
+    (In this process, as ``xaibench run osteoporosis --config tiny.yaml`` from a shell; the
+    conformance kit already ran every built-in strategy and the CAM methods on the backbone.)
+    """
+    from xaibench.cli import main
+
+    config = {
+        "dataset": {"name": "phantom", "options": {"n_images": 60, "image_size": 32}},
+        "backbones": [{"name": "example_densenet_tiny.random", "options": {"img_size": 32}}],
+        "strategies": ["linear_probe"],
+        "saliency": ["gradcam", "example_method"],
+        "perturbations": ["example_median"],
+        "metrics": ["auc", "iou_region", "example_top_hit", "delta_region"],
+        "explain_regions": ["bone"],
+        "perturb_regions": ["bone"],
+        "complement_regions": [],
+        "max_explain_images": 8,
+        "train": {"epochs": 1, "batch_size": 16},
+        "sanity": {"images": 2},
+    }
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    monkeypatch.setenv("XAIBENCH_LOAD_PLUGINS", "example")
+    args = ["run", "osteoporosis", "--config", str(tmp_path / "tiny.yaml"), "--out", str(out)]
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 0
+    records = json.loads((out / "results.json").read_text())["records"]
+    done = {(r["strategy"], r["metric"]) for r in records if r["status"] == "ok"}
+    assert {("linear_probe", "auc"), ("linear_probe", "example_top_hit")} <= done
+    assert {r["backbone"] for r in records} == {"example_densenet_tiny.random"}
+    # the plugin metric's leaderboard column: <name>_<region> (<method>), docs/plugins/hooks.md
+    header = (out / "leaderboard_explainability.csv").read_text().splitlines()[0].split(",")
+    assert "example_top_hit_bone (gradcam)" in header
+    assert "example_top_hit_bone (example_method)" in header
 
 
 @pytest.mark.parametrize(

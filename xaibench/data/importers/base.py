@@ -116,6 +116,7 @@ class Importer(Component):
         Raises:
             ImportLayoutError: A published file or column is missing.
         """
+        raise NotImplementedError(f"{type(self).__name__} must implement read()")
 
 
 # --- helpers for importers ------------------------------------------------------------------

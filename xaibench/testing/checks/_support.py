@@ -11,8 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from xaibench.errors import XaibenchError
 from xaibench.models.base import Classifier
 from xaibench.plugins import Components
+from xaibench.registry import Provider
 
 #: The reference backbones every saliency method and strategy is tried on: built-in, tiny,
 #: randomly initialised, one per architecture kind (``BackboneAdapter.architecture``).
@@ -36,11 +38,76 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _same_plugin(a: Provider, b: Provider) -> bool:
+    if a.builtin or b.builtin:
+        return False
+    if "unknown" in (a.distribution, b.distribution):  # registered on a manager directly (tests)
+        return a.plugin == b.plugin
+    return a.distribution == b.distribution
+
+
+def reference_keys(subject: Any) -> list[str]:
+    """What a saliency method or strategy is tried on: ``"cnn"``, ``"vit"``, own backbones.
+
+    The two built-in references (:data:`REFERENCE_BACKBONES`), then every tiny backbone (by the
+    size rule of :mod:`xaibench.testing.checks.backbones`) that the component's own plugin
+    registers, by name: a plugin that ships a backbone with its methods or strategies gets them
+    checked on it too.
+
+    Args:
+        subject: The :class:`~xaibench.testing.core.Subject` under test.
+    """
+    from xaibench.testing.checks.backbones import is_tiny
+
+    keys = list(REFERENCE_BACKBONES)
+    entry = subject.entry
+    if entry is None:
+        return keys
+    components = subject.registries()
+    keys += [
+        other.name
+        for other in components.backbones.entries()
+        if is_tiny(other.name)
+        and _same_plugin(other.provider, entry.provider)
+        and _buildable(components, other.name)
+    ]
+    return keys
+
+
+def _buildable(components: Components, name: str) -> bool:
+    """Whether backbone ``name`` builds with its registered options and has its weights here.
+
+    One that needs options or weights the kit does not have is left out (its own backbone
+    checks say why), rather than failing every check of the plugin's methods.
+    """
+    try:
+        components.backbones.create(name).locate_weights(name)
+    except XaibenchError:
+        return False
+    return True
+
+
+def describe_reference(key: str) -> str:
+    """How messages name a reference: ``the reference cnn (test_resnet.random)``."""
+    if key in REFERENCE_BACKBONES:
+        return f"the reference {key} ({REFERENCE_BACKBONES[key]})"
+    return f"the plugin's own backbone {key!r}"
+
+
 def reference_backbone(components: Components, arch: str, *, seed: int = 0) -> Any:
-    """A fresh reference adapter of ``arch`` (``"cnn"`` or ``"vit"``), seeded."""
-    name = REFERENCE_BACKBONES[arch]
+    """A fresh, seeded reference adapter: ``arch`` is a key of :func:`reference_keys`.
+
+    ``"cnn"`` and ``"vit"`` are the built-in references; any other key is a backbone name, built
+    with its registered options (and :data:`REFERENCE_INPUT_SIZE` where it has ``img_size``).
+    """
+    name = REFERENCE_BACKBONES.get(arch, arch)
+    options = {}
+    if arch in REFERENCE_BACKBONES or "img_size" in getattr(
+        components.backbones.get(name).load(), "model_fields", {}
+    ):
+        options["img_size"] = REFERENCE_INPUT_SIZE
     torch.manual_seed(seed)
-    factory = components.backbones.create(name, {"img_size": REFERENCE_INPUT_SIZE})
+    factory = components.backbones.create(name, options)
     return factory.create_adapter(name)
 
 

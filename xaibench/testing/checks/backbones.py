@@ -271,3 +271,101 @@ def modules(subject: Subject) -> None:
     ]
     if weightless:
         subject.fail(f"lora_target_modules() names modules without a weight: {weightless[:5]}")
+
+
+#: The built-in saliency methods that call the adapter's CAM and attention contract
+#: (``cam_layer``, ``activation_to_grid``, ``attention_maps``, ``num_prefix_tokens``), per
+#: architecture: :func:`saliency` runs them on every tiny backbone.
+CONTRACT_SALIENCY: dict[str, tuple[str, ...]] = {
+    "cnn": ("gradcam",),
+    "vit": ("gradcam", "attention_rollout"),
+}
+
+#: The built-in strategies that train backbone modules the adapter names
+#: (``last_block_modules``, ``lora_target_modules``) or all of it: :func:`strategies` runs them.
+CONTRACT_STRATEGIES: tuple[str, ...] = ("last_block", "lora", "full")
+
+
+def _skip_reference(subject: Subject) -> None:
+    from xaibench.testing.checks._support import REFERENCE_BACKBONES
+
+    if subject.name in REFERENCE_BACKBONES.values():
+        subject.skip("a reference backbone: every saliency and strategy check already runs on it")
+
+
+def saliency(subject: Subject) -> None:
+    """The built-in CAM methods (and attention rollout on a ViT) explain a classifier on it.
+
+    ``gradcam`` hooks :meth:`~BackboneAdapter.cam_layer`, needs the target logit's gradient
+    with respect to its output and reshapes both with ``activation_to_grid``; attention rollout
+    reads ``attention_maps`` and ``num_prefix_tokens``. A CAM layer that is not on the path to
+    the logits, or a grid that does not match, fails here, naming the method and the error,
+    instead of in the first cell of a run. The reference backbones are skipped: every saliency
+    check runs on them.
+    """
+    from xaibench.models.base import Classifier
+    from xaibench.testing.checks._support import NUM_CLASSES
+
+    adapter, _ = _build(subject)
+    _skip_reference(subject)
+    torch.manual_seed(SEED + 1)
+    model = Classifier(adapter, NUM_CLASSES).eval()
+    model.backbone.requires_grad_(False)
+    images = _raw_images(adapter)
+    targets = torch.arange(BATCH) % NUM_CLASSES
+    for name in CONTRACT_SALIENCY[adapter.architecture]:
+        method = subject.registries().saliency.create(name)
+        reason = method.supports(model)
+        if reason is not None:
+            subject.fail(f"the built-in saliency method {name!r} refuses it: {reason}")
+        try:
+            torch.manual_seed(SEED)
+            maps = method.explain(model, images.clone(), targets)
+        except Exception as exc:
+            subject.fail(
+                f"the built-in saliency method {name!r} fails on it: {type(exc).__name__}: "
+                f"{exc} (check cam_layer(): its output must reach the logits; and "
+                "activation_to_grid(), attention_maps(), num_prefix_tokens)"
+            )
+        expected = (BATCH, *images.shape[-2:])
+        if tuple(maps.shape) != expected or not torch.isfinite(maps).all():
+            subject.fail(
+                f"the built-in saliency method {name!r} gives maps {tuple(maps.shape)} on it "
+                f"(expected finite {expected})"
+            )
+
+
+def strategies(subject: Subject) -> None:
+    """``last_block``, ``lora`` and ``full`` each train part of the backbone, for real.
+
+    Each strategy prepares a fresh build; one backward pass of the logits must give a gradient
+    to at least one backbone parameter the strategy made trainable. Modules named by
+    ``last_block_modules()`` or ``lora_target_modules()`` that the forward pass never calls would
+    leave the strategy training the head alone, silently. The reference backbones are skipped:
+    every strategy check runs on them.
+    """
+    from xaibench.testing.checks._support import NUM_CLASSES
+
+    _factory(subject)
+    _skip_reference(subject)
+    for name in CONTRACT_STRATEGIES:
+        adapter, _ = _build(subject)
+        strategy = subject.registries().strategies.create(name)
+        try:
+            model = strategy.prepare(adapter, NUM_CLASSES)
+        except Exception as exc:
+            subject.fail(
+                f"the built-in strategy {name!r} cannot prepare it: {type(exc).__name__}: {exc}"
+            )
+        trainable = [p for p in model.backbone.parameters() if p.requires_grad]
+        if not trainable:
+            subject.fail(f"the built-in strategy {name!r} leaves no backbone parameter trainable")
+        with torch.enable_grad():
+            model(_raw_images(adapter)).sum().backward()
+        if not any(p.grad is not None for p in trainable):
+            subject.fail(
+                f"the built-in strategy {name!r} would train only the head: none of the "
+                f"{len(trainable)} backbone parameter(s) it made trainable gets a gradient "
+                "(last_block_modules() / lora_target_modules() name modules the forward pass "
+                "does not use)"
+            )

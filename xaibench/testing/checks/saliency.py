@@ -1,5 +1,8 @@
 """Saliency-method checks, on the two reference backbones (a tiny CNN and a tiny ViT).
 
+A plugin that also registers tiny backbones gets its methods checked on those too
+(:func:`~xaibench.testing.checks._support.reference_keys`).
+
 The contract (``xaibench.saliency.base``): ``explain(model, images [B,1,H,W], targets [B])``
 returns maps ``[B, H, W]`` on the raw image grid, deterministic for a torch seed (the runner
 seeds torch's global generator per cell), and leaves the model exactly as it found it, even
@@ -14,9 +17,11 @@ from xaibench.models.base import Classifier
 from xaibench.saliency.base import SaliencyMethod
 from xaibench.testing.checks._support import (
     REFERENCE_BACKBONES,
+    describe_reference,
     max_abs_diff,
     model_state,
     random_images,
+    reference_keys,
     reference_model,
     state_diff,
 )
@@ -44,7 +49,7 @@ def _method(subject: Subject) -> SaliencyMethod:
 def _supported_models(subject: Subject, method: SaliencyMethod) -> list[tuple[str, Classifier]]:
     """Reference models the method accepts; skips the check when it accepts neither."""
     models, refused = [], []
-    for arch in REFERENCE_BACKBONES:
+    for arch in reference_keys(subject):
         model = reference_model(subject.registries(), arch)
         reason = method.supports(model)
         if reason is None:
@@ -52,12 +57,12 @@ def _supported_models(subject: Subject, method: SaliencyMethod) -> list[tuple[st
         else:
             refused.append(f"{arch}: {reason}")
     if not models:
-        subject.skip(f"supports() refuses both reference backbones ({'; '.join(refused)})")
+        subject.skip(f"supports() refuses every reference backbone ({'; '.join(refused)})")
     return models
 
 
 def _check_maps(subject: Subject, arch: str, maps: object, images: torch.Tensor) -> torch.Tensor:
-    where = f"on the reference {arch} ({REFERENCE_BACKBONES[arch]})"
+    where = f"on {describe_reference(arch)}"
     if not isinstance(maps, torch.Tensor):
         subject.fail(f"explain() returned {type(maps).__name__} {where}, expected a tensor")
     expected = (images.shape[0], images.shape[-2], images.shape[-1])
@@ -111,7 +116,7 @@ def deterministic(subject: Subject) -> None:
             runs.append(_check_maps(subject, arch, maps, images))
         if not torch.equal(runs[0], runs[1]):
             subject.fail(
-                f"two calls after torch.manual_seed({SEED}) differ on the reference {arch} "
+                f"two calls after torch.manual_seed({SEED}) differ on {describe_reference(arch)} "
                 f"(max |difference| {max_abs_diff(runs[0], runs[1]):.3g}); draw randomness "
                 "only from torch's global generator, which the runner seeds per cell"
             )
@@ -128,7 +133,7 @@ def no_hooks_left(subject: Subject) -> None:
         diff = state_diff(before, model_state(model))
         if diff:
             subject.fail(
-                f"explain() left the reference {arch} changed: {'; '.join(diff)} (remove "
+                f"explain() left {describe_reference(arch)} changed: {'; '.join(diff)} (remove "
                 "hooks and restore flags in a finally block)"
             )
 
@@ -162,7 +167,7 @@ def no_hooks_left_on_error(subject: Subject) -> None:
         diff = state_diff(before, model_state(model))
         if diff:
             subject.fail(
-                f"explain() left the reference {arch} changed after the model raised "
+                f"explain() left {describe_reference(arch)} changed after the model raised "
                 f"mid-explain: {'; '.join(diff)} (remove hooks and restore flags in a "
                 "finally block)"
             )
@@ -184,18 +189,22 @@ def capabilities(subject: Subject) -> None:
         subject.fail(f"architectures must hold strings, got {sorted(map(repr, declared))}")
     method = _method(subject)
     images, targets = _inputs()
-    for arch in REFERENCE_BACKBONES:
-        model = reference_model(subject.registries(), arch)
+    for key in reference_keys(subject):
+        model = reference_model(subject.registries(), key)
+        arch = model.backbone.architecture
         reason = method.supports(model)
         if reason is not None and (not isinstance(reason, str) or not reason.strip()):
-            subject.fail(f"supports() returned {reason!r} for a {arch}; expected None or a reason")
+            subject.fail(
+                f"supports() returned {reason!r} for {describe_reference(key)}; expected None "
+                "or a reason"
+            )
         if arch in declared:
             if reason is None:
                 torch.manual_seed(SEED)
-                _check_maps(subject, arch, method.explain(model, images.clone(), targets), images)
+                _check_maps(subject, key, method.explain(model, images.clone(), targets), images)
         elif reason is None:
             subject.fail(
                 f"declares architectures {sorted(declared)} but supports() returns None for a "
-                f"{arch} ({REFERENCE_BACKBONES[arch]}); the runner would call explain() on "
+                f"{arch} ({REFERENCE_BACKBONES.get(key, key)}); the runner would call explain() on "
                 "backbones it does not handle"
             )
