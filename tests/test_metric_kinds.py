@@ -355,3 +355,31 @@ def test_planted_answer_a_map_on_the_planted_region_is_sparser_than_the_floor():
     assert (values > floor + 0.3).all(), (values, floor)
     mv = metric.aggregate(values.numpy(), floor.numpy())
     assert mv.details["random_floor"] == pytest.approx(float(floor.mean()))
+
+
+class Float32Gini(MapMetric):
+    def per_sample(self, maps):
+        return gini(maps).float()
+
+
+class ConformancePlugin(KindsPlugin):
+    @hookimpl
+    def register_metrics(self, register):
+        super().register_metrics(register)
+        register("toy_float32", Float32Gini)
+
+
+def test_the_conformance_kit_checks_map_and_explainer_metrics(pm):
+    from xaibench.testing import check_component
+
+    pm.register(ConformancePlugin(), name="kinds_conformance")
+    check_component("toy_gini", plugin_manager=pm)  # declarations, output, direction
+    check_component("toy_stability", plugin_manager=pm)  # direction skipped, output runs
+    with pytest.raises(
+        AssertionError, match=r"per_sample\(\) returned torch.float32, expected torch.float64"
+    ):
+        check_component("toy_float32", plugin_manager=pm)
+    with pytest.raises(AssertionError, match="changed the cell's model in place"):
+        check_component("toy_vandal", plugin_manager=pm)
+    with pytest.raises(AssertionError, match=r"returned shape \(3, 2\), expected \(3,\)"):
+        check_component("toy_wrong_shape", plugin_manager=pm)
