@@ -163,9 +163,9 @@ def by_key(records):
 
 
 #: The metrics of the module's run: a region metric next to the toy map and explainer metrics.
-METRICS = ["auc", "iou_region", "toy_gini", "toy_stability", "toy_randomised_copy"]
-#: Metrics that fail or skip, added in the isolation test.
-FAULTY = ["toy_vandal", "toy_broken", "toy_wrong_shape", "toy_gradient_only"]
+METRICS = ["auc", "iou_region", "toy_gini", "toy_stability"]
+#: Metrics added in the isolation test: a randomisation on a deep copy, and faulty ones.
+FAULTY = ["toy_randomised_copy", "toy_vandal", "toy_broken", "toy_wrong_shape", "toy_gradient_only"]
 
 
 @pytest.fixture(scope="module")
@@ -184,11 +184,11 @@ def run(tmp_path_factory):
     maps = {"saliency": torch.cat(seen[:2]), "input_x_gradient": torch.cat(seen[2:4])}
     explanations = pd.read_csv(out / "explanations.csv", keep_default_na=False)
     resumed = run_benchmark(cfg, components, out).document  # every cell from its checkpoint
-    return doc, explanations, resumed, maps
+    return doc, explanations, resumed, maps, out
 
 
 def test_a_map_metric_is_computed_once_per_method_with_region_empty(run):
-    doc, explanations, _, maps = run
+    doc, explanations, _, maps, _ = run
     gini_records = [r for r in doc["records"] if r["metric"] == "toy_gini"]
     assert sorted(r["saliency"] for r in gini_records) == ["input_x_gradient", "saliency"]
     assert all(r["region"] is None and r["status"] == "ok" for r in gini_records)
@@ -213,7 +213,7 @@ def test_a_map_metric_is_computed_once_per_method_with_region_empty(run):
 
 
 def test_an_explainer_metric_runs_end_to_end_with_its_floor(run):
-    doc, explanations, _, _ = run
+    doc, explanations, _, _, _ = run
     stability = [r for r in doc["records"] if r["metric"] == "toy_stability"]
     assert sorted(r["saliency"] for r in stability) == ["input_x_gradient", "saliency"]
     for r in stability:
@@ -226,8 +226,27 @@ def test_an_explainer_metric_runs_end_to_end_with_its_floor(run):
     assert set(rows["region"]) == {""}
 
 
+def test_leaderboard_report_and_export_show_the_new_kinds(run, tmp_path):
+    from xaibench.export import run_tables
+    from xaibench.leaderboard import explainability_table
+    from xaibench.report.build import build_report
+
+    doc = run[0]
+    table = explainability_table(doc["records"])
+    for metric in ("toy_gini", "toy_stability"):
+        for method in ("saliency", "input_x_gradient"):
+            record = by_key(doc["records"])[(metric, method, None)]
+            assert table[f"{metric} ({method})"].iloc[0] == pytest.approx(record["value"])
+    html = build_report([run[4]])
+    assert "toy_gini (saliency)" in html
+    _, tables = run_tables(run[4])
+    rows = tables["explanations"][tables["explanations"]["metric"] == "toy_gini"]
+    assert len(rows) == 12
+    assert rows["value"].notna().all()
+
+
 def test_resume_from_checkpoints_keeps_the_new_kinds_records(run):
-    doc, _, resumed, _ = run
+    doc, _, resumed, _, _ = run
     keys = ("toy_gini", "toy_stability")
     first = {k: r for k, r in by_key(doc["records"]).items() if k[0] in keys}
     again = {k: r for k, r in by_key(resumed["records"]).items() if k[0] in keys}
