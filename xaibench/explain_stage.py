@@ -24,10 +24,18 @@ from xaibench.config import RunConfig
 from xaibench.cut_off_tuning import TunedCutOffs, tune_cut_offs
 from xaibench.data.arrays import Rows, SplitArrays
 from xaibench.device import Runtime
+from xaibench.explain_scoring import MethodScorer, ModelGuard
+from xaibench.explain_scoring import restore_inference as restore_inference  # re-exported
 from xaibench.gallery_evidence import PROBABILITY_DROP, GalleryEvidence, collect_evidence
 from xaibench.isolation import ISOLATED, error_text
-from xaibench.metrics.base import FaithfulnessMetric, Metric, SaliencyRegionMetric, ScoreFn
-from xaibench.metrics.chexlocalize import ChexlocalizeMetric, RegionContext
+from xaibench.metrics.base import (
+    ExplainerMetric,
+    FaithfulnessMetric,
+    MapMetric,
+    Metric,
+    SaliencyRegionMetric,
+    ScoreFn,
+)
 from xaibench.models.base import Classifier
 from xaibench.perturbations.base import Perturbation
 from xaibench.progress import Progress
@@ -35,12 +43,6 @@ from xaibench.report.gallery import GALLERY_KINDS, SPECIFIC, GalleryPicker
 from xaibench.run_data import RunData, batch_slices
 from xaibench.saliency.base import SaliencyMethod
 from xaibench.sanity import run_sanity_checks
-
-
-def restore_inference(model: Classifier) -> None:
-    """Back to inference after a method failed half-way: eval mode, no gradients kept."""
-    model.eval()
-    model.zero_grad(set_to_none=True)
 
 
 @dataclass
@@ -145,22 +147,21 @@ class ExplainStage:
                 image called positive.
         """
         cfg = self.config
-        region_metrics = {
-            n: m for n, m in self.metrics.items() if isinstance(m, SaliencyRegionMetric)
-        }
-        faithfulness = {n: m for n, m in self.metrics.items() if isinstance(m, FaithfulnessMetric)}
-        wanted = region_metrics or faithfulness or cfg.sanity.images or cfg.analysis.drift_grid
-        if not wanted:
+        kinds = (SaliencyRegionMetric, FaithfulnessMetric, MapMetric, ExplainerMetric)
+        scored = {n: m for n, m in self.metrics.items() if isinstance(m, kinds)}
+        if not (scored or cfg.sanity.images or cfg.analysis.drift_grid):
             return
-        scored: dict[str, Metric] = {**region_metrics, **faithfulness}
         evidence = self._gallery_evidence(result) if cfg.gallery_images else None
+        # the fitted weights, to put back if an explainer metric changes them in place
+        explainers = any(isinstance(m, ExplainerMetric) for m in scored.values())
+        guard = ModelGuard(model) if explainers else None
         for sname, method in self.saliency.items():
             reason = method.supports(model)
             if reason is not None:
                 result.records.extend(self._skip_explanations(base, sname, reason, scored))
                 continue
             try:
-                outcome = self._explain_method(model, base, sname, method, evidence, calls)
+                outcome = self._explain_method(model, base, sname, method, evidence, calls, guard)
             except ISOLATED as exc:
                 error = error_text(exc)
                 self.progress.log(f"  [red]failed[/red]: saliency {sname}: {error}")
@@ -191,29 +192,30 @@ class ExplainStage:
         method: SaliencyMethod,
         evidence: GalleryEvidence | None = None,
         calls: Mapping[str, np.ndarray] | None = None,
+        guard: ModelGuard | None = None,
     ) -> MethodOutcome:
-        """One method's maps on the test images, with every score; raises if the method does."""
+        """One method's maps on the test images, with every score; raises if the method does.
+
+        The scoring of each batch by every metric kind is :class:`MethodScorer`'s
+        (:mod:`xaibench.explain_scoring`); ``guard`` watches the model around explainer metrics.
+        """
         cfg, test, task = self.config, self.data.splits["test"], self.data.task
         region_metrics = {
             n: m for n, m in self.metrics.items() if isinstance(m, SaliencyRegionMetric)
         }
-        faithfulness = {n: m for n, m in self.metrics.items() if isinstance(m, FaithfulnessMetric)}
         n = len(test) if cfg.max_explain_images is None else min(len(test), cfg.max_explain_images)
         explain_regions = self._regions("explain_regions")
         masks = {region: self._mask(test, region) for region in explain_regions}
         score = self._score_fn(model, task.positive_index)
         gallery_key = self._gallery_key(region_metrics, explain_regions)
         outcome = MethodOutcome()
-        values: dict[tuple[str, str | None], list[torch.Tensor]] = {}
-        floors: dict[str, list[torch.Tensor]] = {}
-        errors: dict[str, str] = {}  # metric -> its error on this method's maps
         tuned = self._tune_cut_offs(model, method, region_metrics, calls)
-        errors.update(tuned.errors)
         test_calls = None if calls is None else calls.get("test")
         chance = ChanceTally(region_metrics, base["seed"], cfg.chance.draws)
+        scorer = MethodScorer(self.metrics, model, method, base["seed"], chance, tuned, guard)
+        values, floors, errors = scorer.values, scorer.floors, scorer.errors
         drift: list[np.ndarray] = []
         constant = 0  # maps with no variation: no foreground, reported with the scores
-        gen = torch.Generator().manual_seed(base["seed"])
         picker = GalleryPicker(cfg.gallery_images, n, base["seed"])
         drops = evidence.drops if evidence is not None else None
         specific = GalleryPicker(cfg.gallery_images, n, base["seed"]) if drops is not None else None
@@ -222,7 +224,8 @@ class ExplainStage:
             batch = test.images[s]  # read once, used by the map and the faithfulness scores
             images = self.runtime.to(batch)
             targets = torch.full((len(images),), task.positive_index, dtype=torch.long)
-            maps = method.explain(model, images, self.runtime.to(targets)).cpu()
+            targets = self.runtime.to(targets)
+            maps = method.explain(model, images, targets).cpu()
             flat = maps.flatten(1)
             constant += int((flat.amax(1) == flat.amin(1)).sum())
             if cfg.analysis.drift_grid:
@@ -233,38 +236,7 @@ class ExplainStage:
             batch_masks = (
                 {region: masks[region][s] for region in explain_regions} if region_metrics else {}
             )
-            for mname, metric in region_metrics.items():
-                if mname in errors:
-                    continue
-                context = None
-                if isinstance(metric, ChexlocalizeMetric):
-                    context = RegionContext(
-                        None if test_calls is None else torch.from_numpy(test_calls[s]),
-                        tuned.cut_offs.get(mname, {}),
-                    )
-                try:
-                    regional = (
-                        metric.per_sample_regions(maps, batch_masks, context)
-                        if isinstance(metric, ChexlocalizeMetric)
-                        else metric.per_sample_regions(maps, batch_masks)
-                    )
-                    scores = {region: value.double() for region, value in regional.items()}
-                except ISOLATED as exc:
-                    errors[mname] = error_text(exc)
-                    continue
-                for region, value in scores.items():
-                    values.setdefault((mname, region), []).append(value)
-                chance.add(mname, maps, batch_masks, scores, context)
-            for mname, fmetric in faithfulness.items():
-                if mname in errors:
-                    continue
-                try:
-                    value, floor = fmetric.per_sample(score, batch, maps, gen)
-                except ISOLATED as exc:
-                    errors[mname] = error_text(exc)
-                    continue
-                values.setdefault((mname, None), []).append(value.double())
-                floors.setdefault(mname, []).append(floor.double())
+            scorer.add(s, batch, images, targets, maps, batch_masks, score, test_calls)
             if cfg.gallery_images:
                 ranked = values.get(gallery_key) if gallery_key else None
                 if ranked is not None and gallery_key and gallery_key[0] in errors:
@@ -288,13 +260,17 @@ class ExplainStage:
                     base, sname, error, {mname: self.metrics[mname]}, status="failed"
                 )
             )
+        for mname, reason in scorer.skipped.items():
+            outcome.records.extend(
+                self._skip_explanations(base, sname, reason, {mname: self.metrics[mname]})
+            )
         for (mname, where), chunks in values.items():
             if mname in errors:
                 continue
             per_sample = torch.cat(chunks).numpy()
             scored = self.metrics[mname]
             try:
-                if isinstance(scored, FaithfulnessMetric):
+                if isinstance(scored, (FaithfulnessMetric, MapMetric, ExplainerMetric)):
                     mv = scored.aggregate(per_sample, torch.cat(floors[mname]).numpy())
                 else:
                     mv = region_metrics[mname].aggregate(per_sample)

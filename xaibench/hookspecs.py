@@ -76,8 +76,9 @@ def register_metrics(register: Register) -> None:
     """Register metrics (subclasses of ``xaibench.metrics.base.Metric``).
 
     A metric declares whether higher is better and which inputs it needs (predictions, saliency
-    maps with region masks, or perturbed predictions), and returns per-sample values where they
-    exist plus an aggregate. Since 0.1.
+    maps with region masks, or perturbed predictions; the model's score for faithfulness; the
+    maps alone for a ``MapMetric``; the model and saliency method for an ``ExplainerMetric``),
+    and returns per-sample values where they exist plus an aggregate. Since 0.1.
     """
 
 

@@ -353,11 +353,23 @@ class ExplainerMetric(Metric):
     For robustness (explain noisy copies of the image), randomisation (explain a model whose
     weights were randomised, or another class) and axioms that read the model's output
     (completeness). The runner calls it on the explained images, batch by batch, with the
-    cell's model in eval mode and the maps it already computed.
+    cell's model in eval mode and the maps it already computed, and gives each metric its own
+    generator per saliency method, seeded with the cell's seed. After every call the runner puts
+    the model back as it was (eval mode, no gradients, ``requires_grad`` flags, no hooks the
+    metric left); a metric that changed the cell's weights in place fails (the weights are
+    restored), so copy the model (``copy.deepcopy``) before randomising it.
     """
 
     category = "explanation"
     needs = "explainer"
+
+    def supports(self, model: torch.nn.Module, method: Any) -> str | None:
+        """Why this metric cannot score ``method`` on ``model``, or None (the default: it can).
+
+        The runner asks once per method before any batch and records the metric ``skipped``
+        with the reason; raise only for real errors (those fail the metric's record).
+        """
+        return None
 
     @abstractmethod
     def per_sample(

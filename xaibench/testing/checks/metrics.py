@@ -15,7 +15,18 @@ reverses a ranking, so each metric type gets a case whose better side is known:
   higher is better);
 * :class:`~xaibench.metrics.base.FaithfulnessMetric` — a synthetic model whose score reads only
   a fine pattern inside a known square, explained by a map ranking the square first against
-  one ranking it last: removing what a faithful map ranks first must change the output most.
+  one ranking it last: removing what a faithful map ranks first must change the output most;
+* :class:`~xaibench.metrics.base.MapMetric` — a map concentrated on a small square against its
+  own floor, a map of i.i.d. uniform noise: every map-only score the benchmark knows (sparseness,
+  complexity, entropy) calls structure better than noise;
+* :class:`~xaibench.metrics.base.ExplainerMetric` — no case has a better side for every such
+  score (robustness, randomisation, completeness read different things), so ``direction`` skips
+  with the reason; ``output`` still runs it on a reference CNN with the plain gradient, checks
+  ``[B]`` float64 values and floor, equal results for the same generator seed, and that the
+  cell's model is left as it was (:class:`~xaibench.explain_scoring.ModelGuard`).
+
+Map and explainer metrics must return float64 tensors: their values go into records and
+per-image tables as they are.
 """
 
 from __future__ import annotations
@@ -26,7 +37,9 @@ import numpy as np
 import torch
 
 from xaibench.metrics.base import (
+    ExplainerMetric,
     FaithfulnessMetric,
+    MapMetric,
     Metric,
     MetricValue,
     PerformanceMetric,
@@ -34,7 +47,7 @@ from xaibench.metrics.base import (
     Predictions,
     SaliencyRegionMetric,
 )
-from xaibench.testing.checks._support import IMAGE_SIZE, random_images
+from xaibench.testing.checks._support import IMAGE_SIZE, random_images, reference_model
 from xaibench.testing.core import Subject
 
 #: What each metric type must declare: ``(needs, category)``, as the base classes set them and
@@ -44,6 +57,8 @@ DECLARATIONS: dict[type[Metric], tuple[str, str]] = {
     SaliencyRegionMetric: ("saliency", "explanation"),
     PerturbationMetric: ("perturbation", "explanation"),
     FaithfulnessMetric: ("model", "explanation"),
+    MapMetric: ("map", "explanation"),
+    ExplainerMetric: ("explainer", "explanation"),
 }
 
 #: The osteoporosis task's layout: three classes, the last one scored one-vs-rest.
@@ -157,6 +172,85 @@ def _per_sample(subject: Subject, values: object, n: int, what: str) -> torch.Te
     return values
 
 
+def _float64(subject: Subject, values: object, n: int, what: str) -> torch.Tensor:
+    tensor = _per_sample(subject, values, n, what)
+    if tensor.dtype != torch.float64:
+        subject.fail(f"{what} returned {tensor.dtype}, expected torch.float64")
+    return tensor
+
+
+def concentrated_maps() -> torch.Tensor:
+    """Three maps holding their mass in a small square each (plus a little noise)."""
+    maps = 0.01 * _noise(4)
+    maps[0, 4:10, 6:12] += 1.0
+    maps[1, 20:26, 2:8] += 1.0
+    maps[2, 12:18, 12:18] += 1.0
+    return maps
+
+
+def _map_scores(subject: Subject, metric: MapMetric, maps: torch.Tensor) -> MetricValue:
+    """Values and floor of ``maps`` (float64 ``[B]``, finite, the floor seeded), aggregated."""
+    values = _float64(subject, metric.per_sample(maps), len(maps), "per_sample()")
+    floors = [
+        _float64(
+            subject,
+            metric.floor(maps, torch.Generator().manual_seed(0)),
+            len(maps),
+            "floor()",
+        )
+        for _ in range(2)
+    ]
+    if not torch.equal(floors[0], floors[1]):
+        subject.fail("floor() differs between two generators of the same seed")
+    if not (torch.isfinite(values).all() and torch.isfinite(floors[0]).all()):
+        subject.fail(f"per_sample() gave {values}, floor() {floors[0]} on ordinary maps")
+    return _value(subject, metric.aggregate(values.numpy(), floors[0].numpy()), "aggregate()")
+
+
+def _explainer_scores(subject: Subject, metric: ExplainerMetric) -> MetricValue:
+    """The metric on a reference CNN and the plain gradient: shapes, seed, model left alone."""
+    from xaibench.errors import XaibenchError
+    from xaibench.explain_scoring import ModelGuard
+
+    registries = subject.registries()
+    model = reference_model(registries, "cnn")
+    method = registries.saliency.create("saliency")
+    reason = metric.supports(model, method)
+    if reason is not None:
+        subject.skip(f"does not support the plain gradient on a reference CNN: {reason}")
+    images = random_images(3, seed=5)
+    targets = torch.tensor([0, 1, 2])
+    maps = method.explain(model, images, targets).detach()
+    guard = ModelGuard(model)
+    runs = []
+    for _ in range(2):
+        try:
+            out = guard.check(
+                lambda: metric.per_sample(
+                    model, method, images, targets, maps, torch.Generator().manual_seed(0)
+                )
+            )
+        except XaibenchError as exc:
+            subject.fail(f"per_sample() {exc}")
+        if not (isinstance(out, tuple) and len(out) == 2):
+            subject.fail(f"per_sample() returned {type(out).__name__}, expected (values, floor)")
+        runs.append(
+            (
+                _float64(subject, out[0], 3, "per_sample() values"),
+                _float64(subject, out[1], 3, "per_sample() floor"),
+            )
+        )
+    (values, floor), (again, floor_again) = runs
+    same = torch.equal(values.nan_to_num(-1.0), again.nan_to_num(-1.0)) and torch.equal(
+        floor.nan_to_num(-1.0), floor_again.nan_to_num(-1.0)
+    )
+    if not same:
+        subject.fail("per_sample() differs between two generators of the same seed")
+    if torch.isnan(values).all() or torch.isnan(floor).all():
+        subject.fail(f"per_sample() gave no defined value: values {values}, floor {floor}")
+    return _value(subject, metric.aggregate(values.numpy(), floor.numpy()), "aggregate()")
+
+
 def declarations(subject: Subject) -> None:
     """Exactly one metric type; ``needs`` and ``category`` as that type declares them.
 
@@ -211,6 +305,10 @@ def output(subject: Subject) -> None:
             metric.aggregate(values.double().numpy(), floor.double().numpy()),
             "aggregate()",
         )
+    elif isinstance(metric, MapMetric):
+        _map_scores(subject, metric, _noise(5))
+    elif isinstance(metric, ExplainerMetric):
+        _explainer_scores(subject, metric)
     else:  # pragma: no cover - _metric_type has failed already
         subject.fail(f"unknown metric type {kind.__name__}")
 
@@ -259,6 +357,16 @@ def direction(subject: Subject) -> None:
             )
             scores.append(metric.aggregate(values.double().numpy(), floor.double().numpy()).value)
         good, bad = scores
+    elif isinstance(metric, MapMetric):
+        maps = concentrated_maps()
+        what = "maps concentrated on a small square", "their floor, i.i.d. uniform noise maps"
+        scored = _map_scores(subject, metric, maps)
+        good, bad = scored.value, scored.details["random_floor"]
+    elif isinstance(metric, ExplainerMetric):
+        subject.skip(
+            "an explainer metric has no case whose better side holds for every such score "
+            "(robustness, randomisation, completeness); its output check still runs"
+        )
     else:  # pragma: no cover - _metric_type has failed already
         subject.fail(f"unknown metric type {kind.__name__}")
     higher = type(metric).higher_is_better
