@@ -207,7 +207,7 @@ def test_planted_answers_on_the_phantom(models):
     other class's map (the worst value). Gradient maps change with the weights and the class
     (well below 1). Integrated gradients from the zero image nearly completes (small gap); the
     plain gradient does not; the all-zero map's floor is 1."""
-    model = models["cnn"]
+    model = models["vit"]
     images = _phantom()
     targets = torch.tensor([0, 1])
     edge, gradient = EdgeMap(), VanillaGradient()
@@ -228,7 +228,7 @@ def test_planted_answers_on_the_phantom(models):
             assert (logit < 0.99).all()
         assert (floor.abs() < 0.2).all()
         assert (logit_floor < logit).all()
-    ig = IntegratedGradients(n_steps=64)
+    ig = IntegratedGradients(n_steps=32)
     complete = Completeness(baseline="zero")
     ig_gap, ig_floor = complete.per_sample(
         model, ig, images, targets, ig.explain(model, images, targets), torch.Generator()
