@@ -10,6 +10,8 @@ _EXPL = "xaibench.metrics.explanation"
 _FAITH = "xaibench.metrics.faithfulness"
 _LOC = "xaibench.metrics.localisation"
 _CXL = "xaibench.metrics.chexlocalize"
+_ROBUST = "xaibench.metrics.robustness"
+_RANDOM = "xaibench.metrics.randomisation"
 
 
 @hookimpl
@@ -89,4 +91,34 @@ def register_metrics(register: Register) -> None:
         "road",
         f"{_FAITH}:ROAD",
         summary="ROAD: probability after top-ranked pixels are imputed away (lower better)",
+    )
+    register(
+        "max_sensitivity",
+        f"{_ROBUST}:MaxSensitivity",
+        summary="largest relative map change over uniform-noise draws (lower better; slow)",
+    )
+    register(
+        "avg_sensitivity",
+        f"{_ROBUST}:AvgSensitivity",
+        summary="mean relative map change over uniform-noise draws (lower better; slow)",
+    )
+    register(
+        "local_lipschitz",
+        f"{_ROBUST}:LocalLipschitz",
+        summary="largest map change per unit of Gaussian input noise (lower better; slow)",
+    )
+    register(
+        "mprt",
+        f"{_RANDOM}:MPRT",
+        summary="similarity after each layer is re-initialised, mean over layers (lower better)",
+    )
+    register(
+        "random_logit",
+        f"{_RANDOM}:RandomLogit",
+        summary="SSIM of the map to the map of a random other class (lower better)",
+    )
+    register(
+        "completeness",
+        "xaibench.metrics.axiomatic:Completeness",
+        summary="|sum(map) - (logit(x) - logit(baseline))| / |logit change| (lower better)",
     )
