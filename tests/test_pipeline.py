@@ -227,12 +227,18 @@ def test_every_registered_perturbation_and_metric_runs(components, tmp_path: Pat
     """Every metric and perturbation `xaibench ls` lists can be selected and gives a value."""
     perturbations = components.perturbations.names()
     metrics = components.metrics.names()
+    # Each with its smoke options (Component.smoke_options): Quantus-sized defaults take
+    # minutes per method even on a tiny model.
+    refs = [
+        {"name": m, "options": dict(components.metrics.get(m).load().smoke_options)}
+        for m in metrics
+    ]
     config = tiny_config(
         components,
         backbones=[{"name": "test_vit.random", "options": {"img_size": 32}}],
         saliency=list(METRIC_METHODS),
         perturbations=perturbations,
-        metrics=metrics,
+        metrics=refs,
         perturb_regions=["bone"],
         complement_regions=["bone"],
         max_explain_images=4,

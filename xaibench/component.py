@@ -40,6 +40,11 @@ class Component(BaseModel):
     display_name: ClassVar[str] = ""
     citation: ClassVar[str] = ""
     version: ClassVar[str] = "1"
+    #: Options that make the component cheap on a tiny model (a few 32 px images), for the
+    #: conformance kit and the tests that run every registered component. Never applied to a
+    #: user's run: a metric's defaults are sized for real use (Quantus's 200 noisy draws per
+    #: image, every layer randomised in turn), which takes minutes per method on a tiny model.
+    smoke_options: ClassVar[dict[str, Any]] = {}
 
     def options(self) -> dict[str, Any]:
         """Return the validated options as plain JSON-able data (for results files)."""

@@ -40,7 +40,7 @@ from noise by this score, and the worst value, 1, is a map that ignores the mode
 from __future__ import annotations
 
 import copy
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -124,6 +124,8 @@ class MPRT(ExplainerMetric):
         "top_down", description="Cascade from the output, from the input, or one layer at a time."
     )
     similarity: Similarity = Field("spearman", description="Map similarity (Quantus: Spearman).")
+    smoke_options: ClassVar[dict[str, Any]] = {"skip_layers": True, "summary": "last"}
+
     summary: Literal["mean", "last"] = Field(
         "mean", description="Per image: mean over randomised layers, or the last layer's value."
     )

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -96,6 +96,8 @@ class _Robustness(ExplainerMetric):
     """Scores of how far maps move over noisy draws; subclasses set the ratio and reduction."""
 
     higher_is_better = False
+
+    smoke_options: ClassVar[dict[str, Any]] = {"nr_samples": 2}
 
     nr_samples: int = Field(200, ge=1, le=100_000, description="Noisy draws per image.")
     explain_batch: int = Field(

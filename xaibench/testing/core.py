@@ -226,10 +226,15 @@ class Subject:
     def create(self, options: dict[str, Any] | None = None) -> Any:
         """Build the component with its registered options updated by ``options``.
 
+        The class's :attr:`~xaibench.component.Component.smoke_options` go under ``options``, so
+        a metric sized for real use runs in seconds on the kit's tiny models.
+
         The registry checks that the class derives from the kind's base class. A component that
         needs options nobody gave (a generic backbone family, a dataset read from files) cannot
         be built without knowing the user's setup, so its checks skip, naming the options.
         """
+        smoke = getattr(self.component_class(), "smoke_options", {}) if self.entry else {}
+        options = {**smoke, **(options or {})}
         missing = self.required_options(options)
         if missing:
             self.skip(
