@@ -23,7 +23,8 @@ survives each removal percentage), so it is called one image at a time and each 
 (0 or 1 per percentage) is averaged over the percentages: the mean over images equals the mean
 of Quantus's curve. ``MPRT`` and ``SmoothMPRT`` return one similarity per layer; the bridge
 sets ``return_average_correlation=True`` (their per-image average over layers) unless
-``return_last_correlation`` or ``skip_layers`` is given. ``RandomLogit`` gets
+``return_last_correlation`` or ``skip_layers`` is given (then ``return_last_correlation=True``,
+the fully randomised model's similarity). ``RandomLogit`` gets
 ``num_classes`` from the model's output unless given.
 
 The floor (``details["random_floor"]``) is the same Quantus call for an explanation that carries
@@ -142,11 +143,13 @@ class QuantusExplainerMetric(QuantusBridged, ExplainerMetric):
     def quantus_options(self) -> dict[str, Any]:
         """The user's constructor options over :attr:`bridge_defaults`."""
         options = {**self.bridge_defaults, **self.init_kwargs}
-        other = self.init_kwargs.get("return_last_correlation") or self.init_kwargs.get(
-            "skip_layers"
-        )  # MPRT's other summaries exclude the average (Quantus refuses both)
-        if other and "return_average_correlation" not in self.init_kwargs:
-            options.pop("return_average_correlation", None)
+        given = self.init_kwargs
+        if "return_average_correlation" in self.bridge_defaults and (
+            "return_average_correlation" not in given
+            and (given.get("return_last_correlation") or given.get("skip_layers"))
+        ):  # MPRT: Quantus refuses the average with either; the last layer's is one per image
+            options.pop("return_average_correlation")
+            options.setdefault("return_last_correlation", True)
         return options
 
     def per_sample(
@@ -292,3 +295,27 @@ _CLASSES: dict[str, type] = {
     for name, (base, class_vars) in EXPLAINER_METRICS.items()
 }
 globals().update(_CLASSES)
+
+#: Small ``init_kwargs`` for smoke tests on tiny models (32 px, a few images): Quantus's defaults
+#: are sized for real use (200 explanations per image, one model call per pixel, every layer
+#: randomised in turn). Not used unless passed.
+SMOKE_OPTIONS: dict[str, dict[str, Any]] = {
+    "FaithfulnessCorrelation": {"nr_runs": 2, "subset_size": 16},
+    "FaithfulnessEstimate": {"features_in_step": 128},
+    "MonotonicityCorrelation": {"nr_samples": 2, "features_in_step": 128},
+    "Monotonicity": {"features_in_step": 128},
+    "PixelFlipping": {"features_in_step": 128},
+    "RegionPerturbation": {"patch_size": 16, "regions_evaluation": 2},
+    "Selectivity": {"patch_size": 16},
+    "ROAD": {"percentages": [10, 90]},
+    "Infidelity": {"n_perturb_samples": 1, "perturb_patch_sizes": [16]},
+    "LocalLipschitzEstimate": {"nr_samples": 1},
+    "MaxSensitivity": {"nr_samples": 1},
+    "AvgSensitivity": {"nr_samples": 1},
+    "Continuity": {"nr_steps": 2},
+    "RelativeInputStability": {"nr_samples": 1},
+    "RelativeOutputStability": {"nr_samples": 1},
+    "RelativeRepresentationStability": {"nr_samples": 1},
+    "MPRT": {"skip_layers": True},
+    "SmoothMPRT": {"skip_layers": True, "nr_samples": 1},
+}
