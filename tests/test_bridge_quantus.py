@@ -294,3 +294,14 @@ def test_a_quantus_metric_through_a_run_equals_quantus(tmp_path, monkeypatch):
         assert np.isfinite(want).sum() >= 3
         got = rows.set_index("sample_id").value.reindex(list(test.sample_ids[:n]))
         np.testing.assert_allclose(got.to_numpy(dtype=float), want, rtol=1e-12, equal_nan=True)
+
+
+def test_mprt_gives_one_value_per_image_under_each_summary():
+    """Quantus's MPRT returns a dict per layer unless told to summarise: the bridge asks for
+    the per-image average, or the last layer's where the user skips layers."""
+    mprt = qe.QuantusMPRT(bridged="MPRT")
+    assert mprt.quantus_options() == {"return_average_correlation": True}
+    skip = qe.QuantusMPRT(bridged="MPRT", init_kwargs={"skip_layers": True})
+    assert skip.quantus_options() == {"skip_layers": True, "return_last_correlation": True}
+    qb.make_metric("MPRT", skip.quantus_options())  # Quantus accepts the combination
+    assert qe.QuantusMaxSensitivity(bridged="MaxSensitivity").quantus_options() == {}
