@@ -131,6 +131,18 @@ def test_region_metrics_equal_quantus(name, maps_and_masks):
     assert np.isnan(got[5])  # an empty region has no score (Quantus's pointing game: a hit)
 
 
+def test_all_regions_in_one_call_equal_one_call_per_region(maps_and_masks):
+    maps, masks = maps_and_masks
+    regions = {"a": masks, "b": masks.flip(0), "c": ~masks}
+    for name in qb.REGION_METRICS:
+        init = {"k": 50} if name == "TopKIntersection" else {}
+        metric = getattr(qb, f"Quantus{name}")(bridged=name, init_kwargs=init)
+        together = metric.per_sample_regions(maps, regions)
+        for region, mask in regions.items():
+            single = metric.per_sample(maps, mask)
+            np.testing.assert_array_equal(together[region].numpy(), single.numpy(), err_msg=name)
+
+
 @pytest.mark.parametrize("name", list(qb.MAP_METRICS))
 def test_map_metrics_equal_quantus_and_restore_numpy(name, maps_and_masks):
     maps, _ = maps_and_masks
