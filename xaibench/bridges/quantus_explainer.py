@@ -290,17 +290,14 @@ EXPLAINER_METRICS: dict[str, tuple[type[QuantusExplainerMetric], dict[str, Any]]
     "NonSensitivity": (QuantusExplainerMetric, {}),
 }
 
-_CLASSES: dict[str, type] = {
-    f"Quantus{name}": bridged_class(base, name, **class_vars)
-    for name, (base, class_vars) in EXPLAINER_METRICS.items()
-}
-globals().update(_CLASSES)
 
 #: Small ``init_kwargs`` for smoke tests on tiny models (32 px, a few images): Quantus's defaults
 #: are sized for real use (200 explanations per image, one model call per pixel, every layer
-#: randomised in turn). Not used unless passed. ``IROF`` (SLIC's ~100 superpixels, no option
-#: for their number) and ``NonSensitivity`` (one model call per pixel; Quantus 0.6 fails for
-#: ``features_in_step > 1``) have no cheap setting: leave them out of smoke runs.
+#: randomised in turn). Used as each class's ``smoke_options`` (see
+#: :class:`~xaibench.component.Component`) by the conformance kit and the tests that run every
+#: metric; never applied to a user's run. ``IROF`` (SLIC's ~100 superpixels, no option for their
+#: number) and ``NonSensitivity`` (one model call per pixel; Quantus 0.6 fails for
+#: ``features_in_step > 1``) have no cheap setting.
 SMOKE_OPTIONS: dict[str, dict[str, Any]] = {
     "FaithfulnessCorrelation": {"nr_runs": 2, "subset_size": 16},
     "FaithfulnessEstimate": {"features_in_step": 128},
@@ -321,3 +318,14 @@ SMOKE_OPTIONS: dict[str, dict[str, Any]] = {
     "MPRT": {"skip_layers": True},
     "SmoothMPRT": {"skip_layers": True, "nr_samples": 1},
 }
+
+_CLASSES: dict[str, type] = {
+    f"Quantus{name}": bridged_class(
+        base,
+        name,
+        smoke_options={"init_kwargs": SMOKE_OPTIONS[name]} if name in SMOKE_OPTIONS else {},
+        **class_vars,
+    )
+    for name, (base, class_vars) in EXPLAINER_METRICS.items()
+}
+globals().update(_CLASSES)
