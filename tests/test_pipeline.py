@@ -226,19 +226,13 @@ METRIC_METHODS = ("gradcam", "saliency", "random")
 def test_every_registered_perturbation_and_metric_runs(components, tmp_path: Path):
     """Every metric and perturbation `xaibench ls` lists can be selected and gives a value."""
     perturbations = components.perturbations.names()
-    metrics = components.metrics.names()
-    # Each with its smoke options (Component.smoke_options): Quantus-sized defaults take
-    # minutes per method even on a tiny model.
-    refs = [
-        {"name": m, "options": dict(components.metrics.get(m).load().smoke_options)}
-        for m in metrics
-    ]
+    metrics = [m for m in components.metrics.names() if m not in _explainer_metrics(components)]
     config = tiny_config(
         components,
         backbones=[{"name": "test_vit.random", "options": {"img_size": 32}}],
         saliency=list(METRIC_METHODS),
         perturbations=perturbations,
-        metrics=refs,
+        metrics=metrics,
         perturb_regions=["bone"],
         complement_regions=["bone"],
         max_explain_images=4,
@@ -262,6 +256,46 @@ def test_every_registered_perturbation_and_metric_runs(components, tmp_path: Pat
     floors = [r for r in records if r["metric"] in ("deletion_auc", "insertion_auc", "road")]
     assert floors
     assert all(r["details"]["random_floor"] is not None for r in floors if r["status"] == "ok")
+
+
+def _explainer_metrics(components) -> list[str]:
+    """Registered metrics that explain again (robustness, randomisation, Quantus' model-based)."""
+    return [
+        m
+        for m in components.metrics.names()
+        if components.metrics.get(m).load().needs == "explainer"
+    ]
+
+
+def test_every_registered_explainer_metric_runs(components, tmp_path: Path):
+    """Every metric that explains again, bridged ones included, on one method and two images.
+
+    Each runs with its smoke options (Component.smoke_options): the defaults, sized for real use
+    (Quantus' 200 noisy draws per image, every layer randomised in turn), take minutes per method
+    even on a tiny model.
+    """
+    names = _explainer_metrics(components)
+    assert "mprt" in names
+    refs = [
+        {"name": m, "options": dict(components.metrics.get(m).load().smoke_options)} for m in names
+    ]
+    config = tiny_config(
+        components,
+        backbones=[{"name": "test_vit.random", "options": {"img_size": 32}}],
+        saliency=["saliency"],
+        perturbations=["zero"],
+        metrics=["auc", *refs],
+        perturb_regions=["bone"],
+        explain_regions=["bone"],
+        max_explain_images=2,
+        sanity={"images": 0},
+    )
+    doc = run_benchmark(config, components, tmp_path / "run").document
+    records = [r for r in doc["records"] if r["metric"] in names]
+    assert {r["metric"] for r in records} == set(names)
+    failed = [(r["metric"], r["reason"]) for r in records if r["status"] != "ok"]
+    assert not failed, failed[:5]
+    assert all(r["details"]["random_floor"] is not None for r in records)
 
 
 def test_every_registered_saliency_method_runs(components, tmp_path: Path):
