@@ -90,3 +90,16 @@ def register_metrics(register: Register) -> None:
         f"{_FAITH}:ROAD",
         summary="ROAD: probability after top-ranked pixels are imputed away (lower better)",
     )
+    # Issue 22 (native, batched, opt-in): complexity of the map alone (MapMetric)
+    cpx = "xaibench.metrics.complexity"
+    register("sparseness", f"{cpx}:Sparseness", summary="Gini index of |map| (higher = sparser)")
+    register(
+        "complexity",
+        f"{cpx}:Complexity",
+        summary="entropy of |map| / sum |map| (lower = simpler)",
+    )
+    register(
+        "effective_complexity",
+        f"{cpx}:EffectiveComplexity",
+        summary="pixels with |map| / max |map| above eps (lower = simpler)",
+    )

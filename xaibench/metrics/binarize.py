@@ -46,7 +46,7 @@ _LEVELS = 256
 # --------------------------------------------------------------------------------------------
 
 
-def _valid_flat_maps(maps: Any, *, consequence: str) -> np.ndarray:
+def _valid_flat_maps(maps: Any, *, consequence: str, check_finite: bool = True) -> np.ndarray:
     """Check that ``maps`` is a finite real [B, H, W] tensor; return it as a [B, N] CPU array.
 
     A NaN or infinite saliency value usually comes from a numerical failure in the explanation
@@ -61,6 +61,8 @@ def _valid_flat_maps(maps: Any, *, consequence: str) -> np.ndarray:
     Args:
         maps: The candidate saliency maps.
         consequence: End of the message, saying why such a map cannot be scored.
+        check_finite: False for a caller that checks finiteness itself, from a per-map
+            reduction it needs anyway (:func:`_require_finite`), saving a pass over the maps.
 
     Raises:
         XaibenchError: If ``maps`` is not a 3-D real tensor or holds NaN or infinity.
@@ -78,11 +80,16 @@ def _valid_flat_maps(maps: Any, *, consequence: str) -> np.ndarray:
         values = values.double()
     batch, height, width = values.shape
     flat: np.ndarray = values.reshape(batch, height * width).numpy()
-    if flat.size == 0:
+    if flat.size == 0 or not check_finite:
         return flat
     # Max and min propagate NaN and an infinity is an extreme, so checking the two extremes
     # of each map checks every value, several times faster than isfinite over the batch.
-    finite = np.isfinite(flat.max(axis=1)) & np.isfinite(flat.min(axis=1))
+    _require_finite(np.isfinite(flat.max(axis=1)) & np.isfinite(flat.min(axis=1)), consequence)
+    return flat
+
+
+def _require_finite(finite: np.ndarray, consequence: str) -> None:
+    """Raise, naming the maps, unless every entry of the per-map flags ``finite`` is True."""
     if not finite.all():
         bad = np.flatnonzero(~finite).tolist()
         more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
@@ -90,7 +97,6 @@ def _valid_flat_maps(maps: Any, *, consequence: str) -> np.ndarray:
             f"maps must be finite; NaN or infinite values in {len(bad)} map(s) at batch "
             f"index {bad[:10]}{more}, {consequence}"
         )
-    return flat
 
 
 def _minmax_uint8(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
