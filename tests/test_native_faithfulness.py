@@ -137,7 +137,8 @@ def test_irof_equals_quantus_image_by_image(monkeypatch):
     reference = quantus.IROF(return_aggregate=False, disable_warnings=True)
     theirs = _quantus(reference, images, maps, batch_size=1)
     np.testing.assert_allclose(ours.numpy(), theirs, rtol=0, atol=1e-5)
-    assert floor.shape == ours.shape and torch.isfinite(floor).all()
+    assert floor.shape == ours.shape
+    assert torch.isfinite(floor).all()
 
 
 @pytest.mark.parametrize("side", [SIDE, 16])  # 20: padded to 24 (2 + 2), 16: no padding

@@ -151,8 +151,8 @@ def _otsu_levels(levels: np.ndarray) -> torch.Tensor:
     One ``bincount`` per image (of uint8 levels: fast, and a row's counts stay in cache), then
     every threshold of every image at once. For a threshold t (class 0 = levels <= t) with
     counts w0, w1 and level sums s0, s1, the between-class variance ``w0 w1 (mu0 - mu1)^2``
-    equals ``D^2 / (w0 w1)`` with ``D = N s0 - S w0`` (N, S: totals). D is an exact integer, so equal
-    variances (e.g. of mirror-symmetric histograms) compare equal and the first maximum is
+    equals ``D^2 / (w0 w1)`` with ``D = N s0 - S w0`` (N, S: totals). D is an exact integer, so
+    equal variances (e.g. of mirror-symmetric histograms) compare equal and the first maximum is
     well defined; evaluating ``(mu0 - mu1)`` with rounded means could break such ties at random.
 
     Args:
