@@ -53,6 +53,7 @@ the runner's batched ``score`` together, on the run's device.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from typing import ClassVar
 
 import numpy as np
@@ -91,6 +92,35 @@ def _average_ranks(x: torch.Tensor) -> torch.Tensor:
 def spearman_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman correlation (Pearson of average ranks) per row pair; NaN if constant."""
     return pearson_rows(_average_ranks(a), _average_ranks(b))
+
+
+#: Perturbed images gathered into one call of ``score`` (which batches them for the model):
+#: one call per perturbation of a small batch would pay the per-call cost hundreds of times.
+STACK_IMAGES = 256
+
+
+def _score_stacked(score: ScoreFn, perturbed: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """``score`` of each tensor of ``perturbed``, in calls of about :data:`STACK_IMAGES` images.
+
+    Returns one float64 CPU tensor per input tensor, in order. The inputs are made lazily, so
+    at most about :data:`STACK_IMAGES` perturbed images exist at a time.
+    """
+    outputs: list[torch.Tensor] = []
+    pending: list[torch.Tensor] = []
+
+    def flush() -> None:
+        sizes = [len(x) for x in pending]
+        out = score(torch.cat(pending)).double().cpu()
+        outputs.extend(out.split(sizes))
+        pending.clear()
+
+    for x in perturbed:
+        pending.append(x)
+        if sum(len(p) for p in pending) >= STACK_IMAGES:
+            flush()
+    if pending:
+        flush()
+    return outputs
 
 
 def _flat_maps(maps: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -162,13 +192,16 @@ class FaithfulnessCorrelation(FaithfulnessMetric):
         x = images.flatten(1)
         low = x.min(dim=1, keepdim=True).values
         intact = score(images).double().cpu()
-        drops, sums = [], []
         rows = torch.arange(batch, device=x.device)[:, None]
-        for subset in subsets:
-            perturbed = x.clone()
-            perturbed[rows, subset.to(x.device)] = low.expand(-1, subset.shape[1])
-            drops.append(intact - score(perturbed.view_as(images)).double().cpu())
-            sums.append(flat.gather(1, subset).sum(dim=1))
+
+        def perturbed() -> Iterator[torch.Tensor]:
+            for subset in subsets:
+                copy = x.clone()
+                copy[rows, subset.to(x.device)] = low.expand(-1, subset.shape[1])
+                yield copy.view_as(images)
+
+        drops = [intact - out for out in _score_stacked(score, perturbed())]
+        sums = [flat.gather(1, subset).sum(dim=1) for subset in subsets]
         return pearson_rows(torch.stack(sums, dim=1), torch.stack(drops, dim=1))
 
 
@@ -239,17 +272,21 @@ class MonotonicityCorrelation(FaithfulnessMetric):
         samples = fills.shape[1]
         repeated = x.repeat(samples, 1)  # sample-major: row s * B + b
         rows = torch.arange(samples * batch, device=x.device)[:, None]
-        variances, sums = [], []
-        for g, fill in enumerate(fills):
-            group = order[:, g * step : (g + 1) * step]
-            perturbed = repeated.clone()
-            columns = group.to(x.device).repeat(samples, 1)
-            values = fill.reshape(-1, 1).to(x.dtype).to(x.device)
-            perturbed[rows, columns] = values.expand(-1, columns.shape[1])
-            out = score(perturbed.view(samples * batch, *images.shape[1:])).double().cpu()
-            change = (out.view(samples, batch) - intact) ** 2
-            variances.append(change.mean(dim=0) * scale)
-            sums.append(flat.gather(1, group).sum(dim=1))
+        groups = [order[:, g * step : (g + 1) * step] for g in range(len(fills))]
+
+        def perturbed() -> Iterator[torch.Tensor]:
+            for group, fill in zip(groups, fills, strict=True):
+                copy = repeated.clone()
+                columns = group.to(x.device).repeat(samples, 1)
+                values = fill.reshape(-1, 1).to(x.dtype).to(x.device)
+                copy[rows, columns] = values.expand(-1, columns.shape[1])
+                yield copy.view(samples * batch, *images.shape[1:])
+
+        variances = [
+            ((out.view(samples, batch) - intact) ** 2).mean(dim=0) * scale
+            for out in _score_stacked(score, perturbed())
+        ]
+        sums = [flat.gather(1, group).sum(dim=1) for group in groups]
         return spearman_rows(torch.stack(sums, dim=1), torch.stack(variances, dim=1))
 
 
@@ -271,13 +308,18 @@ def _removal_curve(
     x = images.flatten(1).clone()
     low = x.min(dim=1).values
     steps = max(len(r) for r in regions)
+    actives = [[i for i in range(batch) if k < len(regions[i])] for k in range(steps)]
+
+    def perturbed() -> Iterator[torch.Tensor]:
+        # Each removal builds on the last; no model output is needed to make the next image.
+        for k, active in enumerate(actives):
+            for i in active:
+                value = x[i].mean() if fill == "mean" else low[i]
+                x[i] = torch.where(regions[i][k].to(x.device), value, x[i])
+            yield x[active].view(len(active), *images.shape[1:])  # a copy: x[list] gathers
+
     curves: list[list[torch.Tensor]] = [[] for _ in range(batch)]
-    for k in range(steps):
-        active = [i for i in range(batch) if k < len(regions[i])]
-        for i in active:
-            value = x[i].mean() if fill == "mean" else low[i]
-            x[i] = torch.where(regions[i][k].to(x.device), value, x[i])
-        out = score(x[active].view(len(active), *images.shape[1:])).double().cpu()
+    for active, out in zip(actives, _score_stacked(score, perturbed()), strict=True):
         for j, i in enumerate(active):
             curves[i].append(out[j])
     return [torch.stack(c) for c in curves]
