@@ -42,7 +42,10 @@ def maps() -> torch.Tensor:
 CASES: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], type]] = {
     "sparseness": (gini_sparseness, quantus.Sparseness),
     "complexity": (entropy_complexity, quantus.Complexity),
-    "effective_complexity": (effective_complexity, quantus.EffectiveComplexity),
+    "effective_complexity": (  # Quantus' default threshold
+        lambda m: effective_complexity(m, eps=1e-5),
+        quantus.EffectiveComplexity,
+    ),
 }
 
 

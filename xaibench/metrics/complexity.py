@@ -8,7 +8,8 @@ each map, computed once per method and image (no region, no model):
 * :class:`Complexity` — the Shannon entropy (natural log) of ``|a| / sum |a|`` (Bhatt et al.,
   2020): 0 for a single pixel, ``log(H W)`` for a flat map. Lower is better.
 * :class:`EffectiveComplexity` — the number of pixels whose ``|a|``, divided by the map's
-  largest ``|a|``, exceeds ``eps`` (Nguyen & Martinez, 2020). Lower is better.
+  largest ``|a|``, exceeds ``eps`` (Nguyen & Martinez, 2020; ``eps`` 0.01 by default where
+  Quantus has 1e-5, see the class). Lower is better.
 
 Each equals Quantus 0.6.0's metric of the same name, with its default preprocessing (absolute
 value, division by the maximum absolute value), to 1e-6 wherever both define a value, with two
@@ -157,7 +158,7 @@ def entropy_complexity(maps: torch.Tensor) -> torch.Tensor:
     return _result(np.where(defined, np.log(safe) - weighted / safe, np.nan), maps.device)
 
 
-def effective_complexity(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+def effective_complexity(maps: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
     """Number of pixels with ``|a| / max |a| > eps``, per map.
 
     Compared as ``|a| > t`` with ``t = eps max |a|``, which agrees with the division except
@@ -240,7 +241,10 @@ class Complexity(MapMetric):
 class EffectiveComplexity(MapMetric):
     """Pixels whose absolute attribution exceeds ``eps`` times the map's maximum; lower = simpler.
 
-    Floor: about ``H W (1 - eps)`` for i.i.d. uniform noise.
+    ``eps`` defaults to 0.01, not Quantus' 1e-5: at 1e-5 every pixel of a map with any noise
+    (gradients, noise-averaged maps) counts, so a map concentrated on a small square with 1 %
+    noise scores the same as pure noise and the count says nothing. ``eps=1e-5`` reproduces
+    Quantus' default. Floor: about ``H W (1 - eps)`` for i.i.d. uniform noise.
     """
 
     display_name = "Effective complexity"
@@ -251,7 +255,10 @@ class EffectiveComplexity(MapMetric):
     higher_is_better: ClassVar[bool] = False
 
     eps: float = Field(
-        1e-5, ge=0, lt=1, description="Threshold on |a| / max |a| above which a pixel counts."
+        0.01,
+        ge=0,
+        lt=1,
+        description="Threshold on |a| / max |a| above which a pixel counts (Quantus: 1e-5).",
     )
 
     def per_sample(self, maps: torch.Tensor) -> torch.Tensor:
