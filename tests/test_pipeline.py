@@ -222,12 +222,20 @@ def test_every_registered_method_perturbation_and_metric_runs(components, tmp_pa
     saliency = components.saliency.names()
     perturbations = components.perturbations.names()
     metrics = components.metrics.names()
+    # Model-calling scores whose library defaults cost hundreds of calls per image: cheap options
+    # here (about 0.2 s per method in all instead of 3.4 s; issue 22).
+    cheap = {
+        "faithfulness_correlation": {"nr_runs": 5, "subset_size": 32},
+        "monotonicity_correlation": {"nr_samples": 1, "features_in_step": 256},
+        "irof": {"n_segments": 4},
+        "selectivity": {"patch_size": 16},
+    }
     config = tiny_config(
         components,
         backbones=[{"name": "test_vit.random", "options": {"img_size": 32}}],
         saliency=saliency,
         perturbations=perturbations,
-        metrics=metrics,
+        metrics=[{"name": m, "options": cheap[m]} if m in cheap else m for m in metrics],
         perturb_regions=["bone"],
         complement_regions=["bone"],
         max_explain_images=4,
