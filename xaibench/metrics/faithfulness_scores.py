@@ -169,8 +169,13 @@ class FaithfulnessCorrelation(FaithfulnessMetric):
                 f"subset_size must be smaller than the number of pixels ({pixels}); "
                 f"got {self.subset_size}"
             )
-        keys = torch.rand(self.nr_runs, batch, pixels, generator=generator)
-        return keys.topk(self.subset_size, dim=2).indices
+        # One run's keys at a time: all runs at once would be nr_runs x B x H W floats.
+        return torch.stack(
+            [
+                torch.rand(batch, pixels, generator=generator).topk(self.subset_size).indices
+                for _ in range(self.nr_runs)
+            ]
+        )
 
     def per_sample(
         self,
