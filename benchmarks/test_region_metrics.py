@@ -2,38 +2,45 @@
 
 * ``iou_otsu``: batched torch Otsu + IoU vs a per-image scikit-image loop.
 * ``vs_quantus``: our batched localisation kernels vs Quantus 0.6.0 on the same 256 maps at
-  224 x 224 (smooth random fields with distinct values, random elliptical regions). Values
-  must be identical (to 1e-6). Two ratios are printed per metric: against Quantus' whole
-  call, which is what a user pays and is dominated by its input checks (``set(a.tolist())``
-  over every attribution value), and against its ``evaluate_batch`` kernel alone. The target
-  is at least 20x on the whole call. Timings on a shared machine are noisy and Quantus' call
-  is timed once, so the test asserts only a floor of 5x (a per-image Python loop would fall
-  below it) and prints whether the target was met; the kernel ratios are reported as they are
-  (Quantus' pointing-game and mass kernels are single vectorised NumPy expressions without
-  input validation, so they are not expected to be beaten).
+  224 x 224 (smooth random fields with distinct values, random elliptical regions). Where the
+  score is the same (pointing game, relevance mass and rank, pixel AUC) the values must be
+  identical (to 1e-6). Two ratios are printed per metric: against Quantus' whole call, which is
+  what a user pays and is dominated by its input checks (``set(a.tolist())`` over every
+  attribution value), and against its per-batch function ``evaluate_batch`` alone, given the
+  arrays its call would hand it (float64, already preprocessed). Quantus has no IoU of a
+  binarised map and no inside/outside density ratio, so ``iou_region`` and ``energy_ratio``
+  are timed against its nearest per-batch kernels (``TopKIntersection``,
+  ``AttributionLocalisation``) without comparing values. Timings on a shared machine are
+  noisy and Quantus' call is timed once, so the test asserts only loose floors (5x the whole
+  call, 0.8x the per-batch function, both measured in the same run) and prints the ratios;
+  ``docs/performance.md`` has the table.
 
-Run with ``python -m pytest benchmarks/test_region_metrics.py --benchmark-only`` (or tox's
+Run with ``python -m pytest benchmarks/test_region_metrics.py --benchmark-only -s`` (or tox's
 ``bench`` env). The ratio lines are printed past pytest's capture and stored in each row's
-``extra_info``. Quantus' whole call is timed once per metric (3-12 s each, depending on the
-machine), its kernel best of three.
+``extra_info``. Quantus' whole call is timed once per metric (10-40 s each on a shared
+two-core machine), its per-batch function best of three.
 """
 
 from __future__ import annotations
 
-import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import quantus
 import torch
+from quantus_timing import KERNEL_FLOOR, quantus_reference, report
 from scipy.ndimage import gaussian_filter
 from skimage.filters import threshold_otsu
 
-from xaibench.metrics.binarize import otsu_binarize, region_iou
-from xaibench.metrics.map_scores import pixel_auc, pointing_game, relevance_mass, relevance_rank
+from xaibench.metrics.binarize import otsu_binarize, region_iou, topk_binarize
+from xaibench.metrics.map_scores import (
+    energy_ratio,
+    pixel_auc,
+    pointing_game,
+    relevance_mass,
+    relevance_rank,
+)
 
 B, H, W = 64, 128, 128
 
@@ -72,7 +79,6 @@ def test_xaibench_batched(benchmark, data):
 # ---------------------------------------------------------------------------------------------
 
 QB, QH, QW = 256, 224, 224
-TARGET = 20.0  # x faster than Quantus' whole call, reported
 FLOOR = 5.0  # x faster than Quantus' whole call, asserted
 
 
@@ -105,72 +111,48 @@ def localisation_data() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(maps), torch.from_numpy(masks)
 
 
-@dataclass(frozen=True)
-class Reference:
-    values: np.ndarray
-    call_s: float
-    kernel_s: float
-
-
-def _quantus_reference(metric_cls: type, maps: np.ndarray, masks: np.ndarray) -> Reference:
-    """Quantus' scores with its preprocessing off, and the time of its call and its kernel."""
-    metric = metric_cls(abs=False, normalise=False, disable_warnings=True)
-    a_batch = maps[:, None].astype(np.float64)
-    s_batch = masks[:, None].astype(np.float64)
-    x_batch = np.zeros_like(a_batch)
-    y_batch = np.zeros(len(maps), dtype=np.int64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        start = time.perf_counter()
-        values = metric(
-            model=None,
-            x_batch=x_batch,
-            y_batch=y_batch,
-            a_batch=a_batch,
-            s_batch=s_batch,
-            batch_size=len(maps),
-        )
-        call_s = time.perf_counter() - start
-        kernel_times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            metric.evaluate_batch(a_batch=a_batch, s_batch=s_batch)
-            kernel_times.append(time.perf_counter() - start)
-    return Reference(np.asarray(values, dtype=np.float64), call_s, min(kernel_times))
-
-
-# name -> (our kernel, Quantus metric, transform applied to Quantus' input only)
-CASES: dict[str, tuple[Callable[..., torch.Tensor], type, Callable[[np.ndarray], np.ndarray]]] = {
-    "pointing_game": (pointing_game, quantus.PointingGame, lambda a: a),
+# name -> (our kernel, Quantus metric, transform applied to Quantus' input only, whether the
+# values are the same score). Quantus has no IoU of a binarised map and no inside/outside density
+# ratio: those two are timed against its nearest per-batch kernels (TopKIntersection: a top-k
+# binarisation and an overlap; AttributionLocalisation: an inside/total mass ratio), values not
+# compared.
+CASES: dict[
+    str,
+    tuple[Callable[..., torch.Tensor], type, Callable[[np.ndarray], np.ndarray], bool],
+] = {
+    "pointing_game": (pointing_game, quantus.PointingGame, lambda a: a, True),
     # We count positive attribution only; Quantus sums signed values: give it the positive part.
-    "relevance_mass": (relevance_mass, quantus.RelevanceMassAccuracy, lambda a: a.clip(0)),
-    "relevance_rank": (relevance_rank, quantus.RelevanceRankAccuracy, lambda a: a),
-    "pixel_auc": (pixel_auc, quantus.AUC, lambda a: a),
+    "relevance_mass": (relevance_mass, quantus.RelevanceMassAccuracy, lambda a: a.clip(0), True),
+    "relevance_rank": (relevance_rank, quantus.RelevanceRankAccuracy, lambda a: a, True),
+    "pixel_auc": (pixel_auc, quantus.AUC, lambda a: a, True),
+    "energy_ratio": (energy_ratio, quantus.AttributionLocalisation, lambda a: a, False),
+    "iou_region": (
+        lambda m, r: region_iou(otsu_binarize(m), r),
+        quantus.TopKIntersection,
+        lambda a: a,
+        False,
+    ),
+    "iou_region_topk": (
+        lambda m, r: region_iou(topk_binarize(m, 10.0), r),
+        quantus.TopKIntersection,
+        lambda a: a,
+        False,
+    ),
 }
 
 
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.benchmark(group="vs_quantus")
 def test_xaibench_vs_quantus(benchmark, localisation_data, capsys, name: str) -> None:
-    kernel, metric_cls, quantus_input = CASES[name]
+    kernel, metric_cls, quantus_input, same_score = CASES[name]
     maps, masks = localisation_data
-    reference = _quantus_reference(metric_cls, quantus_input(maps.numpy()), masks.numpy())
+    a_batch = quantus_input(maps.numpy())[:, None].astype(np.float64)
+    s_batch = masks.numpy()[:, None].astype(np.float64)
+    metric = metric_cls(abs=False, normalise=False, disable_warnings=True)
+    reference = quantus_reference(metric, a_batch, s_batch)
     result = benchmark(kernel, maps, masks)
-    np.testing.assert_allclose(result.numpy(), reference.values, rtol=0, atol=1e-6)
-    ours = benchmark.stats.stats.min
-    vs_call, vs_kernel = reference.call_s / ours, reference.kernel_s / ours
-    benchmark.extra_info.update(
-        quantus_call_s=round(reference.call_s, 3),
-        quantus_kernel_s=round(reference.kernel_s, 4),
-        speedup_vs_quantus_call=round(vs_call, 1),
-        speedup_vs_quantus_kernel=round(vs_kernel, 2),
-    )
-    met = "met" if vs_call >= TARGET else "NOT met"
-    with capsys.disabled():
-        print(
-            f"\n{name}: xaibench {ours * 1e3:.0f} ms; Quantus call {reference.call_s:.2f} s "
-            f"({vs_call:.0f}x, target {TARGET:.0f}x {met}), Quantus kernel "
-            f"{reference.kernel_s * 1e3:.0f} ms ({vs_kernel:.1f}x); {QB} maps {QH}x{QW}, "
-            "values identical to 1e-6"
-        )
-    assert vs_call >= FLOOR
+    if same_score:
+        np.testing.assert_allclose(result.numpy(), reference.values, rtol=0, atol=1e-6)
+    report(benchmark, capsys, name, reference, same_score, f"{QB} maps {QH}x{QW}")
+    assert reference.call_s / benchmark.stats.stats.min >= FLOOR
+    assert reference.kernel_s / benchmark.stats.stats.min >= KERNEL_FLOOR

@@ -232,7 +232,10 @@ def test_every_registered_perturbation_and_metric_runs(components, tmp_path: Pat
         backbones=[{"name": "test_vit.random", "options": {"img_size": 32}}],
         saliency=list(METRIC_METHODS),
         perturbations=perturbations,
-        metrics=metrics,
+        metrics=[
+            {"name": m, "options": dict(components.metrics.get(m).load().smoke_options)}
+            for m in metrics
+        ],
         perturb_regions=["bone"],
         complement_regions=["bone"],
         max_explain_images=4,

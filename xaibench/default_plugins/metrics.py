@@ -122,3 +122,38 @@ def register_metrics(register: Register) -> None:
         "xaibench.metrics.axiomatic:Completeness",
         summary="|sum(map) - (logit(x) - logit(baseline))| / |logit change| (lower better)",
     )
+    # Issue 22 (native, batched, opt-in): complexity of the map alone (MapMetric)
+    cpx = "xaibench.metrics.complexity"
+    register("sparseness", f"{cpx}:Sparseness", summary="Gini index of |map| (higher = sparser)")
+    register(
+        "complexity",
+        f"{cpx}:Complexity",
+        summary="entropy of |map| / sum |map| (lower = simpler)",
+    )
+    register(
+        "effective_complexity",
+        f"{cpx}:EffectiveComplexity",
+        summary="pixels with |map| / max |map| above eps (lower = simpler)",
+    )
+    # ... and faithfulness scores of the Quantus family (FaithfulnessMetric)
+    fsc = "xaibench.metrics.faithfulness_scores"
+    register(
+        "faithfulness_correlation",
+        f"{fsc}:FaithfulnessCorrelation",
+        summary="correlation of random-subset map sums with the probability drop",
+    )
+    register(
+        "monotonicity_correlation",
+        f"{fsc}:MonotonicityCorrelation",
+        summary="rank correlation of |map| group sums with the output change they cause",
+    )
+    register(
+        "irof",
+        f"{fsc}:IROF",
+        summary="area over the relative probability curve as top superpixels are removed",
+    )
+    register(
+        "selectivity",
+        f"{fsc}:Selectivity",
+        summary="area under the probability curve as top patches are removed (lower better)",
+    )

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from xaibench.errors import XaibenchError
-from xaibench.metrics.binarize import _valid_flat_maps
+from xaibench.metrics.binarize import _require_finite, _valid_flat_maps
 
 __all__ = [
     "PointingTies",
@@ -43,20 +43,28 @@ __all__ = [
 # rows, and its row reductions (counts, float64 sums of float32) 3-10x faster than torch's.
 # Moving to CPU is free for CPU tensors (NumPy shares their memory).
 
+_CONSEQUENCE = "so no localisation score can be computed from them"
+
+#: Rows per block: a block's temporaries stay in the processor's cache.
+_ROWS = 8
+
 PointingTies = Literal["fraction", "any"]
 """How :func:`pointing_game` scores a map whose maximum is reached at several pixels."""
 
 
-def _region_inputs(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
+def _region_inputs(
+    maps: Any, masks: Any, *, check_finite: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Validate a (maps, masks) pair and flatten both to [B, N] NumPy arrays.
+
+    ``check_finite=False`` is for a kernel that checks finiteness itself from the per-map
+    extremes it computes anyway (:func:`_require_finite`).
 
     Raises:
         XaibenchError: If the maps are not a finite real [B, H, W] tensor, or the masks are not
             a bool tensor of exactly the maps' shape (resize them with :func:`align_mask`).
     """
-    values = _valid_flat_maps(
-        maps, consequence="so no localisation score can be computed from them"
-    )
+    values = _valid_flat_maps(maps, consequence=_CONSEQUENCE, check_finite=check_finite)
     if not isinstance(masks, torch.Tensor):
         raise XaibenchError(f"masks must be a torch.Tensor; got {type(masks).__name__}")
     if masks.dtype != torch.bool:
@@ -74,9 +82,14 @@ def _region_inputs(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
 def _count(flags: np.ndarray) -> np.ndarray:
     """Number of True values per row, as float64 (exact: counts stay far below 2**53).
 
-    Float64 so that every ratio of counts is computed in float64 without further casts.
+    Float64 so that every ratio of counts is computed in float64 without further casts. Row
+    by row: NumPy counts a 1-D bool array with a vectorised popcount, but a count along an
+    axis goes through a generic sum (about 20x slower on a batch of 224 px maps).
     """
-    return np.count_nonzero(flags, axis=1).astype(np.float64)
+    counts = np.empty(flags.shape[0], dtype=np.float64)
+    for i, row in enumerate(flags):
+        counts[i] = np.count_nonzero(row)
+    return counts
 
 
 def _scores(scores: np.ndarray, undefined: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -121,11 +134,13 @@ def pointing_game(
     """
     if ties not in ("fraction", "any"):
         raise XaibenchError(f"ties must be 'fraction' or 'any'; got {ties!r}")
-    values, region = _region_inputs(maps, masks)
+    values, region = _region_inputs(maps, masks, check_finite=False)
     batch, n_pixels = values.shape
     if n_pixels == 0:
         return _all_undefined(batch, maps.device)
-    at_max = values == values.max(axis=1, keepdims=True)
+    peak = values.max(axis=1, keepdims=True)
+    _require_finite(np.isfinite(peak[:, 0]) & np.isfinite(values.min(axis=1)), _CONSEQUENCE)
+    at_max = values == peak
     inside = _count(at_max & region)
     score = (inside > 0).astype(np.float64) if ties == "any" else inside / _count(at_max)
     return _scores(score, _count(region) == 0, maps.device)
@@ -137,9 +152,21 @@ def _positive_mass(values: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, 
     Both are summed directly (not one as the total minus the other), so that "nothing
     outside" is an exact zero rather than a rounding residue.
     """
-    positive = np.maximum(values, 0)
-    inside = np.add.reduce(positive * region, axis=1, dtype=np.float64)
-    outside = np.add.reduce(positive * ~region, axis=1, dtype=np.float64)
+    batch, n = values.shape
+    inside, outside = np.empty(batch), np.empty(batch)
+    # Blocks of rows in cache. Outside the region the positive part minus its masked copy is
+    # the positive part itself, inside it is x - x = 0 exactly: the same values as masking
+    # with the complement, so both sums are unchanged.
+    positive = np.empty((_ROWS, n), dtype=values.dtype)
+    masked = np.empty((_ROWS, n), dtype=values.dtype)
+    for i in range(0, batch, _ROWS):
+        rows = slice(i, i + _ROWS)
+        k = len(values[rows])
+        np.maximum(values[rows], 0, out=positive[:k])
+        np.multiply(positive[:k], region[rows], out=masked[:k])
+        inside[rows] = np.add.reduce(masked[:k], axis=1, dtype=np.float64)
+        np.subtract(positive[:k], masked[:k], out=masked[:k])
+        outside[rows] = np.add.reduce(masked[:k], axis=1, dtype=np.float64)
     return inside, outside
 
 
