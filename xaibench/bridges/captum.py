@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import random
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -272,7 +273,7 @@ class CaptumMethod(SaliencyMethod):
         reason = self.supports(model)
         if reason is not None:
             raise ValueError(reason)
-        with _model_left_as_found(model), self._seeded(images.device):
+        with _model_left_as_found(model), self._seeded(images.device), _quiet():
             attr = self._attribute(model, images, targets)
         maps = self._layer_to_maps(model, attr, images) if self._is_layer() else attr[:, 0]
         maps = maps.detach()
@@ -410,6 +411,23 @@ class CaptumMethod(SaliencyMethod):
             finally:
                 np.random.set_state(np_state)
                 random.setstate(py_state)
+
+
+#: captum's notices of what it does on every call (hooks it sets and removes, Lime's per-image
+#: models): not problems, and one per batch would flood a run's log.
+NOTICES = (
+    "Setting forward, backward hooks and attributes on non-linear",
+    "Setting backward hooks on ReLU activations",
+    "You are providing multiple inputs for Lime",
+)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    with warnings.catch_warnings():
+        for notice in NOTICES:
+            warnings.filterwarnings("ignore", message=notice, category=UserWarning)
+        yield
 
 
 def _side(fraction: float, side: int) -> int:
