@@ -77,6 +77,9 @@ DEEPLIFT = frozenset({"DeepLift", "DeepLiftShap", "LayerDeepLift", "LayerDeepLif
 #: (over its trailing dimensions), which for ViT tokens ``[B, N, C]`` averages over channels.
 CNN_LAYER_ONLY = frozenset({"LayerGradCam", "GuidedGradCam"})
 
+#: Methods that permute features across the images of a batch.
+PERMUTATION = frozenset({"FeaturePermutation", "LayerFeaturePermutation"})
+
 #: Layer perturbation methods: one layer perturbation per forward pass (captum does not expand
 #: the targets when it batches several).
 LAYER_PERTURBATION = frozenset({"LayerFeatureAblation", "LayerFeaturePermutation"})
@@ -273,6 +276,11 @@ class CaptumMethod(SaliencyMethod):
         reason = self.supports(model)
         if reason is not None:
             raise ValueError(reason)
+        if self.bridged in PERMUTATION and len(images) < 2:
+            raise ValueError(
+                f"captum:{self.bridged} permutes features across the images of a batch: it "
+                f"needs at least 2, got {len(images)}"
+            )
         with _model_left_as_found(model), self._seeded(images.device), _quiet():
             attr = self._attribute(model, images, targets)
         maps = self._layer_to_maps(model, attr, images) if self._is_layer() else attr[:, 0]
