@@ -359,7 +359,9 @@ def test_perturbation_methods_equal_captum_with_the_documented_masks(models, ima
     got = explain("Occlusion", model, images, window=0.5, stride=0.25)
     torch.testing.assert_close(got, occlusion[:, 0])
     torch.testing.assert_close(explain("ShapleyValues", model, images), exact[:, 0])
-    # the default masks: 8 x 8 patches, 2 x 2 for the exact Shapley values
+    # the default masks: 8 x 8 patches, 4 x 4 for sampled, 2 x 2 for exact Shapley values
+    sampled = CaptumMethod(bridged="ShapleyValueSampling")._feature_mask(images)
+    assert torch.equal(sampled, patch_mask(32, 4))
     default = CaptumMethod(bridged="KernelShap")._feature_mask(images)
     assert torch.equal(default, patch_mask(32, 8))
     assert torch.equal(

@@ -86,8 +86,9 @@ LAYER_PERTURBATION = frozenset({"LayerFeatureAblation", "LayerFeaturePermutation
 
 #: Default patch grid (``grid x grid`` features) of the mask-based perturbation methods.
 DEFAULT_GRID = 8
-#: ``ShapleyValues`` enumerates every ordering of the features (``F!``): 2 x 2 patches by default.
-EXACT_SHAPLEY_GRID = 2
+#: Grids of the costlier methods: ``ShapleyValues`` enumerates every ordering of the features
+#: (``F!``), ``ShapleyValueSampling`` takes ``n_samples`` (25) orderings, ``F + 1`` passes each.
+GRID_OF = {"ShapleyValues": 2, "ShapleyValueSampling": 4}
 
 #: Keywords xaibench supplies itself, and why a user cannot set them.
 SUPPLIED_INIT = {
@@ -180,7 +181,7 @@ class CaptumMethod(SaliencyMethod):
         ge=1,
         le=64,
         description="Patch grid side of the feature mask (perturbation methods): grid x grid "
-        "features; default 8, and 2 for ShapleyValues (it enumerates all F! orderings).",
+        "features; default 8, 4 for ShapleyValueSampling, 2 for ShapleyValues (F! orderings).",
     )
     window: float = Field(0.125, gt=0, le=1, description="Occlusion window, fraction of the side.")
     stride: float = Field(0.0625, gt=0, le=1, description="Occlusion stride, fraction of the side.")
@@ -312,9 +313,7 @@ class CaptumMethod(SaliencyMethod):
 
     def _feature_mask(self, images: torch.Tensor) -> torch.Tensor:
         """``[1, 1, H, W]`` patch ids of a ``grid x grid`` split of the image."""
-        grid = self.grid or (
-            EXACT_SHAPLEY_GRID if self.bridged == "ShapleyValues" else DEFAULT_GRID
-        )
+        grid = self.grid or GRID_OF.get(self.bridged, DEFAULT_GRID)
         h, w = images.shape[-2:]
         rows = torch.div(torch.arange(h) * min(grid, h), h, rounding_mode="floor")
         cols = torch.div(torch.arange(w) * min(grid, w), w, rounding_mode="floor")

@@ -26,7 +26,7 @@ _SUMMARIES = {
     "FeatureAblation": "logit drop when each patch of a grid is ablated (captum)",
     "FeaturePermutation": "logit drop when a patch is permuted across the batch, seeded (captum)",
     "Occlusion": "sliding-window occlusion (captum)",
-    "ShapleyValueSampling": "sampled Shapley values of a patch grid, seeded (captum)",
+    "ShapleyValueSampling": "sampled Shapley values of a 4x4 patch grid, seeded (captum)",
     "ShapleyValues": "exact Shapley values of a 2x2 patch grid (captum)",
     "Lime": "LIME on a patch grid, seeded (captum)",
     "KernelShap": "Kernel SHAP on a patch grid, seeded (captum)",
