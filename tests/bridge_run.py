@@ -2,7 +2,7 @@
 
 The run trains a linear probe, so its model exists only inside the run: a spy around each
 bridged method's ``explain`` keeps a copy of the model, the images, the targets and the maps,
-and a spy around ``relevance_mass`` keeps the region masks it scored those maps against. The
+and a spy around ``pixel_auc`` keeps the region masks it scored those maps against. The
 tests then call the library directly on the copy and compare with the run's explanations CSV.
 """
 
@@ -23,7 +23,7 @@ import yaml
 from xaibench.bridges.gradcam import GradCAMBridge
 from xaibench.bridges.zennit import ZennitBridge
 from xaibench.cli import main
-from xaibench.metrics.localisation import RelevanceMass
+from xaibench.metrics.localisation import PixelAUC
 
 #: Bridged methods the run explains with (one per bridge; both run on the CNN).
 METHODS = ("gradcam:GradCAMPlusPlus", "zennit:EpsilonPlusFlat")
@@ -37,7 +37,7 @@ RUN: dict[str, Any] = {
     "strategies": ["linear_probe"],
     "saliency": list(METHODS),
     "perturbations": [],
-    "metrics": ["auc", "relevance_mass"],
+    "metrics": ["auc", "pixel_auc"],
     "explain_regions": ["bone"],
     "train": {"epochs": 1, "batch_size": 16},
     "max_explain_images": 4,
@@ -89,10 +89,10 @@ def bridge_run() -> BridgeRun:
                 record.masks.append(masks.clone())
         return original_mass(self, maps, masks)
 
-    original_mass = RelevanceMass.per_sample
+    original_mass = PixelAUC.per_sample
     mp.setattr(GradCAMBridge, "explain", spy(GradCAMBridge.explain))
     mp.setattr(ZennitBridge, "explain", spy(ZennitBridge.explain))
-    mp.setattr(RelevanceMass, "per_sample", mass_spy)
+    mp.setattr(PixelAUC, "per_sample", mass_spy)
     try:
         folder = Path(tempfile.mkdtemp(prefix="xaibench-bridge-run-"))
         config = folder / "run.yaml"
@@ -106,11 +106,9 @@ def bridge_run() -> BridgeRun:
 
 
 def run_values(run: BridgeRun, method: str) -> torch.Tensor:
-    """The run's per-image relevance mass on ``bone`` for ``method``, in explain order."""
+    """The run's per-image pixel AUC on ``bone`` for ``method``, in explain order."""
     rows = run.explanations
     rows = rows[
-        (rows["saliency"] == method)
-        & (rows["metric"] == "relevance_mass")
-        & (rows["region"] == "bone")
+        (rows["saliency"] == method) & (rows["metric"] == "pixel_auc") & (rows["region"] == "bone")
     ]
     return torch.tensor(rows["value"].to_numpy(), dtype=torch.float64)

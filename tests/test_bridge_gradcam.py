@@ -24,7 +24,7 @@ from xaibench.bridges.extras import BRIDGE_BY_PREFIX, Bridge
 from xaibench.bridges.gradcam import GradCAMBridge
 from xaibench.bridges.gradcam_names import NAMES
 from xaibench.errors import InvalidOptionsError, XaibenchError
-from xaibench.metrics.localisation import RelevanceMass
+from xaibench.metrics.localisation import PixelAUC
 from xaibench.models.base import Classifier
 from xaibench.plugins import collect_components, get_plugin_manager
 from xaibench.saliency.gradcam import GradCAMPlusPlus
@@ -149,7 +149,7 @@ def test_gradcam_pp_epsilon_defaults_to_xaibench_s_convention(resnet):
 
 
 def test_end_to_end_run_equals_the_library_on_the_run_s_model():
-    """``xaibench run`` with gradcam:GradCAMPlusPlus: the run's per-image relevance mass is the
+    """``xaibench run`` with gradcam:GradCAMPlusPlus: the run's per-image pixel AUC is the
     same metric on the maps of a direct pytorch-grad-cam call on the run's fitted model."""
     run = bridge_run()
     record = run.explained["gradcam:GradCAMPlusPlus"]
@@ -162,7 +162,7 @@ def test_end_to_end_run_equals_the_library_on_the_run_s_model():
     direct_maps = torch.from_numpy(direct)
     torch.testing.assert_close(record.maps, direct_maps, rtol=0, atol=1e-6)
     (masks,) = record.masks
-    expected = RelevanceMass().per_sample(direct_maps, masks).double()
+    expected = PixelAUC().per_sample(direct_maps, masks).double()
     got = run_values(run, "gradcam:GradCAMPlusPlus")
     assert len(got) == len(record.images) == 4
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
