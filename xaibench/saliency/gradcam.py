@@ -13,6 +13,7 @@ from abc import abstractmethod
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from xaibench.models.base import Classifier
 from xaibench.saliency.base import SaliencyMethod, check_maps
@@ -113,7 +114,12 @@ class GradCAMPlusPlus(CAMMethod):
         w_k = sum_ij alpha_kij relu(g_kij)
 
     (the positive factor ``exp(S)`` is dropped: it scales the whole map of one image). Where the
-    denominator is zero ``alpha`` is 0. The map is ``relu(sum_k w_k A_k)``, upsampled bilinearly:
+    denominator is zero ``alpha`` is 0 (``epsilon`` 0, the default). ``epsilon > 0`` follows
+    pytorch-grad-cam's convention instead: ``alpha = g^2 / (denominator + epsilon)`` where the
+    gradient is non-zero, 0 where it is zero; ``epsilon=1e-6`` reproduces its
+    ``GradCAMPlusPlus``. On gradients of order 1e-3 and below the denominator is itself below
+    1e-6, so the two conventions give visibly different maps (docs/bridges/gradcam.md has the
+    numbers). The map is ``relu(sum_k w_k A_k)``, upsampled bilinearly:
     non-negative. For a network that global-average-pools the CAM layer into a linear head the
     gradient is constant over locations and the weights depend on each channel's activation sum.
     """
@@ -125,11 +131,23 @@ class GradCAMPlusPlus(CAMMethod):
     )
     method_name = "gradcam_pp"
 
+    epsilon: float = Field(
+        0.0,
+        ge=0.0,
+        description=(
+            "Added to alpha's denominator; 1e-6 reproduces pytorch-grad-cam's GradCAMPlusPlus. "
+            "0: alpha is 0 where the denominator is 0."
+        ),
+    )
+
     def channel_weights(self, activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """Location-weighted sums of the positive gradients, per channel."""
         g2 = grad.pow(2)
         g3 = g2 * grad
         act_sum = activation.sum(dim=(2, 3), keepdim=True)
         denom = 2 * g2 + act_sum * g3
-        alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, 1.0), 0.0)
+        if self.epsilon > 0:
+            alpha = torch.where(grad != 0, g2 / (denom + self.epsilon), 0.0)
+        else:
+            alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, 1.0), 0.0)
         return (alpha * F.relu(grad)).sum(dim=(2, 3), keepdim=True)
