@@ -178,8 +178,23 @@ FAMILIES = {
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_explainer_metrics_equal_quantus(name, tiny_cnn):
-    model, method, images, targets, maps = tiny_cnn
-    init = FAMILIES[name]
+    _equal_to_quantus(name, FAMILIES[name], *tiny_cnn)
+
+
+def test_non_sensitivity_equals_quantus_on_a_small_image():
+    """NonSensitivity calls the model once per pixel: one 16 px image (the every-metric test
+    leaves it out for its cost)."""
+    torch.manual_seed(0)
+    backbone = TimmBackbone(arch="test_resnet", img_size=16, random_init=True).create_adapter()
+    model = Classifier(backbone, 3).eval()
+    images = 0.3 + 0.4 * torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    targets = torch.tensor([2])
+    method = VanillaGradient()
+    maps = method.explain(model, images, targets).detach()
+    _equal_to_quantus("NonSensitivity", {}, model, method, images, targets, maps)
+
+
+def _equal_to_quantus(name, init, model, method, images, targets, maps):
     metric = getattr(qe, f"Quantus{name}")(bridged=name, init_kwargs=init)
     before = np.random.get_state()[1].copy()
     values, floor = metric.per_sample(

@@ -277,7 +277,10 @@ def test_every_registered_explainer_metric_runs(components, tmp_path: Path):
     (Quantus' 200 noisy draws per image, every layer randomised in turn), take minutes per method
     even on a tiny model.
     """
-    names = _explainer_metrics(components)
+    # quantus:NonSensitivity makes one model call per pixel and has no cheap setting (Quantus 0.6
+    # fails with features_in_step > 1): 20 s here; tests/test_bridge_quantus.py runs it on one
+    # 16 px image.
+    names = [m for m in _explainer_metrics(components) if m != "quantus:NonSensitivity"]
     assert "mprt" in names
     refs = [
         {"name": m, "options": dict(components.metrics.get(m).load().smoke_options)} for m in names
