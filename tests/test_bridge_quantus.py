@@ -332,3 +332,14 @@ def test_mprt_gives_one_value_per_image_under_each_summary():
     assert skip.quantus_options() == {"skip_layers": True, "return_last_correlation": True}
     qb.make_metric("MPRT", skip.quantus_options())  # Quantus accepts the combination
     assert qe.QuantusMaxSensitivity(bridged="MaxSensitivity").quantus_options() == {}
+
+
+def test_a_constant_batch_is_nan_not_a_failure():
+    """Quantus refuses a batch of all-zero maps (an untrained CAM); the bridge gives NaN."""
+    zeros = torch.zeros(3, 16, 16)
+    metric = qb._CLASSES["QuantusSparseness"](bridged="Sparseness")
+    assert torch.isnan(metric.per_sample(zeros)).all()
+    masks = torch.zeros(3, 16, 16, dtype=torch.bool)
+    masks[:, 4:8, 4:8] = True
+    region = qb._CLASSES["QuantusPointingGame"](bridged="PointingGame")
+    assert torch.isnan(region.per_sample(zeros, masks)).all()

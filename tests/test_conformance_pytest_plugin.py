@@ -58,7 +58,14 @@ def test_with_no_test_files_it_runs_the_checks_alone_and_reports_skips(pytester)
 
 def test_component_and_kind_filter_and_keywords_select(pytester):
     result = pytester.runpytest(
-        "--xaibench-component", "gradcam*", "--xaibench-component", "zero", "--collect-only", "-q"
+        "--xaibench-component",
+        "gradcam",
+        "--xaibench-component",
+        "gradcam_p*",
+        "--xaibench-component",
+        "zero",
+        "--collect-only",
+        "-q",
     )
     ids = [line for line in result.outlines if line.startswith("xaibench-conformance::")]
     assert {i.split(":")[-2] for i in ids} == {"gradcam", "gradcam_pp", "zero"}
@@ -73,6 +80,7 @@ def test_component_and_kind_filter_and_keywords_select(pytester):
         "xaibench-conformance::metrics:insertion_auc:direction",
         "xaibench-conformance::metrics:macro_auc:direction",
         "xaibench-conformance::metrics:pixel_auc:direction",
+        "xaibench-conformance::metrics:quantus:AUC:direction",  # -k is case-insensitive
     ]
     result = pytester.runpytest(
         "--xaibench-component", "zero", "-m", "not xaibench_conformance", "--collect-only", "-q"
@@ -147,7 +155,7 @@ def test_a_broken_third_party_component_fails_the_session(pytester, monkeypatch)
     result.stdout.fnmatch_lines(
         [
             "*saliency method 'leaky_method' (xb-leaky 0.1): explain() left the reference cnn "
-            "changed: _forward_hooks: None -> 1 on head*",
+            "(test_resnet.random) changed: _forward_hooks: None -> 1 on head*",
             "FAILED xaibench-conformance::saliency:leaky_method:no_hooks_left - *",
         ]
     )

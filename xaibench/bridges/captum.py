@@ -421,11 +421,16 @@ class CaptumMethod(SaliencyMethod):
 
 
 #: captum's notices of what it does on every call (hooks it sets and removes, Lime's per-image
-#: models): not problems, and one per batch would flood a run's log.
+#: models): not problems, and one per batch would flood a run's log. The last is torch's, under
+#: the runner's ``use_deterministic_algorithms(True, warn_only=True)``: DeepLift's max-pool rule
+#: unpools, which torch flags as non-deterministic on any device; on the CPU, where the runner
+#: promises identical numbers, each image plane is unpooled by one thread in a fixed order, so
+#: the maps repeat.
 NOTICES = (
     "Setting forward, backward hooks and attributes on non-linear",
     "Setting backward hooks on ReLU activations",
     "You are providing multiple inputs for Lime",
+    "max_unpooling2d_forward_out does not have a deterministic implementation",
 )
 
 

@@ -151,7 +151,16 @@ def as_values(scores: Any, name: str, n: int) -> torch.Tensor:
 
 
 def run_quantus(metric: Any, name: str, **call: Any) -> list[Any]:
-    """Call a Quantus metric object; its assertion failures become one-line ``ValueError``."""
+    """Call a Quantus metric object; its assertion failures become one-line ``ValueError``.
+
+    A batch whose maps are all one constant (an untrained model's ReLU'd CAM is often all zero)
+    gives ``None`` per image, NaN once recorded: such maps rank nothing, and Quantus refuses the
+    whole batch (it asserts on the batch, not per image). The runner reports constant maps in
+    ``details.constant_maps``.
+    """
+    a_batch = call.get("a_batch")
+    if a_batch is not None and np.size(a_batch) and np.min(a_batch) == np.max(a_batch):
+        return [None] * len(a_batch)
     try:
         return metric(channel_first=True, **call)
     except AssertionError as exc:

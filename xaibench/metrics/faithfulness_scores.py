@@ -347,7 +347,7 @@ class IROF(FaithfulnessMetric):
     random superpixel order.
     """
 
-    smoke_options: ClassVar[dict[str, Any]] = {"n_segments": 4}
+    smoke_options: ClassVar[dict[str, Any]] = {"n_segments": 16}
 
     display_name = "IROF"
     citation = (
@@ -413,7 +413,7 @@ class Selectivity(FaithfulnessMetric):
     order.
     """
 
-    smoke_options: ClassVar[dict[str, Any]] = {"patch_size": 16}
+    smoke_options: ClassVar[dict[str, Any]] = {"patch_size": 8}
 
     display_name = "Selectivity"
     citation = (
