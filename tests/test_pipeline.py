@@ -304,6 +304,11 @@ def test_every_registered_explainer_metric_runs(components, tmp_path: Path):
     assert all(r["details"]["random_floor"] is not None for r in records)
 
 
+#: Registered for plugin backbones, skipped with a reason on both reference models: captum's
+#: LayerLRP needs an LRP rule for the CAM layer, which no built-in backbone's has.
+SKIPPED_HERE = {"captum:LayerLRP"}
+
+
 def test_every_registered_saliency_method_runs(components, tmp_path: Path):
     """Every saliency method `xaibench ls` lists, bridged ones included, explains on a CNN or a ViT.
 
@@ -336,7 +341,10 @@ def test_every_registered_saliency_method_runs(components, tmp_path: Path):
     for method in saliency:
         scored = [r for r in records if r["saliency"] == method]
         assert len(scored) == 2, method
-        assert any(r["status"] == "ok" for r in scored), (method, [r["reason"] for r in scored])
+        if method in SKIPPED_HERE:
+            assert all(r["status"] == "skipped" for r in scored), method
+        else:
+            assert any(r["status"] == "ok" for r in scored), (method, [r["reason"] for r in scored])
         assert all(r["reason"] for r in scored if r["status"] == "skipped"), method
 
 
