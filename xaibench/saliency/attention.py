@@ -40,6 +40,35 @@ def attention_rollout(layers: Sequence[torch.Tensor]) -> torch.Tensor:
     return result
 
 
+Query = Literal["class", "prefix_mean"]
+
+
+def token_row_map(
+    relevance: torch.Tensor, prefix: int, query: Query, size: tuple[int, int], method: str
+) -> torch.Tensor:
+    """The read-out row of a token relevance ``[B, N, N]`` as a bilinear map ``[B, H, W]``.
+
+    The class token's row (``query='class'``), the mean of the prefix-token rows
+    (``'prefix_mean'``), or the mean of all rows when there are no prefix tokens; patch columns
+    only, reshaped to the square patch grid.
+    """
+    if prefix == 0:
+        row = relevance.mean(dim=1)
+    elif query == "class":
+        row = relevance[:, 0]
+    else:
+        row = relevance[:, :prefix].mean(dim=1)
+    patches = row[:, prefix:]
+    side = math.isqrt(patches.shape[1])
+    if side * side != patches.shape[1]:
+        raise XaibenchError(
+            f"{method} expects a square patch grid, got {patches.shape[1]} patch tokens after "
+            f"{prefix} prefix token(s)"
+        )
+    grid = patches.reshape(-1, 1, side, side)
+    return F.interpolate(grid, size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
 class AttentionRollout(SaliencyMethod):
     """Attention rollout (Abnar & Zuidema, ACL 2020); ViTs only.
 
@@ -56,7 +85,7 @@ class AttentionRollout(SaliencyMethod):
     method_name = "attention_rollout"
     architectures = frozenset({"vit"})
 
-    query: Literal["class", "prefix_mean"] = Field(
+    query: Query = Field(
         "class",
         description="Row read out: the class token's ('class', the first prefix token) or the "
         "mean over class and register tokens ('prefix_mean'). Models without prefix tokens "
@@ -79,20 +108,8 @@ class AttentionRollout(SaliencyMethod):
             raise XaibenchError(reason)
         with torch.no_grad():
             rollout = attention_rollout(model.backbone.attention_maps(images))
-        prefix = model.backbone.num_prefix_tokens
-        if prefix == 0:
-            row = rollout.mean(dim=1)
-        elif self.query == "class":
-            row = rollout[:, 0]
-        else:
-            row = rollout[:, :prefix].mean(dim=1)
-        patches = row[:, prefix:]
-        side = math.isqrt(patches.shape[1])
-        if side * side != patches.shape[1]:
-            raise XaibenchError(
-                f"attention rollout expects a square patch grid, got {patches.shape[1]} patch "
-                f"tokens after {prefix} prefix token(s)"
-            )
-        grid = patches.reshape(-1, 1, side, side)
-        maps = F.interpolate(grid, size=images.shape[-2:], mode="bilinear", align_corners=False)
-        return check_maps(maps[:, 0], images, self.method_name)
+        size = (images.shape[-2], images.shape[-1])
+        maps = token_row_map(
+            rollout, model.backbone.num_prefix_tokens, self.query, size, "attention rollout"
+        )
+        return check_maps(maps, images, self.method_name)

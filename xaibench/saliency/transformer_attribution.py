@@ -21,7 +21,6 @@ reason).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, Literal
@@ -33,9 +32,8 @@ from torch import nn
 
 from xaibench.errors import XaibenchError
 from xaibench.models.base import BackboneAdapter, Classifier
+from xaibench.saliency.attention import Query, token_row_map
 from xaibench.saliency.base import SaliencyMethod, check_maps
-
-Query = Literal["class", "prefix_mean"]
 
 
 def gradient_weighted_relevance(
@@ -56,32 +54,6 @@ def gradient_weighted_relevance(
         weighted = (grad.float() * attn.float()).clamp(min=0).mean(dim=1)
         relevance = relevance + weighted @ relevance
     return relevance
-
-
-def token_row_map(
-    relevance: torch.Tensor, prefix: int, query: Query, size: tuple[int, int], method: str
-) -> torch.Tensor:
-    """The read-out row of a token relevance ``[B, N, N]`` as a bilinear map ``[B, H, W]``.
-
-    The class token's row (``query='class'``), the mean of the prefix-token rows
-    (``'prefix_mean'``), or the mean of all rows when there are no prefix tokens; patch columns
-    only, reshaped to the square patch grid.
-    """
-    if prefix == 0:
-        row = relevance.mean(dim=1)
-    elif query == "class":
-        row = relevance[:, 0]
-    else:
-        row = relevance[:, :prefix].mean(dim=1)
-    patches = row[:, prefix:]
-    side = math.isqrt(patches.shape[1])
-    if side * side != patches.shape[1]:
-        raise XaibenchError(
-            f"{method} expects a square patch grid, got {patches.shape[1]} patch tokens after "
-            f"{prefix} prefix token(s)"
-        )
-    grid = patches.reshape(-1, 1, side, side)
-    return F.interpolate(grid, size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
 def _captures_attention(backbone: Any) -> bool:
